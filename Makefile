@@ -1,0 +1,27 @@
+# Two commands for a new user: `make demo` and `make test`. Both create .venv on first use.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test lint clean-venv
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	# A CPU wheel of torch 2.13.0 is on disk; unpinned, pip would download a multi-GB CUDA build.
+	$(BIN)/python -m pip install -q torch==2.13.0
+	$(BIN)/python -m pip install -q -e '.[test]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/closedloop validate protocols/*.yaml
+
+test: $(STAMP)
+	$(BIN)/ruff check controller drivers planners simulators tests benchmarks
+	$(BIN)/python -m pytest -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check controller drivers planners simulators tests benchmarks
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,1 @@
+"""Talking to instruments: transports, wire protocols, drivers, and the analysis of raw data."""

@@ -1,0 +1,33 @@
+"""The planner interface: a pure function of (problem, observations, pending)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+import pandas as pd
+
+from planners.space import Conditions, Observation, Problem, Proposal
+
+
+class Planner(Protocol):
+    """Proposes the next experiments. Pure: no I/O, no clock, no hidden state between calls.
+
+    The same arguments (including `seed`) give the same proposals, bit for bit, on one machine.
+    `pending` are conditions already dispatched but not yet measured; a planner must not propose
+    them again and should spread a batch away from them. `candidates`, when given, is pool mode:
+    every proposal must be a row of that table (by parameter columns) not already observed or pending.
+    """
+
+    name: str
+    version: str
+
+    def propose(
+        self,
+        problem: Problem,
+        observations: Sequence[Observation],
+        pending: Sequence[Conditions],
+        n: int,
+        seed: int,
+        candidates: pd.DataFrame | None = None,
+    ) -> list[Proposal]: ...
