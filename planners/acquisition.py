@@ -1,0 +1,143 @@
+"""Acquisition functions: noisy log-EI for one objective, noisy log-EHVI for several.
+
+Outcome constraints and the feasibility model enter as BoTorch constraint callables, which map
+posterior samples to values that are negative where the constraint holds; the acquisition weighs
+each sample's improvement by a smooth estimate of that. Pending points enter as X_pending.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from botorch.acquisition import AcquisitionFunction
+from botorch.acquisition.logei import qLogNoisyExpectedImprovement
+from botorch.acquisition.multi_objective.logei import qLogNoisyExpectedHypervolumeImprovement
+from botorch.acquisition.multi_objective.objective import IdentityMCMultiOutputObjective
+from botorch.acquisition.objective import GenericMCObjective
+from botorch.sampling import SobolQMCNormalSampler
+from botorch.utils.multi_objective.hypervolume import infer_reference_point
+from botorch.utils.multi_objective.pareto import is_non_dominated
+from torch import Tensor
+
+from planners.encoding import DTYPE
+from planners.models import FittedModels
+from planners.outcomes import FEASIBILITY, TrainingData
+from planners.sampling import derive_seed
+from planners.space import Problem
+
+SINGLE_OBJECTIVE = "qLogNoisyExpectedImprovement"
+MULTI_OBJECTIVE = "qLogNoisyExpectedHypervolumeImprovement"
+FEASIBILITY_THRESHOLD = 0.5  # predicted success fraction above which a point counts as feasible
+
+
+@dataclass(frozen=True)
+class OutcomeBound:
+    """Constraint callable for `output[index] op bound` on samples: <= 0 where it holds."""
+
+    index: int
+    op: str
+    bound: float
+
+    def __call__(self, samples: Tensor) -> Tensor:
+        value = samples[..., self.index]
+        return self.bound - value if self.op == ">=" else value - self.bound
+
+
+def first_output(samples: Tensor, X: Tensor | None = None) -> Tensor:
+    return samples[..., 0]
+
+
+def constraint_callables(problem: Problem, fitted: FittedModels) -> list[OutcomeBound]:
+    """Outcome constraints in model units, plus 'predicted feasible' when failures were observed."""
+    bounds = []
+    for c in problem.outcome_constraints:
+        index = fitted.index(c.name)
+        if index is None:  # never measured: `build_training_data` already noted that it is ignored
+            continue
+        converted = fitted.outcomes[index].bound_to_model(c.op, c.bound)
+        if converted is not None:
+            bounds.append(OutcomeBound(index, *converted))
+    feasibility = fitted.index(FEASIBILITY)
+    if feasibility is not None:
+        bounds.append(OutcomeBound(feasibility, ">=", FEASIBILITY_THRESHOLD))
+    return bounds
+
+
+def reference_point(problem: Problem, fitted: FittedModels, data: TrainingData) -> list[float]:
+    """The protocol's reference point in model units, or one inferred just below the observed Pareto front."""
+    objectives = fitted.outcomes[: len(problem.objectives)]
+    if problem.reference_point is not None:
+        return [o.to_model(problem.reference_point[o.name]) for o in objectives]
+    Y = data.objective_Y
+    if Y.shape[0] == 0:  # no point has every objective: use each objective's worst value seen
+        Y = torch.tensor([[float(y.min()) for y in data.Y[: len(objectives)]]], dtype=DTYPE)
+    pareto = Y[is_non_dominated(Y)]
+    return infer_reference_point(pareto).tolist()
+
+
+@dataclass
+class Acquisition:
+    function: AcquisitionFunction
+    name: str
+    settings: dict[str, Any]  # JSON-ready: what a reader needs to re-derive the decision
+
+
+def build_acquisition(
+    problem: Problem,
+    fitted: FittedModels,
+    data: TrainingData,
+    X_pending: Tensor,
+    seed: int,
+    mc_samples: int,
+) -> Acquisition:
+    """The acquisition function for `problem`, its name and settings for provenance."""
+    bounds = constraint_callables(problem, fitted)
+    sampler = SobolQMCNormalSampler(torch.Size([mc_samples]), seed=derive_seed(seed, "mc") % 2**31)
+    settings: dict[str, Any] = {
+        "mc_samples": mc_samples,
+        "constraints": [
+            f"{fitted.outcomes[b.index].name} {b.op} {b.bound:.6g} (model units)" for b in bounds
+        ],
+        "n_baseline": int(data.baseline.shape[0]),
+        "n_pending": int(X_pending.shape[0]),
+    }
+    n_objectives = len(problem.objectives)
+    extra_outputs = len(fitted.outcomes) > n_objectives
+    if n_objectives == 1:
+        acq = qLogNoisyExpectedImprovement(
+            fitted.model,
+            X_baseline=data.baseline,
+            sampler=sampler,
+            objective=GenericMCObjective(first_output) if extra_outputs else None,
+            constraints=bounds or None,
+            X_pending=X_pending if X_pending.shape[0] else None,
+            prune_baseline=True,
+        )
+        return Acquisition(acq, SINGLE_OBJECTIVE, settings)
+    ref_point = reference_point(problem, fitted, data)
+    settings["reference_point"] = ref_point  # model units: log10 where declared, negated when minimized
+    acq = qLogNoisyExpectedHypervolumeImprovement(
+        fitted.model,
+        ref_point=ref_point,
+        X_baseline=data.baseline,
+        sampler=sampler,
+        objective=IdentityMCMultiOutputObjective(outcomes=list(range(n_objectives)))
+        if extra_outputs
+        else None,
+        constraints=bounds or None,
+        X_pending=X_pending if X_pending.shape[0] else None,
+        prune_baseline=True,
+    )
+    return Acquisition(acq, MULTI_OBJECTIVE, settings)
+
+
+def pointwise_values(acq: AcquisitionFunction, X: Tensor) -> list[float | None]:
+    """Each point's acquisition value on its own (given the pending points); None if not finite."""
+    if X.shape[0] == 0:
+        return []
+    with torch.no_grad():
+        values = acq(X.unsqueeze(1)).tolist()
+    return [v if math.isfinite(v) else None for v in values]

@@ -1,0 +1,215 @@
+"""The model-based planner: a space-filling initial design, then GP + noisy (hypervolume) log-EI.
+
+One call is a pure function of its arguments: the global torch generator is forked and seeded
+for the duration (BoTorch draws restarts from it), every other draw has its own derived seed.
+Nothing fails loudly on bad data: if the data cannot support a model, or a fit or the optimizer
+breaks, the planner falls back to the space-filling design and says so in `provenance["fallback"]`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+import torch
+
+from planners.acquisition import build_acquisition, pointwise_values
+from planners.encoding import SpaceEncoding, point_key
+from planners.models import fit_models
+from planners.optimize import OptimizerSettings, optimize_over_points, optimize_relaxed
+from planners.outcomes import NoUsableData, build_training_data, check_problem
+from planners.pool import candidate_pool
+from planners.provenance import base_provenance, check_request
+from planners.repair import enumerate_legal, make_legal
+from planners.sampling import isolated_rng
+from planners.sobol import check_n_initial, initial_design, space_filling
+from planners.space import Conditions, Observation, Problem, Proposal
+
+
+@dataclass
+class _Step:
+    """What one model-based step produced, for the proposals and their provenance."""
+
+    points: list[Conditions]
+    values: list[float | None]
+    acquisition: str
+    acquisition_settings: dict[str, Any]
+    hyperparameters: dict[str, Any]
+    fit_time_s: float
+    optimize_time_s: float
+    fallbacks: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+class BotorchPlanner:
+    """An initial design until `n_initial` observations exist, then Bayesian optimisation.
+
+    provenance["design"] says which: "initial", "model", or "fallback" (the model step could not
+    run, see provenance["fallback"]; a space-filling point was used instead).
+
+    Example:
+        >>> planner = BotorchPlanner(n_initial=6)
+        >>> proposals = planner.propose(problem, observations, pending=[], n=1, seed=7)
+    """
+
+    name = "botorch"
+    version = "1"
+
+    def __init__(
+        self,
+        n_initial: int = 8,
+        initial_method: str = "sobol",
+        num_restarts: int = 6,
+        raw_samples: int = 192,
+        mc_samples: int = 128,
+        fit_maxiter: int = 100,
+        max_fit_points: int = 500,
+        optimizer_maxiter: int = 200,
+        max_choice_combinations: int = 8,
+    ) -> None:
+        check_n_initial(n_initial)
+        for label, value in (
+            ("mc_samples", mc_samples),
+            ("fit_maxiter", fit_maxiter),
+            ("max_fit_points", max_fit_points),
+        ):
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"botorch planner option {label} must be a positive int, got {value!r}")
+        self.n_initial = n_initial
+        self.initial_method = initial_method
+        self._initial = initial_design(initial_method)
+        self.mc_samples = mc_samples
+        self.fit_maxiter = fit_maxiter
+        self.max_fit_points = max_fit_points
+        self.settings = OptimizerSettings(
+            num_restarts, raw_samples, optimizer_maxiter, max_choice_combinations
+        )
+
+    def propose(
+        self,
+        problem: Problem,
+        observations: Sequence[Observation],
+        pending: Sequence[Conditions],
+        n: int,
+        seed: int,
+        candidates: pd.DataFrame | None = None,
+    ) -> list[Proposal]:
+        check_request(n)
+        check_problem(problem)
+        encoding = SpaceEncoding(problem.space)
+        existing = [o.conditions for o in observations] + list(pending)
+        provenance = base_provenance(self.name, self.version, seed, observations, pending)
+        provenance["notes"] = []
+        if candidates is not None:
+            pool: list[Conditions] | None = candidate_pool(problem.space, candidates, existing).points
+        else:
+            pool = _unseen_points(encoding, existing)  # a small fully discrete space is a pool too
+        if n == 0 or pool == []:
+            return []
+        with isolated_rng(seed):
+            if len(observations) < self.n_initial:
+                provenance.update(acquisition=self.initial_method, design="initial")
+                return _proposals(self._initial(encoding, existing, n, seed, pool), provenance)
+            try:
+                step = self._model_step(problem, encoding, observations, pending, existing, n, seed, pool)
+            except NoUsableData as error:
+                provenance.update(acquisition="sobol", design="fallback", fallback=f"{error}; used Sobol")
+                return _proposals(space_filling(encoding, existing, n, seed, pool), provenance)
+            except Exception as error:  # noqa: BLE001 - a broken fit or optimizer must not stop a campaign
+                message = f"model-based step failed ({type(error).__name__}: {error}); used Sobol"
+                provenance.update(acquisition="sobol", design="fallback", fallback=message)
+                return _proposals(space_filling(encoding, existing, n, seed, pool), provenance)
+        provenance.update(
+            acquisition=step.acquisition,
+            acquisition_settings=step.acquisition_settings,
+            design="model",
+            hyperparameters=step.hyperparameters,
+            fit_time_s=step.fit_time_s,
+            optimize_time_s=step.optimize_time_s,
+            fallback="; ".join(step.fallbacks) or None,
+            notes=step.notes,
+        )
+        return _proposals(step.points, provenance, step.values)
+
+    def _model_step(
+        self,
+        problem: Problem,
+        encoding: SpaceEncoding,
+        observations: Sequence[Observation],
+        pending: Sequence[Conditions],
+        existing: list[Conditions],
+        n: int,
+        seed: int,
+        pool: list[Conditions] | None,
+    ) -> _Step:
+        started = time.perf_counter()
+        data = build_training_data(problem, encoding, observations)
+        fitted = fit_models(data, self.fit_maxiter, self.max_fit_points)
+        fitted_at = time.perf_counter()
+        X_pending = encoding.encode(pending)
+        X_pending = X_pending[torch.isfinite(X_pending).all(dim=-1)]
+        acquisition = build_acquisition(problem, fitted, data, X_pending, seed, self.mc_samples)
+        acq = acquisition.function
+        fallbacks = list(fitted.notes)
+        if pool is not None:
+            choices = encoding.encode(pool)
+            points = [pool[i] for i in optimize_over_points(acq, choices, n)]
+        else:
+            relaxed = encoding.decode(optimize_relaxed(acq, encoding, n, self.settings))
+            points, replaced = _legal_and_new(
+                encoding, [make_legal(encoding, r) for r in relaxed], existing, seed
+            )
+            if replaced:
+                fallbacks.append(
+                    f"{replaced} optimized point(s) could not be made legal or repeated a known point; used Sobol for them"
+                )
+        values = pointwise_values(acq, encoding.encode(points))
+        return _Step(
+            points,
+            values,
+            acquisition.name,
+            acquisition.settings | self.settings.as_provenance(None if pool is not None else encoding),
+            fitted.hyperparameters,
+            fit_time_s=fitted_at - started,
+            optimize_time_s=time.perf_counter() - fitted_at,
+            fallbacks=fallbacks,
+            notes=data.notes + fitted.remarks,
+        )
+
+
+def _unseen_points(encoding: SpaceEncoding, existing: Sequence[Conditions]) -> list[Conditions] | None:
+    """All legal points of a small fully discrete space not yet observed or pending; None otherwise."""
+    points = enumerate_legal(encoding)
+    if points is None:
+        return None
+    seen = {point_key(encoding.space, c) for c in existing}
+    return [p for p in points if point_key(encoding.space, p) not in seen]
+
+
+def _legal_and_new(
+    encoding: SpaceEncoding, points: list[Conditions | None], existing: list[Conditions], seed: int
+) -> tuple[list[Conditions], int]:
+    """Keep legal points that repeat nothing known; replace the rest by space-filling points."""
+    seen = {point_key(encoding.space, c) for c in existing}
+    kept: list[Conditions] = []
+    for point in points:
+        if point is not None and point_key(encoding.space, point) not in seen:
+            seen.add(point_key(encoding.space, point))
+            kept.append(point)
+    replaced = len(points) - len(kept)
+    if replaced:
+        kept += space_filling(encoding, existing + kept, replaced, seed)
+    return kept, replaced
+
+
+def _proposals(
+    points: Sequence[Conditions], provenance: dict[str, Any], values: Sequence[float | None] | None = None
+) -> list[Proposal]:
+    out = []
+    for i, point in enumerate(points):
+        record = dict(provenance, acquisition_value=None if values is None else values[i])
+        out.append(Proposal(conditions=point, provenance=record))
+    return out

@@ -1,0 +1,111 @@
+"""Gaussian-process surrogates: one SingleTaskGP per modelled quantity, float64, standardized outcomes.
+
+Inputs arrive already in the unit cube (`planners.encoding` does the normalisation, because it is
+the one place that knows about log scales, int grids and one-hot choices), so no input transform
+is needed; outcomes are standardized per quantity by `Standardize`. Quantities are modelled
+independently (a ModelListGP when there are several) because each may be observed on different
+rows: a constraint quantity can be missing where an objective is present, and the feasibility
+outcome covers failed samples too.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+
+import torch
+from botorch.exceptions.warnings import InputDataWarning
+from botorch.fit import fit_gpytorch_mll
+from botorch.models import ModelListGP, SingleTaskGP
+from botorch.models.model import Model
+from botorch.models.transforms.outcome import Standardize
+from gpytorch.mlls import ExactMarginalLogLikelihood
+from torch import Tensor
+
+from planners.outcomes import Outcome, TrainingData
+
+
+@dataclass
+class FittedModels:
+    model: Model  # outputs in `outcomes` order
+    outcomes: list[Outcome]
+    hyperparameters: dict[str, dict[str, list[float]]]  # per quantity: lengthscale, outputscale, noise
+    notes: list[str] = field(default_factory=list)  # fits that failed and what was used instead
+    remarks: list[str] = field(default_factory=list)  # approximations taken, e.g. subset fits
+
+    def index(self, name: str) -> int | None:
+        for i, outcome in enumerate(self.outcomes):
+            if outcome.name == name:
+                return i
+        return None
+
+
+def _new_gp(X: Tensor, Y: Tensor) -> SingleTaskGP:
+    with warnings.catch_warnings():
+        # Warm-start points may sit outside the current bounds; that is data, not a mistake.
+        warnings.simplefilter("ignore", InputDataWarning)
+        return SingleTaskGP(X, Y, outcome_transform=Standardize(m=1))
+
+
+def fit_gp(X: Tensor, Y: Tensor, maxiter: int, max_fit_points: int) -> tuple[SingleTaskGP, str | None]:
+    """A fitted GP, or (if every fit attempt fails) one with its default hyperparameters and the reason.
+
+    Beyond `max_fit_points` observations the hyperparameters are fitted on a random subset (from
+    torch's generator, which the planner seeds) and the returned GP conditions on all the data:
+    each fit iteration costs O(n^3), and a few hundred points pin the hyperparameters down well.
+    """
+    subset = torch.randperm(X.shape[0])[:max_fit_points] if X.shape[0] > max_fit_points else None
+    to_fit = _new_gp(X, Y) if subset is None else _new_gp(X[subset], Y[subset])
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", InputDataWarning)
+            fit_gpytorch_mll(
+                ExactMarginalLogLikelihood(to_fit.likelihood, to_fit),
+                optimizer_kwargs={"options": {"maxiter": maxiter}},
+            )
+    except Exception as error:  # noqa: BLE001 - any fit failure has the same remedy
+        model = _new_gp(X, Y)
+        model.eval()
+        return model, f"{type(error).__name__}: {error}"
+    if subset is None:
+        return to_fit, None
+    model = _new_gp(X, Y)
+    # Kernel, mean and noise come from the subset fit; standardization stays that of all the data.
+    fitted = {k: v for k, v in to_fit.state_dict().items() if not k.startswith("outcome_transform")}
+    model.load_state_dict(fitted, strict=False)
+    model.eval()
+    return model, None
+
+
+def hyperparameters_of(model: SingleTaskGP) -> dict[str, list[float]]:
+    """Fitted lengthscales (unit-cube input units), output scale and noise (standardized outcome units)."""
+    kernel = model.covar_module
+    base = getattr(kernel, "base_kernel", kernel)
+    out: dict[str, list[float]] = {
+        "lengthscale": base.lengthscale.detach().flatten().tolist() if base.lengthscale is not None else [],
+        "outputscale": [],
+        "noise": model.likelihood.noise.detach().flatten().tolist(),
+    }
+    if hasattr(kernel, "outputscale"):
+        out["outputscale"] = kernel.outputscale.detach().flatten().tolist()
+    return out
+
+
+def fit_models(data: TrainingData, maxiter: int = 100, max_fit_points: int = 500) -> FittedModels:
+    """Fit one GP per outcome of `data`; a failed fit keeps default hyperparameters and says so."""
+    gps: list[SingleTaskGP] = []
+    notes: list[str] = []
+    remarks: list[str] = []
+    hyperparameters: dict[str, dict[str, list[float]]] = {}
+    for outcome, X, Y in zip(data.outcomes, data.X, data.Y, strict=True):
+        gp, failure = fit_gp(X, Y, maxiter, max_fit_points)
+        if X.shape[0] > max_fit_points:
+            remarks.append(
+                f"hyperparameters of {outcome.name!r} fitted on {max_fit_points} of {X.shape[0]} points"
+            )
+        if failure is not None:
+            notes.append(f"GP fit for {outcome.name!r} failed ({failure}); used default hyperparameters")
+        gps.append(gp)
+        hyperparameters[outcome.name] = hyperparameters_of(gp)
+    model: Model = gps[0] if len(gps) == 1 else ModelListGP(*gps)
+    return FittedModels(model, list(data.outcomes), hyperparameters, notes, remarks)

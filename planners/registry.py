@@ -1,0 +1,45 @@
+"""Planners by name, as a protocol file names them: `make_planner("botorch", n_initial=8)`."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from typing import Any
+
+from planners.base import Planner
+from planners.botorch_planner import BotorchPlanner
+from planners.sobol import RandomPlanner, SobolPlanner
+
+PLANNERS: dict[str, Callable[..., Planner]] = {
+    "sobol": SobolPlanner,
+    "random": RandomPlanner,
+    "botorch": BotorchPlanner,
+}
+
+
+def planner_options(name: str) -> dict[str, Any]:
+    """The options a planner accepts and their defaults (for docs, validation and error messages)."""
+    factory = _factory(name)
+    return {
+        p.name: p.default
+        for p in inspect.signature(factory).parameters.values()
+        if p.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD
+    }
+
+
+def make_planner(name: str, **options: Any) -> Planner:
+    """A planner by name. Unknown names or options raise ValueError listing what is accepted."""
+    factory = _factory(name)
+    accepted = planner_options(name)
+    unknown = sorted(set(options) - set(accepted))
+    if unknown:
+        listing = ", ".join(f"{k}={v!r}" for k, v in accepted.items()) or "none"
+        raise ValueError(f"planner {name!r} has no option(s) {unknown}; it accepts: {listing}")
+    return factory(**options)
+
+
+def _factory(name: str) -> Callable[..., Planner]:
+    try:
+        return PLANNERS[name]
+    except KeyError:
+        raise ValueError(f"unknown planner {name!r}; choose one of {sorted(PLANNERS)}") from None
