@@ -1,19 +1,40 @@
-"""Which simulator models exist (`sim:<model>` in a protocol) and what each accepts and measures."""
+"""Which simulator models exist and what each accepts and measures.
+
+Most are whole instruments in process (`sim:<model>` in a protocol, or `sim://<model>` behind their
+driver). The furnace is different: it speaks SCPI, so it is reached through the serial driver, either in
+process (`driver: serial` with `connection: sim://furnace`) or behind `closedloop emulate furnace`.
+"""
 
 from __future__ import annotations
 
-from drivers.base import DriverDescription
+from drivers.base import DriverDescription, Limit, SafetyEnvelope
 from drivers.mbe import MBE_DESCRIPTION
 from drivers.trmc import TRMC_DESCRIPTION
+from simulators import emulator, furnace
 from simulators.testfunctions import TEST_FUNCTIONS
+
+# What the furnace itself takes (its SOUR:* ranges) and what it reports, under the names its example
+# protocol gives them (protocols/serial_furnace.yaml).
+FURNACE_DESCRIPTION = DriverDescription(
+    name="furnace",
+    envelope=SafetyEnvelope({
+        "anneal_temp": Limit(min=-50.0, max=furnace.MAX_TEMP_C, unit="degC"),
+        "anneal_time": Limit(min=0.0, max=furnace.MAX_DWELL_S / 60.0, unit="min"),
+        "gas_flow": Limit(min=0.0, max=furnace.MAX_FLOW_SCCM, unit="sccm"),
+    }),
+    measures={"sheet_resistance": "ohm", "furnace_temp": "degC"},
+)
 
 _DESCRIPTIONS: dict[str, DriverDescription] = {
     **{name: model.description for name, model in TEST_FUNCTIONS.items()},
     "trmc": TRMC_DESCRIPTION,
     "mbe": MBE_DESCRIPTION,
+    "furnace": FURNACE_DESCRIPTION,
 }
 
 MODELS: tuple[str, ...] = tuple(sorted(_DESCRIPTIONS))
+# Models that speak a wire protocol: the serial driver talks to them, they are not drivers themselves.
+SERIAL_MODELS: tuple[str, ...] = tuple(sorted(emulator.MODELS))
 
 
 def describe(model: str) -> DriverDescription:

@@ -11,7 +11,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from drivers.base import DriverDescription, InstrumentContext, Limit, Measurement, SafetyEnvelope, Value
+from drivers.base import (
+    DriverDescription,
+    InstrumentContext,
+    InstrumentFault,
+    Limit,
+    Measurement,
+    SafetyEnvelope,
+    Value,
+)
 
 
 def branin(x1: float, x2: float) -> float:
@@ -71,12 +79,20 @@ TEST_FUNCTIONS: dict[str, FunctionModel] = {
 
 
 class FunctionInstrument:
-    """A test function behind the Driver interface: noise, a virtual duration, envelope checks."""
+    """A test function behind the Driver interface: noise, a virtual duration, envelope checks, and
+    optional failure modes so the engine's fault and failed-sample paths can be exercised:
+    `fault_rate` (the instrument errors, the trial should be retried) and `failure_rate` (the sample
+    is bad: a failed measurement the planner learns from). Both are deterministic per (seed, trial)."""
 
-    def __init__(self, model: str, *, seed: int = 0, noise_sd: float = 0.0) -> None:
+    def __init__(
+        self, model: str, *, seed: int = 0, noise_sd: float = 0.0, fault_rate: float = 0.0, failure_rate: float = 0.0
+    ) -> None:
         self.model = TEST_FUNCTIONS[model]
         self.seed = seed
         self.noise_sd = noise_sd
+        self.fault_rate = fault_rate
+        self.failure_rate = failure_rate
+        self.safe_state_calls = 0
 
     def describe(self) -> DriverDescription:
         return self.model.description
@@ -89,7 +105,19 @@ class FunctionInstrument:
         ctx.journal("tx", "EVAL " + " ".join(f"{k}={v}" for k, v in sorted(conditions.items())))
         ctx.clock.sleep(self.model.duration_s)
         rng = np.random.default_rng([self.seed, ctx.trial_id])
-        y = self.model.evaluate(conditions) + self.noise_sd * float(rng.standard_normal())
+        noise, fault, failure = rng.standard_normal(), rng.random(), rng.random()
+        if fault < self.fault_rate:
+            ctx.journal("rx", "ERR instrument fault (simulated)")
+            raise InstrumentFault(f"simulated instrument fault on trial {ctx.trial_id}")
+        if failure < self.failure_rate:
+            ctx.journal("rx", "NO SIGNAL")
+            return Measurement(
+                status="failed_sample",
+                instrument=self.model.description.name,
+                detail="simulated failed sample",
+                duration_s=self.model.duration_s,
+            )
+        y = self.model.evaluate(conditions) + self.noise_sd * float(noise)
         ctx.journal("rx", f"{y!r}")
         return Measurement(
             values={"y": y},
@@ -104,7 +132,7 @@ class FunctionInstrument:
         return None
 
     def safe_state(self) -> None:
-        pass
+        self.safe_state_calls += 1
 
     def close(self) -> None:
         pass

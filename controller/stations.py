@@ -1,0 +1,128 @@
+"""Turn a protocol's `instrument` section into the stations the engine dispatches to.
+
+- `driver: serial`: the real serial driver. With `connection: sim://MODEL` (or `--sim`, which means the
+  furnace) its port is an emulator in this process and the campaign runs in virtual time; with a device
+  path or URL (`/dev/pts/7` from `closedloop emulate furnace --pty`, `socket://HOST:PORT`, `/dev/ttyUSB0`)
+  it talks over the real link on the wall clock.
+- `sim:<model>` drivers, `sim://<model>` connections and `--sim` for the other drivers run the
+  instrument's simulator in process, in virtual time. Live TRMC and MBE drivers are not part of this
+  release yet.
+
+`instrument.options.stations: N` runs N simulated stations at once (each with its own simulator);
+`instrument.options.faults: SPEC` injects faults (see `simulators.faults`) into an in-process emulator.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from controller.dispatch import Station
+from controller.instruments import emulated_model, serial_instrument_config
+from controller.protocol import Protocol
+from drivers.serial_config import SerialInstrumentConfig
+from drivers.serial_driver import SerialInstrumentDriver
+from simulators.emulator import MODELS as EMULATED_MODELS
+from simulators.emulator import in_process_port
+from simulators.faults import FaultSpecError, parse_fault_spec
+from simulators.lookup import LookupInstrument
+from simulators.testfunctions import TEST_FUNCTIONS, FunctionInstrument
+
+DEFAULT_SERIAL_MODEL = "furnace"  # what `--sim` puts behind a serial protocol
+
+
+class InstrumentUnavailable(ValueError):
+    """The protocol names an instrument this installation cannot reach: a bad-input error (exit 2)."""
+
+
+def simulator_model(protocol: Protocol, sim: bool) -> str | None:
+    """Which simulator stands in for the instrument, or None to talk to real hardware."""
+    driver = protocol.instrument.driver
+    if driver.startswith("sim:"):
+        return driver.removeprefix("sim:")
+    model = emulated_model(protocol.instrument.connection)
+    if model:
+        return model
+    if sim:
+        return DEFAULT_SERIAL_MODEL if driver == "serial" else driver
+    return None
+
+
+def make_stations(protocol: Protocol, *, seed: int, sim: bool) -> list[Station]:
+    options = dict(protocol.instrument_options())
+    n = int(options.pop("stations", 1))
+    model = simulator_model(protocol, sim)
+    serial = isinstance(protocol.instrument, SerialInstrumentConfig)
+    if model is None and not serial:
+        raise InstrumentUnavailable(
+            f"instrument driver {protocol.instrument.driver!r} at {protocol.instrument.connection!r}: live hardware "
+            "drivers for it are not part of this release yet; run with --sim to use the instrument's simulator"
+        )
+    if model is None and n > 1:
+        raise InstrumentUnavailable(f"one serial connection drives one station; remove options.stations ({n})")
+    name = model or protocol.instrument.driver
+    stations = []
+    for i in range(n):
+        driver = _serial_driver(protocol, model, seed, options) if serial else _simulator(model, protocol, seed, options)
+        stations.append(Station(name=f"{name}-{i + 1}" if n > 1 else name, driver=driver))
+    return stations
+
+
+def _serial_driver(protocol: Protocol, model: str | None, seed: int, options: dict[str, Any]) -> SerialInstrumentDriver:
+    """The serial driver on its real link (wall clock), or on an in-process emulator of `model` (virtual time)."""
+    config = serial_instrument_config(protocol)
+    faults = str(options.get("faults", ""))
+    if model is None:
+        if faults:
+            raise InstrumentUnavailable("options.faults injects faults into an emulator (sim://); remove it for a real instrument")
+        try:
+            driver = SerialInstrumentDriver(config)
+        except ValueError as e:  # a URL pyserial cannot handle
+            raise InstrumentUnavailable(str(e)) from None
+        driver.virtual_time = False
+        return driver
+    if model not in EMULATED_MODELS:
+        raise InstrumentUnavailable(f"no emulated serial instrument {model!r}; known: {', '.join(sorted(EMULATED_MODELS))}")
+    try:
+        parse_fault_spec(faults)
+    except FaultSpecError as e:
+        raise InstrumentUnavailable(f"instrument.options.faults: {e}") from None
+    line = config.serial.to_transport()
+    # The emulated device answers with the terminator the driver reads up to, so framing matches the protocol.
+    port = in_process_port(model, seed=seed, faults=faults, terminator=line.read_terminator, echo=line.echo)
+    driver = SerialInstrumentDriver(config, port=port)
+    # The transport hands each trial's clock to the emulator (follow_clock): both live in virtual time.
+    driver.virtual_time = True
+    return driver
+
+
+def _simulator(model: str | None, protocol: Protocol, seed: int, options: dict[str, Any]) -> Any:
+    assert model is not None
+    driver = _simulated_instrument(model, protocol, seed, options)
+    driver.virtual_time = True  # simulators advance only the trial's own clock
+    return driver
+
+
+def _simulated_instrument(model: str, protocol: Protocol, seed: int, options: dict[str, Any]) -> Any:
+    if model in TEST_FUNCTIONS:
+        rates = {k: float(options[k]) for k in ("noise_sd", "fault_rate", "failure_rate") if k in options}
+        return FunctionInstrument(model, seed=seed, **rates)
+    if model == "trmc":
+        from simulators.trmc.station import SimulatedTrmcStation
+
+        kwargs = {k: options[k] for k in ("averages", "wavelength") if k in options}
+        return SimulatedTrmcStation(seed=seed, **kwargs)
+    if model == "mbe":
+        from simulators.mbe.station import SimulatedMbeSystem
+
+        return SimulatedMbeSystem(seed=seed, fault_rate=float(options.get("fault_rate", 0.0)))
+    if model == "lookup":
+        table = protocol.candidates_frame()
+        if table is None:
+            raise InstrumentUnavailable("sim:lookup needs a `candidates` table in the protocol")
+        problem = protocol.to_problem()
+        outputs = [o.name for o in problem.objectives] + [
+            c.name for c in problem.outcome_constraints if c.name not in {o.name for o in problem.objectives}
+        ]
+        return LookupInstrument(table, problem.space.names, outputs, units=protocol.objective_units())
+    known = [*TEST_FUNCTIONS, "trmc", "mbe", "lookup"]
+    raise InstrumentUnavailable(f"no simulator for {model!r} (known: {', '.join(known)})")
