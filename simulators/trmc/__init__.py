@@ -1,0 +1,26 @@
+"""The TRMC station in simulation: transient physics, a process model with a known optimum, and an
+in-process station behind the Driver interface."""
+
+from simulators.trmc.physics import (
+    Acquisition,
+    Cavity,
+    Excitation,
+    Film,
+    SimulatedTransient,
+    simulate_transient,
+)
+from simulators.trmc.process import SearchBox, TrmcProcessModel, example_protocol_constraint
+from simulators.trmc.station import SimulatedTrmcStation
+
+__all__ = [
+    "Acquisition",
+    "Cavity",
+    "Excitation",
+    "Film",
+    "SearchBox",
+    "SimulatedTransient",
+    "SimulatedTrmcStation",
+    "TrmcProcessModel",
+    "example_protocol_constraint",
+    "simulate_transient",
+]
