@@ -65,6 +65,13 @@ def optimize_relaxed(
         ic_gen_kwargs["generator"] = polytope_generator(sampler)
     combinations = encoding.choice_combinations(settings.max_choice_combinations)
     if combinations is not None:
+        # One optimization per categorical combination: share the restart budget among them so a
+        # 3-solvent space costs about what a continuous one does, not three times as much.
+        k = len(combinations)
+        restarts = max(2, -(-settings.num_restarts // k))
+        kwargs["num_restarts"] = restarts
+        kwargs["raw_samples"] = max(32, settings.raw_samples // k)
+        kwargs["options"] = {**kwargs["options"], "batch_limit": restarts}
         X, _ = optimize_acqf_mixed(
             acq, fixed_features_list=combinations, ic_gen_kwargs=ic_gen_kwargs, **kwargs
         )
