@@ -130,10 +130,11 @@ def _duration(seconds: float) -> str:
 
 def _register_commands() -> None:
     # Imported here, not at the top: these pull in torch/BoTorch, which `validate` does not need.
-    from controller import cli_campaign, cli_emulate
+    from controller import cli_campaign, cli_emulate, cli_reanalyze
 
     cli_campaign.register(main)
     cli_emulate.register(main)
+    cli_reanalyze.register(main)
 
 
 _register_commands()

@@ -10,6 +10,7 @@ import csv
 import functools
 import json
 import os
+import signal
 import sys
 import warnings
 from collections.abc import Callable
@@ -61,8 +62,20 @@ def configure_runtime() -> None:
     warnings.filterwarnings("ignore", module=r"(botorch|gpytorch|linear_operator)(\.|$)")
 
 
+def _pause_on_signals() -> None:
+    """Ctrl-C and SIGTERM (a service manager, `kill`) both pause the campaign cleanly. Installed
+    explicitly: a shell starts background jobs with SIGINT ignored, and Python would inherit that."""
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, interrupt)
+    signal.signal(signal.SIGTERM, interrupt)
+
+
 def _run_engine(campaign: Campaign, action: str, *, sim: bool, approve: bool, quiet: bool) -> None:
     configure_runtime()
+    _pause_on_signals()
     status = campaign.status()
     approver = TerminalApprover(campaign.protocol.to_problem()) if approve else None
     reporter = ProgressReporter(campaign.protocol.to_problem(), status["budget"], status["results"], quiet=quiet)

@@ -4,9 +4,14 @@
   furnace) its port is an emulator in this process and the campaign runs in virtual time; with a device
   path or URL (`/dev/pts/7` from `closedloop emulate furnace --pty`, `socket://HOST:PORT`, `/dev/ttyUSB0`)
   it talks over the real link on the wall clock.
+- `driver: trmc`: the TRMC driver (drivers/trmc_driver.py). `sim://trmc` (or `--sim`) puts the station's
+  wire emulator in this process, in virtual time; a device path or URL is the real station on the wall
+  clock. `driver: sim:trmc` keeps the faster whole-station simulator (no wire) for benchmarks.
+- `driver: mbe`: the MBE driver (drivers/mbe_driver.py), the same way: `sim://mbe` (or `--sim`) is the
+  chamber's wire emulator in process, in virtual time; a URL is the real growth controller. `driver:
+  sim:mbe` keeps the whole-system simulator (simulators/mbe/station.py).
 - `sim:<model>` drivers, `sim://<model>` connections and `--sim` for the other drivers run the
-  instrument's simulator in process, in virtual time. Live TRMC and MBE drivers are not part of this
-  release yet.
+  instrument's simulator in process, in virtual time.
 
 `instrument.options.stations: N` runs N simulated stations at once (each with its own simulator);
 `instrument.options.faults: SPEC` injects faults (see `simulators.faults`) into an in-process emulator.
@@ -19,8 +24,10 @@ from typing import Any
 from controller.dispatch import Station
 from controller.instruments import emulated_model, serial_instrument_config
 from controller.protocol import Protocol
+from drivers.mbe_driver import MbeDriver
 from drivers.serial_config import SerialInstrumentConfig
 from drivers.serial_driver import SerialInstrumentDriver
+from drivers.trmc_driver import TrmcDriver
 from simulators.emulator import MODELS as EMULATED_MODELS
 from simulators.emulator import in_process_port
 from simulators.faults import FaultSpecError, parse_fault_spec
@@ -52,6 +59,12 @@ def make_stations(protocol: Protocol, *, seed: int, sim: bool) -> list[Station]:
     n = int(options.pop("stations", 1))
     model = simulator_model(protocol, sim)
     serial = isinstance(protocol.instrument, SerialInstrumentConfig)
+    if protocol.instrument.driver == "trmc":
+        names = [f"trmc-{i + 1}" if n > 1 else "trmc" for i in range(n)]
+        return [Station(name=name, driver=_trmc_driver(protocol, model, seed, options, n)) for name in names]
+    if protocol.instrument.driver == "mbe":
+        names = [f"mbe-{i + 1}" if n > 1 else "mbe" for i in range(n)]
+        return [Station(name=name, driver=_mbe_driver(protocol, model, seed, options, n)) for name in names]
     if model is None and not serial:
         raise InstrumentUnavailable(
             f"instrument driver {protocol.instrument.driver!r} at {protocol.instrument.connection!r}: live hardware "
@@ -92,6 +105,64 @@ def _serial_driver(protocol: Protocol, model: str | None, seed: int, options: di
     driver = SerialInstrumentDriver(config, port=port)
     # The transport hands each trial's clock to the emulator (follow_clock): both live in virtual time.
     driver.virtual_time = True
+    return driver
+
+
+def _trmc_driver(protocol: Protocol, model: str | None, seed: int, options: dict[str, Any], n: int) -> TrmcDriver:
+    """The TRMC driver on its real link (wall clock), or on the station's in-process emulator (virtual time)."""
+    faults = str(options.get("faults", ""))
+    options = {k: v for k, v in options.items() if k != "faults"}
+    connection = protocol.instrument.connection or "sim://trmc"
+    if model is None:
+        if faults or n > 1:
+            raise InstrumentUnavailable(
+                "options.faults and options.stations apply to the emulated station (sim://trmc); remove them for a real one"
+            )
+        port = None
+    elif model != "trmc":
+        raise InstrumentUnavailable(f"driver trmc talks to a TRMC station; connection sim://{model} is not one (use sim://trmc)")
+    else:
+        try:
+            parse_fault_spec(faults)
+        except FaultSpecError as e:
+            raise InstrumentUnavailable(f"instrument.options.faults: {e}") from None
+        port = in_process_port("trmc", seed=seed, faults=faults)
+        connection = "sim://trmc"
+    try:
+        driver = TrmcDriver(connection, options, port=port)
+    except ValueError as e:  # an unknown option, or a URL pyserial cannot handle
+        raise InstrumentUnavailable(f"instrument (trmc): {e}") from None
+    # In process the transport hands each trial's clock to the emulator: both live in virtual time.
+    driver.virtual_time = port is not None
+    return driver
+
+
+def _mbe_driver(protocol: Protocol, model: str | None, seed: int, options: dict[str, Any], n: int) -> MbeDriver:
+    """The MBE driver on the growth controller's real link (wall clock), or on the chamber's wire emulator
+    in this process (virtual time). `driver: sim:mbe` never gets here: it keeps the whole-system simulator."""
+    options = dict(options)  # each station gets its own copy: the caller's is shared by all of them
+    faults = str(options.pop("faults", ""))
+    if model is None:
+        if faults or n > 1:
+            raise InstrumentUnavailable(
+                "options.faults and options.stations apply to the emulated chamber (sim://mbe); remove them for a real one"
+            )
+        port = None
+        options["connection"] = protocol.instrument.connection
+    elif model != "mbe":
+        raise InstrumentUnavailable(f"driver mbe talks to an MBE growth controller; connection sim://{model} is not one (use sim://mbe)")
+    else:
+        try:
+            parse_fault_spec(faults)
+        except FaultSpecError as e:
+            raise InstrumentUnavailable(f"instrument.options.faults: {e}") from None
+        port = in_process_port("mbe", seed=seed, faults=faults)
+        options["connection"] = "sim://mbe"
+    try:
+        driver = MbeDriver(options, port=port)
+    except (ValueError, TypeError) as e:  # an unknown or unsafe option, or a URL pyserial cannot handle
+        raise InstrumentUnavailable(f"instrument (mbe): {e}") from None
+    driver.virtual_time = port is not None
     return driver
 
 

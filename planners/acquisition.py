@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from botorch.acquisition import AcquisitionFunction
 from botorch.acquisition.logei import qLogNoisyExpectedImprovement
+from botorch.acquisition.multi_objective import logei as _mo_logei
 from botorch.acquisition.multi_objective.logei import qLogNoisyExpectedHypervolumeImprovement
 from botorch.acquisition.multi_objective.objective import IdentityMCMultiOutputObjective
 from botorch.acquisition.objective import GenericMCObjective
@@ -27,6 +28,12 @@ from planners.models import FittedModels
 from planners.outcomes import FEASIBILITY, TrainingData
 from planners.sampling import derive_seed
 from planners.space import Problem
+
+# BoTorch 0.18 JIT-compiles a C++ kernel (torch cpp_extension, -march=native) the first time a
+# qLogNEHVI is built: ~40 s of compiling inside a campaign, ninja required, and a process killed
+# mid-compile leaves a lock file on which every later campaign waits forever (seen here). Marking the
+# load as attempted keeps BoTorch on its pure-PyTorch path: slower per evaluation, never a hang.
+_mo_logei._load_attempted = True
 
 SINGLE_OBJECTIVE = "qLogNoisyExpectedImprovement"
 MULTI_OBJECTIVE = "qLogNoisyExpectedHypervolumeImprovement"

@@ -34,7 +34,8 @@ _DESCRIPTIONS: dict[str, DriverDescription] = {
 
 MODELS: tuple[str, ...] = tuple(sorted(_DESCRIPTIONS))
 # Models that speak a wire protocol: the serial driver talks to them, they are not drivers themselves.
-SERIAL_MODELS: tuple[str, ...] = tuple(sorted(emulator.MODELS))
+# TRMC and MBE also have wire models, but their own drivers speak them (and `sim:trmc`/`sim:mbe` stay).
+SERIAL_MODELS: tuple[str, ...] = tuple(sorted(m for m in emulator.MODELS if m not in ("trmc", "mbe")))
 
 
 def describe(model: str) -> DriverDescription:

@@ -27,6 +27,8 @@ import serial
 from drivers.base import Clock
 from simulators.faults import Emission, FaultInjector
 from simulators.furnace import FurnaceModel
+from simulators.mbe.wire import MbeWireModel
+from simulators.trmc.wire import TrmcWireModel
 
 _POLL_S = 0.05  # how often a server looks at its stop flag while idle
 
@@ -35,7 +37,7 @@ class LineModel(Protocol):
     def handle(self, line: str) -> str | bytes | None: ...
 
 
-MODELS: dict[str, Callable[[Clock, int], LineModel]] = {"furnace": FurnaceModel}
+MODELS: dict[str, Callable[[Clock, int], LineModel]] = {"furnace": FurnaceModel, "trmc": TrmcWireModel, "mbe": MbeWireModel}
 
 
 def make_model(name: str, clock: Clock, seed: int = 0) -> LineModel:

@@ -173,8 +173,8 @@ def test_unknown_emulators_and_fault_specs_are_refused_before_the_campaign(tmp_p
         make_stations(load_protocol(furnace_protocol(tmp_path, options="{faults: 'no_replies:0.1'}")), seed=0, sim=False)
 
 
-@pytest.mark.parametrize(("example", "driver_class"), [("trmc_opv_blend.yaml", "SimulatedTrmcStation"),
-                                                      ("mbe_srruo3.yaml", "SimulatedMbeSystem")])
+@pytest.mark.parametrize(("example", "driver_class"), [("trmc_opv_blend.yaml", "TrmcDriver"),
+                                                      ("mbe_srruo3.yaml", "MbeDriver")])
 def test_other_sim_connections_still_run_their_simulators(example: str, driver_class: str) -> None:
     (station,) = make_stations(load_protocol(ROOT / "protocols" / example), seed=1, sim=False)
     assert type(station.driver).__name__ == driver_class and station.driver.virtual_time is True

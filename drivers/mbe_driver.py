@@ -1,0 +1,439 @@
+"""The oxide-MBE driver: the growth controller's line protocol (see `simulators.mbe.wire`) behind the
+`drivers.base.Driver` verbs, with the safety rules of working labs enforced here, below any planner:
+
+- a setpoint outside the envelope's min/max, or a ramp faster than its max_rate, is refused (journaled
+  as "REFUSED ..." and raised as `EnvelopeViolation`) before a byte is written; never clamped. Every
+  setpoint is preceded by its ramp rate, so a loop never ramps at a rate someone else left behind;
+- the chamber pressure and the interlock are read before heating anything or opening gas, and the
+  interlock before opening any shutter: a bad vacuum refuses the step with `InstrumentFault`;
+- watchdog: a lost link (an `InstrumentFault` from the transport) or an `abort()` in the middle of a
+  recipe puts the chamber in its safe state: shutters closed, ozone off, heaters ramping to idle at
+  rates inside the envelope.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from drivers.base import (
+    DriverDescription,
+    EnvelopeViolation,
+    InstrumentContext,
+    InstrumentFault,
+    Measurement,
+    Value,
+)
+from drivers.mbe import MBE_DESCRIPTION, MBE_ENVELOPE
+from drivers.scpi import decode_block
+from drivers.transport import Port, SerialTransport, TransportSettings
+
+BOLTZMANN_EV_PER_K = 8.617333262e-5
+SRRUO3_MONOLAYER_ANGSTROM = 3.93  # one RHEED oscillation per pseudocubic unit cell
+HEATERS: dict[str, str] = {"sr_cell_temp": "SR_CELL", "ru_cell_temp": "RU_CELL", "substrate_temp": "SUBSTRATE"}
+CELLS: dict[str, str] = {"sr": "sr_cell_temp", "ru": "ru_cell_temp"}
+SHUTTERS = ("SR", "RU", "MAIN")
+REQUIRED = ("sr_cell_temp", "ru_cell_temp", "substrate_temp", "ozone_flow")
+ANALYSIS, ANALYSIS_VERSION = "mbe-ex-situ+rheed-fft", "1"
+
+
+@dataclass(frozen=True)
+class MbeOptions:
+    """How the driver runs a growth; every field can be given in the protocol's `instrument.options`.
+
+    `ramp_rate`: degC/min per heater (default: the envelope's max_rate); `activation_ev`: each cell's
+    Arrhenius activation energy, the slope flux tuning steps along; `heat_gas_limit_torr`: highest
+    chamber pressure at which heating or opening gas is allowed.
+    """
+
+    connection: str = "sim://mbe"
+    ramp_rate: Mapping[str, float] = field(
+        default_factory=lambda: {h: float(MBE_ENVELOPE.limits[h].max_rate or 1.0) for h in HEATERS}
+    )
+    idle: Mapping[str, float] = field(
+        default_factory=lambda: {"sr_cell_temp": 300.0, "ru_cell_temp": 1200.0, "substrate_temp": 200.0}
+    )
+    activation_ev: Mapping[str, float] = field(default_factory=lambda: {"sr": 1.7, "ru": 6.0})
+    stable_within_k: float = 1.0
+    poll_s: float = 15.0
+    stabilize_timeout_s: float = 6 * 3600.0
+    soak_s: float = 300.0
+    gauge_settle_s: float = 60.0
+    gauge_readings: int = 16
+    ozone_settle_s: float = 120.0
+    heat_gas_limit_torr: float = 5e-7
+    rheed_s: float = 600.0
+    ex_situ_s: float = 3 * 3600.0
+    timeout_s: float = 2.0
+
+    @classmethod
+    def from_mapping(cls, options: Mapping[str, Any] | None) -> MbeOptions:
+        """Options from a protocol mapping; unknown names and unsafe ramp rates are a `ValueError`."""
+        given = dict(options or {})
+        known = set(cls.__dataclass_fields__)
+        unknown = sorted(set(given) - known)
+        if unknown:
+            raise ValueError(f"unknown MBE driver option(s) {unknown}; known: {', '.join(sorted(known))}")
+        if "ramp_rate" in given:
+            given["ramp_rate"] = {**cls().ramp_rate, **given["ramp_rate"]}
+        made = cls(**given)
+        for heater, rate in made.ramp_rate.items():
+            try:
+                _check_rate(heater, float(rate))
+            except EnvelopeViolation as e:
+                raise ValueError(f"instrument.options.ramp_rate: {e}; give at most the envelope's max_rate") from None
+        return made
+
+
+@dataclass(frozen=True)
+class Layer:
+    """One step of a growth recipe: these shutters open (the rest closed) for `duration_s`."""
+
+    open_shutters: frozenset[str]
+    duration_s: float
+
+
+@dataclass(frozen=True)
+class FluxTuning:
+    """Result of `tune_flux`: the cell temperature reached, its BEP, and (temperature, BEP) per iteration."""
+
+    temperature: float
+    bep: float
+    iterations: int
+    steps: tuple[tuple[float, float], ...]
+
+
+def _check_rate(heater: str, rate: float) -> None:
+    limit = MBE_ENVELOPE.limits[heater].max_rate or math.inf
+    if not (math.isfinite(rate) and 0 < rate <= limit):
+        raise EnvelopeViolation(f"{heater} ramp rate", rate, f"must be > 0 and at most max_rate {limit} degC/min")
+
+
+def _exact(value: float) -> str:
+    """A number as written on the wire: every digit, so what was checked is exactly what is sent (a
+    rounded rate could land above max_rate)."""
+    return repr(float(value))
+
+
+def growth_rate_from_rheed(times_s: np.ndarray, intensity: np.ndarray) -> float:
+    """Growth rate (angstrom/s) from the RHEED specular oscillation: one period per monolayer.
+
+    The dominant frequency of the detrended, windowed trace (zero-padded FFT, refined by a parabola
+    through the peak bin). NaN when the trace is too short or has no oscillation above its noise.
+    """
+    if len(times_s) < 16:
+        return math.nan
+    dt = float(np.median(np.diff(times_s)))
+    centered = intensity - np.polyval(np.polyfit(times_s, intensity, 2), times_s)
+    if float(np.std(centered)) <= 1e-9 * max(1.0, float(np.abs(intensity).max())):
+        return math.nan  # a flat trace: only rounding left after the trend
+    n = 8 * len(centered)
+    spectrum = np.abs(np.fft.rfft(centered * np.hanning(len(centered)), n))
+    freqs = np.fft.rfftfreq(n, dt)
+    lowest = 8 * 2  # skip what is left of the trend: fewer than two periods per trace
+    k = lowest + int(np.argmax(spectrum[lowest:-1]))
+    # White noise peaks at ~10x its median power over a trace this long; a real oscillation far above.
+    if not spectrum[k] ** 2 > 50.0 * float(np.median(spectrum[lowest:] ** 2)):
+        return math.nan
+    a, b, c = spectrum[k - 1], spectrum[k], spectrum[k + 1]
+    shift = 0.5 * (a - c) / (a - 2 * b + c) if (a - 2 * b + c) != 0 else 0.0
+    return float((freqs[k] + shift * (freqs[1] - freqs[0])) * SRRUO3_MONOLAYER_ANGSTROM)
+
+
+class MbeDriver:
+    """An MBE growth controller (a `drivers.base.Driver`); `port` replaces the link named by
+    `options.connection` (an in-process emulator for `sim://mbe`, which this layer cannot build)."""
+
+    virtual_time = False  # whoever builds it on an in-process emulator sets this
+
+    def __init__(self, options: Mapping[str, Any] | MbeOptions | None = None, *, port: Port | None = None) -> None:
+        self.options = options if isinstance(options, MbeOptions) else MbeOptions.from_mapping(options)
+        settings = TransportSettings(read_terminator="\r\n", write_terminator="\n", timeout=self.options.timeout_s)
+        self.transport = SerialTransport(self.options.connection, settings, port=port)
+        self._ctx: InstrumentContext | None = None
+        self._abort = threading.Event()
+
+    # -- Driver protocol -------------------------------------------------------------------------
+
+    def describe(self) -> DriverDescription:
+        return MBE_DESCRIPTION
+
+    def check(self, conditions: Mapping[str, Value]) -> None:
+        MBE_ENVELOPE.check(conditions)
+        for name in REQUIRED:
+            if name not in conditions:
+                raise EnvelopeViolation(name, None, "required by the growth recipe; add it to the protocol's space")
+
+    def run(self, conditions: Mapping[str, Value], ctx: InstrumentContext) -> Measurement:
+        """Heat, measure the beams, grow with RHEED, cool, and read the ex-situ results."""
+        try:
+            self.check(conditions)
+        except EnvelopeViolation as e:
+            ctx.journal("tx", f"REFUSED {e}")
+            raise
+        started = ctx.clock.now()
+        self._attach(ctx)
+        self._abort.clear()
+        try:
+            return self._grow(conditions, ctx, started)
+        except InstrumentFault:
+            self.safe_state()  # the watchdog: a growth that cannot go on must not be left hot and open
+            raise
+
+    def _grow(self, conditions: Mapping[str, Value], ctx: InstrumentContext, started: float) -> Measurement:
+        for heater in HEATERS:
+            self.set_temperature(heater, float(conditions[heater]), self.options.ramp_rate[heater], ctx)
+        self.wait_until_stable(list(HEATERS), ctx)
+        ctx.clock.sleep(self.options.soak_s)
+        beams = {f"{cell}_bep_torr": self.measure_bep(cell, ctx) for cell in CELLS}
+        self.set_ozone(float(conditions["ozone_flow"]), ctx)
+        ctx.clock.sleep(self.options.ozone_settle_s)
+        growth_s = float(conditions.get("growth_time", 60.0)) * 60.0
+        rheed_t, rheed = self.run_recipe([Layer(frozenset(SHUTTERS), growth_s)], ctx, rheed_s=self.options.rheed_s)
+        self.go_idle(ctx)
+        ctx.clock.sleep(self.options.ex_situ_s)
+        results = self.ex_situ(ctx)
+        values = {k: v for k, v in results.items() if isinstance(v, float) and math.isfinite(v)}
+        ok = "rrr" in values
+        return Measurement(
+            values=values,
+            units={q: MBE_DESCRIPTION.measures[q] for q in values if q in MBE_DESCRIPTION.measures},
+            status="ok" if ok else "failed_sample",
+            artifacts={"rheed_t_s": rheed_t, "rheed_intensity": rheed, "beam_flux": beams,
+                       "rheed_growth_rate": growth_rate_from_rheed(rheed_t, rheed)},
+            analysis=ANALYSIS,
+            analysis_version=ANALYSIS_VERSION,
+            instrument=self.options.connection,
+            detail="" if ok else str(results.get("phase", "")),
+            duration_s=ctx.clock.now() - started,
+        )
+
+    def recover(self, trial_id: int, ctx: InstrumentContext) -> Measurement | None:
+        return None  # a film interrupted mid-growth is lost
+
+    def safe_state(self) -> None:
+        """Shutters closed, ozone off, flux monitor out, heaters ramping down to idle within max_rate.
+        Each step is tried on its own: one failed command must not skip the others. Never raises."""
+        for shutter in SHUTTERS:
+            self._try(f"SHUT:{shutter} CLOS")
+        self._try("OZONE:FLOW 0")
+        self._try("BFM OUT")
+        for heater, ctrl in HEATERS.items():
+            idle = self.options.idle[heater]
+            with contextlib.suppress(Exception):
+                if float(self.transport.query(f"{ctrl}:SP?")) <= idle:
+                    continue  # already at or below idle: an abort never heats
+            self._try(f"{ctrl}:RATE {_exact(self.options.ramp_rate[heater])}")
+            self._try(f"{ctrl}:SP {_exact(idle)}")
+
+    def abort(self) -> None:
+        """Stop a recipe in progress (from any thread) and go to the safe state."""
+        self._abort.set()
+        self.safe_state()
+
+    def close(self) -> None:
+        self.transport.close()
+
+    # -- verbs -----------------------------------------------------------------------------------
+
+    def set_temperature(self, heater: str, target: float, rate_per_min: float, ctx: InstrumentContext) -> None:
+        """Ramp `heater` to `target` degC at `rate_per_min`, refusing a target outside the envelope or a
+        rate above its max_rate; heating (target above the present reading) needs a good vacuum."""
+        self._attach(ctx)
+        try:
+            if heater not in HEATERS:
+                raise EnvelopeViolation(heater, target, f"not a heater; known: {', '.join(HEATERS)}")
+            MBE_ENVELOPE.limits[heater].check(heater, target)
+            _check_rate(heater, rate_per_min)
+        except EnvelopeViolation as e:
+            ctx.journal("tx", f"REFUSED {e}")
+            raise
+        ctrl = HEATERS[heater]
+        if target > self._number(f"{ctrl}:PV?"):
+            self._require_vacuum(f"heating {heater} to {target:g} degC", for_heat_or_gas=True)
+        self._send(f"{ctrl}:RATE {_exact(rate_per_min)}")
+        self._send(f"{ctrl}:SP {_exact(target)}")
+
+    def wait_until_stable(self, heaters: Sequence[str], ctx: InstrumentContext) -> None:
+        """Poll each loop's PV until it is within `stable_within_k` of its SP (InstrumentFault on timeout)."""
+        deadline = ctx.clock.now() + self.options.stabilize_timeout_s
+        while True:
+            self._raise_if_aborted()
+            off = {h: self._number(f"{HEATERS[h]}:PV?") - self._number(f"{HEATERS[h]}:SP?") for h in heaters}
+            if all(abs(e) <= self.options.stable_within_k for e in off.values()):
+                return
+            if ctx.clock.now() >= deadline:
+                raise InstrumentFault(f"heaters not stable after {self.options.stabilize_timeout_s:g} s: PV-SP {off}")
+            ctx.clock.sleep(self.options.poll_s)
+
+    def set_ozone(self, sccm: float, ctx: InstrumentContext) -> None:
+        self._attach(ctx)
+        try:
+            MBE_ENVELOPE.limits["ozone_flow"].check("ozone_flow", sccm)
+        except EnvelopeViolation as e:
+            ctx.journal("tx", f"REFUSED {e}")
+            raise
+        if sccm > 0:
+            self._require_vacuum(f"opening ozone at {sccm:g} sccm", for_heat_or_gas=True)
+        self._send(f"OZONE:FLOW {_exact(sccm)}")
+
+    def set_shutters(self, open_shutters: frozenset[str], ctx: InstrumentContext) -> None:
+        """Open exactly `open_shutters` (of SR, RU, MAIN); opening needs the interlock to be OK."""
+        self._attach(ctx)
+        unknown = set(open_shutters) - set(SHUTTERS)
+        if unknown:
+            ctx.journal("tx", f"REFUSED shutters {sorted(unknown)}")
+            raise EnvelopeViolation("shutters", sorted(unknown), f"no such shutter; known: {', '.join(SHUTTERS)}")
+        for shutter in SHUTTERS:
+            if shutter not in open_shutters:
+                self._send(f"SHUT:{shutter} CLOS")
+        if open_shutters:
+            self._require_vacuum(f"opening shutters {sorted(open_shutters)}", for_heat_or_gas=False)
+        for shutter in SHUTTERS:
+            if shutter in open_shutters:
+                self._send(f"SHUT:{shutter} OPEN")
+
+    def measure_bep(self, cell: str, ctx: InstrumentContext) -> float:
+        """Beam-equivalent pressure (Torr) of `cell` ("sr" or "ru"): gauge in, background with every
+        shutter closed, then the cell's shutter alone; the mean of `gauge_readings` readings each."""
+        if cell not in CELLS:
+            raise ValueError(f"unknown cell {cell!r}; known: {', '.join(CELLS)}")
+        self.set_shutters(frozenset(), ctx)
+        self._send("BFM IN")
+        try:
+            ctx.clock.sleep(self.options.gauge_settle_s)
+            background = self._mean_gauge()
+            self.set_shutters(frozenset({cell.upper()}), ctx)
+            ctx.clock.sleep(self.options.gauge_settle_s)
+            gross = self._mean_gauge()
+        finally:
+            self.set_shutters(frozenset(), ctx)
+            self._send("BFM OUT")
+        return gross - background
+
+    def tune_flux(self, cell: str, target_bep: float, ctx: InstrumentContext, *,
+                  tolerance: float = 0.02, max_iterations: int = 5) -> FluxTuning:
+        """Newton steps on the Arrhenius law ln BEP = ln P0 - Ea/(k_B T) until the measured BEP is
+        within `tolerance` of `target_bep`; each step stays inside the envelope (or is refused)."""
+        if not target_bep > 0:
+            raise ValueError(f"target BEP must be > 0 Torr, got {target_bep!r}")
+        heater, ea = CELLS[cell], self.options.activation_ev[cell]
+        temperature = self._number(f"{HEATERS[heater]}:SP?")
+        steps: list[tuple[float, float]] = []
+        for iteration in range(1, max_iterations + 1):
+            self.wait_until_stable([heater], ctx)
+            bep = self.measure_bep(cell, ctx)
+            steps.append((temperature, bep))
+            if bep > 0 and abs(bep / target_bep - 1.0) <= tolerance:
+                return FluxTuning(temperature, bep, iteration, tuple(steps))
+            t_k = temperature + 273.15
+            slope = ea / (BOLTZMANN_EV_PER_K * t_k * t_k)  # d ln BEP / dT
+            # A cold cell reads ~0: step as if it read a hundredth of the target, never a log of zero.
+            temperature = round(temperature + math.log(target_bep / max(bep, target_bep / 100)) / slope, 2)
+            if iteration < max_iterations:
+                self.set_temperature(heater, temperature, self.options.ramp_rate[heater], ctx)
+        raise InstrumentFault(f"{cell} flux did not reach {target_bep:.3e} Torr within {max_iterations} iterations: {steps}")
+
+    def run_recipe(self, layers: Sequence[Layer], ctx: InstrumentContext, *,
+                   rheed_s: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+        """Each layer's shutters for its duration, then every shutter closed; RHEED captured for the
+        first `rheed_s` seconds (returns its times and intensities). A lost link or an abort on the way
+        puts the chamber in its safe state before the error propagates."""
+        self._attach(ctx)
+        for layer in layers:
+            if not (math.isfinite(layer.duration_s) and layer.duration_s > 0):
+                raise EnvelopeViolation("layer duration", layer.duration_s, "must be a positive number of seconds")
+        rheed_t, rheed = np.zeros(0), np.zeros(0)
+        try:
+            for i, layer in enumerate(layers):
+                self.set_shutters(layer.open_shutters, ctx)
+                if i == 0 and rheed_s > 0:
+                    self._send(f"RHEED:CAPT {rheed_s:g}")
+                end = ctx.clock.now() + layer.duration_s
+                while (left := end - ctx.clock.now()) > 0:
+                    self._raise_if_aborted()
+                    if self.transport.query("ILCK?") != "OK":
+                        raise InstrumentFault("interlock tripped during growth: chamber pressure too high")
+                    ctx.clock.sleep(min(left, self.options.poll_s * 4))
+            self.set_shutters(frozenset(), ctx)
+            if rheed_s > 0:
+                rheed = decode_block(self.transport.query_block("RHEED:DATA?"), "<f4")
+                rheed_t = np.arange(len(rheed)) / self._number("RHEED:RATE?")
+        except InstrumentFault:
+            self.safe_state()  # the watchdog: whatever broke, leave the chamber harmless
+            raise
+        return rheed_t, rheed
+
+    def go_idle(self, ctx: InstrumentContext) -> None:
+        """End of a growth: heaters above idle down to it at their configured rates, then ozone off.
+        A heater below idle stays where it is: heating now would need gas off and a good vacuum."""
+        for heater, ctrl in HEATERS.items():
+            if self._number(f"{ctrl}:SP?") > self.options.idle[heater]:
+                self.set_temperature(heater, self.options.idle[heater], self.options.ramp_rate[heater], ctx)
+        self.set_ozone(0.0, ctx)
+
+    def ex_situ(self, ctx: InstrumentContext) -> dict[str, float | str]:
+        """RRR, XRD FWHM (deg), growth rate (angstrom/s) and phase of the last film (GROW:MEAS?)."""
+        self._attach(ctx)
+        reply = self.transport.query("GROW:MEAS?")
+        fields = dict(part.partition("=")[::2] for part in reply.split(";") if "=" in part)
+        if not {"RRR", "FWHM", "RATE"} <= set(fields):
+            self._check_errors("GROW:MEAS?")
+            raise InstrumentFault(f"GROW:MEAS? answered {reply!r}, expected RRR=..;FWHM=..;RATE=..;PHASE=..")
+        return {"rrr": float(fields["RRR"]), "xrd_fwhm": float(fields["FWHM"]),
+                "growth_rate": float(fields["RATE"]), "phase": fields.get("PHASE", "")}
+
+    # -- plumbing --------------------------------------------------------------------------------
+
+    def _attach(self, ctx: InstrumentContext) -> None:
+        if self._ctx is not ctx:
+            self._ctx = ctx
+            self.transport.set_journal(ctx.journal)
+            self.transport.follow_clock(ctx.clock)
+        self.transport.open()
+
+    def _raise_if_aborted(self) -> None:
+        if self._abort.is_set():
+            raise InstrumentFault("aborted by the operator; the chamber was put in its safe state")
+
+    def _send(self, command: str) -> None:
+        self.transport.write(command)
+        self._check_errors(command)
+
+    def _try(self, command: str) -> None:
+        with contextlib.suppress(Exception):
+            self.transport.write(command)
+
+    def _check_errors(self, after: str) -> None:
+        reply = self.transport.query("SYST:ERR?")
+        if not reply.startswith("0,"):
+            raise InstrumentFault(f"the growth controller refused {after!r}: {reply}")
+
+    def _number(self, query: str) -> float:
+        reply = self.transport.query(query)
+        try:
+            return float(reply)
+        except ValueError:
+            raise InstrumentFault(f"{query} answered {reply!r}, not a number") from None
+
+    def _mean_gauge(self) -> float:
+        return float(np.mean([self._number("BFM:READ?") for _ in range(self.options.gauge_readings)]))
+
+    def _require_vacuum(self, step: str, *, for_heat_or_gas: bool) -> None:
+        interlock = self.transport.query("ILCK?")
+        pressure = self._number("PRES?")
+        limit = self.options.heat_gas_limit_torr
+        reason = ("the interlock is TRIPPED" if interlock != "OK"
+                  else f"chamber pressure {pressure:.2e} Torr is above {limit:.1e} Torr" if for_heat_or_gas and pressure > limit
+                  else "")
+        if reason:
+            if self._ctx is not None:
+                self._ctx.journal("tx", f"REFUSED {step}: {reason}")
+            raise InstrumentFault(f"refused {step}: {reason}; pump the chamber down / clear the interlock, then retry")
+

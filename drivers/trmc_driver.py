@@ -1,0 +1,284 @@
+"""The TRMC station driver: prepare a film, tune the cavity, fire the laser, read the averaged transient
+and analyze it, all over the station's SCPI-like wire protocol (see simulators/trmc/wire.py for the
+command set the station's control PC speaks).
+
+A trial: excitation settings (so the film's absorbance is measured where it will be excited), the
+recipe (`SAMP:*`), spin-coat + anneal (`SAMP:PREP`), load (`SAMP:LOAD`; with `manual_loading: true`
+the operator confirms first), `CAV:TUNE` and its readings, then `ACQ:SING` with the shutter open only
+for the shots. Long operations are awaited by sleeping their nominal duration on the trial's clock and
+then polling `*OPC?`. The record comes back as a binary block, is scaled with the waveform preamble and
+analyzed by `drivers.trmc_analysis`; the raw record and the calibration are stored as artifacts, so a
+later analysis version can recompute the values (`closedloop reanalyze`).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from typing import Any
+
+import numpy as np
+
+from drivers.base import (
+    Clock,
+    DriverDescription,
+    EnvelopeViolation,
+    InstrumentContext,
+    InstrumentFault,
+    Measurement,
+    Value,
+)
+from drivers.scpi import ScpiParseError, decode_block, parse_error_reply, parse_number
+from drivers.transport import Port, SerialTransport, TransportSettings
+from drivers.trmc import TRMC_DESCRIPTION, TRMC_ENVELOPE
+from drivers.trmc_analysis import analyze_to_measurement
+
+log = logging.getLogger(__name__)
+
+PROCESS_PARAMETERS = ("acceptor_fraction", "anneal_temp", "anneal_time", "spin_speed", "solvent")
+# Nominal durations of the station's operations (s): the driver sleeps these before polling *OPC?.
+SPIN_COAT_S = 60.0
+LOAD_S = 30.0
+TUNE_S = 20.0
+SHOT_RATE_HZ = 10.0
+_MAX_QUEUED_ERRORS = 16
+_SAMPLE_COMMANDS = {
+    "acceptor_fraction": "SAMP:ACC {:.4f}",
+    "anneal_temp": "SAMP:TEMP {:.2f}",
+    "anneal_time": "SAMP:TIME {:.3f}",
+    "spin_speed": "SAMP:SPIN {:.0f}",
+    "solvent": "SAMP:SOLV {}",
+}
+_WORD_FORMATS = {"INT16": "<i2", "FLOAT32": "<f4"}
+
+
+@dataclass(frozen=True)
+class TrmcOptions:
+    """`instrument.options` of a TRMC protocol (acquisition defaults and link settings)."""
+
+    averages: int = 64
+    wavelength: float = 500.0  # nm
+    fluence: float = 3e14  # photons/cm^2 per pulse
+    manual_loading: bool = False  # the operator puts each film into the cavity and confirms
+    word_format: str = "INT16"  # samples of CURV?: INT16 or FLOAT32
+    baudrate: int = 115200
+    timeout: float = 2.0  # s per reply on the link
+    retries: int = 2  # extra attempts for queries (never for setters or starts)
+    poll_s: float = 1.0  # *OPC? polling interval once an operation's nominal time has passed
+    opc_margin_s: float = 60.0  # how long past its nominal time an operation may run before a fault
+
+    @classmethod
+    def from_mapping(cls, options: Mapping[str, Any] | None) -> TrmcOptions:
+        """Options from a protocol; unknown names and bad values raise ValueError saying what to fix."""
+        given = dict(options or {})
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(given) - known)
+        if unknown:
+            raise ValueError(f"unknown TRMC option(s) {unknown}; known: {', '.join(sorted(known))}")
+        for f in fields(cls):
+            if f.name in given:
+                given[f.name] = _typed(f.name, given[f.name], type(f.default))
+        made = cls(**given)
+        if str(made.word_format).upper() not in _WORD_FORMATS:
+            raise ValueError(f"word_format must be one of {list(_WORD_FORMATS)}, got {made.word_format!r}")
+        if not (made.timeout > 0 and made.poll_s > 0 and made.opc_margin_s >= 0 and made.retries >= 0):
+            raise ValueError("timeout and poll_s must be > 0, opc_margin_s and retries >= 0")
+        TRMC_ENVELOPE.check({"averages": made.averages, "wavelength": made.wavelength, "fluence": made.fluence})
+        return made
+
+
+def _typed(name: str, value: Any, kind: type) -> Any:
+    """`value` as the option's type; a clear ValueError for e.g. `timeout: "2 s"` or `manual_loading: "yes"`."""
+    if kind is bool:
+        if not isinstance(value, bool):
+            raise ValueError(f"TRMC option {name} must be true or false, got {value!r}")
+        return value
+    if kind is str:
+        return str(value)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"TRMC option {name} must be a number (in s for times), got {value!r}")
+    if kind is int and not float(value).is_integer():
+        raise ValueError(f"TRMC option {name} must be a whole number, got {value!r}")
+    return kind(value)
+
+
+class TrmcDriver:
+    """The TRMC station over its link: a device path, socket://HOST:PORT, or an in-process `port`."""
+
+    virtual_time = False  # True when `port` is an in-process emulator following the trial's clock
+
+    def __init__(self, connection: str, options: Mapping[str, Any] | None = None, *, port: Port | None = None) -> None:
+        self.connection = connection
+        self.options = TrmcOptions.from_mapping(options)
+        settings = TransportSettings(
+            baudrate=self.options.baudrate,
+            read_terminator="\r\n",
+            write_terminator="\n",
+            timeout=self.options.timeout,
+            retries=self.options.retries,
+        )
+        self.transport = SerialTransport(connection, settings, port=port)
+        self.instrument_id = connection
+        self._identified_on = -1
+
+    def describe(self) -> DriverDescription:
+        return TRMC_DESCRIPTION
+
+    def check(self, conditions: Mapping[str, Value]) -> None:
+        """Refuse settings outside the envelope and trials missing a process parameter, before any I/O."""
+        TRMC_ENVELOPE.check(conditions)
+        for name in PROCESS_PARAMETERS:
+            if name not in conditions:
+                raise EnvelopeViolation(
+                    name, None, "the station needs it for every film: add it to the space or as a fixed parameter"
+                )
+
+    # -- one trial -------------------------------------------------------------------------------
+
+    def run(self, conditions: Mapping[str, Value], ctx: InstrumentContext) -> Measurement:
+        self.check(conditions)
+        opts = self.options
+        averages = int(conditions.get("averages", opts.averages))
+        wavelength = float(conditions.get("wavelength", opts.wavelength))
+        fluence = float(conditions.get("fluence", opts.fluence))
+        started = ctx.clock.now()
+        self.transport.set_journal(ctx.journal)
+        self.transport.follow_clock(ctx.clock)
+        self._identify()
+        self._send_all(["*CLS", "EXC:SHUT CLOS", f"EXC:WAV {wavelength:.3f}", f"EXC:FLU {fluence:.6E}"])
+        recipe = [_SAMPLE_COMMANDS[name].format(conditions[name]) for name in PROCESS_PARAMETERS]
+        # The film is labelled with its trial: a re-run after a crash is recognisably the same sample.
+        self._send_all([*recipe, f"SAMP:ID {ctx.trial_id}"])
+        self._operation("SAMP:PREP", SPIN_COAT_S + 60.0 * float(conditions["anneal_time"]), ctx.clock)
+        if opts.manual_loading:
+            ctx.confirm(
+                f"load the film of trial {ctx.trial_id} ({conditions['solvent']}, acceptor "
+                f"{float(conditions['acceptor_fraction']):.2f}, {float(conditions['anneal_temp']):.0f} degC) "
+                "into the cavity and confirm"
+            )
+        self._operation("SAMP:LOAD", LOAD_S, ctx.clock)
+        self._operation("CAV:TUNE", TUNE_S, ctx.clock)
+        calibration = self._calibration(wavelength, fluence, averages)
+        self._send_all([f"ACQ:AVER {averages}", f"WAV:FORM {opts.word_format.upper()}"])
+        try:
+            self._send_all(["EXC:SHUT OPEN"])
+            self._operation("ACQ:SING", averages / SHOT_RATE_HZ, ctx.clock)
+        finally:
+            self.safe_state()
+        time_s, dpr = self._read_record()
+        try:
+            return analyze_to_measurement(
+                time_s, dpr, calibration, instrument=self.instrument_id, duration_s=ctx.clock.now() - started
+            )
+        except ValueError as e:
+            raise InstrumentFault(f"the station's record cannot be analyzed: {e}") from None
+
+    def _identify(self) -> None:
+        self.transport.open()
+        if self.transport.connections != self._identified_on:
+            self.instrument_id = self.transport.query("*IDN?")
+            self._identified_on = self.transport.connections
+
+    def _send_all(self, commands: list[str]) -> None:
+        for command in commands:
+            self.transport.write(command)
+        self._check_errors(commands[-1])
+
+    def _check_errors(self, after: str) -> None:
+        errors = []
+        for _ in range(_MAX_QUEUED_ERRORS):
+            reply = self.transport.query("SYST:ERR?")
+            try:
+                code, _message = parse_error_reply(reply)
+            except ScpiParseError as e:
+                raise InstrumentFault(f"after {after!r}: SYST:ERR? gave {e}") from None
+            if code == 0:
+                break
+            errors.append(reply)
+        if errors:
+            raise InstrumentFault(f"the TRMC station reported an error after {after!r}: {'; '.join(errors)}")
+
+    def _operation(self, command: str, nominal_s: float, clock: Clock) -> None:
+        """Start an overlapped operation and wait until *OPC? says it completed."""
+        self._send_all([command])
+        deadline = clock.now() + nominal_s + self.options.opc_margin_s
+        clock.sleep(nominal_s)
+        while self.transport.query("*OPC?").strip() != "1":
+            if clock.now() >= deadline:
+                raise InstrumentFault(
+                    f"{command} did not complete within {nominal_s + self.options.opc_margin_s:g} s "
+                    "(*OPC? still 0); check the station, then resume"
+                )
+            clock.sleep(self.options.poll_s)
+
+    def _number(self, query: str) -> float:
+        reply = self.transport.query(query)
+        try:
+            value = parse_number(reply)
+        except ScpiParseError as e:
+            raise InstrumentFault(f"{query}: {e}") from None
+        if not math.isfinite(value):
+            raise InstrumentFault(f"{query} answered {reply!r}: the station has no valid reading")
+        return value
+
+    def _calibration(self, wavelength: float, fluence: float, averages: int) -> dict[str, float]:
+        """The numbers that turn dPr/Pr into phi*sum(mu) (A, I0, F_light) and what the cavity was at."""
+        f0, q, dark = self._number("CAV:F0?"), self._number("CAV:Q?"), self._number("CAV:PR?")
+        sheet_sensitivity = self._number("CAV:SENS?")
+        thickness_cm = self._number("SAMP:THK?") * 1e-7
+        od = self._number("SAMP:OD?")
+        self._check_errors("the cavity and sample readings")
+        return {
+            "A": sheet_sensitivity * thickness_cm,
+            "I0": fluence,
+            "F_light": (1.0 - 10.0 ** (-od)) / thickness_cm,
+            "f0": f0,
+            "Q": q,
+            "tau_cav": q / (2.0 * math.pi * f0),
+            "dark_power_mW": dark,
+            "averages": float(averages),
+            "wavelength": wavelength,
+            "fluence": fluence,
+            "od": od,
+            "thickness_cm": thickness_cm,
+        }
+
+    def _read_record(self) -> tuple[np.ndarray, np.ndarray]:
+        """(time in s, dPr/Pr) from the preamble and the binary curve; a short or odd block is a fault."""
+        preamble = self.transport.query("WAV:PRE?")
+        try:
+            x_inc, x_origin, y_inc, y_origin, points = (parse_number(v) for v in preamble.split(","))
+        except (ScpiParseError, ValueError):
+            raise InstrumentFault(
+                f"WAV:PRE? answered {preamble!r}; expected 'x increment,x origin,y increment,y origin,points'"
+            ) from None
+        if not all(map(math.isfinite, (x_inc, x_origin, y_inc, y_origin, points))) or points < 1:
+            raise InstrumentFault(f"WAV:PRE? answered {preamble!r}: no valid record on the station")
+        payload = self.transport.query_block("CURV?")
+        try:
+            samples = decode_block(payload, _WORD_FORMATS[self.options.word_format.upper()])
+        except ScpiParseError as e:
+            raise InstrumentFault(f"CURV?: {e}") from None
+        if samples.size != int(points):
+            raise InstrumentFault(f"CURV? returned {samples.size} samples but the preamble announced {int(points)}")
+        self._check_errors("CURV?")
+        time_s = x_origin + x_inc * np.arange(samples.size)
+        return time_s, y_origin + y_inc * samples
+
+    # -- after a trial ---------------------------------------------------------------------------
+
+    def recover(self, trial_id: int, ctx: InstrumentContext) -> Measurement | None:
+        """A film interrupted mid-trial is lost (it was annealed or measured only in part): re-run it."""
+        return None
+
+    def safe_state(self) -> None:
+        """Close the laser shutter. Failures are logged, never raised."""
+        try:
+            self.transport.write("EXC:SHUT CLOS")
+        except Exception as e:  # safe_state must never raise, whatever the link does
+            log.warning("safe_state: closing the shutter of %s failed: %s", self.connection, e)
+
+    def close(self) -> None:
+        self.transport.close()
