@@ -165,8 +165,10 @@ def ask(campaign_file: str, n: int, fmt: str) -> None:
         w.writeheader()
         w.writerows(rows)
     else:
+        # Rounded for reading; --format json/csv give the exact values the campaign stores.
         for r in rows:
-            click.echo(f"trial {r['trial']}: " + "  ".join(f"{k}={r[k]!r}" for k in names))
+            click.echo(f"trial {r['trial']}: " + "  ".join(
+                f"{k}={r[k]:.6g}" if isinstance(r[k], float) else f"{k}={r[k]}" for k in names))
 
 
 def _parse_assignments(pairs: tuple[str, ...]) -> dict[str, str]:
