@@ -19,6 +19,7 @@ import socket
 import threading
 import time
 import tty
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from typing import Protocol, Self
 
@@ -305,15 +306,15 @@ def _serve_link(device: Device, link: _Link, stop: threading.Event, *, can_unplu
     return None
 
 
-class _Server:
+class _Server(ABC):
     """Runs `serve_forever` in the caller's thread, or in a daemon thread via `start()`/`with`."""
 
     def __init__(self) -> None:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def serve_forever(self) -> None:
-        raise NotImplementedError
+    @abstractmethod
+    def serve_forever(self) -> None: ...
 
     def shutdown(self) -> None:
         """Ask `serve_forever` to return (safe from a signal handler)."""
@@ -330,8 +331,8 @@ class _Server:
             self._thread.join(timeout=5)
         self.close()
 
-    def close(self) -> None:
-        raise NotImplementedError
+    @abstractmethod
+    def close(self) -> None: ...
 
     def __enter__(self) -> Self:
         return self.start()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterator
 
 import numpy as np
 import pandas as pd
@@ -26,17 +25,6 @@ from planners.space import (
     Problem,
     SearchSpace,
 )
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread() -> Iterator[None]:
-    """Small GPs gain nothing from intra-op threads, and when other processes load the cores,
-    torch's spinning OpenMP workers make every tiny op wait (20x slower fits were measured)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
 
 MIXED = SearchSpace(
     (
