@@ -6,8 +6,11 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable
 
 import numpy as np
+
+from drivers.base import InstrumentFault
 
 # SCPI-99 7.2.1: 9.91E37 is "not a number", +/-9.9E37 are +/- infinity (overload).
 _SCPI_NAN = 9.91e37
@@ -113,3 +116,23 @@ def parse_error_reply(text: str) -> tuple[int, str]:
     if match is None:
         raise ScpiParseError(f'expected an error-queue reply such as 0,"No error", got {text!r}')
     return int(match.group(1)), (match.group(2) or "").strip()
+
+
+MAX_QUEUED_ERRORS = 16  # an error queue that never empties is itself a fault
+
+
+def check_error_queue(query: Callable[[str], str], error_query: str, after: str, instrument: str) -> None:
+    """Drain an SCPI error queue (`SYST:ERR?` until `0,...`) and raise `InstrumentFault` naming every
+    queued error and the command `after` which they were found. `query` sends one query, returns its reply."""
+    errors = []
+    for _ in range(MAX_QUEUED_ERRORS):
+        reply = query(error_query)
+        try:
+            code, _message = parse_error_reply(reply)
+        except ScpiParseError as e:
+            raise InstrumentFault(f"after {after!r}: {error_query} gave {e}") from None
+        if code == 0:
+            break
+        errors.append(reply)
+    if errors:
+        raise InstrumentFault(f"{instrument} reported an error after {after!r}: {'; '.join(errors)}")

@@ -27,8 +27,8 @@ from drivers.base import (
 )
 from drivers.scpi import (
     ScpiParseError,
+    check_error_queue,
     decode_block,
-    parse_error_reply,
     parse_list,
     parse_number,
     parse_regex,
@@ -39,7 +39,6 @@ from drivers.units import convert, duration_seconds
 
 ANALYSIS = "scpi-query"
 ANALYSIS_VERSION = "1"
-_MAX_QUEUED_ERRORS = 16  # an error queue that never empties is itself a fault
 
 log = logging.getLogger(__name__)
 
@@ -191,20 +190,8 @@ class SerialInstrumentDriver:
         self._check_errors(command)
 
     def _check_errors(self, after: str) -> None:
-        if self.config.error_query is None:
-            return
-        errors = []
-        for _ in range(_MAX_QUEUED_ERRORS):
-            reply = self.transport.query(self.config.error_query)
-            try:
-                code, _message = parse_error_reply(reply)
-            except ScpiParseError as e:
-                raise InstrumentFault(f"after {after!r}: {self.config.error_query} gave {e}") from None
-            if code == 0:
-                break
-            errors.append(reply)
-        if errors:
-            raise InstrumentFault(f"the instrument reported an error after {after!r}: {'; '.join(errors)}")
+        if self.config.error_query is not None:
+            check_error_queue(self.transport.query, self.config.error_query, after, "the instrument")
 
     def _wait(self, conditions: Mapping[str, Value], clock: Clock) -> None:
         wait = self.config.wait

@@ -30,7 +30,7 @@ from drivers.base import (
     Measurement,
     Value,
 )
-from drivers.scpi import ScpiParseError, decode_block, parse_error_reply, parse_number
+from drivers.scpi import ScpiParseError, check_error_queue, decode_block, parse_number
 from drivers.transport import Port, SerialTransport, TransportSettings
 from drivers.trmc import TRMC_DESCRIPTION, TRMC_ENVELOPE
 from drivers.trmc_analysis import analyze_to_measurement
@@ -43,7 +43,6 @@ SPIN_COAT_S = 60.0
 LOAD_S = 30.0
 TUNE_S = 20.0
 SHOT_RATE_HZ = 10.0
-_MAX_QUEUED_ERRORS = 16
 _SAMPLE_COMMANDS = {
     "acceptor_fraction": "SAMP:ACC {:.4f}",
     "anneal_temp": "SAMP:TEMP {:.2f}",
@@ -187,18 +186,7 @@ class TrmcDriver:
         self._check_errors(commands[-1])
 
     def _check_errors(self, after: str) -> None:
-        errors = []
-        for _ in range(_MAX_QUEUED_ERRORS):
-            reply = self.transport.query("SYST:ERR?")
-            try:
-                code, _message = parse_error_reply(reply)
-            except ScpiParseError as e:
-                raise InstrumentFault(f"after {after!r}: SYST:ERR? gave {e}") from None
-            if code == 0:
-                break
-            errors.append(reply)
-        if errors:
-            raise InstrumentFault(f"the TRMC station reported an error after {after!r}: {'; '.join(errors)}")
+        check_error_queue(self.transport.query, "SYST:ERR?", after, "the TRMC station")
 
     def _operation(self, command: str, nominal_s: float, clock: Clock) -> None:
         """Start an overlapped operation and wait until *OPC? says it completed."""
