@@ -130,8 +130,9 @@ def _duration(seconds: float) -> str:
 
 def _register_commands() -> None:
     # Imported here, not at the top: these pull in torch/BoTorch, which `validate` does not need.
-    from controller import cli_campaign, cli_emulate, cli_reanalyze
+    from controller import cli_bench, cli_campaign, cli_emulate, cli_reanalyze
 
+    cli_bench.register(main)
     cli_campaign.register(main)
     cli_emulate.register(main)
     cli_reanalyze.register(main)

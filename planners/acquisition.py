@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 from botorch.acquisition import AcquisitionFunction
+from botorch.acquisition.analytic import LogExpectedImprovement
 from botorch.acquisition.logei import qLogNoisyExpectedImprovement
 from botorch.acquisition.multi_objective import logei as _mo_logei
 from botorch.acquisition.multi_objective.logei import qLogNoisyExpectedHypervolumeImprovement
@@ -36,6 +37,7 @@ from planners.space import Problem
 _mo_logei._load_attempted = True
 
 SINGLE_OBJECTIVE = "qLogNoisyExpectedImprovement"
+ANALYTIC_SINGLE_OBJECTIVE = "LogExpectedImprovement"
 MULTI_OBJECTIVE = "qLogNoisyExpectedHypervolumeImprovement"
 FEASIBILITY_THRESHOLD = 0.5  # predicted success fraction above which a point counts as feasible
 
@@ -99,9 +101,22 @@ def build_acquisition(
     X_pending: Tensor,
     seed: int,
     mc_samples: int,
+    analytic_ei: bool = False,
 ) -> Acquisition:
-    """The acquisition function for `problem`, its name and settings for provenance."""
+    """The acquisition function for `problem`, its name and settings for provenance.
+
+    `analytic_ei`: when only one objective is modelled (no outcome constraints, no feasibility model)
+    and nothing is pending, use analytic LogEI against the best posterior mean at the observed points
+    instead of Monte-Carlo noisy LogEI. Each candidate is then scored on its own marginal posterior, so
+    a pool of tens of thousands of rows costs one posterior call rather than one joint posterior per row.
+    Only meaningful for one proposal at a time (q = 1).
+    """
     bounds = constraint_callables(problem, fitted)
+    if analytic_ei and len(fitted.outcomes) == 1 and len(problem.objectives) == 1 and X_pending.shape[0] == 0:
+        with torch.no_grad():
+            best_f = float(fitted.model.posterior(data.baseline).mean.max())
+        settings = {"best_f": best_f, "incumbent": "best posterior mean at observed points (model units)"}
+        return Acquisition(LogExpectedImprovement(fitted.model, best_f=best_f), ANALYTIC_SINGLE_OBJECTIVE, settings)
     sampler = SobolQMCNormalSampler(torch.Size([mc_samples]), seed=derive_seed(seed, "mc") % 2**31)
     settings: dict[str, Any] = {
         "mc_samples": mc_samples,

@@ -18,7 +18,7 @@ import torch
 
 from planners.acquisition import build_acquisition, pointwise_values
 from planners.encoding import SpaceEncoding, point_key
-from planners.models import fit_models
+from planners.models import check_kernel, fit_models
 from planners.optimize import OptimizerSettings, optimize_over_points, optimize_relaxed
 from planners.outcomes import NoUsableData, build_training_data, check_problem
 from planners.pool import candidate_pool
@@ -69,8 +69,24 @@ class BotorchPlanner:
         max_fit_points: int = 500,
         optimizer_maxiter: int = 200,
         max_choice_combinations: int = 8,
+        power_transform: bool = False,
+        kernel: str = "rbf",
+        analytic_ei: bool = False,
     ) -> None:
+        """Options beyond the optimizer's budget (all off by default):
+
+        power_transform: fit the GP to Yeo-Johnson-warped objectives, robust to skew and outliers
+            (`planners.warping`).
+        kernel: "rbf" (BoTorch's default) or "matern52" (`planners.models.KERNELS`).
+        analytic_ei: for one objective without outcome constraints, proposing one point at a time with
+            nothing pending, analytic LogEI instead of Monte-Carlo noisy LogEI: much cheaper over large
+            candidate pools (`planners.acquisition.build_acquisition`).
+        """
         check_n_initial(n_initial)
+        check_kernel(kernel)
+        for label, flag in (("power_transform", power_transform), ("analytic_ei", analytic_ei)):
+            if not isinstance(flag, bool):
+                raise ValueError(f"botorch planner option {label} must be true or false, got {flag!r}")
         for label, value in (
             ("mc_samples", mc_samples),
             ("fit_maxiter", fit_maxiter),
@@ -84,6 +100,9 @@ class BotorchPlanner:
         self.mc_samples = mc_samples
         self.fit_maxiter = fit_maxiter
         self.max_fit_points = max_fit_points
+        self.power_transform = power_transform
+        self.kernel = kernel
+        self.analytic_ei = analytic_ei
         self.settings = OptimizerSettings(
             num_restarts, raw_samples, optimizer_maxiter, max_choice_combinations
         )
@@ -146,12 +165,14 @@ class BotorchPlanner:
         pool: list[Conditions] | None,
     ) -> _Step:
         started = time.perf_counter()
-        data = build_training_data(problem, encoding, observations)
-        fitted = fit_models(data, self.fit_maxiter, self.max_fit_points)
+        data = build_training_data(problem, encoding, observations, self.power_transform)
+        fitted = fit_models(data, self.fit_maxiter, self.max_fit_points, self.kernel)
         fitted_at = time.perf_counter()
         X_pending = encoding.encode(pending)
         X_pending = X_pending[torch.isfinite(X_pending).all(dim=-1)]
-        acquisition = build_acquisition(problem, fitted, data, X_pending, seed, self.mc_samples)
+        acquisition = build_acquisition(
+            problem, fitted, data, X_pending, seed, self.mc_samples, self.analytic_ei and n == 1
+        )
         acq = acquisition.function
         fallbacks = list(fitted.notes)
         if pool is not None:

@@ -168,10 +168,11 @@ class SpaceEncoding:
 
     def encode(self, points: Sequence[Conditions]) -> Tensor:
         """Conditions -> `len(points) x dim` tensor. Raises ValueError naming a value that cannot be encoded."""
-        X = torch.zeros(len(points), self.dim, dtype=DTYPE)
-        for i, point in enumerate(points):
+        rows = []  # built as Python lists: per-element tensor writes cost ~10x more on pools of 10^4 rows
+        for point in points:
+            row = [0.0] * self.dim
             for c in self.numeric:
-                X[i, c.column] = c.to_unit(self._number(point, c))
+                row[c.column] = c.to_unit(self._number(point, c))
             for ch in self.choices:
                 value = self._value(point, ch.parameter.name)
                 if value not in ch.parameter.values:
@@ -179,8 +180,9 @@ class SpaceEncoding:
                         f"{ch.parameter.name}={value!r} is not one of {list(ch.parameter.values)}; "
                         "fix the observation or add the value to the space"
                     )
-                X[i, ch.first_column + ch.parameter.values.index(value)] = 1.0
-        return X
+                row[ch.first_column + ch.parameter.values.index(value)] = 1.0
+            rows.append(row)
+        return torch.tensor(rows, dtype=DTYPE).reshape(len(points), self.dim)
 
     def decode(self, X: Tensor) -> list[RelaxedPoint]:
         """`n x dim` model-space tensor -> relaxed points (choices by largest one-hot entry)."""

@@ -19,10 +19,25 @@ from botorch.fit import fit_gpytorch_mll
 from botorch.models import ModelListGP, SingleTaskGP
 from botorch.models.model import Model
 from botorch.models.transforms.outcome import Standardize
+from botorch.models.utils.gpytorch_modules import (
+    get_gaussian_likelihood_with_gamma_prior,
+    get_matern_kernel_with_gamma_prior,
+)
 from gpytorch.mlls import ExactMarginalLogLikelihood
 from torch import Tensor
 
 from planners.outcomes import Outcome, TrainingData
+
+# "rbf": BoTorch's default, an ARD RBF kernel whose lengthscale prior grows with the dimension
+# (Hvarfner et al. 2024). "matern52": an ARD Matern-5/2 kernel with Gamma(3, 6) lengthscale, Gamma(2, 0.15)
+# outputscale and Gamma(1.1, 0.05) noise priors (BoTorch's default before 0.12): rougher functions and
+# shorter lengthscales, which small, rugged materials tables often need.
+KERNELS = ("rbf", "matern52")
+
+
+def check_kernel(kernel: str) -> None:
+    if kernel not in KERNELS:
+        raise ValueError(f"unknown kernel {kernel!r}; choose one of {list(KERNELS)}")
 
 
 @dataclass
@@ -40,14 +55,22 @@ class FittedModels:
         return None
 
 
-def _new_gp(X: Tensor, Y: Tensor) -> SingleTaskGP:
+def _new_gp(X: Tensor, Y: Tensor, kernel: str = "rbf") -> SingleTaskGP:
+    modules = {}
+    if kernel == "matern52":
+        modules = {
+            "covar_module": get_matern_kernel_with_gamma_prior(X.shape[-1]),
+            "likelihood": get_gaussian_likelihood_with_gamma_prior(),
+        }
     with warnings.catch_warnings():
         # Warm-start points may sit outside the current bounds; that is data, not a mistake.
         warnings.simplefilter("ignore", InputDataWarning)
-        return SingleTaskGP(X, Y, outcome_transform=Standardize(m=1))
+        return SingleTaskGP(X, Y, outcome_transform=Standardize(m=1), **modules)
 
 
-def fit_gp(X: Tensor, Y: Tensor, maxiter: int, max_fit_points: int) -> tuple[SingleTaskGP, str | None]:
+def fit_gp(
+    X: Tensor, Y: Tensor, maxiter: int, max_fit_points: int, kernel: str = "rbf"
+) -> tuple[SingleTaskGP, str | None]:
     """A fitted GP, or (if every fit attempt fails) one with its default hyperparameters and the reason.
 
     Beyond `max_fit_points` observations the hyperparameters are fitted on a random subset (from
@@ -55,7 +78,7 @@ def fit_gp(X: Tensor, Y: Tensor, maxiter: int, max_fit_points: int) -> tuple[Sin
     each fit iteration costs O(n^3), and a few hundred points pin the hyperparameters down well.
     """
     subset = torch.randperm(X.shape[0])[:max_fit_points] if X.shape[0] > max_fit_points else None
-    to_fit = _new_gp(X, Y) if subset is None else _new_gp(X[subset], Y[subset])
+    to_fit = _new_gp(X, Y, kernel) if subset is None else _new_gp(X[subset], Y[subset], kernel)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", InputDataWarning)
@@ -64,12 +87,12 @@ def fit_gp(X: Tensor, Y: Tensor, maxiter: int, max_fit_points: int) -> tuple[Sin
                 optimizer_kwargs={"options": {"maxiter": maxiter}},
             )
     except Exception as error:  # noqa: BLE001 - any fit failure has the same remedy
-        model = _new_gp(X, Y)
+        model = _new_gp(X, Y, kernel)
         model.eval()
         return model, f"{type(error).__name__}: {error}"
     if subset is None:
         return to_fit, None
-    model = _new_gp(X, Y)
+    model = _new_gp(X, Y, kernel)
     # Kernel, mean and noise come from the subset fit; standardization stays that of all the data.
     fitted = {k: v for k, v in to_fit.state_dict().items() if not k.startswith("outcome_transform")}
     model.load_state_dict(fitted, strict=False)
@@ -91,14 +114,16 @@ def hyperparameters_of(model: SingleTaskGP) -> dict[str, list[float]]:
     return out
 
 
-def fit_models(data: TrainingData, maxiter: int = 100, max_fit_points: int = 500) -> FittedModels:
+def fit_models(
+    data: TrainingData, maxiter: int = 100, max_fit_points: int = 500, kernel: str = "rbf"
+) -> FittedModels:
     """Fit one GP per outcome of `data`; a failed fit keeps default hyperparameters and says so."""
     gps: list[SingleTaskGP] = []
     notes: list[str] = []
     remarks: list[str] = []
     hyperparameters: dict[str, dict[str, list[float]]] = {}
     for outcome, X, Y in zip(data.outcomes, data.X, data.Y, strict=True):
-        gp, failure = fit_gp(X, Y, maxiter, max_fit_points)
+        gp, failure = fit_gp(X, Y, maxiter, max_fit_points, kernel)
         if X.shape[0] > max_fit_points:
             remarks.append(
                 f"hyperparameters of {outcome.name!r} fitted on {max_fit_points} of {X.shape[0]} points"

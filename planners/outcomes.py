@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 from torch import Tensor
 
 from planners.encoding import DTYPE, SpaceEncoding, check_space
 from planners.space import Observation, Problem
+from planners.warping import PowerWarp
 
 FEASIBILITY = "__feasible__"  # the modelled 0/1 outcome: 1 = the sample worked
 
@@ -26,14 +27,16 @@ class NoUsableData(Exception):
 
 @dataclass(frozen=True)
 class Outcome:
-    """A modelled quantity: model value = sign * (log10(y) if log else y)."""
+    """A modelled quantity: model value = warp(sign * (log10(y) if log else y)), warp increasing or none."""
 
     name: str
     sign: float = 1.0
     log: bool = False
+    warp: PowerWarp | None = None
 
     def to_model(self, y: float) -> float:
-        return self.sign * (math.log10(y) if self.log else y)
+        value = self.sign * (math.log10(y) if self.log else y)
+        return value if self.warp is None else self.warp(value)
 
     def usable(self, y: float) -> bool:
         return math.isfinite(y) and (y > 0 or not self.log)
@@ -118,8 +121,13 @@ def _as_float(value: object) -> float:
 
 
 def build_training_data(
-    problem: Problem, encoding: SpaceEncoding, observations: Sequence[Observation]
+    problem: Problem,
+    encoding: SpaceEncoding,
+    observations: Sequence[Observation],
+    warp_objectives: bool = False,
 ) -> TrainingData:
+    """Model-unit training data; with `warp_objectives`, each objective is power-warped (see
+    `planners.warping`) with an exponent fitted to its observed values."""
     notes: list[str] = []
     X_all = encoding.encode([o.conditions for o in observations])
     finite_x = torch.isfinite(X_all).all(dim=-1).tolist()
@@ -141,6 +149,10 @@ def build_training_data(
                 )
             notes.append(f"no usable value of {outcome.name!r}; its outcome constraint is ignored")
             continue
+        if warp_objectives and k < n_objectives:
+            outcome = _warped(outcome, [_as_float(observations[i].values[outcome.name]) for i in usable])
+            if outcome.warp is not None:
+                notes.append(f"objective {outcome.name!r} power-warped (Yeo-Johnson lambda {outcome.warp.lmbda:.3g})")
         outcomes.append(outcome)
         Xs.append(X_all[usable])
         Ys.append(
@@ -178,3 +190,7 @@ def build_training_data(
         dtype=DTYPE,
     ).reshape(len(complete), n_objectives)
     return TrainingData(outcomes, Xs, Ys, X_all[with_any], objective_Y, notes)
+
+
+def _warped(outcome: Outcome, values: list[float]) -> Outcome:
+    return replace(outcome, warp=PowerWarp.fit([outcome.to_model(y) for y in values]))
