@@ -27,6 +27,7 @@ from controller.protocol import Protocol
 from drivers.mbe_driver import MbeDriver
 from drivers.serial_config import SerialInstrumentConfig
 from drivers.serial_driver import SerialInstrumentDriver
+from drivers.transport import Port
 from drivers.trmc_driver import TrmcDriver
 from simulators.emulator import MODELS as EMULATED_MODELS
 from simulators.emulator import in_process_port
@@ -108,26 +109,35 @@ def _serial_driver(protocol: Protocol, model: str | None, seed: int, options: di
     return driver
 
 
+def _wire_port(
+    model: str | None, expected: str, device: str, emulated: str, seed: int, faults: str, n: int
+) -> Port | None:
+    """None for a real link (wall clock), else the `expected` emulator in this process (virtual time).
+    Faults and several stations only make sense for the emulator."""
+    if model is None:
+        if faults or n > 1:
+            raise InstrumentUnavailable(
+                f"options.faults and options.stations apply to the emulated {emulated} (sim://{expected}); "
+                "remove them for a real one"
+            )
+        return None
+    if model != expected:
+        raise InstrumentUnavailable(
+            f"driver {expected} talks to {device}; connection sim://{model} is not one (use sim://{expected})"
+        )
+    try:
+        parse_fault_spec(faults)
+    except FaultSpecError as e:
+        raise InstrumentUnavailable(f"instrument.options.faults: {e}") from None
+    return in_process_port(expected, seed=seed, faults=faults)
+
+
 def _trmc_driver(protocol: Protocol, model: str | None, seed: int, options: dict[str, Any], n: int) -> TrmcDriver:
     """The TRMC driver on its real link (wall clock), or on the station's in-process emulator (virtual time)."""
     faults = str(options.get("faults", ""))
     options = {k: v for k, v in options.items() if k != "faults"}
-    connection = protocol.instrument.connection or "sim://trmc"
-    if model is None:
-        if faults or n > 1:
-            raise InstrumentUnavailable(
-                "options.faults and options.stations apply to the emulated station (sim://trmc); remove them for a real one"
-            )
-        port = None
-    elif model != "trmc":
-        raise InstrumentUnavailable(f"driver trmc talks to a TRMC station; connection sim://{model} is not one (use sim://trmc)")
-    else:
-        try:
-            parse_fault_spec(faults)
-        except FaultSpecError as e:
-            raise InstrumentUnavailable(f"instrument.options.faults: {e}") from None
-        port = in_process_port("trmc", seed=seed, faults=faults)
-        connection = "sim://trmc"
+    port = _wire_port(model, "trmc", "a TRMC station", "station", seed, faults, n)
+    connection = "sim://trmc" if port is not None else (protocol.instrument.connection or "sim://trmc")
     try:
         driver = TrmcDriver(connection, options, port=port)
     except ValueError as e:  # an unknown option, or a URL pyserial cannot handle
@@ -142,22 +152,8 @@ def _mbe_driver(protocol: Protocol, model: str | None, seed: int, options: dict[
     in this process (virtual time). `driver: sim:mbe` never gets here: it keeps the whole-system simulator."""
     options = dict(options)  # each station gets its own copy: the caller's is shared by all of them
     faults = str(options.pop("faults", ""))
-    if model is None:
-        if faults or n > 1:
-            raise InstrumentUnavailable(
-                "options.faults and options.stations apply to the emulated chamber (sim://mbe); remove them for a real one"
-            )
-        port = None
-        options["connection"] = protocol.instrument.connection
-    elif model != "mbe":
-        raise InstrumentUnavailable(f"driver mbe talks to an MBE growth controller; connection sim://{model} is not one (use sim://mbe)")
-    else:
-        try:
-            parse_fault_spec(faults)
-        except FaultSpecError as e:
-            raise InstrumentUnavailable(f"instrument.options.faults: {e}") from None
-        port = in_process_port("mbe", seed=seed, faults=faults)
-        options["connection"] = "sim://mbe"
+    port = _wire_port(model, "mbe", "an MBE growth controller", "chamber", seed, faults, n)
+    options["connection"] = "sim://mbe" if port is not None else protocol.instrument.connection
     try:
         driver = MbeDriver(options, port=port)
     except (ValueError, TypeError) as e:  # an unknown or unsafe option, or a URL pyserial cannot handle

@@ -85,6 +85,13 @@ class SafetyEnvelope:
             limit.check(name, value, None if previous is None else previous.get(name))
 
 
+def require_settings(conditions: Mapping[str, Value], names: tuple[str, ...] | list[str], why: str) -> None:
+    """Refuse a trial that leaves out a setting the instrument needs every time (before any I/O)."""
+    for name in names:
+        if name not in conditions:
+            raise EnvelopeViolation(name, None, why)
+
+
 @dataclass(frozen=True)
 class DriverDescription:
     """What a driver accepts and what it measures (name -> unit)."""

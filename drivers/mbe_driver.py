@@ -29,6 +29,7 @@ from drivers.base import (
     InstrumentFault,
     Measurement,
     Value,
+    require_settings,
 )
 from drivers.mbe import MBE_DESCRIPTION, MBE_ENVELOPE
 from drivers.scpi import decode_block
@@ -166,9 +167,7 @@ class MbeDriver:
 
     def check(self, conditions: Mapping[str, Value]) -> None:
         MBE_ENVELOPE.check(conditions)
-        for name in REQUIRED:
-            if name not in conditions:
-                raise EnvelopeViolation(name, None, "required by the growth recipe; add it to the protocol's space")
+        require_settings(conditions, REQUIRED, "required by the growth recipe; add it to the protocol's space")
 
     def run(self, conditions: Mapping[str, Value], ctx: InstrumentContext) -> Measurement:
         """Heat, measure the beams, grow with RHEED, cool, and read the ex-situ results."""

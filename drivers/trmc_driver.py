@@ -24,11 +24,11 @@ import numpy as np
 from drivers.base import (
     Clock,
     DriverDescription,
-    EnvelopeViolation,
     InstrumentContext,
     InstrumentFault,
     Measurement,
     Value,
+    require_settings,
 )
 from drivers.scpi import ScpiParseError, check_error_queue, decode_block, parse_number
 from drivers.transport import Port, SerialTransport, TransportSettings
@@ -128,11 +128,7 @@ class TrmcDriver:
     def check(self, conditions: Mapping[str, Value]) -> None:
         """Refuse settings outside the envelope and trials missing a process parameter, before any I/O."""
         TRMC_ENVELOPE.check(conditions)
-        for name in PROCESS_PARAMETERS:
-            if name not in conditions:
-                raise EnvelopeViolation(
-                    name, None, "the station needs it for every film: add it to the space or as a fixed parameter"
-                )
+        require_settings(conditions, PROCESS_PARAMETERS, "the station needs it for every film: add it to the space or as a fixed parameter")
 
     # -- one trial -------------------------------------------------------------------------------
 

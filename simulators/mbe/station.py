@@ -36,11 +36,11 @@ from scipy.optimize import minimize
 
 from drivers.base import (
     DriverDescription,
-    EnvelopeViolation,
     InstrumentContext,
     InstrumentFault,
     Measurement,
     Value,
+    require_settings,
 )
 from drivers.mbe import MBE_DESCRIPTION, MBE_ENVELOPE
 from simulators.mbe.chamber import (
@@ -133,13 +133,7 @@ class SimulatedMbeSystem:
     def check(self, conditions: Mapping[str, Value]) -> None:
         """Refuse (never clamp) anything outside the envelope, and a recipe missing a setting."""
         MBE_ENVELOPE.check(conditions)
-        for name in REQUIRED:
-            if name not in conditions:
-                raise EnvelopeViolation(
-                    name,
-                    None,
-                    "required by the growth recipe; add it to the protocol's space (type: fixed for a constant)",
-                )
+        require_settings(conditions, REQUIRED, "required by the growth recipe; add it to the protocol's space (type: fixed for a constant)")
 
     def run(self, conditions: Mapping[str, Value], ctx: InstrumentContext) -> Measurement:
         self.check(conditions)
