@@ -1,4 +1,4 @@
-"""Physical units for protocol files: one pint registry with the units labs write.
+"""Physical units for protocol files, on the project's one pint registry (drivers/units.py).
 
 Values in a protocol are either plain numbers (in the unit the field declares) or strings such as
 "2 h", "100 ns" or "25 degC". Conversion always goes through pint Quantities so offset units
@@ -12,13 +12,8 @@ from difflib import get_close_matches
 
 import pint
 
-ureg = pint.UnitRegistry()
-# pint's slm is a PV flow (atm * L / min); a standard cubic centimetre per minute is a thousandth of it,
-# so sccm and slm convert into each other and into throughput units such as Torr*L/s.
-ureg.define("standard_cubic_centimeter_per_minute = standard_liter_per_minute / 1000 = sccm")
-ureg.define("@alias torr = Torr")
-# Photon counts are pure numbers: "photons/cm^2" must be interchangeable with "1/cm^2" (TRMC fluence).
-ureg.define("photon = count = photons")
+from drivers import units as driver_units
+from drivers.units import ureg
 
 # A number, optionally followed by a unit: "12 h", "-5", "1e15 photons/cm^2", "500nm".
 _QUANTITY = re.compile(
@@ -54,10 +49,10 @@ def convert(value: float, from_unit: str, to_unit: str) -> float:
     """`value` in `from_unit`, expressed in `to_unit`; offset units (degC, K) converted absolutely."""
     if from_unit.strip() == to_unit.strip():
         return float(value)
-    source, target = parse_unit(from_unit), parse_unit(to_unit)
+    parse_unit(from_unit), parse_unit(to_unit)  # unknown units get the protocol-author hints first
     try:
-        return float(ureg.Quantity(float(value), source).to(target).magnitude)
-    except pint.DimensionalityError as e:
+        return driver_units.convert(value, from_unit, to_unit)
+    except driver_units.DriverUnitError as e:
         raise UnitError(
             f"cannot convert {describe_unit(from_unit)} to {describe_unit(to_unit)}: different dimensions"
         ) from e

@@ -1,5 +1,7 @@
-"""Unit conversion for drivers: one small pint registry, so drivers never import the controller's.
+"""Unit conversion: the project's one pint registry, with the units labs write.
 
+It lives in the drivers layer because drivers need it and may not import the controller; the controller's
+protocol parsing (controller/units.py) builds on this registry, so quantities from both mix freely.
 A driver converts a setpoint from the unit it is handed in (its envelope's) to the unit the instrument
 wants on the wire (e.g. a dwell in min sent as seconds), and durations written as "2 s" or "2 h".
 """
@@ -11,8 +13,12 @@ import math
 import pint
 
 ureg = pint.UnitRegistry()
-# Gas flows in labs are written in sccm; pint's slm is a PV flow, and a sccm is a thousandth of it.
+# pint's slm is a PV flow (atm * L / min); a standard cubic centimetre per minute is a thousandth of it,
+# so sccm and slm convert into each other and into throughput units such as Torr*L/s.
 ureg.define("standard_cubic_centimeter_per_minute = standard_liter_per_minute / 1000 = sccm")
+ureg.define("@alias torr = Torr")
+# Photon counts are pure numbers: "photons/cm^2" must be interchangeable with "1/cm^2" (TRMC fluence).
+ureg.define("photon = count = photons")
 
 
 class DriverUnitError(ValueError):
