@@ -16,11 +16,12 @@ $(STAMP): pyproject.toml
 DEMO_DB := campaigns/demo-trmc-$(shell date +%Y%m%d-%H%M%S).sqlite
 
 # The main job on the embedded default: validate every example, then a full simulated TRMC campaign
-# (virtual time: hours of instrument time in well under a minute), then its status.
+# (virtual time: hours of instrument time in about a minute), its status, and its HTML report.
 demo: $(STAMP)
 	$(BIN)/closedloop validate protocols/*.yaml
-	$(BIN)/closedloop run protocols/trmc_opv_blend.yaml --sim --quiet --db $(DEMO_DB)
+	$(BIN)/closedloop run protocols/trmc_opv_blend.yaml --sim --quiet --no-report --db $(DEMO_DB)
 	$(BIN)/closedloop status $(DEMO_DB)
+	$(BIN)/closedloop report $(DEMO_DB)
 
 test: $(STAMP)
 	$(BIN)/ruff check controller drivers planners simulators tests benchmarks

@@ -22,7 +22,7 @@ from controller.engine import Approver, CampaignEngine, EngineSettings, Progress
 from controller.errors import UnknownTrial
 from controller.protocol import Protocol, parse_protocol_text
 from controller.safety import SafetyGate
-from controller.stations import make_stations, simulator_model
+from controller.stations import make_stations, simulator_model, with_connection
 from controller.store import CampaignStore, software_versions
 from drivers.base import InstrumentContext, Measurement
 from planners.registry import make_planner
@@ -31,6 +31,12 @@ from planners.space import Conditions
 
 class BadInput(ValueError):
     """A user error (unknown trial, wrong unit, ...): exit code 2, nothing stored was changed."""
+
+
+TIME_SCALE_IN_PROCESS = (
+    "--time-scale paces the controller with an emulator on a real port; this campaign's instrument is "
+    "simulated in this process, in virtual time: drop --time-scale, or give the emulator's --port"
+)
 
 
 def default_db_path(protocol: Protocol) -> Path:
@@ -65,10 +71,17 @@ class Campaign:
 
     @classmethod
     def create(
-        cls, protocol_path: str | Path, db_path: str | Path | None = None, *, seed: int | None = None, sim: bool = False
+        cls,
+        protocol_path: str | Path,
+        db_path: str | Path | None = None,
+        *,
+        seed: int | None = None,
+        sim: bool = False,
+        connection: str | None = None,
     ) -> Campaign:
         """A new campaign file for a protocol. A simulated campaign's file is written without a disk
-        flush per commit: it still survives a killed process, only a power cut may lose its last writes."""
+        flush per commit: it still survives a killed process, only a power cut may lose its last writes.
+        `connection` is the instrument link the campaign will run against, if not the protocol's."""
         from controller.protocol import load_protocol
 
         protocol = load_protocol(protocol_path)
@@ -81,7 +94,7 @@ class Campaign:
             protocol_path=str(Path(protocol_path).resolve()),
             seed=protocol.planner.seed if seed is None else seed,
             versions=software_versions(),
-            durable=simulator_model(protocol, sim) is None,
+            durable=simulator_model(protocol if connection is None else with_connection(protocol, connection), sim) is None,
         )
         return cls(store, protocol)
 
@@ -105,20 +118,34 @@ class Campaign:
     # ---- running --------------------------------------------------------------------------------
 
     def engine(
-        self, *, sim: bool = False, approver: Approver | None = None, progress: ProgressHook | None = None
+        self,
+        *,
+        sim: bool = False,
+        approver: Approver | None = None,
+        progress: ProgressHook | None = None,
+        connection: str | None = None,
+        time_scale: float | None = None,
     ) -> CampaignEngine:
-        stations = make_stations(self.protocol, seed=self.seed, sim=sim)
+        """`connection` replaces the protocol's instrument connection (a device path or pyserial URL);
+        `time_scale` runs the wall clock that many times faster, in step with an emulator started with
+        the same `--time-scale` (only on a live link: in-process simulators run in virtual time)."""
+        stations = make_stations(self.protocol, seed=self.seed, sim=sim, connection=connection)
         virtual = all(getattr(s.driver, "virtual_time", False) for s in stations)
         journal = self._journal
         confirm = self._confirm_operator_step(approver)
+        if virtual and time_scale is not None:
+            raise BadInput(TIME_SCALE_IN_PROCESS)
         if virtual:
             clock: VirtualClock | WallClock = VirtualClock(start=self._last_virtual_time())
             dispatcher: Any = VirtualDispatcher(clock, journal, confirm)
             origin = 0.0
         else:
-            clock = WallClock()
-            dispatcher = ThreadedDispatcher(clock, journal, confirm)
             origin = float(self.store.campaign()["created_at"])
+            try:
+                clock = WallClock(1.0 if time_scale is None else time_scale, origin=origin)
+            except ValueError as e:
+                raise BadInput(f"--time-scale: {e}") from None
+            dispatcher = ThreadedDispatcher(clock, journal, confirm)
         settings = settings_from(self.protocol, self.seed)
         gate = SafetyGate(settings.problem.space, stations[0].driver.describe().envelope, self.protocol.to_instrument_units)
         return CampaignEngine(
@@ -134,25 +161,70 @@ class Campaign:
             elapsed_origin=origin,
         )
 
-    def run(self, *, sim: bool = False, approver: Approver | None = None, progress: ProgressHook | None = None) -> str:
-        """Run until a stop rule fires and return its reason; raises `Paused` if paused."""
-        engine = self.engine(sim=sim, approver=approver, progress=progress)
+    def run(
+        self,
+        *,
+        sim: bool = False,
+        approver: Approver | None = None,
+        progress: ProgressHook | None = None,
+        connection: str | None = None,
+        time_scale: float | None = None,
+    ) -> str:
+        """Run until a stop rule fires and return its reason; raises `Paused` if paused.
+        `connection` and `time_scale`: see `engine`; both are journaled as a "connection" event."""
+        engine = self.engine(sim=sim, approver=approver, progress=progress, connection=connection, time_scale=time_scale)
         try:
+            self._record_link(connection, time_scale)
             return engine.run()
         finally:
             for s in engine.stations:
                 s.driver.close()
 
-    def resume(self, *, sim: bool = False, approver: Approver | None = None, progress: ProgressHook | None = None) -> str:
-        """Reconcile trials a crash left dispatched/running, then continue the campaign."""
-        engine = self.engine(sim=sim, approver=approver, progress=progress)
+    def resume(
+        self,
+        *,
+        sim: bool = False,
+        approver: Approver | None = None,
+        progress: ProgressHook | None = None,
+        connection: str | None = None,
+        time_scale: float | None = None,
+    ) -> str:
+        """Reconcile trials a crash left dispatched/running, then continue the campaign. Without
+        `connection` (and without `sim`) it continues on the link the campaign last ran against with
+        `--port`, at that time scale: a live campaign never falls back silently to an in-process simulator."""
+        connection, time_scale = self.live_link(connection, time_scale, sim=sim)
+        engine = self.engine(sim=sim, approver=approver, progress=progress, connection=connection, time_scale=time_scale)
         try:
             self.store.record_event("resume", detail="campaign resumed", virtual_t=self._vt(engine))
+            self._record_link(connection, time_scale)
             self._reconcile(engine)
             return engine.run()
         finally:
             for s in engine.stations:
                 s.driver.close()
+
+    def live_link(
+        self, connection: str | None, time_scale: float | None, *, sim: bool = False
+    ) -> tuple[str | None, float | None]:
+        """The (connection, time scale) a resume uses: those given, else those of the last `--port` run."""
+        if connection is not None or sim:
+            return connection, time_scale
+        recorded = self.store.events(kinds=["connection"], limit=1)
+        if not recorded:
+            return None, time_scale
+        data = recorded[0]["data"] or {}
+        return data.get("connection"), time_scale if time_scale is not None else data.get("time_scale")
+
+    def _record_link(self, connection: str | None, time_scale: float | None) -> None:
+        if connection is None and time_scale is None:
+            return  # the protocol's own connection, on the real clock: the stored protocol says it all
+        where = connection or self.protocol.instrument.connection
+        pace = f", clock x{time_scale:g} (emulator time scale)" if time_scale is not None else ""
+        self.store.record_event(
+            "connection",
+            detail=f"instrument {self.protocol.instrument.driver} at {where}{pace}",
+            data={"connection": where, "time_scale": time_scale},
+        )
 
     def _reconcile(self, engine: CampaignEngine) -> None:
         stations = {s.name: s for s in engine.stations}

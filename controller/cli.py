@@ -29,10 +29,32 @@ def main() -> None:
 @main.command("validate")
 @click.argument("protocols", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document (a list of per-file results).")
-def validate_command(protocols: tuple[Path, ...], as_json: bool) -> None:
+@click.option("--dry-run", is_flag=True, help="Then run each campaign against the instrument's simulator, in virtual time.")
+@click.option("--port", help="With --dry-run: the emulator's port (`closedloop emulate MODEL --pty` prints it).")
+@click.option("--time-scale", type=float, help="With --port: the emulator's --time-scale.")
+@click.option("--seed", type=int, help="With --dry-run: override the protocol's planner seed.")
+@click.option("--scratch-dir", type=click.Path(file_okay=False), help="With --dry-run: keep the dry-run campaign files here.")
+def validate_command(
+    protocols: tuple[Path, ...], as_json: bool, dry_run: bool, port: str | None, time_scale: float | None,
+    seed: int | None, scratch_dir: str | None,
+) -> None:
     """Check protocol files before any hardware moves: schema, units, safety envelope, constraint
-    feasibility, objectives, budget and candidate table. Exit 0 if every file is valid, 2 otherwise."""
-    sys.exit(run_validate(protocols, as_json=as_json))
+    feasibility, objectives, budget and candidate table. Exit 0 if every file is valid, 2 otherwise.
+
+    With --dry-run, each valid file's whole campaign then runs through the real engine and driver against
+    the instrument's simulator: exit 1 if a safety or consistency problem appears."""
+    if not dry_run:
+        extra = [name for name, given in (("--port", port), ("--time-scale", time_scale), ("--seed", seed),
+                                          ("--scratch-dir", scratch_dir)) if given is not None]
+        if extra:
+            raise click.UsageError(f"{', '.join(extra)} only apply with --dry-run")
+        sys.exit(run_validate(protocols, as_json=as_json))
+    if time_scale is not None and port is None:
+        raise click.UsageError("--time-scale paces the dry run with an emulator on --port; give --port too")
+    from controller.dryrun_format import run_dry_runs
+
+    sys.exit(run_dry_runs(protocols, validate_file, _problem_line, as_json=as_json, port=port,
+                          time_scale=time_scale, seed=seed, scratch_dir=scratch_dir))
 
 
 def validate_file(path: Path) -> dict[str, Any]:
@@ -130,12 +152,13 @@ def _duration(seconds: float) -> str:
 
 def _register_commands() -> None:
     # Imported here, not at the top: these pull in torch/BoTorch, which `validate` does not need.
-    from controller import cli_bench, cli_campaign, cli_emulate, cli_reanalyze
+    from controller import cli_bench, cli_campaign, cli_emulate, cli_reanalyze, cli_report
 
     cli_bench.register(main)
     cli_campaign.register(main)
     cli_emulate.register(main)
     cli_reanalyze.register(main)
+    cli_report.register(main)
 
 
 _register_commands()

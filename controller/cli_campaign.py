@@ -20,11 +20,12 @@ from typing import Any
 import click
 
 from controller.approval import TerminalApprover
-from controller.campaign import BadInput, Campaign
+from controller.campaign import TIME_SCALE_IN_PROCESS, BadInput, Campaign
 from controller.engine import Paused
 from controller.errors import StoreError
+from controller.instruments import emulated_model
 from controller.progress import ProgressReporter
-from controller.protocol import ProtocolError
+from controller.protocol import Protocol, ProtocolError, load_protocol
 from controller.stations import InstrumentUnavailable
 from drivers.base import EnvelopeViolation
 
@@ -73,23 +74,72 @@ def _pause_on_signals() -> None:
     signal.signal(signal.SIGTERM, interrupt)
 
 
-def _run_engine(campaign: Campaign, action: str, *, sim: bool, approve: bool, quiet: bool) -> None:
+def _require_operator(protocol: Protocol, approve: bool) -> None:
+    if protocol.approval_mode != "none" and not approve:
+        raise BadInput(
+            f"protocol {protocol.name!r} asks the operator to approve proposals (approval: {protocol.approval_mode}); "
+            "add --approve to answer at this terminal, or set `approval: none` in a copy of the protocol"
+        )
+
+
+def _check_link(port: str | None, time_scale: float | None, sim: bool) -> None:
+    if port is not None and sim:
+        raise BadInput("--port and --sim exclude each other: --port talks to an instrument (or an emulator) on a "
+                       "real port, --sim simulates it in this process")
+    if time_scale is not None and port is None:
+        raise BadInput("--time-scale paces the controller with an emulator (`closedloop emulate MODEL --pty "
+                       "--time-scale N`); give that emulator's port with --port too")
+    if time_scale is not None and port is not None and emulated_model(port):
+        raise BadInput(TIME_SCALE_IN_PROCESS)
+    if port is not None and port.startswith("/") and not os.path.exists(port):
+        # Caught here, a typo or an emulator since restarted on another pty costs no trials.
+        raise BadInput(f"instrument port {port}: no such device; check the path (an emulator prints its own: "
+                       "`listening on /dev/pts/N`) and give it with --port")
+
+
+def _link_header(campaign: Campaign, port: str | None, time_scale: float | None, source: str) -> None:
+    if port is None:
+        return
+    pace = f"; clock x{time_scale:g} (emulator time scale)" if time_scale is not None else ""
+    click.echo(f"instrument: {campaign.protocol.instrument.driver} at {port} ({source}){pace}", err=True)
+
+
+def _run_engine(
+    campaign: Campaign,
+    action: str,
+    *,
+    sim: bool,
+    approve: bool,
+    quiet: bool,
+    port: str | None = None,
+    time_scale: float | None = None,
+    report: bool = True,
+) -> None:
+    from controller.cli_report import report_at_end  # plotly loads only when a report is written
+
     configure_runtime()
     _pause_on_signals()
     status = campaign.status()
     approver = TerminalApprover(campaign.protocol.to_problem()) if approve else None
-    reporter = ProgressReporter(campaign.protocol.to_problem(), status["budget"], status["results"], quiet=quiet)
+    problem = campaign.protocol.to_problem()
+    stored_best = (status["best"] or {}).get("values", {}).get(problem.objectives[0].name)
+    reporter = ProgressReporter(problem, status["budget"], status["results"], quiet=quiet, best=stored_best)
     path = campaign.store.path
     try:
         with reporter:
-            reason = getattr(campaign, action)(sim=sim, approver=approver, progress=reporter)
+            reason = getattr(campaign, action)(
+                sim=sim, approver=approver, progress=reporter, connection=port, time_scale=time_scale
+            )
     except Paused as exc:
         click.echo(f"paused: {exc}\ncampaign file: {path}\ncontinue with: closedloop resume {path}", err=True)
+        campaign.close()
+        report_at_end(path, enabled=report, err=True)
         sys.exit(130 if "operator" in str(exc) else 1)
     finally:
         campaign.close()
     click.echo(f"stopped: {reason}")
     click.echo(f"campaign file: {path}")
+    report_at_end(path, enabled=report)
     if reason.startswith("stopped:"):
         sys.exit(1)
 
@@ -101,12 +151,22 @@ def _run_engine(campaign: Campaign, action: str, *, sim: bool, approve: bool, qu
 @click.option("--approve", is_flag=True, help="Show each proposal to the operator to accept, edit or skip.")
 @click.option("--seed", type=int, help="Override the protocol's planner seed.")
 @click.option("--quiet", is_flag=True, help="Only print faults and the final result.")
+@click.option("--port", help="Talk to the instrument here instead of the protocol's `connection` "
+              "(a device path such as /dev/pts/5 from `closedloop emulate`, or a pyserial URL).")
+@click.option("--time-scale", type=float, help="With an emulator's --port: run the controller's clock this many "
+              "times faster, as the emulator was started (`closedloop emulate MODEL --time-scale N`).")
+@click.option("--no-report", is_flag=True, help="Do not write the HTML report (<campaign>.html) at the end.")
 @handle_errors
-def run(protocol: str, db: str | None, sim: bool, approve: bool, seed: int | None, quiet: bool) -> None:
+def run(protocol: str, db: str | None, sim: bool, approve: bool, seed: int | None, quiet: bool,
+        port: str | None, time_scale: float | None, no_report: bool) -> None:
     """Run a campaign from PROTOCOL until a stop rule fires."""
-    campaign = Campaign.create(protocol, db, seed=seed, sim=sim)
+    _check_link(port, time_scale, sim)
+    _require_operator(load_protocol(protocol), approve)
+    campaign = Campaign.create(protocol, db, seed=seed, sim=sim, connection=port)
     click.echo(f"campaign file: {campaign.store.path}", err=True)
-    _run_engine(campaign, "run", sim=sim, approve=approve, quiet=quiet)
+    _link_header(campaign, port, time_scale, "--port")
+    _run_engine(campaign, "run", sim=sim, approve=approve, quiet=quiet, port=port, time_scale=time_scale,
+                report=not no_report)
 
 
 @click.command()
@@ -114,10 +174,26 @@ def run(protocol: str, db: str | None, sim: bool, approve: bool, seed: int | Non
 @click.option("--sim", is_flag=True, help="Continue against the instrument's simulator.")
 @click.option("--approve", is_flag=True, help="Show each proposal to the operator to accept, edit or skip.")
 @click.option("--quiet", is_flag=True)
+@click.option("--port", help="Talk to the instrument here (default: the port of the campaign's last --port run, "
+              "else the protocol's `connection`).")
+@click.option("--time-scale", type=float, help="With an emulator's --port: its --time-scale (default: the one recorded "
+              "with that port).")
+@click.option("--no-report", is_flag=True, help="Do not write the HTML report (<campaign>.html) at the end.")
 @handle_errors
-def resume(campaign_file: str, sim: bool, approve: bool, quiet: bool) -> None:
+def resume(campaign_file: str, sim: bool, approve: bool, quiet: bool, port: str | None, time_scale: float | None,
+           no_report: bool) -> None:
     """Reconcile interrupted trials of CAMPAIGN_FILE and continue it."""
-    _run_engine(Campaign.open(campaign_file, writer=True), "resume", sim=sim, approve=approve, quiet=quiet)
+    campaign = Campaign.open(campaign_file, writer=True)
+    try:
+        _require_operator(campaign.protocol, approve)
+        linked_port, linked_scale = campaign.live_link(port, time_scale, sim=sim)
+        _check_link(linked_port, linked_scale, sim)
+    except BadInput:
+        campaign.close()
+        raise
+    _link_header(campaign, linked_port, linked_scale, "--port" if port else "from the campaign's last run")
+    _run_engine(campaign, "resume", sim=sim, approve=approve, quiet=quiet, port=port, time_scale=time_scale,
+                report=not no_report)
 
 
 @click.command()

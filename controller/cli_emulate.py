@@ -7,6 +7,8 @@ Point a protocol's `connection:` at that path to run the real serial driver agai
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import signal
 import sys
 from types import FrameType
@@ -15,6 +17,7 @@ import click
 
 from simulators.emulator import MODELS, Device, PtyServer, ScaledClock, TcpServer, make_model
 from simulators.faults import FaultInjector, FaultSpecError, parse_fault_spec
+from simulators.mbe.wire import WireRecord
 
 
 def _fault_spec(ctx: click.Context, param: click.Parameter, value: str) -> str:
@@ -47,6 +50,9 @@ def _terminator(ctx: click.Context, param: click.Parameter, value: str) -> str:
               help="Seconds a slow_reply fault holds a reply back.")
 @click.option("--unplug-time", type=click.FloatRange(min=0), default=1.0, show_default=True,
               help="Seconds an unplug fault keeps the port away.")
+@click.option("--record", "record_path", type=click.Path(dir_okay=False, writable=True),
+              help="Append every setpoint, rate, shutter and gas change the instrument takes to FILE, one JSON "
+                   "object a line (t_s in emulated seconds), as it happens: what a driver really did. MBE only.")
 def emulate(
     model: str,
     use_pty: bool,
@@ -58,12 +64,16 @@ def emulate(
     echo: bool,
     slow_delay: float,
     unplug_time: float,
+    record_path: str | None,
 ) -> None:
     """Serve the simulated instrument MODEL behind a pty or a TCP port until killed."""
     if use_pty and tcp_port is not None:
         raise click.UsageError("choose one of --pty and --tcp PORT")
     injector = FaultInjector(faults, seed=seed, slow_delay_s=slow_delay, unplug_s=unplug_time)
-    device = Device(make_model(model, ScaledClock(time_scale), seed), faults=injector, terminator=terminator, echo=echo)
+    emulated = make_model(model, ScaledClock(time_scale), seed)
+    if record_path is not None:
+        _record_to(emulated, model, record_path)
+    device = Device(emulated, faults=injector, terminator=terminator, echo=echo)
     try:
         server: PtyServer | TcpServer = PtyServer(device) if tcp_port is None else TcpServer(device, tcp_port)
     except OSError as e:
@@ -80,6 +90,18 @@ def emulate(
         server.serve_forever()
     finally:
         server.close()
+
+
+def _record_to(emulated: object, model: str, path: str) -> None:
+    if not hasattr(emulated, "on_record"):
+        raise click.UsageError(f"--record: the {model} emulator keeps no record of what it was sent; only mbe does")
+    # Line-buffered: a reader sees each record at once, and nothing is lost when the emulator is killed.
+    out = open(path, "a", buffering=1, encoding="utf-8")  # noqa: SIM115 - open for the emulator's lifetime
+
+    def write(entry: WireRecord) -> None:
+        out.write(json.dumps(dataclasses.asdict(entry)) + "\n")
+
+    emulated.on_record = write  # type: ignore[attr-defined]
 
 
 def register(group: click.Group) -> None:

@@ -92,6 +92,9 @@ class VirtualDispatcher:
         self.clock.advance_to(done.finished_at)
         return done
 
+    def abort_running(self) -> None:
+        """Nothing to stop: a virtual trial has already run to its end when it was submitted."""
+
     def abandon_all(self) -> list[Job]:
         """Results not yet released are lost, as they would be if the controller died mid-measurement."""
         jobs = [c.job for _, _, c in self._heap]
@@ -134,6 +137,16 @@ class ThreadedDispatcher:
                 continue
             self._running.pop(done.job.trial_id, None)
             return done
+
+    def abort_running(self) -> None:
+        """Stop every trial in flight now (operator abort): each one's next wait raises `OperatorAbort`,
+        and a driver with its own `abort()` (the MBE watchdog) stops its recipe and goes safe at once.
+        Each trial still comes back through `next_completion`, with the error it ended on."""
+        self.clock.abort()
+        for _, job in list(self._running.values()):
+            abort = getattr(job.station.driver, "abort", None)
+            if callable(abort):
+                abort()
 
     def abandon_all(self) -> list[Job]:
         jobs = [job for _, job in self._running.values()]

@@ -6,6 +6,7 @@ one begins, so a process killed at any moment leaves a file that `resume` can re
 
 from __future__ import annotations
 
+import functools
 import traceback
 from collections import deque
 from collections.abc import Callable
@@ -96,6 +97,7 @@ class CampaignEngine:
         self.busy: dict[str, int] = {}  # station name -> trial id
         self.halt: str | None = None  # set when a fault policy pauses or stops the campaign
         self._refusals = 0
+        self._aborting = False  # the operator stopped the trials in flight (Ctrl-C, SIGTERM)
 
     # ---- the loop -------------------------------------------------------------------------------
 
@@ -115,10 +117,10 @@ class CampaignEngine:
                     continue
                 self._ingest(self.dispatcher.next_completion())
         except KeyboardInterrupt:
-            self._pause("operator interrupt (Ctrl-C)")
+            self._pause("operator interrupt (Ctrl-C)", abort=True)
             raise Paused("paused by the operator") from None
         except OperatorAbsent as exc:
-            self._pause(f"operator absent: {exc}")
+            self._pause(f"operator absent: {exc}", abort=False)
             raise Paused(f"paused: operator absent: {exc}") from None
 
     def _why_idle(self) -> str | None:
@@ -268,7 +270,10 @@ class CampaignEngine:
         m = done.measurement
         if done.error is not None or m is None or m.status == FAULT_STATUS:
             detail = str(done.error) if done.error is not None else (m.detail if m else "no measurement")
-            self._fault(trial_id, done, detail)
+            if self._aborting:
+                self._operator_abort(trial_id, detail)
+            else:
+                self._fault(trial_id, done, detail)
             return
         m.duration_s = m.duration_s or (done.finished_at - done.started_at)
         self.store.record_measurement(trial_id, m, virtual_t=self._t())
@@ -294,7 +299,17 @@ class CampaignEngine:
         if policy != "continue":
             self.halt = f"{'paused' if policy == 'pause' else 'stopped'}: instrument fault on trial {trial_id}: {detail}"
 
-    def _retry(self, trial_id: int, why: str) -> int:
+    def _operator_abort(self, trial_id: int, detail: str) -> None:
+        """A trial the operator stopped: abandoned (never a result), and queued again with the same
+        conditions. The abort says nothing about the conditions or the instrument, so it does not use up
+        `instrument_fault_retries`; the new trial waits as proposed, to pass the safety gate and, where the
+        protocol asks for it, the operator again when the campaign resumes."""
+        self.store.record_event("operator_abort", trial_id=trial_id, detail=detail, virtual_t=self._t())
+        self.store.transition(trial_id, "abandoned", detail=f"operator abort: {detail}", virtual_t=self._t())
+        new_id = self._retry(trial_id, f"re-queued after the operator aborted trial {trial_id}", approve=False)
+        self.progress("fault", {"trial": trial_id, "detail": f"operator abort; re-queued as trial {new_id}"})
+
+    def _retry(self, trial_id: int, why: str, *, approve: bool = True) -> int:
         old = self.store.trial(trial_id)
         new_id = self.store.add_trial(
             old.conditions,
@@ -304,8 +319,9 @@ class CampaignEngine:
             provenance={"retry_of": trial_id, "reason": why},
             virtual_t=self._t(),
         )
-        self.store.transition(new_id, "approved", detail=why, virtual_t=self._t())
-        self.ready.appendleft(new_id)
+        if approve:
+            self.store.transition(new_id, "approved", detail=why, virtual_t=self._t())
+            self.ready.appendleft(new_id)
         return new_id
 
     def _requeue_undispatched(self) -> None:
@@ -343,7 +359,7 @@ class CampaignEngine:
         )
 
     def _finish(self, reason: str) -> str:
-        self._safe_state()
+        self._safe_state(reason)
         if reason.startswith("paused"):
             self.store.set_status("paused", stop_reason=reason, virtual_t=self._t())
             raise Paused(reason)
@@ -351,20 +367,34 @@ class CampaignEngine:
         self.progress("stopped", {"reason": reason})
         return reason
 
-    def _pause(self, why: str) -> None:
-        """Ctrl-C: let running trials finish (virtual ones already have), then put instruments safe."""
+    def _pause(self, why: str, *, abort: bool) -> None:
+        """Pause, then put every instrument safe. With `abort` (Ctrl-C, SIGTERM) the trials running on live
+        instruments are stopped first (virtual ones have already finished) and each is recorded as an
+        operator abort and queued again; without it (nobody at the terminal) they run to their end.
+        Another Ctrl-C while waiting gives up on them at once."""
+        if abort:
+            self._aborting = True
+            self.dispatcher.abort_running()
         try:
             while self.dispatcher.in_flight:
                 self._ingest(self.dispatcher.next_completion())
         except KeyboardInterrupt:
+            self._aborting = True
             for job in self.dispatcher.abandon_all():
-                self.store.transition(
-                    job.trial_id, "abandoned", detail="abandoned by the operator (second Ctrl-C)", virtual_t=self._t()
-                )
-        self._safe_state()
+                self._operator_abort(job.trial_id, "given up by the operator (second Ctrl-C) before the trial stopped")
+        self._safe_state(why)
         self.store.set_status("paused", stop_reason=why, virtual_t=self._t())
         self.progress("paused", {"reason": why})
 
-    def _safe_state(self) -> None:
+    def _safe_state(self, why: str) -> None:
+        """Every instrument safe at the campaign's end or pause. Its commands belong to the campaign, not
+        to the last trial that happened to use the link, so they are journaled without a trial."""
         for station in self.stations:
+            set_journal = getattr(getattr(station.driver, "transport", None), "set_journal", None)
+            if callable(set_journal):
+                set_journal(functools.partial(self._campaign_command, station.name))
             station.driver.safe_state()
+            self.store.record_event("safe_state", detail=f"{station.name}: {why}", virtual_t=self._t())
+
+    def _campaign_command(self, station: str, direction: str, text: str) -> None:
+        self.store.record_command(None, station, direction, text, virtual_t=self._t())

@@ -23,16 +23,29 @@ def _fmt(v: Any) -> str:
     return f"{v:.4g}" if isinstance(v, float) else str(v)
 
 
-class ProgressReporter:
-    """Receives the engine's progress hook calls and shows trial n of N, state, best so far, ETA."""
+def _duration(seconds: float) -> str:
+    seconds = max(0, round(seconds))
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}"
 
-    def __init__(self, problem: Problem, total: int, done: int = 0, *, quiet: bool = False, stream: TextIO | None = None):
+
+class ProgressReporter:
+    """Receives the engine's progress hook calls and shows trial n of N, state, best so far, ETA.
+
+    `best` is the best value of the first objective already stored (a resumed campaign); the ETA is
+    the wall time this session has taken per result, times the results still to come.
+    """
+
+    def __init__(self, problem: Problem, total: int, done: int = 0, *, quiet: bool = False,
+                 stream: TextIO | None = None, best: float | None = None):
         self.problem = problem
         self.total = total
         self.done = done
+        self.done_at_start = done
         self.quiet = quiet
         self.stream = stream or sys.stderr
-        self.best: float | None = None
+        self.best: float | None = best
         self.first = problem.objectives[0]
         self.start = time.monotonic()
         self.live = not quiet and self.stream.isatty()
@@ -52,7 +65,8 @@ class ProgressReporter:
                 console=Console(file=self.stream),
             )
             self._progress.start()
-            self._task = self._progress.add_task("campaign", total=self.total, completed=self.done, state="", best="-")
+            best = _fmt(self.best) if self.best is not None else "-"
+            self._task = self._progress.add_task("campaign", total=self.total, completed=self.done, state="", best=best)
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -80,13 +94,23 @@ class ProgressReporter:
         elif not self.quiet or kind in ("refused", "fault"):
             print(line, file=self.stream, flush=True)
 
+    def eta(self) -> str:
+        """'ETA h:mm:ss' from this session's wall time per result; unknown before the first result."""
+        finished = self.done - self.done_at_start
+        if self.done >= self.total:
+            return "ETA 0:00:00"
+        if finished <= 0:
+            return "ETA unknown"
+        per_result = (time.monotonic() - self.start) / finished
+        return f"ETA {_duration(per_result * (self.total - self.done))}"
+
     def _line(self, kind: str, info: dict[str, Any]) -> str:
         trial = info.get("trial")
         head = f"[{self.done}/{self.total}]"
         if kind == "measured":
             values = " ".join(f"{k}={_fmt(v)}" for k, v in info["values"].items()) or info.get("status", "")
             best = _fmt(self.best) if self.best is not None else "-"
-            return f"{head} trial {trial} {info.get('status')}: {values} (best {self.first.name} {best})"
+            return f"{head} trial {trial} {info.get('status')}: {values} (best {self.first.name} {best}; {self.eta()})"
         if kind == "running":
             cond = " ".join(f"{k}={_fmt(v)}" for k, v in info["conditions"].items())
             return f"{head} trial {trial} running on {info['station']}: {cond}"

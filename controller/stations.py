@@ -55,7 +55,11 @@ def simulator_model(protocol: Protocol, sim: bool) -> str | None:
     return None
 
 
-def make_stations(protocol: Protocol, *, seed: int, sim: bool) -> list[Station]:
+def make_stations(protocol: Protocol, *, seed: int, sim: bool, connection: str | None = None) -> list[Station]:
+    """The stations for `protocol`; `connection` (a device path or pyserial URL, e.g. `--port`) replaces
+    the protocol's `instrument.connection`."""
+    if connection is not None:
+        protocol = with_connection(protocol, connection)
     options = dict(protocol.instrument_options())
     n = int(options.pop("stations", 1))
     model = simulator_model(protocol, sim)
@@ -79,6 +83,15 @@ def make_stations(protocol: Protocol, *, seed: int, sim: bool) -> list[Station]:
         driver = _serial_driver(protocol, model, seed, options) if serial else _simulator(model, protocol, seed, options)
         stations.append(Station(name=f"{name}-{i + 1}" if n > 1 else name, driver=driver))
     return stations
+
+
+def with_connection(protocol: Protocol, connection: str) -> Protocol:
+    """A copy of `protocol` whose instrument talks to `connection` instead of its own `connection:`."""
+    if not connection.strip():
+        raise InstrumentUnavailable("the instrument connection (--port) is empty; give a device path such as "
+                                    "/dev/ttyUSB0 or /dev/pts/5, or a URL such as socket://host:port")
+    instrument = protocol.instrument.model_copy(update={"connection": connection.strip()})
+    return protocol.model_copy(update={"instrument": instrument})
 
 
 def _serial_driver(protocol: Protocol, model: str | None, seed: int, options: dict[str, Any]) -> SerialInstrumentDriver:

@@ -4,6 +4,8 @@
 - a setpoint outside the envelope's min/max, or a ramp faster than its max_rate, is refused (journaled
   as "REFUSED ..." and raised as `EnvelopeViolation`) before a byte is written; never clamped. Every
   setpoint is preceded by its ramp rate, so a loop never ramps at a rate someone else left behind;
+- a growth whose heaters cannot reach their setpoints within `stabilize_timeout_s` at their ramp rates is
+  refused the same way, before the first setpoint: arriving in time would need a ramp above max_rate;
 - the chamber pressure and the interlock are read before heating anything or opening gas, and the
   interlock before opening any shutter: a bad vacuum refuses the step with `InstrumentFault`;
 - watchdog: a lost link (an `InstrumentFault` from the transport) or an `abort()` in the middle of a
@@ -186,6 +188,7 @@ class MbeDriver:
             raise
 
     def _grow(self, conditions: Mapping[str, Value], ctx: InstrumentContext, started: float) -> Measurement:
+        self.check_ramp_budget(conditions, ctx)
         for heater in HEATERS:
             self.set_temperature(heater, float(conditions[heater]), self.options.ramp_rate[heater], ctx)
         self.wait_until_stable(list(HEATERS), ctx)
@@ -194,7 +197,9 @@ class MbeDriver:
         self.set_ozone(float(conditions["ozone_flow"]), ctx)
         ctx.clock.sleep(self.options.ozone_settle_s)
         growth_s = float(conditions.get("growth_time", 60.0)) * 60.0
-        rheed_t, rheed = self.run_recipe([Layer(frozenset(SHUTTERS), growth_s)], ctx, rheed_s=self.options.rheed_s)
+        # RHEED can only watch while the film grows: a capture outlasting a short growth never finishes.
+        rheed_s = min(self.options.rheed_s, growth_s)
+        rheed_t, rheed = self.run_recipe([Layer(frozenset(SHUTTERS), growth_s)], ctx, rheed_s=rheed_s)
         self.go_idle(ctx)
         ctx.clock.sleep(self.options.ex_situ_s)
         results = self.ex_situ(ctx)
@@ -258,6 +263,31 @@ class MbeDriver:
             self._require_vacuum(f"heating {heater} to {target:g} degC", for_heat_or_gas=True)
         self._send(f"{ctrl}:RATE {_exact(rate_per_min)}")
         self._send(f"{ctrl}:SP {_exact(target)}")
+
+    def check_ramp_budget(self, conditions: Mapping[str, Value], ctx: InstrumentContext) -> None:
+        """Refuse a growth whose heaters cannot reach their setpoints within `stabilize_timeout_s` at their
+        ramp rates, before any setpoint is sent: getting there in time would take a ramp faster than the
+        loop may run, and waiting would only end in a fault with the cells hot. Judged from the present
+        readings (the ramp starts where the heater is, usually idle)."""
+        budget_s = self.options.stabilize_timeout_s
+        for heater, ctrl in HEATERS.items():
+            target = float(conditions[heater])
+            start = self._number(f"{ctrl}:PV?")
+            rate = float(self.options.ramp_rate[heater])
+            needed_s = abs(target - start) / rate * 60.0
+            if needed_s <= budget_s:
+                continue
+            in_time = abs(target - start) / (budget_s / 60.0)
+            max_rate = MBE_ENVELOPE.limits[heater].max_rate or math.inf
+            fix = (f"raise instrument.options.ramp_rate.{heater} (at most max_rate {max_rate:g})" if in_time <= max_rate
+                   else "allow more time (instrument.options.stabilize_timeout_s) or narrow the range")
+            reason = (
+                f"ramping from {start:g} to {target:g} degC at {rate:g} degC/min takes {needed_s / 60:.0f} min, "
+                f"more than the {budget_s / 60:g} min stabilize_timeout_s allows; arriving in time needs "
+                f"{in_time:.1f} degC/min (max_rate {max_rate:g}); {fix}"
+            )
+            ctx.journal("tx", f"REFUSED {ctrl}:SP {_exact(target)}: {reason}")
+            raise EnvelopeViolation(heater, target, reason)
 
     def wait_until_stable(self, heaters: Sequence[str], ctx: InstrumentContext) -> None:
         """Poll each loop's PV until it is within `stable_within_k` of its SP (InstrumentFault on timeout)."""

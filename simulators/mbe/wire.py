@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 import struct
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -56,6 +57,8 @@ class MbeWireModel:
 
     def __init__(self, clock: Clock, seed: int = 0) -> None:
         self.clock = clock
+        # Also told of each record as it is made (`closedloop emulate mbe --record FILE`); kept across resets.
+        self.on_record: Callable[[WireRecord], None] | None = None
         self.rng = np.random.default_rng([seed, 0x3BE])
         self.window = SrRuO3Window()
         self.rheed_settings = RheedSettings()
@@ -86,7 +89,10 @@ class MbeWireModel:
         self._seen_t = max(self._seen_t, now)
 
     def _note(self, device: str, field: str, value: float | str) -> None:
-        self.record.append(WireRecord(self._seen_t, device, field, value))
+        entry = WireRecord(self._seen_t, device, field, value)
+        self.record.append(entry)
+        if self.on_record is not None:
+            self.on_record(entry)
 
     # -- the command set -------------------------------------------------------------------------
 
