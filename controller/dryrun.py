@@ -106,8 +106,9 @@ class DryRunOperator:
 
 
 class _Watch:
-    """Progress hook: ends the dry run when trial after trial ends without a result. The engine would go on
-    proposing after an instrument refusal (it pauses only on faults), so a dry run must stop it."""
+    """Progress hook: ends the dry run when trial after trial ends without a result. The engine pauses by
+    itself after three envelope refusals in a row, but a protocol with `on_fault: continue` would go on
+    proposing through faults for ever, so a dry run must stop it."""
 
     def __init__(self, limit: int) -> None:
         self.limit = limit

@@ -97,6 +97,9 @@ class CampaignEngine:
         self.busy: dict[str, int] = {}  # station name -> trial id
         self.halt: str | None = None  # set when a fault policy pauses or stops the campaign
         self._refusals = 0
+        # Trials abandoned by an envelope refusal after passing the gate (at dispatch or in the driver), with
+        # no result in between: a recipe the instrument will never accept, so a person must look at it.
+        self._refused_in_a_row = 0
         self._aborting = False  # the operator stopped the trials in flight (Ctrl-C, SIGTERM)
 
     # ---- the loop -------------------------------------------------------------------------------
@@ -255,7 +258,7 @@ class CampaignEngine:
         except (OutsideSpace, EnvelopeViolation) as exc:
             self.store.record_event("safety_refusal", trial_id=trial_id, detail=str(exc), virtual_t=self._t())
             self.store.transition(trial_id, "abandoned", detail=f"safety gate at dispatch: {exc}", virtual_t=self._t())
-            self._refusals += 1
+            self._refused_after_gate(trial_id, f"safety gate at dispatch: {exc}")
             return
         self.store.transition(trial_id, "dispatched", instrument=station.name, virtual_t=self._t())
         self.store.transition(trial_id, "running", instrument=station.name, virtual_t=self._t())
@@ -275,6 +278,7 @@ class CampaignEngine:
             else:
                 self._fault(trial_id, done, detail)
             return
+        self._refused_in_a_row = 0
         m.duration_s = m.duration_s or (done.finished_at - done.started_at)
         self.store.record_measurement(trial_id, m, virtual_t=self._t())
         self.progress("measured", {"trial": trial_id, "values": m.values, "status": m.status})
@@ -286,6 +290,7 @@ class CampaignEngine:
         self.store.transition(trial_id, "abandoned", detail=f"{kind}: {detail}", virtual_t=self._t())
         self.progress("fault", {"trial": trial_id, "detail": detail})
         if is_refusal:
+            self._refused_after_gate(trial_id, f"refused by the driver: {detail}")
             return
         # Whatever the fault left half-done (a heater ramping, a shutter open) is made safe before
         # the retry or the pause.
@@ -298,6 +303,12 @@ class CampaignEngine:
         policy = self.settings.on_fault
         if policy != "continue":
             self.halt = f"{'paused' if policy == 'pause' else 'stopped'}: instrument fault on trial {trial_id}: {detail}"
+
+    def _refused_after_gate(self, trial_id: int, detail: str) -> None:
+        self._refused_in_a_row += 1
+        if self._refused_in_a_row >= 3:
+            self.halt = (f"paused: {self._refused_in_a_row} trials in a row refused by the instrument's envelope "
+                         f"(last: trial {trial_id}, {detail}); fix the protocol's ranges or instrument options")
 
     def _operator_abort(self, trial_id: int, detail: str) -> None:
         """A trial the operator stopped: abandoned (never a result), and queued again with the same

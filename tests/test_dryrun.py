@@ -137,7 +137,9 @@ def test_the_ramp_failure_reads_with_its_trial_and_command() -> None:
     text = format_report(report)
     assert "PROBLEMS (exit 1)" in text
     assert "instrument refusal (trial 1, command RU_CELL:SP " in text
-    assert report.stop_reason.startswith("dry run halted")  # the engine alone would propose forever
+    # The engine pauses by itself: a live run would not go on proposing recipes the driver refuses.
+    assert report.stop_reason.startswith("paused: 3 trials in a row refused by the instrument's envelope")
+    assert "fix the protocol's ranges or instrument options" in report.stop_reason
 
 
 def test_a_step_the_safety_gate_refuses_at_dispatch_fails_the_dry_run(tmp_path: Path) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 from collections import defaultdict
+from pathlib import Path
 
 import pytest
 
@@ -206,3 +207,19 @@ def test_tell_rejects_bad_input_and_changes_nothing(branin_protocol, tmp_path, e
             c.tell(3, {"y": "5"})
         after = ([(t.id, t.state, t.values) for t in c.store.trials()], len(c.store.events()))
         assert before == after
+
+
+def test_a_recipe_the_driver_always_refuses_pauses_the_campaign_after_three(tmp_path):
+    # The gate passes each proposal, but the instrument refuses it (its ramps cannot finish in time):
+    # without a limit the engine would propose for ever, because refused trials are never results.
+    protocol = Path(__file__).parent / "data" / "mbe_ramp_too_fast.yaml"
+    campaign = Campaign.create(protocol, tmp_path / "refused.sqlite", sim=True)
+    try:
+        with pytest.raises(Paused, match="3 trials in a row refused by the instrument's envelope"):
+            campaign.run(sim=True)
+        states = [t.state for t in campaign.store.trials()]
+        refusals = [e for e in campaign.store.events() if e["kind"] == "safety_refusal"]
+        assert campaign.status()["status"] == "paused"
+    finally:
+        campaign.close()
+    assert states == ["abandoned"] * 3 and len(refusals) == 3
