@@ -20,12 +20,9 @@ import os
 import platform
 import sys
 import time
-import warnings
 from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 from importlib.metadata import PackageNotFoundError, version
-from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +31,7 @@ import pandas as pd
 
 from controller import __version__
 from controller.bench_metrics import summarize_pool, summarize_runs
+from controller.executors import ExecutorSpec, configure_worker, run_jobs  # noqa: F401 - configure_worker re-exported
 from planners.encoding import point_key
 from planners.registry import make_planner, planner_options
 from planners.sampling import derive_seed
@@ -225,35 +223,21 @@ def run_all(
     settings: BenchSettings,
     workers: int = 1,
     on_run: Callable[[PoolRun], None] | None = None,
+    executor: ExecutorSpec | None = None,
 ) -> list[PoolRun]:
-    """Every (planner, seed) run, in worker processes when `workers` > 1; sorted by planner, then seed.
+    """Every (planner, seed) run, on `executor` (default: `workers` local processes, this process when 1);
+    sorted by planner, then seed.
 
     Each worker (and the serial loop) uses one torch thread: runs are small, and one thread per
     process both uses two cores best and keeps the arithmetic identical between the two paths.
     """
     check_settings(pool, settings)
-    tasks = [(name, seed) for name in settings.planners for seed in settings.seeds]
+    tasks = [(pool, name, seed, settings) for name in settings.planners for seed in settings.seeds]
     runs: list[PoolRun] = []
-    if workers <= 1:
-        import torch
-
-        threads = torch.get_num_threads()
-        try:
-            configure_worker()
-            for name, seed in tasks:
-                runs.append(run_pool(pool, name, seed, settings))
-                if on_run:
-                    on_run(runs[-1])
-        finally:
-            torch.set_num_threads(threads)
-    else:
-        # spawn, not fork: a forked child of a process that already ran torch can hang in OpenMP.
-        with ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=configure_worker) as ex:
-            futures = [ex.submit(run_pool, pool, name, seed, settings) for name, seed in tasks]
-            for future in as_completed(futures):
-                runs.append(future.result())
-                if on_run:
-                    on_run(runs[-1])
+    for _, run in run_jobs(_run_task, tasks, executor or ExecutorSpec("process", max(workers, 1))):
+        runs.append(run)
+        if on_run:
+            on_run(run)
     rank = {name: i for i, name in enumerate(settings.planners)}
     return sorted(runs, key=lambda r: (rank[r.planner], r.seed))
 
@@ -264,10 +248,11 @@ def run_benchmark(
     tolerance: float = 0.0,
     workers: int = 1,
     on_run: Callable[[PoolRun], None] | None = None,
+    executor: ExecutorSpec | None = None,
 ) -> dict[str, Any]:
     """Run every planner and seed and return the JSON-ready report (see `report`)."""
     started = time.perf_counter()
-    runs = run_all(pool, settings, workers, on_run)
+    runs = run_all(pool, settings, workers, on_run, executor)
     return report(pool, settings, runs, tolerance, workers, time.perf_counter() - started)
 
 
@@ -344,12 +329,9 @@ def rebuild_report(previous: dict[str, Any], pool: PoolTable) -> dict[str, Any]:
     return rebuilt
 
 
-def configure_worker() -> None:
-    """One torch thread; BoTorch's numerical warnings are recorded as fallbacks, not printed."""
-    import torch
-
-    torch.set_num_threads(1)
-    warnings.filterwarnings("ignore", module=r"(botorch|gpytorch|linear_operator)(\.|$)")
+def _run_task(task: tuple[PoolTable, str, int, BenchSettings]) -> PoolRun:
+    """One (pool, planner, seed, settings) run: the job an executor runs."""
+    return run_pool(*task)
 
 
 def software_versions() -> dict[str, str]:

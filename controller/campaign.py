@@ -61,6 +61,14 @@ def settings_from(protocol: Protocol, seed: int) -> EngineSettings:
     )
 
 
+def planner_spec(protocol: Protocol) -> tuple[str, dict[str, Any]]:
+    """The planner name and options a protocol asks for. Replay builds its planners from this too, so a
+    re-derived proposal comes from exactly the planner the campaign used."""
+    p = protocol.planner
+    name = "botorch" if p.acquisition != "random" else "random"
+    return name, {"n_initial": p.initial.n, "initial_method": p.initial.method, **(p.options or {})}
+
+
 class Campaign:
     def __init__(self, store: CampaignStore, protocol: Protocol) -> None:
         self.store = store
@@ -354,13 +362,8 @@ class Campaign:
     # ---- helpers ----------------------------------------------------------------------------------
 
     def _planner(self) -> Any:
-        p = self.protocol.planner
-        return make_planner(
-            "botorch" if p.acquisition != "random" else "random",
-            n_initial=p.initial.n,
-            initial_method=p.initial.method,
-            **(p.options or {}),
-        )
+        name, options = planner_spec(self.protocol)
+        return make_planner(name, **options)
 
     def _journal(self, trial_id: int, station: str, direction: str, text: str, t: float) -> None:
         self.store.record_command(trial_id, station, direction, text, virtual_t=t)

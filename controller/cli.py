@@ -152,12 +152,13 @@ def _duration(seconds: float) -> str:
 
 def _register_commands() -> None:
     # Imported here, not at the top: these pull in torch/BoTorch, which `validate` does not need.
-    from controller import cli_bench, cli_campaign, cli_emulate, cli_reanalyze, cli_report
+    from controller import cli_bench, cli_campaign, cli_emulate, cli_reanalyze, cli_replay, cli_report
 
     cli_bench.register(main)
     cli_campaign.register(main)
     cli_emulate.register(main)
     cli_reanalyze.register(main)
+    cli_replay.register(main)
     cli_report.register(main)
 
 

@@ -15,6 +15,7 @@ import click
 
 from controller.bench import BenchInputError, BenchSettings, PoolRun, load_pool, run_benchmark
 from controller.bench_metrics import TOP_K
+from controller.executors import EXECUTORS, ExecutorError, ExecutorSpec
 
 EXIT_BAD_INPUT = 2
 
@@ -52,6 +53,9 @@ def _planner_options(pairs: tuple[str, ...]) -> dict[str, dict[str, Any]]:
               help="A row within this much of the best value counts as finding the best.")
 @click.option("--workers", default=os.cpu_count() or 1, show_default="cores", type=click.IntRange(min=1),
               help="Worker processes (one torch thread each).")
+@click.option("--executor", type=click.Choice(EXECUTORS), default="process", show_default=True,
+              help="Where the runs go: local worker processes, or dask (a LocalCluster, or --dask-scheduler).")
+@click.option("--dask-scheduler", metavar="ADDRESS", help="An existing dask scheduler, e.g. tcp://10.0.0.5:8786.")
 @click.option("--max-candidates", type=click.IntRange(min=1),
               help="Offer the planner at most this many unrevealed rows per trial (seeded random subset).")
 @click.option("--option", "options", multiple=True, metavar="PLANNER.NAME=VALUE",
@@ -61,7 +65,7 @@ def _planner_options(pairs: tuple[str, ...]) -> dict[str, dict[str, Any]]:
 @click.option("--quiet", is_flag=True, help="No per-run progress lines.")
 def bench(
     dataset: Path, inputs: str, objective: str, direction: str, planners: str, seeds: int, budget: int,
-    init: int, tolerance: float, workers: int, max_candidates: int | None, options: tuple[str, ...],
+    init: int, tolerance: float, workers: int, executor: str, dask_scheduler: str | None, max_candidates: int | None, options: tuple[str, ...],
     json_out: Path | None, quiet: bool,
 ) -> None:
     """Replay planners against DATASET.csv, one row per experiment, and compare them with random sampling.
@@ -81,8 +85,9 @@ def bench(
             planner_options=_planner_options(options),
             max_candidates=max_candidates,
         )
-        result = run_benchmark(pool, settings, tolerance, workers, None if quiet else _progress)
-    except BenchInputError as error:
+        spec = ExecutorSpec(executor, workers, dask_scheduler)
+        result = run_benchmark(pool, settings, tolerance, workers, None if quiet else _progress, spec)
+    except (BenchInputError, ExecutorError) as error:
         click.echo(f"error: {error}", err=True)
         sys.exit(EXIT_BAD_INPUT)
     if json_out is not None:
