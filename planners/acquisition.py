@@ -38,6 +38,7 @@ _mo_logei._load_attempted = True
 
 SINGLE_OBJECTIVE = "qLogNoisyExpectedImprovement"
 ANALYTIC_SINGLE_OBJECTIVE = "LogExpectedImprovement"
+PREDICTIVE_SINGLE_OBJECTIVE = "LogExpectedImprovement(predictive)"
 MULTI_OBJECTIVE = "qLogNoisyExpectedHypervolumeImprovement"
 FEASIBILITY_THRESHOLD = 0.5  # predicted success fraction above which a point counts as feasible
 
@@ -87,6 +88,26 @@ def reference_point(problem: Problem, fitted: FittedModels, data: TrainingData) 
     return infer_reference_point(pareto).tolist()
 
 
+class PredictiveLogExpectedImprovement(LogExpectedImprovement):
+    """Analytic LogEI of the next *measured* value: the posterior of f plus the fitted noise.
+
+    Latent-f EI scores a point by how uncertain the function is there, so in a noisy table it keeps
+    sending trials to empty corners while the region that holds the best rows, already sampled and
+    hence "known", looks worthless. The value a trial reveals is f plus noise, so its spread includes
+    the noise; scoring that against the best value measured so far keeps a promising noisy region in play.
+    """
+
+    def _mean_and_sigma(
+        self, X: Tensor, compute_sigma: bool = True, min_var: float = 1e-12
+    ) -> tuple[Tensor, Tensor | None]:
+        self.to(X)
+        posterior = self.model.posterior(X=X, posterior_transform=self.posterior_transform, observation_noise=True)
+        mean = posterior.mean.squeeze(-2)
+        if not compute_sigma:
+            return mean, None
+        return mean, posterior.variance.clamp_min(min_var).sqrt().view(mean.shape)
+
+
 @dataclass
 class Acquisition:
     function: AcquisitionFunction
@@ -102,6 +123,7 @@ def build_acquisition(
     seed: int,
     mc_samples: int,
     analytic_ei: bool = False,
+    predictive: bool = False,
 ) -> Acquisition:
     """The acquisition function for `problem`, its name and settings for provenance.
 
@@ -109,10 +131,17 @@ def build_acquisition(
     and nothing is pending, use analytic LogEI against the best posterior mean at the observed points
     instead of Monte-Carlo noisy LogEI. Each candidate is then scored on its own marginal posterior, so
     a pool of tens of thousands of rows costs one posterior call rather than one joint posterior per row.
-    Only meaningful for one proposal at a time (q = 1).
+    Only meaningful for one proposal at a time (q = 1). With `predictive` as well, the improvement is
+    that of the next measured value (noise included) over the best value measured so far
+    (`PredictiveLogExpectedImprovement`).
     """
     bounds = constraint_callables(problem, fitted)
     if analytic_ei and len(fitted.outcomes) == 1 and len(problem.objectives) == 1 and X_pending.shape[0] == 0:
+        if predictive:
+            best_f = float(data.Y[0].max())
+            settings = {"best_f": best_f, "incumbent": "best measured value (model units)", "noise": "included"}
+            acq = PredictiveLogExpectedImprovement(fitted.model, best_f=best_f)
+            return Acquisition(acq, PREDICTIVE_SINGLE_OBJECTIVE, settings)
         with torch.no_grad():
             best_f = float(fitted.model.posterior(data.baseline).mean.max())
         settings = {"best_f": best_f, "incumbent": "best posterior mean at observed points (model units)"}

@@ -72,6 +72,7 @@ class BotorchPlanner:
         power_transform: bool = False,
         kernel: str = "rbf",
         analytic_ei: bool = False,
+        predictive_ei: bool = False,
     ) -> None:
         """Options beyond the optimizer's budget (all off by default):
 
@@ -81,10 +82,14 @@ class BotorchPlanner:
         analytic_ei: for one objective without outcome constraints, proposing one point at a time with
             nothing pending, analytic LogEI instead of Monte-Carlo noisy LogEI: much cheaper over large
             candidate pools (`planners.acquisition.build_acquisition`).
+        predictive_ei: with analytic_ei, score the next measured value (noise included) against the
+            best measured value rather than the latent function against the best posterior mean
+            (`planners.acquisition.PredictiveLogExpectedImprovement`).
         """
         check_n_initial(n_initial)
         check_kernel(kernel)
-        for label, flag in (("power_transform", power_transform), ("analytic_ei", analytic_ei)):
+        flags = (("power_transform", power_transform), ("analytic_ei", analytic_ei), ("predictive_ei", predictive_ei))
+        for label, flag in flags:
             if not isinstance(flag, bool):
                 raise ValueError(f"botorch planner option {label} must be true or false, got {flag!r}")
         for label, value in (
@@ -103,6 +108,7 @@ class BotorchPlanner:
         self.power_transform = power_transform
         self.kernel = kernel
         self.analytic_ei = analytic_ei
+        self.predictive_ei = predictive_ei
         self.settings = OptimizerSettings(
             num_restarts, raw_samples, optimizer_maxiter, max_choice_combinations
         )
@@ -171,7 +177,7 @@ class BotorchPlanner:
         X_pending = encoding.encode(pending)
         X_pending = X_pending[torch.isfinite(X_pending).all(dim=-1)]
         acquisition = build_acquisition(
-            problem, fitted, data, X_pending, seed, self.mc_samples, self.analytic_ei and n == 1
+            problem, fitted, data, X_pending, seed, self.mc_samples, self.analytic_ei and n == 1, self.predictive_ei
         )
         acq = acquisition.function
         fallbacks = list(fitted.notes)
