@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict
 from functools import cached_property
 from typing import Any
@@ -216,29 +216,7 @@ class SimulatedMbeSystem:
 
     @cached_property
     def _optimum(self) -> tuple[dict[str, float], float]:
-        names = list(EXAMPLE_RANGES)
-        low = np.array([EXAMPLE_RANGES[n][0] for n in names])
-        high = np.array([EXAMPLE_RANGES[n][1] for n in names])
-
-        def rrr_at(unit: np.ndarray) -> float:
-            point = low + (high - low) * np.clip(unit, 0.0, 1.0)
-            result = self.truth({**EXAMPLE_FIXED, **dict(zip(names, point.tolist(), strict=True))})
-            return float(result.get("rrr", 0.0))
-
-        # A grid finds the basin (phase boundaries make the landscape non-smooth); Nelder-Mead polishes.
-        axes = np.linspace(0.0, 1.0, 21)
-        grid = np.stack(np.meshgrid(axes, axes, axes, indexing="ij"), axis=-1).reshape(-1, 3)
-        start = grid[int(np.argmax([rrr_at(u) for u in grid]))]
-        polished = minimize(
-            lambda u: -rrr_at(u),
-            start,
-            method="Nelder-Mead",
-            bounds=[(0.0, 1.0)] * 3,
-            options={"xatol": 1e-6, "fatol": 1e-9},
-        )
-        best = np.clip(polished.x, 0.0, 1.0) if -polished.fun >= rrr_at(start) else start
-        point = low + (high - low) * best
-        return {**EXAMPLE_FIXED, **dict(zip(names, point.tolist(), strict=True))}, rrr_at(best)
+        return best_rrr_over(self.truth, EXAMPLE_RANGES, EXAMPLE_FIXED)
 
     # --- recipe steps ---------------------------------------------------------------------------
 
@@ -352,3 +330,38 @@ class SimulatedMbeSystem:
         _, process = controller.trajectory(times)
         below = np.nonzero(process <= celsius)[0]
         return float(times[below[0]]) if below.size else float(times[-1])
+
+
+def best_rrr_over(
+    truth: Callable[[Mapping[str, Value]], Mapping[str, float | str]],
+    ranges: Mapping[str, tuple[float, float]],
+    fixed: Mapping[str, float],
+) -> tuple[dict[str, float], float]:
+    """The conditions with the highest noise-free RRR over the box `ranges` (with `fixed` held), and
+    that RRR. `truth` is `SimulatedMbeSystem.truth`; a wrong phase counts as RRR 0.
+
+    A 21-point grid per parameter finds the basin (phase boundaries make the landscape non-smooth), then
+    Nelder-Mead polishes from the best grid point.
+    """
+    names = list(ranges)
+    low = np.array([ranges[n][0] for n in names], dtype=float)
+    high = np.array([ranges[n][1] for n in names], dtype=float)
+
+    def rrr_at(unit: np.ndarray) -> float:
+        point = low + (high - low) * np.clip(unit, 0.0, 1.0)
+        result = truth({**fixed, **dict(zip(names, point.tolist(), strict=True))})
+        return float(result.get("rrr", 0.0))
+
+    axes = np.linspace(0.0, 1.0, 21)
+    grid = np.stack(np.meshgrid(*[axes] * len(names), indexing="ij"), axis=-1).reshape(-1, len(names))
+    start = grid[int(np.argmax([rrr_at(u) for u in grid]))]
+    polished = minimize(
+        lambda u: -rrr_at(u),
+        start,
+        method="Nelder-Mead",
+        bounds=[(0.0, 1.0)] * len(names),
+        options={"xatol": 1e-6, "fatol": 1e-9},
+    )
+    best = np.clip(polished.x, 0.0, 1.0) if -polished.fun >= rrr_at(start) else start
+    point = low + (high - low) * best
+    return {**fixed, **dict(zip(names, point.tolist(), strict=True))}, rrr_at(best)
