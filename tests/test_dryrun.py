@@ -7,8 +7,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 import pytest
@@ -23,6 +22,7 @@ from drivers.base import EnvelopeViolation, InstrumentContext, Limit
 from drivers.mbe_driver import MbeDriver
 from planners.space import FloatParameter, Objective, Problem, SearchSpace
 from simulators.emulator import in_process_port
+from tests.emulated import emulator_process
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = sorted((ROOT / "protocols").glob("*.yaml"))
@@ -306,18 +306,8 @@ def test_a_clustered_initial_design_is_poor_coverage_and_a_spread_one_is_not() -
 # -- over a real pty: the emulator in its own process ------------------------------------------------
 
 
-@contextmanager
-def mbe_emulator(*args: str) -> Iterator[str]:
-    process = subprocess.Popen([sys.executable, "-m", "controller.cli_emulate", "mbe", "--pty", *args],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
-    try:
-        assert process.stdout is not None
-        first = process.stdout.readline()
-        assert first.startswith("listening on /dev/"), first + process.stderr.read()
-        yield first.removeprefix("listening on ").strip()
-    finally:
-        process.terminate()
-        assert process.wait(timeout=10) == 0
+def mbe_emulator(*args: str) -> AbstractContextManager[str]:
+    return emulator_process("mbe", *args)
 
 
 @pytest.mark.slow

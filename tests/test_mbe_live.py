@@ -17,7 +17,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
 import pytest
@@ -33,6 +33,7 @@ from drivers.mbe import MBE_ENVELOPE
 from drivers.mbe_driver import HEATERS, MbeOptions
 from simulators.emulator import Device, PtyServer, ScaledClock
 from simulators.mbe.wire import MbeWireModel, WireRecord
+from tests.emulated import emulator_process
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "protocols" / "mbe_srruo3.yaml"
@@ -264,20 +265,9 @@ def test_emulate_records_only_what_an_emulator_can_record(tmp_path: Path) -> Non
 # -- the user's commands, each in its own process -----------------------------------------------------
 
 
-@contextmanager
-def emulator(record: Path, seed: int = 3) -> Iterator[str]:
+def emulator(record: Path, seed: int = 3) -> AbstractContextManager[str]:
     """`closedloop emulate mbe --pty --time-scale SCALE --record FILE`; yields the pty path it prints."""
-    process = subprocess.Popen([sys.executable, "-m", "controller.cli", "emulate", "mbe", "--pty", "--time-scale",
-                                str(SCALE), "--seed", str(seed), "--record", str(record)],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
-    try:
-        assert process.stdout is not None
-        first = process.stdout.readline()
-        assert first.startswith("listening on /dev/"), first + process.stderr.read()
-        yield first.removeprefix("listening on ").strip()
-    finally:
-        process.terminate()
-        assert process.wait(timeout=10) == 0
+    return emulator_process("mbe", "--time-scale", str(SCALE), "--seed", str(seed), "--record", str(record))
 
 
 def closedloop(*args: str, cwd: Path) -> subprocess.Popen[str]:

@@ -11,8 +11,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 import pytest
@@ -29,6 +28,7 @@ from controller.store_reads import TrialRecord
 from drivers.base import InstrumentContext
 from drivers.serial_driver import SerialInstrumentDriver
 from simulators.furnace import R_MIN, sheet_resistance
+from tests.emulated import emulator_process
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "protocols" / "serial_furnace.yaml"
@@ -183,19 +183,9 @@ def test_other_sim_connections_still_run_their_simulators(example: str, driver_c
 # -- over a real pty: `closedloop emulate furnace --pty` and `closedloop run`, wall clock -----------
 
 
-@contextmanager
-def emulator(*args: str) -> Iterator[str]:
+def emulator(*args: str) -> AbstractContextManager[str]:
     """`closedloop emulate furnace --pty ...` in its own process; yields the path it prints."""
-    process = subprocess.Popen([sys.executable, "-m", "controller.cli_emulate", "furnace", "--pty", *args],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
-    try:
-        assert process.stdout is not None
-        first = process.stdout.readline()
-        assert first.startswith("listening on /dev/"), first + process.stderr.read()
-        yield first.removeprefix("listening on ").strip()
-    finally:
-        process.terminate()
-        assert process.wait(timeout=10) == 0  # SIGTERM is a clean shutdown
+    return emulator_process("furnace", *args)
 
 
 def run_over_pty(tmp_path: Path, path: str, *, trials: int, initial: int, **settings: str) -> tuple[subprocess.CompletedProcess[str], Path]:
