@@ -13,7 +13,6 @@ trials like any other: they cost an experiment and count.
 
 from __future__ import annotations
 
-import io
 import os
 import platform
 import subprocess
@@ -26,14 +25,13 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
-from ruamel.yaml import YAML
-
 from controller.bench import configure_worker, software_versions
 from controller.bench_metrics import censored_median
 from controller.campaign import Campaign
 from controller.history import RESULT_STATES
 from controller.protocol import Protocol, load_protocol
 from controller.protocol_sections import ChoiceSpec, FixedSpec
+from controller.yaml_source import edit_protocol_text
 from drivers.base import Value
 from planners.space import Conditions
 
@@ -217,39 +215,20 @@ def benchmark_protocol_text(protocol: Protocol, planner: str, budget: int) -> tu
         raise CampaignBenchError(f"unknown planner {planner!r}; choose from {', '.join(DEFAULT_BUDGETS)}")
     if budget < 1:
         raise CampaignBenchError(f"the {planner} budget must be at least 1 trial, got {budget}")
-    yaml = YAML()
-    data = yaml.load(protocol.text)
-    overrides: dict[str, Any] = {}
+    def edit(data: Any) -> None:
+        data["budget"] = {"trials": budget}
+        data["stop"] = {"no_improvement": None, "target_reached": False}
+        data["approval"] = "none"
+        if planner == "random":
+            planner_section = dict(data.get("planner") or {})
+            initial = dict(planner_section.get("initial") or {})
+            planner_section.update(acquisition="random", initial={**initial, "method": "random"})
+            planner_section.pop("options", None)  # BoTorch's options mean nothing to the random planner
+            data["planner"] = planner_section
+        elif (data.get("planner") or {}).get("acquisition") == "random":
+            raise CampaignBenchError(f"{protocol.path}: planner.acquisition is random; the botorch run needs auto")
 
-    def set_(section: str, value: Any) -> None:
-        before = data.get(section)
-        if before != value:
-            overrides[section] = {"from": _plain(before), "to": _plain(value)}
-            data[section] = value
-
-    set_("budget", {"trials": budget})
-    set_("stop", {"no_improvement": None, "target_reached": False})
-    set_("approval", "none")
-    if planner == "random":
-        planner_section = dict(data.get("planner") or {})
-        initial = dict(planner_section.get("initial") or {})
-        planner_section.update(acquisition="random", initial={**initial, "method": "random"})
-        planner_section.pop("options", None)  # BoTorch's options mean nothing to the random planner
-        set_("planner", planner_section)
-    elif (data.get("planner") or {}).get("acquisition") == "random":
-        raise CampaignBenchError(f"{protocol.path}: planner.acquisition is random; the botorch run needs auto")
-    out = io.StringIO()
-    yaml.dump(data, out)
-    return out.getvalue(), overrides
-
-
-def _plain(value: Any) -> Any:
-    """ruamel's round-trip containers as plain JSON-ready values."""
-    if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
-    return value
+    return edit_protocol_text(protocol.text, edit)
 
 
 def run_seed(spec: RunSpec) -> SeedRun:

@@ -20,7 +20,6 @@ Every run is a pure function of (original, spec, seed), so sweeps over seeds go 
 
 from __future__ import annotations
 
-import io
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -31,7 +30,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from ruamel.yaml import YAML
 
 from controller import history
 from controller.campaign import Campaign
@@ -40,6 +38,7 @@ from controller.executors import ExecutorSpec, run_jobs
 from controller.protocol import Protocol, load_protocol
 from controller.safety import SafetyGate
 from controller.store import CampaignStore, software_versions
+from controller.yaml_source import edit_protocol_text
 from drivers.base import DriverDescription, InstrumentContext, Limit, Measurement, SafetyEnvelope, Value
 from planners.encoding import SpaceEncoding, point_key
 from planners.models import fit_models
@@ -282,33 +281,32 @@ class SurrogateInstrument:
 
 def _protocol_text(original: Protocol, spec: CounterfactualSpec, seed: int, budget: int, pool: Path | None) -> str:
     """The original protocol with the chosen planner and seed, the budget, no early stop, no operator."""
-    yaml = YAML()
-    data = yaml.load(original.text)
-    planner = data.setdefault("planner", {})
-    planner["seed"] = seed
-    previous = original.planner
-    if spec.planner == "random":
-        planner["acquisition"] = "random"
-        planner["options"] = {}
-    else:
-        if previous.acquisition == "random":
-            planner["acquisition"] = "auto"
-        planner["options"] = {**(previous.options if previous.acquisition != "random" else {}), **spec.options}
-    initial = {k: spec.options[k] for k in ("n_initial", "initial_method") if k in spec.options}
-    planner["options"] = {k: v for k, v in planner["options"].items() if k not in ("n_initial", "initial_method")}
-    if initial:
-        planner["initial"] = {"method": initial.get("initial_method", previous.initial.method),
-                              "n": initial.get("n_initial", previous.initial.n)}
-    data["budget"] = {"trials": budget}
-    data["stop"] = {"target_reached": False}
-    data["approval"] = "none"
-    data.setdefault("failures", {})["on_fault"] = "continue"
-    if pool is not None:
-        data["instrument"] = {"driver": "sim:lookup", "connection": "sim://lookup"}
-        data["candidates"] = {"path": str(pool)}
-    out = io.StringIO()
-    yaml.dump(data, out)
-    return out.getvalue()
+
+    def edit(data: Any) -> None:
+        planner = data.setdefault("planner", {})
+        planner["seed"] = seed
+        previous = original.planner
+        if spec.planner == "random":
+            planner["acquisition"] = "random"
+            planner["options"] = {}
+        else:
+            if previous.acquisition == "random":
+                planner["acquisition"] = "auto"
+            planner["options"] = {**(previous.options if previous.acquisition != "random" else {}), **spec.options}
+        initial = {k: spec.options[k] for k in ("n_initial", "initial_method") if k in spec.options}
+        planner["options"] = {k: v for k, v in planner["options"].items() if k not in ("n_initial", "initial_method")}
+        if initial:
+            planner["initial"] = {"method": initial.get("initial_method", previous.initial.method),
+                                  "n": initial.get("n_initial", previous.initial.n)}
+        data["budget"] = {"trials": budget}
+        data["stop"] = {"target_reached": False}
+        data["approval"] = "none"
+        data.setdefault("failures", {})["on_fault"] = "continue"
+        if pool is not None:
+            data["instrument"] = {"driver": "sim:lookup", "connection": "sim://lookup"}
+            data["candidates"] = {"path": str(pool)}
+
+    return edit_protocol_text(original.text, edit)[0]
 
 
 @dataclass(frozen=True)

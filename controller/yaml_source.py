@@ -8,8 +8,9 @@ their `loc` tuples are mapped to source positions, misspelled keys get a "did yo
 
 from __future__ import annotations
 
+import io
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from difflib import get_close_matches
 from types import UnionType
@@ -325,3 +326,28 @@ def _tag(member: Any) -> str | None:
     field = member.model_fields.get("type") if _is_model(member) else None
     args = get_args(field.annotation) if field is not None else ()
     return str(args[0]) if args else None
+
+
+def edit_protocol_text(text: str, edit: Callable[[CommentedMap], None]) -> tuple[str, dict[str, Any]]:
+    """Protocol text changed by `edit` (which mutates the loaded document in place), keeping comments and
+    order, and what changed: {top-level section: {"from": old, "to": new}} as plain JSON-ready values.
+    Benchmarks and counterfactual replays derive their protocols this way, so the file they store says
+    exactly how it differs from the original."""
+    yaml = YAML()
+    data = yaml.load(text)
+    before = {str(k): _plain(v) for k, v in data.items()}
+    edit(data)
+    after = {str(k): _plain(v) for k, v in data.items()}
+    changes = {k: {"from": before.get(k), "to": after.get(k)} for k in {*before, *after} if before.get(k) != after.get(k)}
+    out = io.StringIO()
+    yaml.dump(data, out)
+    return out.getvalue(), changes
+
+
+def _plain(value: Any) -> Any:
+    """ruamel's round-trip containers as plain values."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
