@@ -232,19 +232,22 @@ class SurrogateInstrument:
     def run(self, conditions: Mapping[str, Value], ctx: InstrumentContext) -> Measurement:
         self.check(conditions)
         X = self.encoding.encode([dict(conditions)])
+        means, f_var, y_var = [], [], []
         with torch.no_grad():
-            latent = self.fitted.model.posterior(X)
-            observed = self.fitted.model.posterior(X, observation_noise=True)
-        means = latent.mean.reshape(-1).tolist()
-        f_var = latent.variance.reshape(-1).tolist()
-        y_var = observed.variance.reshape(-1).tolist()
+            for outcome, model in zip(self.outcomes, self.fitted.submodels(), strict=True):
+                latent = model.posterior(X)
+                means.append(float(latent.mean))
+                f_var.append(float(latent.variance))
+                # The feasibility classifier's likelihood is Bernoulli: its noise is the coin flip below.
+                observed = latent if outcome.name == FEASIBILITY else model.posterior(X, observation_noise=True)
+                y_var.append(float(observed.variance))
         rng = np.random.default_rng(derive_seed(self.seed, "surrogate-noise", str(ctx.trial_id)))
         values: dict[str, float] = {}
         failed = False
         for k, outcome in enumerate(self.outcomes):
             sampled = means[k] + math.sqrt(max(y_var[k] - f_var[k], 0.0)) * rng.standard_normal()
             if outcome.name == FEASIBILITY:
-                failed = rng.random() > min(max(sampled, 0.0), 1.0)
+                failed = rng.random() > self.fitted.success_probability(means[k], f_var[k])
                 continue
             plain = outcome.sign * sampled  # undo to_model: sign is +-1, then the log10
             values[outcome.name] = 10.0**plain if outcome.log else plain

@@ -29,7 +29,7 @@ from controller.campaign import Campaign, planner_spec, settings_from
 from controller.executors import ExecutorSpec, run_jobs
 from controller.store_reads import TrialRecord
 from planners.provenance import data_hash
-from planners.registry import make_planner
+from planners.registry import make_planner, options_as_of
 from planners.space import Conditions, Observation, Problem
 
 REL_TOLERANCE = 1e-9
@@ -52,6 +52,7 @@ class PlannerCall:
     input_ids: frozenset[int]  # trials whose data the planner was given
     recorded_fallback: str | None = None
     problems: tuple[str, ...] = ()  # what made the inputs unusable (the call is then not re-run)
+    planner_version: str | None = None  # as recorded: an older version is rebuilt with its old defaults
 
 
 @dataclass(frozen=True)
@@ -264,6 +265,7 @@ def _reconstruct(
         frozenset(t.id for t in snapshot if t.state in (*history.RESULT_STATES, *history.IN_FLIGHT_STATES)),
         provenance.get("fallback"),
         tuple(problems),
+        provenance.get("planner_version"),
     )
 
 
@@ -332,7 +334,8 @@ def audit(path: str | Path, executor: ExecutorSpec | None = None) -> AuditReport
             checks += [ProposalCheck(tid, call.planner, "data", tuple(verdict)) for tid in call.trial_ids]
             continue
         verified = call.input_ids
-        planner = main if call.planner == main[0] else fallback
+        name, options = main if call.planner == main[0] else fallback
+        planner = (name, options_as_of(name, call.planner_version, options))
         jobs.append(_Job(call, planner, settings.problem, settings.candidates))
     for _, result in run_jobs(replay_call, jobs, executor):
         checks += result

@@ -40,7 +40,6 @@ SINGLE_OBJECTIVE = "qLogNoisyExpectedImprovement"
 ANALYTIC_SINGLE_OBJECTIVE = "LogExpectedImprovement"
 PREDICTIVE_SINGLE_OBJECTIVE = "LogExpectedImprovement(predictive)"
 MULTI_OBJECTIVE = "qLogNoisyExpectedHypervolumeImprovement"
-FEASIBILITY_THRESHOLD = 0.5  # predicted success fraction above which a point counts as feasible
 
 
 @dataclass(frozen=True)
@@ -72,7 +71,7 @@ def constraint_callables(problem: Problem, fitted: FittedModels) -> list[Outcome
             bounds.append(OutcomeBound(index, *converted))
     feasibility = fitted.index(FEASIBILITY)
     if feasibility is not None:
-        bounds.append(OutcomeBound(feasibility, ">=", FEASIBILITY_THRESHOLD))
+        bounds.append(OutcomeBound(feasibility, ">=", fitted.feasibility_threshold))
     return bounds
 
 

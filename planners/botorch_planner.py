@@ -18,7 +18,7 @@ import torch
 
 from planners.acquisition import build_acquisition, pointwise_values
 from planners.encoding import SpaceEncoding, point_key
-from planners.models import check_kernel, fit_models
+from planners.models import check_feasibility, check_kernel, fit_models
 from planners.optimize import OptimizerSettings, optimize_over_points, optimize_relaxed
 from planners.outcomes import NoUsableData, build_training_data, check_problem
 from planners.pool import candidate_pool
@@ -56,7 +56,7 @@ class BotorchPlanner:
     """
 
     name = "botorch"
-    version = "1"
+    version = "2"  # 2: failed samples modelled by a GP classifier (planners.registry.OLD_DEFAULTS)
 
     def __init__(
         self,
@@ -73,6 +73,8 @@ class BotorchPlanner:
         kernel: str = "rbf",
         analytic_ei: bool = False,
         predictive_ei: bool = False,
+        pad_failures: bool = False,
+        feasibility: str = "classifier",
     ) -> None:
         """Options beyond the optimizer's budget (all off by default):
 
@@ -85,10 +87,21 @@ class BotorchPlanner:
         predictive_ei: with analytic_ei, score the next measured value (noise included) against the
             best measured value rather than the latent function against the best posterior mean
             (`planners.acquisition.PredictiveLogExpectedImprovement`).
+        pad_failures: also give each objective's GP the failed samples, at the worst value measured so far
+            ("floor padding", Wakabayashi et al. 2022, for failed MBE growths), so the objective model
+            itself steers away from where samples fail.
+        feasibility: how failed samples are modelled: "classifier" (default, a GP classifier,
+            `planners.feasibility`) or "regression" (a GP on 0/1 labels, the model before 2026-11).
         """
         check_n_initial(n_initial)
         check_kernel(kernel)
-        flags = (("power_transform", power_transform), ("analytic_ei", analytic_ei), ("predictive_ei", predictive_ei))
+        check_feasibility(feasibility)
+        flags = (
+            ("power_transform", power_transform),
+            ("analytic_ei", analytic_ei),
+            ("predictive_ei", predictive_ei),
+            ("pad_failures", pad_failures),
+        )
         for label, flag in flags:
             if not isinstance(flag, bool):
                 raise ValueError(f"botorch planner option {label} must be true or false, got {flag!r}")
@@ -109,6 +122,8 @@ class BotorchPlanner:
         self.kernel = kernel
         self.analytic_ei = analytic_ei
         self.predictive_ei = predictive_ei
+        self.pad_failures = pad_failures
+        self.feasibility = feasibility
         self.settings = OptimizerSettings(
             num_restarts, raw_samples, optimizer_maxiter, max_choice_combinations
         )
@@ -171,8 +186,8 @@ class BotorchPlanner:
         pool: list[Conditions] | None,
     ) -> _Step:
         started = time.perf_counter()
-        data = build_training_data(problem, encoding, observations, self.power_transform)
-        fitted = fit_models(data, self.fit_maxiter, self.max_fit_points, self.kernel)
+        data = build_training_data(problem, encoding, observations, self.power_transform, self.pad_failures)
+        fitted = fit_models(data, self.fit_maxiter, self.max_fit_points, self.kernel, self.feasibility)
         fitted_at = time.perf_counter()
         X_pending = encoding.encode(pending)
         X_pending = X_pending[torch.isfinite(X_pending).all(dim=-1)]

@@ -26,13 +26,27 @@ from botorch.models.utils.gpytorch_modules import (
 from gpytorch.mlls import ExactMarginalLogLikelihood
 from torch import Tensor
 
-from planners.outcomes import Outcome, TrainingData
+from planners.feasibility import (
+    LATENT_THRESHOLD,
+    classifier_hyperparameters,
+    fit_classifier,
+    success_probability,
+)
+from planners.outcomes import FEASIBILITY, Outcome, TrainingData
 
 # "rbf": BoTorch's default, an ARD RBF kernel whose lengthscale prior grows with the dimension
 # (Hvarfner et al. 2024). "matern52": an ARD Matern-5/2 kernel with Gamma(3, 6) lengthscale, Gamma(2, 0.15)
 # outputscale and Gamma(1.1, 0.05) noise priors (BoTorch's default before 0.12): rougher functions and
 # shorter lengthscales, which small, rugged materials tables often need.
 KERNELS = ("rbf", "matern52")
+
+
+FEASIBILITY_MODELS = ("classifier", "regression")
+
+
+def check_feasibility(feasibility: str) -> None:
+    if feasibility not in FEASIBILITY_MODELS:
+        raise ValueError(f"unknown feasibility model {feasibility!r}; choose one of {list(FEASIBILITY_MODELS)}")
 
 
 def check_kernel(kernel: str) -> None:
@@ -47,6 +61,23 @@ class FittedModels:
     hyperparameters: dict[str, dict[str, list[float]]]  # per quantity: lengthscale, outputscale, noise
     notes: list[str] = field(default_factory=list)  # fits that failed and what was used instead
     remarks: list[str] = field(default_factory=list)  # approximations taken, e.g. subset fits
+    feasibility: str = "classifier"  # how the feasibility output (if any) was modelled, FEASIBILITY_MODELS
+
+    @property
+    def feasibility_threshold(self) -> float:
+        """The feasibility output's value where success and failure are equally likely: 0 for the
+        classifier's latent (probit) function, 0.5 for a regression GP on the 0/1 labels."""
+        return LATENT_THRESHOLD if self.feasibility == "classifier" else 0.5
+
+    def submodels(self) -> list[Model]:
+        """One model per outcome, in `outcomes` order."""
+        return list(self.model.models) if isinstance(self.model, ModelListGP) else [self.model]
+
+    def success_probability(self, mean: float, variance: float) -> float:
+        """P(a sample works) from the feasibility output's posterior mean and variance at a point."""
+        if self.feasibility == "classifier":
+            return float(success_probability(torch.tensor(mean), torch.tensor(variance)))
+        return min(max(mean, 0.0), 1.0)  # a regression GP on 0/1 labels predicts the fraction itself
 
     def index(self, name: str) -> int | None:
         for i, outcome in enumerate(self.outcomes):
@@ -115,14 +146,28 @@ def hyperparameters_of(model: SingleTaskGP) -> dict[str, list[float]]:
 
 
 def fit_models(
-    data: TrainingData, maxiter: int = 100, max_fit_points: int = 500, kernel: str = "rbf"
+    data: TrainingData,
+    maxiter: int = 100,
+    max_fit_points: int = 500,
+    kernel: str = "rbf",
+    feasibility: str = "classifier",
 ) -> FittedModels:
-    """Fit one GP per outcome of `data`; a failed fit keeps default hyperparameters and says so."""
-    gps: list[SingleTaskGP] = []
+    """Fit one GP per outcome of `data`; a failed fit keeps default hyperparameters and says so.
+
+    The feasibility outcome gets a GP classifier (`planners.feasibility`) unless `feasibility` is
+    "regression" (a GP on the 0/1 labels, as before the classifier existed)."""
+    gps: list[Model] = []
     notes: list[str] = []
     remarks: list[str] = []
     hyperparameters: dict[str, dict[str, list[float]]] = {}
     for outcome, X, Y in zip(data.outcomes, data.X, data.Y, strict=True):
+        if outcome.name == FEASIBILITY and feasibility == "classifier":
+            classifier, failure = fit_classifier(X, Y, maxiter)
+            if failure is not None:
+                notes.append(f"classifier fit for {outcome.name!r} failed ({failure}); used default hyperparameters")
+            gps.append(classifier)
+            hyperparameters[outcome.name] = classifier_hyperparameters(classifier)
+            continue
         gp, failure = fit_gp(X, Y, maxiter, max_fit_points, kernel)
         if X.shape[0] > max_fit_points:
             remarks.append(
@@ -133,4 +178,4 @@ def fit_models(
         gps.append(gp)
         hyperparameters[outcome.name] = hyperparameters_of(gp)
     model: Model = gps[0] if len(gps) == 1 else ModelListGP(*gps)
-    return FittedModels(model, list(data.outcomes), hyperparameters, notes, remarks)
+    return FittedModels(model, list(data.outcomes), hyperparameters, notes, remarks, feasibility)

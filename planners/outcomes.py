@@ -125,6 +125,7 @@ def build_training_data(
     encoding: SpaceEncoding,
     observations: Sequence[Observation],
     warp_objectives: bool = False,
+    pad_failures: bool = False,
 ) -> TrainingData:
     """Model-unit training data; with `warp_objectives`, each objective is power-warped (see
     `planners.warping`) with an exponent fitted to its observed values."""
@@ -154,13 +155,10 @@ def build_training_data(
             if outcome.warp is not None:
                 notes.append(f"objective {outcome.name!r} power-warped (Yeo-Johnson lambda {outcome.warp.lmbda:.3g})")
         outcomes.append(outcome)
-        Xs.append(X_all[usable])
-        Ys.append(
-            torch.tensor(
-                [[outcome.to_model(_as_float(observations[i].values[outcome.name]))] for i in usable],
-                dtype=DTYPE,
-            )
-        )
+        y = [outcome.to_model(_as_float(observations[i].values[outcome.name])) for i in usable]
+        padded = [i for i in rows if observations[i].failed] if pad_failures and k < n_objectives else []
+        Xs.append(X_all[usable + padded])
+        Ys.append(torch.tensor([[v] for v in y + [min(y)] * len(padded)], dtype=DTYPE))
     failed = [observations[i].failed for i in rows]
     if any(failed):
         outcomes.append(Outcome(FEASIBILITY))

@@ -27,6 +27,18 @@ def planner_options(name: str) -> dict[str, Any]:
     }
 
 
+# Defaults a planner version changed: {(planner, version): {option: that version's default}}.
+# Replays rebuild a recorded call with the defaults of the version that made it.
+OLD_DEFAULTS: dict[tuple[str, str], dict[str, Any]] = {
+    ("botorch", "1"): {"feasibility": "regression"},  # version 2 models failed samples with a GP classifier
+}
+
+
+def options_as_of(name: str, version: str | None, options: dict[str, Any]) -> dict[str, Any]:
+    """`options` for rebuilding planner `name` as recorded `version` was: its old defaults, unless set."""
+    return {**OLD_DEFAULTS.get((name, str(version)), {}), **options}
+
+
 def make_planner(name: str, **options: Any) -> Planner:
     """A planner by name. Unknown names or options raise ValueError listing what is accepted."""
     factory = _factory(name)
