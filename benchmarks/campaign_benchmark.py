@@ -53,15 +53,17 @@ def table(report: Mapping[str, Any]) -> str:
     lines = [
         f"{report['protocol']['name']}: true {truth['quantity']} optimum {truth['optimum_value']:.4g} {truth['unit']}; "
         f"target {REACH_FRACTION:.0%} of it = {truth['target_value']:.4g}; {len(report['seeds'])} seeds",
-        f"{'planner':<8} {'budget':>6} {'reached':>7} {'median':>7}  {'trials to target, per seed':<44} {'wall s':>7}",
+        f"{'planner':<8} {'budget':>6} {'reached':>7} {'median':>7}  {'trials to target, per seed':<44} {'failed':>9} {'wall s':>7}",
     ]
     for name, result in report["planners"].items():
         per_seed = " ".join("-" if t is None else str(t) for t in result["trials_to_target"])
         median = result["median_trials_to_target"]
         shown = f">{result['budget']}" if median is None else f"{median:g}"
         reached = f"{result['reached']}/{len(result['trials_to_target'])}"
+        # Failed samples over all trials run: each one a film or a growth spent on nothing.
+        failed = f"{sum(s['failed_samples'] for s in result['seeds'])}/{sum(s['trials'] for s in result['seeds'])}"
         lines.append(
-            f"{name:<8} {result['budget']:>6} {reached:>7} {shown:>7}  {per_seed:<44} {result['wall_s_total']:>7.0f}"
+            f"{name:<8} {result['budget']:>6} {reached:>7} {shown:>7}  {per_seed:<44} {failed:>9} {result['wall_s_total']:>7.0f}"
         )
     comparison = report["comparison"]
     if "ratio" in comparison:

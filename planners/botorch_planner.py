@@ -56,7 +56,7 @@ class BotorchPlanner:
     """
 
     name = "botorch"
-    version = "2"  # 2: failed samples modelled by a GP classifier (planners.registry.OLD_DEFAULTS)
+    version = "2"  # 2: failed samples by a GP classifier and floor padding (planners.registry.OLD_DEFAULTS)
 
     def __init__(
         self,
@@ -73,7 +73,7 @@ class BotorchPlanner:
         kernel: str = "rbf",
         analytic_ei: bool = False,
         predictive_ei: bool = False,
-        pad_failures: bool = False,
+        pad_failures: bool = True,
         feasibility: str = "classifier",
     ) -> None:
         """Options beyond the optimizer's budget (all off by default):
@@ -88,8 +88,10 @@ class BotorchPlanner:
             best measured value rather than the latent function against the best posterior mean
             (`planners.acquisition.PredictiveLogExpectedImprovement`).
         pad_failures: also give each objective's GP the failed samples, at the worst value measured so far
-            ("floor padding", Wakabayashi et al. 2022, for failed MBE growths), so the objective model
-            itself steers away from where samples fail.
+            ("floor padding", Wakabayashi et al. 2022, for failed MBE growths; on by default). Without it
+            a failure adds nothing to the objective model, whose uncertainty there never shrinks, so the
+            acquisition keeps returning to where samples fail however unlikely the classifier says
+            success is.
         feasibility: how failed samples are modelled: "classifier" (default, a GP classifier,
             `planners.feasibility`) or "regression" (a GP on 0/1 labels, the model before 2026-11).
         """

@@ -30,7 +30,8 @@ def planner_options(name: str) -> dict[str, Any]:
 # Defaults a planner version changed: {(planner, version): {option: that version's default}}.
 # Replays rebuild a recorded call with the defaults of the version that made it.
 OLD_DEFAULTS: dict[tuple[str, str], dict[str, Any]] = {
-    ("botorch", "1"): {"feasibility": "regression"},  # version 2 models failed samples with a GP classifier
+    # Version 2 models failed samples with a GP classifier and pads them into the objective models.
+    ("botorch", "1"): {"feasibility": "regression", "pad_failures": False},
 }
 
 

@@ -80,10 +80,14 @@ def test_failed_samples_can_enter_the_objective_model_as_its_worst_value() -> No
     assert np.isclose(fitted.success_probability(0.0, 0.0), 0.5)
 
 
-def test_a_replay_rebuilds_a_version_1_planner_with_its_regression_feasibility_model() -> None:
+def test_a_replay_rebuilds_a_version_1_planner_with_its_old_failure_handling() -> None:
     from planners.registry import make_planner, options_as_of
 
-    assert options_as_of("botorch", "1", {"n_initial": 5}) == {"feasibility": "regression", "n_initial": 5}
-    assert options_as_of("botorch", "1", {"feasibility": "classifier"}) == {"feasibility": "classifier"}
+    old = {"feasibility": "regression", "pad_failures": False}
+    assert options_as_of("botorch", "1", {"n_initial": 5}) == old | {"n_initial": 5}
+    assert options_as_of("botorch", "1", {"feasibility": "classifier"}) == old | {"feasibility": "classifier"}
     assert options_as_of("botorch", BotorchPlanner.version, {}) == {}
-    assert make_planner("botorch", **options_as_of("botorch", "1", {})).feasibility == "regression"
+    rebuilt = make_planner("botorch", **options_as_of("botorch", "1", {}))
+    assert (rebuilt.feasibility, rebuilt.pad_failures) == ("regression", False)
+    current = BotorchPlanner()
+    assert (current.feasibility, current.pad_failures) == ("classifier", True)
