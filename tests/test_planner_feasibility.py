@@ -91,3 +91,15 @@ def test_a_replay_rebuilds_a_version_1_planner_with_its_old_failure_handling() -
     assert (rebuilt.feasibility, rebuilt.pad_failures) == ("regression", False)
     current = BotorchPlanner()
     assert (current.feasibility, current.pad_failures) == ("classifier", True)
+
+
+def test_a_long_campaign_fits_the_classifier_on_a_bounded_set_of_inducing_points() -> None:
+    from planners.feasibility import MAX_INDUCING_POINTS
+
+    X = torch.rand(120, 3, dtype=DTYPE, generator=torch.Generator().manual_seed(1))
+    worked = (X[:, :1] < 0.8).to(DTYPE)
+    classifier, failure = fit_classifier(X, worked, maxiter=100)
+    assert failure is None
+    assert classifier.model.variational_strategy.inducing_points.shape[0] == MAX_INDUCING_POINTS
+    p = _probability(classifier, torch.tensor([[0.3, 0.5, 0.5], [0.97, 0.5, 0.5]], dtype=DTYPE))
+    assert p[0] > 0.7 and p[1] < 0.4, p
