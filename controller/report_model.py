@@ -82,6 +82,11 @@ def model_view(data: ReportData) -> ModelView:
         kernel = "rbf"
     if options.get("power_transform"):
         view.notes.append("the planner power-warps objectives; this view models them without the warp")
+    if options.get("pad_failures", True) and len(usable) < len(obs):
+        view.notes.append(
+            "the planner also gives its objective models each failed sample at the worst value seen; "
+            "this view models the measured values only"
+        )
     try:
         training = build_training_data(problem, encoding, obs)
     except NoUsableData as exc:

@@ -301,6 +301,8 @@ def test_model_view_of_a_campaign_slices_every_searched_parameter(campaigns: dic
         assert all(lo <= m <= hi for lo, m, hi in zip(s.lower, s.mean, s.upper, strict=True))
     for loo in view.loo:
         assert loo.trial_ids == [t.id for t in data.measured if loo.objective in t.values]
+    padded = any("failed sample at the worst value" in n for n in view.notes)
+    assert padded == any(t.state == "failed" for t in data.results)  # the planner pads failures by default
 
 
 # ---- the command line and live progress ------------------------------------------------------------------
