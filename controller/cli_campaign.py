@@ -10,7 +10,6 @@ import csv
 import functools
 import json
 import os
-import signal
 import sys
 import warnings
 from collections.abc import Callable
@@ -26,6 +25,7 @@ from controller.errors import StoreError
 from controller.instruments import emulated_model
 from controller.progress import ProgressReporter
 from controller.protocol import Protocol, ProtocolError, load_protocol
+from controller.signals import pause_on_signals
 from controller.stations import InstrumentUnavailable
 from drivers.base import EnvelopeViolation
 
@@ -61,17 +61,6 @@ def configure_runtime() -> None:
 
     torch.set_num_threads(int(os.environ.get("CLOSEDLOOP_TORCH_THREADS", "1")))
     warnings.filterwarnings("ignore", module=r"(botorch|gpytorch|linear_operator)(\.|$)")
-
-
-def _pause_on_signals() -> None:
-    """Ctrl-C and SIGTERM (a service manager, `kill`) both pause the campaign cleanly. Installed
-    explicitly: a shell starts background jobs with SIGINT ignored, and Python would inherit that."""
-
-    def interrupt(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGINT, interrupt)
-    signal.signal(signal.SIGTERM, interrupt)
 
 
 def _require_operator(protocol: Protocol, approve: bool) -> None:
@@ -118,7 +107,6 @@ def _run_engine(
     from controller.cli_report import report_at_end  # plotly loads only when a report is written
 
     configure_runtime()
-    _pause_on_signals()
     status = campaign.status()
     approver = TerminalApprover(campaign.protocol.to_problem()) if approve else None
     problem = campaign.protocol.to_problem()
@@ -126,7 +114,7 @@ def _run_engine(
     reporter = ProgressReporter(problem, status["budget"], status["results"], quiet=quiet, best=stored_best)
     path = campaign.store.path
     try:
-        with reporter:
+        with pause_on_signals(), reporter:
             reason = getattr(campaign, action)(
                 sim=sim, approver=approver, progress=reporter, connection=port, time_scale=time_scale
             )

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import signal
 import sys
 from types import FrameType
 
 import click
 
+from controller.signals import handled_signals
 from simulators.emulator import MODELS, Device, PtyServer, ScaledClock, TcpServer, make_model
 from simulators.faults import FaultInjector, FaultSpecError, parse_fault_spec
 from simulators.mbe.wire import WireRecord
@@ -82,12 +82,11 @@ def emulate(
     def stop(signum: int, frame: FrameType | None) -> None:
         server.shutdown()
 
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
     click.echo(f"listening on {server.url}")
     sys.stdout.flush()
     try:
-        server.serve_forever()
+        with handled_signals(stop):
+            server.serve_forever()
     finally:
         server.close()
 

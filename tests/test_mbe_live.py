@@ -27,6 +27,7 @@ from controller.campaign import BadInput, Campaign
 from controller.cli import main
 from controller.clock import OperatorAbort, WallClock
 from controller.engine import Paused
+from controller.signals import pause_on_signals
 from controller.store import CampaignStore
 from drivers.base import InstrumentFault
 from drivers.mbe import MBE_ENVELOPE
@@ -169,7 +170,9 @@ def test_ctrl_c_mid_growth_aborts_the_trial_makes_the_chamber_safe_and_resume_re
             seen: list[int] = []
             watcher = interrupt_when_growing(model, seen)
             started = time.monotonic()
-            with pytest.raises(Paused, match="operator"):
+            # The handlers `closedloop run` installs: without them a runner started with SIGINT ignored (a
+            # background job of a non-interactive shell) would make interrupt_main do nothing.
+            with pytest.raises(Paused, match="operator"), pause_on_signals():
                 c.run(connection=server.path, time_scale=SCALE)
             watcher.join(timeout=1)
             assert seen, "the growth never started"
