@@ -255,7 +255,7 @@ def test_trials_under_every_fault_end_in_a_measurement_or_an_instrument_fault() 
     device = furnace_device(spec, seed=11, slow_delay_s=0.3, unplug_s=0.2)
     conditions = [OPTIMUM, {"anneal_temp": 300.0, "anneal_time": 20.0, "gas_flow": 20.0},
                   {"anneal_temp": 400.0, "anneal_time": 45.0, "gas_flow": 120.0}]
-    results = {"measured": 0, "fault": 0}
+    outcomes: list[str] = []
     with TcpServer(device) as server:
         driver = serial_driver(server.url)
         for i in range(9):
@@ -263,15 +263,18 @@ def test_trials_under_every_fault_end_in_a_measurement_or_an_instrument_fault() 
             try:
                 measurement = driver.run(setpoints, context(WallClock()))
             except (InstrumentFault, EnvelopeViolation):
-                results["fault"] += 1
+                outcomes.append("fault")
                 driver.safe_state()
                 continue
             expected = sheet_resistance(*setpoints.values())
             assert measurement.values["sheet_resistance"] == pytest.approx(expected, rel=0.1)
-            results["measured"] += 1
+            outcomes.append("measured")
         driver.close()
-    assert results["measured"] >= 4
-    assert len(device.faults.injected) >= 3
+    # Which command each fault hits depends on retry timing, so the split varies from run to run (5/4 in
+    # most, 2/7 seen); what must hold is that the driver recovers: a correct measurement after a fault.
+    assert ("fault", "measured") in set(zip(outcomes, outcomes[1:], strict=False)), outcomes
+    assert outcomes.count("measured") >= 2, outcomes
+    assert len({kind for _, kind in device.faults.injected}) >= 3, device.faults.injected
 
 
 # -- the `emulate` command, as a real subprocess -------------------------------------------------
