@@ -88,6 +88,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("protocol", type=Path)
     parser.add_argument("--seeds", type=int, default=10, help="campaigns per planner, seeds 0..N-1 (default 10)")
+    parser.add_argument("--first-seed", type=int, default=0,
+                        help="start at this seed (default 0): a second, independent set of campaigns")
     parser.add_argument("--planners", default="botorch,random", help="comma-separated (default botorch,random)")
     parser.add_argument(
         "--budget", action="append", default=[], metavar="PLANNER=TRIALS",
@@ -102,11 +104,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {run.planner} seed {run.seed}: {len(run.trials)} trials, {run.wall_s:.0f} s", file=sys.stderr, flush=True)
 
     try:
-        if args.seeds < 1 or args.workers < 1:
-            raise CampaignBenchError("--seeds and --workers must be at least 1")
+        if args.seeds < 1 or args.workers < 1 or args.first_seed < 0:
+            raise CampaignBenchError("--seeds and --workers must be at least 1, --first-seed at least 0")
         planners = [p.strip() for p in args.planners.split(",") if p.strip()]
+        seeds = range(args.first_seed, args.first_seed + args.seeds)
         report = run_campaign_benchmark(
-            args.protocol, range(args.seeds), planners, parse_budgets(args.budget), args.workers, args.keep, progress
+            args.protocol, seeds, planners, parse_budgets(args.budget), args.workers, args.keep, progress
         )
     except (CampaignBenchError, ProtocolError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)

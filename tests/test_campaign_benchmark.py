@@ -154,6 +154,8 @@ def test_bad_input_exits_2_with_a_message(capsys: pytest.CaptureFixture[str], tm
     assert "missing.yaml" in capsys.readouterr().err
     assert benchmark_main([str(TRMC), "--budget", "random:20"]) == 2
     assert "expected PLANNER=TRIALS" in capsys.readouterr().err
+    assert benchmark_main([str(TRMC), "--first-seed", "-1"]) == 2
+    assert "--first-seed at least 0" in capsys.readouterr().err
 
 
 # ---- a small real run --------------------------------------------------------------------------

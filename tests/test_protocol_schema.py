@@ -52,7 +52,10 @@ def test_example_trmc_protocol_becomes_the_planner_problem() -> None:
     assert space.parameter("solvent") == ChoiceParameter("solvent", ("chlorobenzene", "o-dichlorobenzene", "chloroform"))
     (constraint,) = space.constraints
     assert constraint.coefficients == {"anneal_temp": 1.0, "anneal_time": 2.0} and constraint.rhs == 220.0
-    assert [(o.name, o.maximize, o.log) for o in problem.objectives] == [("phi_sum_mu_max", True, True), ("tau_half", True, False)]
+    assert [(o.name, o.maximize, o.log) for o in problem.objectives] == [("phi_sum_mu_max", True, True)]
+    pareto = load_protocol(PROTOCOLS / "trmc_opv_pareto.yaml").to_problem()
+    assert pareto.space == space  # the same films, judged on the trade-off with the lifetime
+    assert [(o.name, o.maximize, o.log) for o in pareto.objectives] == [("phi_sum_mu_max", True, True), ("tau_half", True, False)]
     assert protocol.wall_time_s == 12 * 3600
     assert protocol.approval_mode == "none"
     assert protocol.planner.initial.n == 8 and protocol.planner.seed == 1
