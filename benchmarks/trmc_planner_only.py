@@ -31,8 +31,6 @@ from controller.protocol import load_protocol  # noqa: E402
 from planners.space import Observation  # noqa: E402
 from simulators.trmc.process import TrmcProcessModel, example_protocol_constraint  # noqa: E402
 
-SCATTER = 0.15  # the station's film-to-film scatter of sum_mu (simulators/trmc/process.py)
-
 
 def run_one(job: tuple[str, dict[str, Any], int, int, float, bool]) -> dict[str, Any]:
     protocol_path, options, seed, budget, failure_scale, single = job
@@ -49,7 +47,7 @@ def run_one(job: tuple[str, dict[str, Any], int, int, float, bool]) -> dict[str,
     model = TrmcProcessModel(failure_rate_scale=failure_scale)
     optimum = model.optimum([example_protocol_constraint])[1]
     rng = np.random.default_rng(seed)
-    sigma = math.sqrt(math.log(1.0 + SCATTER**2))
+    sigma = math.sqrt(math.log(1.0 + model.scatter**2))  # the station's film scatter
     observations: list[Observation] = []
     fractions: list[float] = []
     failed = 0

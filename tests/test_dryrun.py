@@ -60,7 +60,7 @@ def small_mbe(folder: Path, *extra: tuple[str, str], trials: int = 4, initial: i
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(900)  # the TRMC example fits ~30 two-objective models: minutes on a loaded 2-core box
+@pytest.mark.timeout(900)  # the TRMC example fits ~30 models: minutes on a loaded 2-core box
 @pytest.mark.parametrize("protocol", EXAMPLES, ids=[p.stem for p in EXAMPLES])
 def test_every_example_protocol_would_run_safely(protocol: Path, tmp_path: Path) -> None:
     if protocol.name == "trmc_opv_pareto.yaml":

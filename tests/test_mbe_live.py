@@ -152,7 +152,7 @@ def interrupt_when_growing(model: MbeWireModel, seen: list[int], timeout: float 
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if growing(model.record):
-                time.sleep(0.05)  # emulated minutes into the growth; under load a longer wait can outlast it
+                time.sleep(0.05)  # some emulated minutes into the growth
                 seen.append(len(model.record))
                 _thread.interrupt_main()
                 return
