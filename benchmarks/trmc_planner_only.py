@@ -73,6 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("protocol")
     parser.add_argument("--options", default="{}", help="botorch planner options as JSON")
     parser.add_argument("--seeds", type=int, default=20)
+    parser.add_argument("--first-seed", type=int, default=0, help="start at this seed: an independent set")
     parser.add_argument("--budget", type=int, default=26)
     parser.add_argument("--failure-scale", type=float, default=1.0, help="0 switches failed films off")
     parser.add_argument("--single-objective", action="store_true", help="optimize phi_sum_mu_max alone")
@@ -83,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     jobs = [
         (args.protocol, options, seed, args.budget, args.failure_scale, args.single_objective)
-        for seed in range(args.seeds)
+        for seed in range(args.first_seed, args.first_seed + args.seeds)
     ]
     with ProcessPoolExecutor(args.workers) as pool:
         runs = list(pool.map(run_one, jobs))

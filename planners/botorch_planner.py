@@ -80,7 +80,9 @@ class BotorchPlanner:
 
         power_transform: fit the GP to Yeo-Johnson-warped objectives, robust to skew and outliers
             (`planners.warping`).
-        kernel: "rbf" (BoTorch's default) or "matern52" (`planners.models.KERNELS`).
+        kernel: "rbf" (BoTorch's default), "matern52", or "additive": per-parameter terms plus a full
+            one, for quantities that are (in model units) close to a sum of per-parameter effects
+            (`planners.models.KERNELS`).
         analytic_ei: for one objective without outcome constraints, proposing one point at a time with
             nothing pending, analytic LogEI instead of Monte-Carlo noisy LogEI: much cheaper over large
             candidate pools (`planners.acquisition.build_acquisition`).
@@ -189,7 +191,9 @@ class BotorchPlanner:
     ) -> _Step:
         started = time.perf_counter()
         data = build_training_data(problem, encoding, observations, self.power_transform, self.pad_failures)
-        fitted = fit_models(data, self.fit_maxiter, self.max_fit_points, self.kernel, self.feasibility)
+        fitted = fit_models(
+            data, self.fit_maxiter, self.max_fit_points, self.kernel, self.feasibility, encoding.column_groups()
+        )
         fitted_at = time.perf_counter()
         X_pending = encoding.encode(pending)
         X_pending = X_pending[torch.isfinite(X_pending).all(dim=-1)]

@@ -147,6 +147,11 @@ class SpaceEncoding:
         self.numeric_by_name = {c.parameter.name: c for c in self.numeric}
         self.inequality_constraints, self.equality_constraints = self._constraints()
 
+    def column_groups(self) -> list[list[int]]:
+        """Model-space columns per searched parameter: one per number, a choice's one-hot columns together."""
+        groups = [[c.column] for c in self.numeric] + [list(ch.columns) for ch in self.choices]
+        return sorted(groups)
+
     @property
     def bounds(self) -> Tensor:
         return torch.stack([torch.zeros(self.dim, dtype=DTYPE), torch.ones(self.dim, dtype=DTYPE)])

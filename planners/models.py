@@ -11,6 +11,7 @@ outcome covers failed samples too.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -20,9 +21,11 @@ from botorch.models import ModelListGP, SingleTaskGP
 from botorch.models.model import Model
 from botorch.models.transforms.outcome import Standardize
 from botorch.models.utils.gpytorch_modules import (
+    get_covar_module_with_dim_scaled_prior,
     get_gaussian_likelihood_with_gamma_prior,
     get_matern_kernel_with_gamma_prior,
 )
+from gpytorch.kernels import AdditiveKernel, Kernel, ScaleKernel
 from gpytorch.mlls import ExactMarginalLogLikelihood
 from torch import Tensor
 
@@ -37,8 +40,14 @@ from planners.outcomes import FEASIBILITY, Outcome, TrainingData
 # "rbf": BoTorch's default, an ARD RBF kernel whose lengthscale prior grows with the dimension
 # (Hvarfner et al. 2024). "matern52": an ARD Matern-5/2 kernel with Gamma(3, 6) lengthscale, Gamma(2, 0.15)
 # outputscale and Gamma(1.1, 0.05) noise priors (BoTorch's default before 0.12): rougher functions and
-# shorter lengthscales, which small, rugged materials tables often need.
-KERNELS = ("rbf", "matern52")
+# shorter lengthscales, which small, rugged materials tables often need. "additive": one RBF term per
+# searched parameter (a choice's one-hot columns form one term) plus one ARD RBF term over all columns,
+# each with its own output scale (Duvenaud et al. 2011, first and full order): a quantity that is a
+# product of per-parameter factors is a sum in log units, and then every film teaches the model the
+# effect of each parameter, not only of its near neighbours in the whole space; the full term keeps
+# interactions (anneal temperature x time). Needs the column groups (`SpaceEncoding.column_groups`);
+# without them it is "rbf".
+KERNELS = ("rbf", "matern52", "additive")
 
 
 FEASIBILITY_MODELS = ("classifier", "regression")
@@ -86,9 +95,18 @@ class FittedModels:
         return None
 
 
-def _new_gp(X: Tensor, Y: Tensor, kernel: str = "rbf") -> SingleTaskGP:
+def additive_kernel(dim: int, groups: Sequence[Sequence[int]]) -> Kernel:
+    """One scaled RBF term per column group plus one over all `dim` columns; priors as BoTorch's default."""
+    terms = [ScaleKernel(get_covar_module_with_dim_scaled_prior(len(g), active_dims=list(g))) for g in groups]
+    terms.append(ScaleKernel(get_covar_module_with_dim_scaled_prior(dim)))
+    return AdditiveKernel(*terms)
+
+
+def _new_gp(X: Tensor, Y: Tensor, kernel: str = "rbf", groups: Sequence[Sequence[int]] | None = None) -> SingleTaskGP:
     modules = {}
-    if kernel == "matern52":
+    if kernel == "additive" and groups:
+        modules = {"covar_module": additive_kernel(X.shape[-1], groups)}
+    elif kernel == "matern52":
         modules = {
             "covar_module": get_matern_kernel_with_gamma_prior(X.shape[-1]),
             "likelihood": get_gaussian_likelihood_with_gamma_prior(),
@@ -100,7 +118,8 @@ def _new_gp(X: Tensor, Y: Tensor, kernel: str = "rbf") -> SingleTaskGP:
 
 
 def fit_gp(
-    X: Tensor, Y: Tensor, maxiter: int, max_fit_points: int, kernel: str = "rbf"
+    X: Tensor, Y: Tensor, maxiter: int, max_fit_points: int, kernel: str = "rbf",
+    groups: Sequence[Sequence[int]] | None = None,
 ) -> tuple[SingleTaskGP, str | None]:
     """A fitted GP, or (if every fit attempt fails) one with its default hyperparameters and the reason.
 
@@ -109,7 +128,7 @@ def fit_gp(
     each fit iteration costs O(n^3), and a few hundred points pin the hyperparameters down well.
     """
     subset = torch.randperm(X.shape[0])[:max_fit_points] if X.shape[0] > max_fit_points else None
-    to_fit = _new_gp(X, Y, kernel) if subset is None else _new_gp(X[subset], Y[subset], kernel)
+    to_fit = _new_gp(X, Y, kernel, groups) if subset is None else _new_gp(X[subset], Y[subset], kernel, groups)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", InputDataWarning)
@@ -118,12 +137,12 @@ def fit_gp(
                 optimizer_kwargs={"options": {"maxiter": maxiter}},
             )
     except Exception as error:  # noqa: BLE001 - any fit failure has the same remedy
-        model = _new_gp(X, Y, kernel)
+        model = _new_gp(X, Y, kernel, groups)
         model.eval()
         return model, f"{type(error).__name__}: {error}"
     if subset is None:
         return to_fit, None
-    model = _new_gp(X, Y, kernel)
+    model = _new_gp(X, Y, kernel, groups)
     # Kernel, mean and noise come from the subset fit; standardization stays that of all the data.
     fitted = {k: v for k, v in to_fit.state_dict().items() if not k.startswith("outcome_transform")}
     model.load_state_dict(fitted, strict=False)
@@ -132,16 +151,22 @@ def fit_gp(
 
 
 def hyperparameters_of(model: SingleTaskGP) -> dict[str, list[float]]:
-    """Fitted lengthscales (unit-cube input units), output scale and noise (standardized outcome units)."""
+    """Fitted lengthscales (unit-cube input units), output scale and noise (standardized outcome units).
+
+    For an additive kernel, the terms' lengthscales and output scales one after the other, in term order."""
     kernel = model.covar_module
-    base = getattr(kernel, "base_kernel", kernel)
+    terms = list(kernel.kernels) if isinstance(kernel, AdditiveKernel) else [kernel]
     out: dict[str, list[float]] = {
-        "lengthscale": base.lengthscale.detach().flatten().tolist() if base.lengthscale is not None else [],
+        "lengthscale": [],
         "outputscale": [],
         "noise": model.likelihood.noise.detach().flatten().tolist(),
     }
-    if hasattr(kernel, "outputscale"):
-        out["outputscale"] = kernel.outputscale.detach().flatten().tolist()
+    for term in terms:
+        base = getattr(term, "base_kernel", term)
+        if base.lengthscale is not None:
+            out["lengthscale"] += base.lengthscale.detach().flatten().tolist()
+        if hasattr(term, "outputscale"):
+            out["outputscale"] += term.outputscale.detach().flatten().tolist()
     return out
 
 
@@ -151,6 +176,7 @@ def fit_models(
     max_fit_points: int = 500,
     kernel: str = "rbf",
     feasibility: str = "classifier",
+    groups: Sequence[Sequence[int]] | None = None,
 ) -> FittedModels:
     """Fit one GP per outcome of `data`; a failed fit keeps default hyperparameters and says so.
 
@@ -168,7 +194,7 @@ def fit_models(
             gps.append(classifier)
             hyperparameters[outcome.name] = classifier_hyperparameters(classifier)
             continue
-        gp, failure = fit_gp(X, Y, maxiter, max_fit_points, kernel)
+        gp, failure = fit_gp(X, Y, maxiter, max_fit_points, kernel, groups)
         if X.shape[0] > max_fit_points:
             remarks.append(
                 f"hyperparameters of {outcome.name!r} fitted on {max_fit_points} of {X.shape[0]} points"
