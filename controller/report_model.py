@@ -92,7 +92,7 @@ def model_view(data: ReportData) -> ModelView:
     except NoUsableData as exc:
         return ModelView(notes=[f"no model view: {exc}"])
     with isolated_rng(data.info["seed"]):
-        fitted = fit_models(training, kernel=kernel)
+        fitted = fit_models(training, kernel=kernel, groups=encoding.column_groups())
     view.notes += fitted.notes + training.notes
     best = history.best(problem, obs)
     view.best = None if best is None else dict(best.conditions)

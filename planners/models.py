@@ -45,8 +45,7 @@ from planners.outcomes import FEASIBILITY, Outcome, TrainingData
 # each with its own output scale (Duvenaud et al. 2011, first and full order): a quantity that is a
 # product of per-parameter factors is a sum in log units, and then every film teaches the model the
 # effect of each parameter, not only of its near neighbours in the whole space; the full term keeps
-# interactions (anneal temperature x time). Needs the column groups (`SpaceEncoding.column_groups`);
-# without them it is "rbf".
+# interactions (anneal temperature x time). Needs the column groups (`SpaceEncoding.column_groups`).
 KERNELS = ("rbf", "matern52", "additive")
 
 
@@ -104,7 +103,9 @@ def additive_kernel(dim: int, groups: Sequence[Sequence[int]]) -> Kernel:
 
 def _new_gp(X: Tensor, Y: Tensor, kernel: str = "rbf", groups: Sequence[Sequence[int]] | None = None) -> SingleTaskGP:
     modules = {}
-    if kernel == "additive" and groups:
+    if kernel == "additive":
+        if not groups:
+            raise ValueError("the additive kernel needs the parameters' column groups (SpaceEncoding.column_groups)")
         modules = {"covar_module": additive_kernel(X.shape[-1], groups)}
     elif kernel == "matern52":
         modules = {

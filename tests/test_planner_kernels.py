@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 
 from planners.botorch_planner import BotorchPlanner
@@ -61,14 +62,14 @@ def test_additive_kernel_predicts_a_separable_function_better_from_few_points() 
     assert errors["additive"] < 0.7 * errors["rbf"], errors
 
 
-def test_additive_kernel_records_every_term_and_falls_back_to_rbf_without_groups() -> None:
+def test_additive_kernel_records_every_term_and_needs_the_column_groups() -> None:
     X = torch.rand(12, 4, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
     gp, _ = fit_gp(X, separable(X), maxiter=50, max_fit_points=500, kernel="additive", groups=[[0], [1, 2], [3]])
     recorded = hyperparameters_of(gp)
     assert len(recorded["outputscale"]) == 4  # three parameters and the full-interaction term
     assert len(recorded["lengthscale"]) == 1 + 2 + 1 + 4
-    plain, _ = fit_gp(X, separable(X), maxiter=50, max_fit_points=500, kernel="additive")
-    assert len(hyperparameters_of(plain)["lengthscale"]) == 4  # one ARD kernel over all columns
+    with pytest.raises(ValueError, match="additive kernel needs the parameters' column groups"):
+        fit_gp(X, separable(X), maxiter=50, max_fit_points=500, kernel="additive")
 
 
 def test_additive_planner_proposes_legal_new_points_in_a_mixed_constrained_space() -> None:

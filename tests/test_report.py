@@ -12,6 +12,7 @@ import re
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -302,6 +303,17 @@ def test_model_view_of_a_campaign_slices_every_searched_parameter(campaigns: dic
         assert loo.trial_ids == [t.id for t in data.measured if loo.objective in t.values]
     padded = any("failed sample at the worst value" in n for n in view.notes)
     assert padded == any(t.state == "failed" for t in data.results)  # the planner pads failures by default
+
+
+def test_model_view_uses_the_planners_additive_kernel(campaigns: dict[str, Path]) -> None:
+    with CampaignStore.open(campaigns["multi"]) as store:
+        data = load_report_data(store)
+    planner = data.protocol.planner.model_copy(update={"options": {"kernel": "additive"}})
+    view = model_view(replace(data, protocol=data.protocol.model_copy(update={"planner": planner})))
+    assert not [n for n in view.notes if "unknown here" in n or n.startswith("GP fit")]
+    assert {s.parameter for s in view.slices} == set(data.searched_parameters)
+    for s in view.slices:
+        assert all(lo <= m <= hi for lo, m, hi in zip(s.lower, s.mean, s.upper, strict=True))
 
 
 # ---- the command line and live progress ------------------------------------------------------------------
