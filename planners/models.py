@@ -13,6 +13,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import partial
 
 import torch
 from botorch.exceptions.warnings import InputDataWarning
@@ -101,11 +102,15 @@ def additive_kernel(dim: int, groups: Sequence[Sequence[int]]) -> Kernel:
     return AdditiveKernel(*terms)
 
 
-def _new_gp(X: Tensor, Y: Tensor, kernel: str = "rbf", groups: Sequence[Sequence[int]] | None = None) -> SingleTaskGP:
+def _new_gp(
+    X: Tensor, Y: Tensor, kernel: str = "rbf", groups: Sequence[Sequence[int]] | None = None
+) -> SingleTaskGP:
     modules = {}
     if kernel == "additive":
         if not groups:
-            raise ValueError("the additive kernel needs the parameters' column groups (SpaceEncoding.column_groups)")
+            raise ValueError(
+                "the additive kernel needs the parameters' column groups (SpaceEncoding.column_groups)"
+            )
         modules = {"covar_module": additive_kernel(X.shape[-1], groups)}
     elif kernel == "matern52":
         modules = {
@@ -119,7 +124,11 @@ def _new_gp(X: Tensor, Y: Tensor, kernel: str = "rbf", groups: Sequence[Sequence
 
 
 def fit_gp(
-    X: Tensor, Y: Tensor, maxiter: int, max_fit_points: int, kernel: str = "rbf",
+    X: Tensor,
+    Y: Tensor,
+    maxiter: int,
+    max_fit_points: int,
+    kernel: str = "rbf",
     groups: Sequence[Sequence[int]] | None = None,
 ) -> tuple[SingleTaskGP, str | None]:
     """A fitted GP, or (if every fit attempt fails) one with its default hyperparameters and the reason.
@@ -128,8 +137,9 @@ def fit_gp(
     torch's generator, which the planner seeds) and the returned GP conditions on all the data:
     each fit iteration costs O(n^3), and a few hundred points pin the hyperparameters down well.
     """
+    new_gp = partial(_new_gp, kernel=kernel, groups=groups)
     subset = torch.randperm(X.shape[0])[:max_fit_points] if X.shape[0] > max_fit_points else None
-    to_fit = _new_gp(X, Y, kernel, groups) if subset is None else _new_gp(X[subset], Y[subset], kernel, groups)
+    to_fit = new_gp(X, Y) if subset is None else new_gp(X[subset], Y[subset])
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", InputDataWarning)
@@ -138,12 +148,12 @@ def fit_gp(
                 optimizer_kwargs={"options": {"maxiter": maxiter}},
             )
     except Exception as error:  # noqa: BLE001 - any fit failure has the same remedy
-        model = _new_gp(X, Y, kernel, groups)
+        model = new_gp(X, Y)
         model.eval()
         return model, f"{type(error).__name__}: {error}"
     if subset is None:
         return to_fit, None
-    model = _new_gp(X, Y, kernel, groups)
+    model = new_gp(X, Y)
     # Kernel, mean and noise come from the subset fit; standardization stays that of all the data.
     fitted = {k: v for k, v in to_fit.state_dict().items() if not k.startswith("outcome_transform")}
     model.load_state_dict(fitted, strict=False)

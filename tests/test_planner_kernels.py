@@ -1,4 +1,4 @@
-"""The GP kernels the BoTorch planner offers, with real fits: what the additive kernel buys and what it records."""
+"""The BoTorch planner's GP kernels, with real fits: what the additive kernel buys and what it records."""
 
 from __future__ import annotations
 
@@ -35,7 +35,10 @@ MIXED = SearchSpace(
 def separable(X: torch.Tensor) -> torch.Tensor:
     """A sum of one-dimensional effects: what a log-scale product of process factors looks like."""
     return (
-        torch.sin(6.0 * X[:, 0]) + 2.0 * (X[:, 1] - 0.35) ** 2 - 1.5 * torch.exp(-((X[:, 2] - 0.7) / 0.15) ** 2) + X[:, 3]
+        torch.sin(6.0 * X[:, 0])
+        + 2.0 * (X[:, 1] - 0.35) ** 2
+        - 1.5 * torch.exp(-(((X[:, 2] - 0.7) / 0.15) ** 2))
+        + X[:, 3]
     ).unsqueeze(-1)
 
 
@@ -64,7 +67,8 @@ def test_additive_kernel_predicts_a_separable_function_better_from_few_points() 
 
 def test_additive_kernel_records_every_term_and_needs_the_column_groups() -> None:
     X = torch.rand(12, 4, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
-    gp, _ = fit_gp(X, separable(X), maxiter=50, max_fit_points=500, kernel="additive", groups=[[0], [1, 2], [3]])
+    groups = [[0], [1, 2], [3]]
+    gp, _ = fit_gp(X, separable(X), maxiter=50, max_fit_points=500, kernel="additive", groups=groups)
     recorded = hyperparameters_of(gp)
     assert len(recorded["outputscale"]) == 4  # three parameters and the full-interaction term
     assert len(recorded["lengthscale"]) == 1 + 2 + 1 + 4
