@@ -1,7 +1,7 @@
 """Planner-only TRMC campaigns: the planner against the process model's truth, no engine or transients.
 
 Each trial's phi_sum_mu_max is the simulator's noise-free value times the same lognormal film scatter
-(15 %) the station applies, tau_half its truth times 8 % scatter, and a film fails with the model's
+(15 %, `--scatter`) the station applies, tau_half its truth times 8 % scatter, and a film fails with the model's
 failure probability. ~5x faster than `campaign_benchmark.py`, so planner variants can be compared over
 more seeds; the campaign benchmark stays the judge of the issue's target.
 
@@ -32,8 +32,8 @@ from planners.space import Observation  # noqa: E402
 from simulators.trmc.process import TrmcProcessModel, example_protocol_constraint  # noqa: E402
 
 
-def run_one(job: tuple[str, dict[str, Any], int, int, float, bool]) -> dict[str, Any]:
-    protocol_path, options, seed, budget, failure_scale, single = job
+def run_one(job: tuple[str, dict[str, Any], int, int, float, bool, float]) -> dict[str, Any]:
+    protocol_path, options, seed, budget, failure_scale, single, scatter = job
     import torch
 
     from planners.registry import make_planner
@@ -44,7 +44,7 @@ def run_one(job: tuple[str, dict[str, Any], int, int, float, bool]) -> dict[str,
     if single:  # phi_sum_mu_max alone, the quantity the benchmark judges
         problem = replace(problem, objectives=tuple(o for o in problem.objectives if o.name == "phi_sum_mu_max"))
     planner = make_planner("botorch", **{"n_initial": protocol.planner.initial.n, **options})
-    model = TrmcProcessModel(failure_rate_scale=failure_scale)
+    model = TrmcProcessModel(failure_rate_scale=failure_scale, scatter=scatter)
     optimum = model.optimum([example_protocol_constraint])[1]
     rng = np.random.default_rng(seed)
     sigma = math.sqrt(math.log(1.0 + model.scatter**2))  # the station's film scatter
@@ -76,6 +76,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--first-seed", type=int, default=0, help="start at this seed: an independent set")
     parser.add_argument("--budget", type=int, default=26)
     parser.add_argument("--failure-scale", type=float, default=1.0, help="0 switches failed films off")
+    parser.add_argument("--scatter", type=float, default=0.15,
+                        help="film-to-film sd of phi_sum_mu_max (DOMAIN.md: 10-20 %%); 0 = noise-free")
     parser.add_argument("--single-objective", action="store_true", help="optimize phi_sum_mu_max alone")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--json", dest="json_out")
@@ -83,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     options = json.loads(args.options)
     started = time.perf_counter()
     jobs = [
-        (args.protocol, options, seed, args.budget, args.failure_scale, args.single_objective)
+        (args.protocol, options, seed, args.budget, args.failure_scale, args.single_objective, args.scatter)
         for seed in range(args.first_seed, args.first_seed + args.seeds)
     ]
     with ProcessPoolExecutor(args.workers) as pool:
@@ -91,6 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     reached = [r["trials_to_target"] for r in runs]
     report = {
         "protocol": args.protocol, "options": options, "budget": args.budget, "failure_scale": args.failure_scale,
+        "scatter": args.scatter,
         "single_objective": args.single_objective,
         "reached": sum(r is not None for r in reached), "median_trials_to_target": censored_median(reached),
         "failed_samples": sum(r["failed_samples"] for r in runs), "runs": runs,
