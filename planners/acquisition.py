@@ -40,6 +40,12 @@ SINGLE_OBJECTIVE = "qLogNoisyExpectedImprovement"
 ANALYTIC_SINGLE_OBJECTIVE = "LogExpectedImprovement"
 PREDICTIVE_SINGLE_OBJECTIVE = "LogExpectedImprovement(predictive)"
 MULTI_OBJECTIVE = "qLogNoisyExpectedHypervolumeImprovement"
+# BoTorch's default temperature of the constraints' smoothed indicator for both acquisitions, passed
+# explicitly because `SuccessWeight` is built for exactly this value.
+CONSTRAINT_ETA = 1e-3
+# How the classifier's output weighs the acquisition (a planner option, `feasibility_weight`):
+# "probability" by P(the sample works), "majority" by P(working is more likely than not), version 2's.
+FEASIBILITY_WEIGHTS = ("probability", "majority")
 
 
 @dataclass(frozen=True)
@@ -55,12 +61,44 @@ class OutcomeBound:
         return self.bound - value if self.op == ">=" else value - self.bound
 
 
+def inverse_fatmoid(p: Tensor) -> Tensor:
+    """x with fatmoid(x) == p for p in (0, 1). fatmoid(-x) = 1 - fatmoid(x), so one branch serves both
+    halves; the closed form inverts its `2/3 * cauchy(x - 1/sqrt(3))` left half."""
+    q = torch.minimum(p, 1.0 - p)
+    magnitude = torch.sqrt(2.0 / (3.0 * q) - 1.0) - 1.0 / math.sqrt(3.0)
+    return torch.where(p < 0.5, -magnitude, magnitude)
+
+
+@dataclass(frozen=True)
+class SuccessWeight:
+    """Constraint callable that weighs each posterior sample of the classifier's latent f by Phi(f).
+
+    BoTorch weighs a sample by fatmoid(-c / eta) of a constraint's value c; with c = -eta *
+    fatmoid^-1(Phi(f)) that weight is exactly Phi(f), the sample's probability that the film works, and
+    its average over samples is P(success) = E[Phi(f)]. The acquisition is then the expected improvement
+    times the probability of working (constrained EI, Gardner et al. 2014). A plain `latent >= 0` bound
+    would weigh by P(f >= 0) instead, which is ~1 wherever the classifier is sure of a 70 % success rate.
+    c <= 0 exactly where Phi(f) >= 0.5, so the incumbent (BoTorch's hard feasibility test) is unchanged.
+    """
+
+    index: int
+    eta: float = CONSTRAINT_ETA
+
+    def __call__(self, samples: Tensor) -> Tensor:
+        # Clamped so Phi(f) of far-out samples stays a finite weight (1e-12 is log -27.6, not -inf).
+        p = torch.special.ndtr(samples[..., self.index]).clamp(1e-12, 1.0 - 1e-12)
+        return -self.eta * inverse_fatmoid(p)
+
+
 def first_output(samples: Tensor, X: Tensor | None = None) -> Tensor:
     return samples[..., 0]
 
 
-def constraint_callables(problem: Problem, fitted: FittedModels) -> list[OutcomeBound]:
-    """Outcome constraints in model units, plus 'predicted feasible' when failures were observed."""
+def constraint_callables(
+    problem: Problem, fitted: FittedModels, feasibility_weight: str = "majority"
+) -> list[OutcomeBound | SuccessWeight]:
+    """Outcome constraints in model units, plus the feasibility weight when failures were observed
+    (`FEASIBILITY_WEIGHTS`; a regression GP on 0/1 labels is always thresholded at 0.5)."""
     bounds = []
     for c in problem.outcome_constraints:
         index = fitted.index(c.name)
@@ -70,9 +108,18 @@ def constraint_callables(problem: Problem, fitted: FittedModels) -> list[Outcome
         if converted is not None:
             bounds.append(OutcomeBound(index, *converted))
     feasibility = fitted.index(FEASIBILITY)
-    if feasibility is not None:
+    if feasibility is not None and fitted.feasibility == "classifier" and feasibility_weight == "probability":
+        bounds.append(SuccessWeight(feasibility))
+    elif feasibility is not None:
         bounds.append(OutcomeBound(feasibility, ">=", fitted.feasibility_threshold))
     return bounds
+
+
+def describe_constraint(fitted: FittedModels, bound: OutcomeBound | SuccessWeight) -> str:
+    name = fitted.outcomes[bound.index].name
+    if isinstance(bound, SuccessWeight):
+        return f"weighted by P({name}) (classifier)"
+    return f"{name} {bound.op} {bound.bound:.6g} (model units)"
 
 
 def reference_point(problem: Problem, fitted: FittedModels, data: TrainingData) -> list[float]:
@@ -123,6 +170,7 @@ def build_acquisition(
     mc_samples: int,
     analytic_ei: bool = False,
     predictive: bool = False,
+    feasibility_weight: str = "majority",
 ) -> Acquisition:
     """The acquisition function for `problem`, its name and settings for provenance.
 
@@ -132,9 +180,9 @@ def build_acquisition(
     a pool of tens of thousands of rows costs one posterior call rather than one joint posterior per row.
     Only meaningful for one proposal at a time (q = 1). With `predictive` as well, the improvement is
     that of the next measured value (noise included) over the best value measured so far
-    (`PredictiveLogExpectedImprovement`).
+    (`PredictiveLogExpectedImprovement`). `feasibility_weight`: see `FEASIBILITY_WEIGHTS`.
     """
-    bounds = constraint_callables(problem, fitted)
+    bounds = constraint_callables(problem, fitted, feasibility_weight)
     if analytic_ei and len(fitted.outcomes) == 1 and len(problem.objectives) == 1 and X_pending.shape[0] == 0:
         if predictive:
             best_f = float(data.Y[0].max())
@@ -148,9 +196,7 @@ def build_acquisition(
     sampler = SobolQMCNormalSampler(torch.Size([mc_samples]), seed=derive_seed(seed, "mc") % 2**31)
     settings: dict[str, Any] = {
         "mc_samples": mc_samples,
-        "constraints": [
-            f"{fitted.outcomes[b.index].name} {b.op} {b.bound:.6g} (model units)" for b in bounds
-        ],
+        "constraints": [describe_constraint(fitted, b) for b in bounds],
         "n_baseline": int(data.baseline.shape[0]),
         "n_pending": int(X_pending.shape[0]),
     }
@@ -163,6 +209,7 @@ def build_acquisition(
             sampler=sampler,
             objective=GenericMCObjective(first_output) if extra_outputs else None,
             constraints=bounds or None,
+            eta=CONSTRAINT_ETA,
             X_pending=X_pending if X_pending.shape[0] else None,
             prune_baseline=True,
         )
@@ -178,6 +225,7 @@ def build_acquisition(
         if extra_outputs
         else None,
         constraints=bounds or None,
+        eta=CONSTRAINT_ETA,
         X_pending=X_pending if X_pending.shape[0] else None,
         prune_baseline=True,
     )

@@ -16,7 +16,7 @@ from typing import Any
 import pandas as pd
 import torch
 
-from planners.acquisition import build_acquisition, pointwise_values
+from planners.acquisition import FEASIBILITY_WEIGHTS, build_acquisition, pointwise_values
 from planners.encoding import SpaceEncoding, point_key
 from planners.models import check_feasibility, check_kernel, fit_models
 from planners.optimize import OptimizerSettings, optimize_over_points, optimize_relaxed
@@ -75,6 +75,7 @@ class BotorchPlanner:
         predictive_ei: bool = False,
         pad_failures: bool = True,
         feasibility: str = "classifier",
+        feasibility_weight: str = "majority",
     ) -> None:
         """Options beyond the optimizer's budget (all off by default):
 
@@ -96,10 +97,18 @@ class BotorchPlanner:
             success is.
         feasibility: how failed samples are modelled: "classifier" (default, a GP classifier,
             `planners.feasibility`) or "regression" (a GP on 0/1 labels, the model before 2026-11).
+        feasibility_weight: how the classifier weighs the acquisition where samples may fail:
+            "majority" (default: times P(working is more likely than not)) or "probability" (times
+            P(the sample works), constrained EI: `planners.acquisition.SuccessWeight`; README measures both).
         """
         check_n_initial(n_initial)
         check_kernel(kernel)
         check_feasibility(feasibility)
+        if feasibility_weight not in FEASIBILITY_WEIGHTS:
+            raise ValueError(
+                f"botorch planner option feasibility_weight must be one of {list(FEASIBILITY_WEIGHTS)}, "
+                f"got {feasibility_weight!r}"
+            )
         flags = (
             ("power_transform", power_transform),
             ("analytic_ei", analytic_ei),
@@ -128,6 +137,7 @@ class BotorchPlanner:
         self.predictive_ei = predictive_ei
         self.pad_failures = pad_failures
         self.feasibility = feasibility
+        self.feasibility_weight = feasibility_weight
         self.settings = OptimizerSettings(
             num_restarts, raw_samples, optimizer_maxiter, max_choice_combinations
         )
@@ -198,7 +208,15 @@ class BotorchPlanner:
         X_pending = encoding.encode(pending)
         X_pending = X_pending[torch.isfinite(X_pending).all(dim=-1)]
         acquisition = build_acquisition(
-            problem, fitted, data, X_pending, seed, self.mc_samples, self.analytic_ei and n == 1, self.predictive_ei
+            problem,
+            fitted,
+            data,
+            X_pending,
+            seed,
+            self.mc_samples,
+            self.analytic_ei and n == 1,
+            self.predictive_ei,
+            self.feasibility_weight,
         )
         acq = acquisition.function
         fallbacks = list(fitted.notes)

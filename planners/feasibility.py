@@ -8,9 +8,12 @@ variational inference, the observed points as inducing points, at most MAX_INDUC
 models the latent log-odds of success instead, so one chance failure lowers the predicted success a
 little and a cluster of failures lowers it a lot, over a range the data decide.
 
-The acquisition uses the latent function as a constraint (latent >= 0, i.e. success more likely than
-not, weighed per posterior sample), so the expected improvement of a point is scaled by its
-probability of working, as in constrained EI (Gardner et al., 2014).
+The acquisition weighs each posterior sample of the latent function f (planner option
+`feasibility_weight`): by default by whether f >= 0, i.e. success more likely than not, which scales a
+point's expected improvement by P(f >= 0); with "probability" by Phi(f), which scales it by the
+probability of working itself, as in constrained EI (Gardner et al., 2014; `planners.acquisition.
+SuccessWeight`). The two differ where the classifier is sure of a middling rate: at a confident 70 %
+success the first weight is ~1, the second 0.7.
 """
 
 from __future__ import annotations

@@ -103,3 +103,65 @@ def test_a_long_campaign_fits_the_classifier_on_a_bounded_set_of_inducing_points
     assert classifier.model.variational_strategy.inducing_points.shape[0] == MAX_INDUCING_POINTS
     p = _probability(classifier, torch.tensor([[0.3, 0.5, 0.5], [0.97, 0.5, 0.5]], dtype=DTYPE))
     assert p[0] > 0.7 and p[1] < 0.4, p
+
+
+def test_success_weight_is_exactly_the_probability_of_working() -> None:
+    """BoTorch's smoothed feasibility indicator turns SuccessWeight into Phi(f) per sample, and its hard
+    test (used for the incumbent) still reads 'feasible' exactly where f >= 0."""
+    from botorch.utils.objective import compute_smoothed_feasibility_indicator
+    from botorch.utils.safe_math import fatmoid
+
+    from planners.acquisition import CONSTRAINT_ETA, SuccessWeight, inverse_fatmoid
+
+    p = torch.tensor([1e-9, 0.01, 0.3, 0.5, 0.7, 0.99, 1 - 1e-9], dtype=DTYPE)
+    assert torch.allclose(fatmoid(inverse_fatmoid(p)), p, rtol=1e-9, atol=1e-15)
+    latent = torch.linspace(-4.0, 4.0, 81, dtype=DTYPE).reshape(1, 81, 1, 1)  # samples x batch x q x m
+    weight = compute_smoothed_feasibility_indicator([SuccessWeight(0)], latent, eta=CONSTRAINT_ETA, fat=True)
+    assert torch.allclose(weight.flatten(), torch.special.ndtr(latent.flatten()), atol=1e-9)
+    assert torch.equal(SuccessWeight(0)(latent).flatten() <= 0, latent.flatten() >= 0)
+
+
+def test_acquisition_is_expected_improvement_times_probability_of_working() -> None:
+    """Constrained EI: on a line where half the samples below x = 0.3 fail, the weighted acquisition
+    differs from the unweighted one by log P(success) of the classifier, point by point. (The best films
+    lie where none fail, so both acquisitions improve on the same incumbent.)"""
+    from botorch.acquisition.logei import qLogNoisyExpectedImprovement
+    from botorch.acquisition.objective import GenericMCObjective
+    from botorch.sampling import SobolQMCNormalSampler
+
+    from planners.acquisition import build_acquisition, first_output
+
+    problem = Problem(LINE, (Objective("y"),))
+    xs = np.linspace(0.0, 1.0, 21)
+    observed = [
+        Observation({"x": x}, {}, failed=True)
+        if x < 0.3 and i % 2
+        else Observation({"x": x}, {"y": 1 - 4 * (x - 0.5) ** 2})
+        for i, x in enumerate(xs)
+    ]
+    encoding = SpaceEncoding(LINE)
+    data = build_training_data(problem, encoding, observed, pad_failures=True)
+    fitted = fit_models(data)
+    X = torch.tensor([[0.25], [0.2], [0.1]], dtype=DTYPE)  # away from the incumbent's own samples
+    none = torch.empty(0, 1, dtype=DTYPE)
+    weighted = build_acquisition(problem, fitted, data, none, 0, 4096, feasibility_weight="probability")
+    assert weighted.settings["constraints"] == ["weighted by P(__feasible__) (classifier)"]
+    plain = qLogNoisyExpectedImprovement(
+        fitted.model, X_baseline=data.baseline, sampler=SobolQMCNormalSampler(torch.Size([4096]), seed=0),
+        objective=GenericMCObjective(first_output), prune_baseline=True,
+    )
+    with torch.no_grad():
+        difference = (weighted.function(X.unsqueeze(1)) - plain(X.unsqueeze(1))).exp()
+        latent = fitted.submodels()[1].posterior(X)
+    p = success_probability(latent.mean.flatten(), latent.variance.flatten())
+    assert ((p > 0.3) & (p < 0.85)).all(), p  # the classifier saw the failures
+    assert torch.allclose(difference, p, rtol=0.1), (difference, p)
+    majority = build_acquisition(problem, fitted, data, none, 0, 4096, feasibility_weight="majority")
+    assert majority.settings["constraints"] == ["__feasible__ >= 0 (model units)"]
+
+
+def test_an_unknown_feasibility_weight_is_refused_with_the_choices() -> None:
+    import pytest
+
+    with pytest.raises(ValueError, match=r"feasibility_weight must be one of \['probability', 'majority'\]"):
+        BotorchPlanner(feasibility_weight="sure")
