@@ -1,8 +1,8 @@
 """Planner-only TRMC campaigns: the planner against the process model's truth, no engine or transients.
 
 Each trial's phi_sum_mu_max is the simulator's noise-free value times the same lognormal film scatter
-(15 %, `--scatter`) the station applies, tau_half its truth times 8 % scatter, and a film fails with the model's
-failure probability. ~5x faster than `campaign_benchmark.py`, so planner variants can be compared over
+(15 %, `--scatter`) the station applies, tau_half its truth times 8 % scatter, and a film fails with the
+model's failure probability. ~5x faster than `campaign_benchmark.py`, so planner variants can be compared over
 more seeds; the campaign benchmark stays the judge of the issue's target.
 
     $ .venv/bin/python benchmarks/trmc_planner_only.py protocols/trmc_opv_blend.yaml \\

@@ -46,6 +46,7 @@ CONSTRAINT_ETA = 1e-3
 # How the classifier's output weighs the acquisition (a planner option, `feasibility_weight`):
 # "probability" by P(the sample works), "majority" by P(working is more likely than not), version 2's.
 FEASIBILITY_WEIGHTS = ("probability", "majority")
+DEFAULT_FEASIBILITY_WEIGHT = "majority"
 
 
 @dataclass(frozen=True)
@@ -95,7 +96,7 @@ def first_output(samples: Tensor, X: Tensor | None = None) -> Tensor:
 
 
 def constraint_callables(
-    problem: Problem, fitted: FittedModels, feasibility_weight: str = "majority"
+    problem: Problem, fitted: FittedModels, feasibility_weight: str
 ) -> list[OutcomeBound | SuccessWeight]:
     """Outcome constraints in model units, plus the feasibility weight when failures were observed
     (`FEASIBILITY_WEIGHTS`; a regression GP on 0/1 labels is always thresholded at 0.5)."""
@@ -170,7 +171,7 @@ def build_acquisition(
     mc_samples: int,
     analytic_ei: bool = False,
     predictive: bool = False,
-    feasibility_weight: str = "majority",
+    feasibility_weight: str = DEFAULT_FEASIBILITY_WEIGHT,
 ) -> Acquisition:
     """The acquisition function for `problem`, its name and settings for provenance.
 

@@ -16,7 +16,12 @@ from typing import Any
 import pandas as pd
 import torch
 
-from planners.acquisition import FEASIBILITY_WEIGHTS, build_acquisition, pointwise_values
+from planners.acquisition import (
+    DEFAULT_FEASIBILITY_WEIGHT,
+    FEASIBILITY_WEIGHTS,
+    build_acquisition,
+    pointwise_values,
+)
 from planners.encoding import SpaceEncoding, point_key
 from planners.models import check_feasibility, check_kernel, fit_models
 from planners.optimize import OptimizerSettings, optimize_over_points, optimize_relaxed
@@ -75,7 +80,7 @@ class BotorchPlanner:
         predictive_ei: bool = False,
         pad_failures: bool = True,
         feasibility: str = "classifier",
-        feasibility_weight: str = "majority",
+        feasibility_weight: str = DEFAULT_FEASIBILITY_WEIGHT,
     ) -> None:
         """Options beyond the optimizer's budget (all off by default):
 
