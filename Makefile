@@ -24,11 +24,11 @@ demo: $(STAMP)
 	$(BIN)/closedloop report $(DEMO_DB)
 
 test: $(STAMP)
-	$(BIN)/ruff check controller drivers planners simulators tests benchmarks
+	$(BIN)/ruff check closedloop controller drivers planners simulators tests benchmarks
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP)
-	$(BIN)/ruff check controller drivers planners simulators tests benchmarks
+	$(BIN)/ruff check closedloop controller drivers planners simulators tests benchmarks
 
 clean-venv:
 	rm -rf $(VENV)

@@ -7,7 +7,7 @@ Usage:
         --json benchmarks/results/campaign_mbe.json
 
 Each (planner, seed) is a real simulated campaign (`Campaign.create(..., sim=True).run(sim=True)`) with the
-protocol's budget and stop rules overridden (see `controller.campaign_bench`); every trial is judged by the
+protocol's budget and stop rules overridden (see `controller.offline.campaign_bench`); every trial is judged by the
 simulator's noise-free value at its conditions. Prints a table and writes the full report as JSON.
 Exit codes: 0 ran (whether or not the targets were met), 2 bad input.
 """
@@ -23,7 +23,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from controller.campaign_bench import (  # noqa: E402
+from closedloop.controller.offline.campaign_bench import (  # noqa: E402
     DEFAULT_BUDGETS,
     MIN_RATIO,
     REACH_FRACTION,
@@ -31,7 +31,7 @@ from controller.campaign_bench import (  # noqa: E402
     SeedRun,
     run_campaign_benchmark,
 )
-from controller.protocol import ProtocolError  # noqa: E402
+from closedloop.controller.protocol.model import ProtocolError  # noqa: E402
 
 EXIT_BAD_INPUT = 2
 

@@ -34,9 +34,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from planners.botorch_planner import BotorchPlanner  # noqa: E402
-from planners.space import FloatParameter, Objective, Observation, Problem, SearchSpace  # noqa: E402
-from simulators.testfunctions import TEST_FUNCTIONS, hartmann6  # noqa: E402
+from closedloop.planners.botorch_planner import BotorchPlanner  # noqa: E402
+from closedloop.planners.space import FloatParameter, Objective, Observation, Problem, SearchSpace  # noqa: E402
+from closedloop.simulators.testfunctions import TEST_FUNCTIONS, hartmann6  # noqa: E402
 
 NAMES = [f"x{i}" for i in range(1, 7)]
 NOISE_SD = 0.05  # as in benchmarks/planner_latency.py

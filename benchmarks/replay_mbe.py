@@ -2,7 +2,7 @@
 
 Records protocols/mbe_srruo3.yaml against the in-process MBE simulator with the budget raised to 100
 trials, no early stop and no operator (each growth is hours of instrument time, run in virtual time),
-then times `controller.replay.audit` of it: every BoTorch proposal re-derived from the journal, on the
+then times `controller.offline.audit.audit` of it: every BoTorch proposal re-derived from the journal, on the
 default executor (one local worker process per core); and a counterfactual replay of the same 100
 growths against the MBE simulator with the random planner (instrument time only, no GP), for scale.
 Writes benchmarks/results/replay_mbe.json.
@@ -25,11 +25,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from controller.bench import software_versions  # noqa: E402
-from controller.campaign import Campaign  # noqa: E402
-from controller.counterfactual import CounterfactualSpec, sweep  # noqa: E402
-from controller.executors import ExecutorSpec, configure_worker  # noqa: E402
-from controller.replay import audit  # noqa: E402
+from closedloop.controller.campaign import Campaign  # noqa: E402
+from closedloop.controller.offline.audit import audit  # noqa: E402
+from closedloop.controller.offline.counterfactual import CounterfactualSpec, sweep  # noqa: E402
+from closedloop.controller.offline.executors import ExecutorSpec, configure_worker  # noqa: E402
+from closedloop.controller.offline.pool_bench import software_versions  # noqa: E402
 
 TRIALS = 100
 RESULT = ROOT / "benchmarks" / "results" / "replay_mbe.json"

@@ -23,7 +23,14 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from controller.bench import BenchSettings, PoolRun, load_pool, rebuild_report, report, run_all  # noqa: E402
+from closedloop.controller.offline.pool_bench import (  # noqa: E402
+    BenchSettings,
+    PoolRun,
+    load_pool,
+    rebuild_report,
+    report,
+    run_all,
+)
 
 DATA = Path(os.environ.get("CLOSEDLOOP_DATA", "/work/shared/data"))
 RESULTS = Path(__file__).resolve().parent / "results"

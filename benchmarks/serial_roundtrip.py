@@ -26,7 +26,7 @@ from pathlib import Path
 
 import serial
 
-from drivers.transport import SerialTransport, TransportSettings
+from closedloop.drivers.transport import SerialTransport, TransportSettings
 
 RESULTS = Path(__file__).parent / "results" / "serial_roundtrip.json"
 SETTINGS = TransportSettings(read_terminator="\r\n", write_terminator="\r\n", timeout=1.0)
@@ -35,7 +35,7 @@ WARMUP = 50
 
 @contextmanager
 def emulator(*mode: str) -> Iterator[str]:
-    proc = subprocess.Popen([sys.executable, "-m", "controller.cli_emulate", "furnace", *mode],
+    proc = subprocess.Popen([sys.executable, "-m", "closedloop", "emulate", "furnace", *mode],
                             stdout=subprocess.PIPE, text=True)
     try:
         assert proc.stdout is not None

@@ -25,18 +25,18 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from controller.bench_metrics import censored_median  # noqa: E402
-from controller.campaign_bench import REACH_FRACTION, trials_to_reach  # noqa: E402
-from controller.protocol import load_protocol  # noqa: E402
-from planners.space import Observation  # noqa: E402
-from simulators.trmc.process import TrmcProcessModel, example_protocol_constraint  # noqa: E402
+from closedloop.controller.offline.bench_metrics import censored_median  # noqa: E402
+from closedloop.controller.offline.campaign_bench import REACH_FRACTION, trials_to_reach  # noqa: E402
+from closedloop.controller.protocol.model import load_protocol  # noqa: E402
+from closedloop.planners.space import Observation  # noqa: E402
+from closedloop.simulators.trmc.process import TrmcProcessModel, example_protocol_constraint  # noqa: E402
 
 
 def run_one(job: tuple[str, dict[str, Any], int, int, float, bool, float]) -> dict[str, Any]:
     protocol_path, options, seed, budget, failure_scale, single, scatter = job
     import torch
 
-    from planners.registry import make_planner
+    from closedloop.planners.registry import make_planner
 
     torch.set_num_threads(1)
     protocol = load_protocol(protocol_path)

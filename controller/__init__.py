@@ -1,3 +1,1 @@
 """Composes everything: protocol files, the campaign engine, the SQLite store, the safety gate, the CLI."""
-
-__version__ = "0.1.0"

@@ -15,18 +15,18 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from controller import history
-from controller.clock import VirtualClock, WallClock
-from controller.dispatch import Station, ThreadedDispatcher, VirtualDispatcher
-from controller.engine import Approver, CampaignEngine, EngineSettings, ProgressHook
-from controller.errors import UnknownTrial
-from controller.protocol import Protocol, parse_protocol_text
-from controller.safety import SafetyGate
-from controller.stations import make_stations, simulator_model, with_connection
-from controller.store import CampaignStore, software_versions
-from drivers.base import InstrumentContext, Measurement
-from planners.registry import make_planner
-from planners.space import Conditions
+from closedloop.controller.engine import history
+from closedloop.controller.engine.clock import VirtualClock, WallClock
+from closedloop.controller.engine.dispatch import Station, ThreadedDispatcher, VirtualDispatcher
+from closedloop.controller.engine.engine import Approver, CampaignEngine, EngineSettings, ProgressHook
+from closedloop.controller.engine.gate import SafetyGate
+from closedloop.controller.engine.stations import make_stations, simulator_model, with_connection
+from closedloop.controller.protocol.model import Protocol, parse_protocol_text
+from closedloop.controller.store.campaign_store import CampaignStore, software_versions
+from closedloop.controller.store.errors import UnknownTrial
+from closedloop.drivers.base import InstrumentContext, Measurement
+from closedloop.planners.registry import make_planner
+from closedloop.planners.space import Conditions
 
 
 class BadInput(ValueError):
@@ -90,7 +90,7 @@ class Campaign:
         """A new campaign file for a protocol. A simulated campaign's file is written without a disk
         flush per commit: it still survives a killed process, only a power cut may lose its last writes.
         `connection` is the instrument link the campaign will run against, if not the protocol's."""
-        from controller.protocol import load_protocol
+        from closedloop.controller.protocol.model import load_protocol
 
         protocol = load_protocol(protocol_path)
         path = Path(db_path) if db_path else default_db_path(protocol)
@@ -296,7 +296,7 @@ class Campaign:
     def _measurement_from_operator(
         self, trial_id: int, values: Mapping[str, str | float], failed: bool, note: str
     ) -> Measurement:
-        from controller.units import parse_quantity_to
+        from closedloop.controller.protocol.units import parse_quantity_to
 
         try:
             trial = self.store.trial(trial_id)

@@ -5,7 +5,7 @@ ramp rate, substrate maximum, oxidant flow range."""
 
 from __future__ import annotations
 
-from drivers.base import DriverDescription, Limit, SafetyEnvelope
+from closedloop.drivers.base import DriverDescription, Limit, SafetyEnvelope
 
 MBE_ENVELOPE = SafetyEnvelope(
     {

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from drivers.base import (
+from closedloop.drivers.base import (
     DriverDescription,
     EnvelopeViolation,
     InstrumentContext,
@@ -32,8 +32,8 @@ from drivers.base import (
     Value,
     require_settings,
 )
-from drivers.mbe import MBE_DESCRIPTION, MBE_ENVELOPE
-from drivers.mbe_recipe import (
+from closedloop.drivers.mbe import MBE_DESCRIPTION, MBE_ENVELOPE
+from closedloop.drivers.mbe_recipe import (
     ANALYSIS,
     ANALYSIS_VERSION,
     BOLTZMANN_EV_PER_K,
@@ -47,8 +47,8 @@ from drivers.mbe_recipe import (
     check_ramp_rate,
     growth_rate_from_rheed,
 )
-from drivers.scpi import decode_block
-from drivers.transport import Port, SerialTransport, TransportSettings
+from closedloop.drivers.scpi import decode_block
+from closedloop.drivers.transport import Port, SerialTransport, TransportSettings
 
 
 def _exact(value: float) -> str:

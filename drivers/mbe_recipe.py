@@ -12,8 +12,8 @@ from typing import Any
 
 import numpy as np
 
-from drivers.base import EnvelopeViolation
-from drivers.mbe import MBE_ENVELOPE
+from closedloop.drivers.base import EnvelopeViolation
+from closedloop.drivers.mbe import MBE_ENVELOPE
 
 BOLTZMANN_EV_PER_K = 8.617333262e-5
 SRRUO3_MONOLAYER_ANGSTROM = 3.93  # one RHEED oscillation per pseudocubic unit cell

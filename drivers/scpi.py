@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from drivers.base import InstrumentFault
+from closedloop.drivers.base import InstrumentFault
 
 # SCPI-99 7.2.1: 9.91E37 is "not a number", +/-9.9E37 are +/- infinity (overload).
 _SCPI_NAN = 9.91e37

@@ -16,8 +16,8 @@ from typing import Any, Literal
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
-from drivers.base import DriverDescription, SafetyEnvelope
-from drivers.serial_sections import (
+from closedloop.drivers.base import DriverDescription, SafetyEnvelope
+from closedloop.drivers.serial_sections import (
     Commands,
     EnvelopeLimit,
     EnvelopeSection,
@@ -29,7 +29,7 @@ from drivers.serial_sections import (
     WaitSpec,
     located,
 )
-from drivers.units import is_time_unit, parse_unit
+from closedloop.drivers.units import is_time_unit, parse_unit
 
 __all__ = [
     "SERIAL_KEYS",

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from drivers.base import (
+from closedloop.drivers.base import (
     Clock,
     DriverDescription,
     EnvelopeViolation,
@@ -25,7 +25,7 @@ from drivers.base import (
     Measurement,
     Value,
 )
-from drivers.scpi import (
+from closedloop.drivers.scpi import (
     ScpiParseError,
     check_error_queue,
     decode_block,
@@ -33,9 +33,9 @@ from drivers.scpi import (
     parse_number,
     parse_regex,
 )
-from drivers.serial_config import MeasureSpec, SerialInstrumentConfig
-from drivers.transport import Port, SerialTransport
-from drivers.units import convert, duration_seconds
+from closedloop.drivers.serial_config import MeasureSpec, SerialInstrumentConfig
+from closedloop.drivers.transport import Port, SerialTransport
+from closedloop.drivers.units import convert, duration_seconds
 
 ANALYSIS = "scpi-query"
 ANALYSIS_VERSION = "1"

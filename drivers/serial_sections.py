@@ -27,9 +27,9 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from drivers.base import Limit
-from drivers.transport import TransportSettings
-from drivers.units import DriverUnitError, convert, duration_seconds, parse_unit
+from closedloop.drivers.base import Limit
+from closedloop.drivers.transport import TransportSettings
+from closedloop.drivers.units import DriverUnitError, convert, duration_seconds, parse_unit
 
 _QUANTITY = re.compile(r"^\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*(.*?)\s*$")
 

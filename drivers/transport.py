@@ -27,8 +27,8 @@ from typing import Any, Protocol
 
 import serial
 
-from drivers.base import Clock, InstrumentFault
-from drivers.scpi import ScpiParseError, block_extent
+from closedloop.drivers.base import Clock, InstrumentFault
+from closedloop.drivers.scpi import ScpiParseError, block_extent
 
 Journal = Callable[[str, str], None]
 

@@ -4,7 +4,7 @@ that talks to it over the wire arrives with the TRMC issue."""
 
 from __future__ import annotations
 
-from drivers.base import DriverDescription, Limit, SafetyEnvelope
+from closedloop.drivers.base import DriverDescription, Limit, SafetyEnvelope
 
 SOLVENTS = ("chlorobenzene", "o-dichlorobenzene", "chloroform", "toluene")
 

@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 from scipy.optimize import curve_fit
 
-from drivers.base import Measurement
+from closedloop.drivers.base import Measurement
 
 ANALYSIS_NAME = "trmc-transient"
 ANALYSIS_VERSION = "1.0"

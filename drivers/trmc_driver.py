@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from drivers.base import (
+from closedloop.drivers.base import (
     Clock,
     DriverDescription,
     InstrumentContext,
@@ -30,10 +30,10 @@ from drivers.base import (
     Value,
     require_settings,
 )
-from drivers.scpi import ScpiParseError, check_error_queue, decode_block, parse_number
-from drivers.transport import Port, SerialTransport, TransportSettings
-from drivers.trmc import TRMC_DESCRIPTION, TRMC_ENVELOPE
-from drivers.trmc_analysis import analyze_to_measurement
+from closedloop.drivers.scpi import ScpiParseError, check_error_queue, decode_block, parse_number
+from closedloop.drivers.transport import Port, SerialTransport, TransportSettings
+from closedloop.drivers.trmc import TRMC_DESCRIPTION, TRMC_ENVELOPE
+from closedloop.drivers.trmc_analysis import analyze_to_measurement
 
 log = logging.getLogger(__name__)
 

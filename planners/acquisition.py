@@ -24,11 +24,11 @@ from botorch.utils.multi_objective.hypervolume import infer_reference_point
 from botorch.utils.multi_objective.pareto import is_non_dominated
 from torch import Tensor
 
-from planners.encoding import DTYPE
-from planners.models import FittedModels
-from planners.outcomes import FEASIBILITY, TrainingData
-from planners.sampling import derive_seed
-from planners.space import Problem
+from closedloop.planners.encoding import DTYPE
+from closedloop.planners.models import FittedModels
+from closedloop.planners.outcomes import FEASIBILITY, TrainingData
+from closedloop.planners.sampling import derive_seed
+from closedloop.planners.space import Problem
 
 # BoTorch 0.18 JIT-compiles a C++ kernel (torch cpp_extension, -march=native) the first time a
 # qLogNEHVI is built: ~40 s of compiling inside a campaign, ninja required, and a process killed

@@ -7,7 +7,7 @@ from typing import Protocol
 
 import pandas as pd
 
-from planners.space import Conditions, Observation, Problem, Proposal
+from closedloop.planners.space import Conditions, Observation, Problem, Proposal
 
 
 class Planner(Protocol):

@@ -16,22 +16,22 @@ from typing import Any
 import pandas as pd
 import torch
 
-from planners.acquisition import (
+from closedloop.planners.acquisition import (
     DEFAULT_FEASIBILITY_WEIGHT,
     FEASIBILITY_WEIGHTS,
     build_acquisition,
     pointwise_values,
 )
-from planners.encoding import SpaceEncoding, point_key
-from planners.models import check_feasibility, check_kernel, fit_models
-from planners.optimize import OptimizerSettings, optimize_over_points, optimize_relaxed
-from planners.outcomes import NoUsableData, build_training_data, check_problem
-from planners.pool import candidate_pool
-from planners.provenance import base_provenance, check_request
-from planners.repair import enumerate_legal, make_legal
-from planners.sampling import isolated_rng
-from planners.sobol import check_n_initial, initial_design, space_filling
-from planners.space import Conditions, Observation, Problem, Proposal
+from closedloop.planners.encoding import SpaceEncoding, point_key
+from closedloop.planners.models import check_feasibility, check_kernel, fit_models
+from closedloop.planners.optimize import OptimizerSettings, optimize_over_points, optimize_relaxed
+from closedloop.planners.outcomes import NoUsableData, build_training_data, check_problem
+from closedloop.planners.pool import candidate_pool
+from closedloop.planners.provenance import base_provenance, check_request
+from closedloop.planners.repair import enumerate_legal, make_legal
+from closedloop.planners.sampling import isolated_rng
+from closedloop.planners.sobol import check_n_initial, initial_design, space_filling
+from closedloop.planners.space import Conditions, Observation, Problem, Proposal
 
 
 @dataclass

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from planners.space import (
+from closedloop.planners.space import (
     ChoiceParameter,
     Conditions,
     FixedParameter,

@@ -30,13 +30,13 @@ from gpytorch.kernels import AdditiveKernel, Kernel, ScaleKernel
 from gpytorch.mlls import ExactMarginalLogLikelihood
 from torch import Tensor
 
-from planners.feasibility import (
+from closedloop.planners.feasibility import (
     LATENT_THRESHOLD,
     classifier_hyperparameters,
     fit_classifier,
     success_probability,
 )
-from planners.outcomes import FEASIBILITY, Outcome, TrainingData
+from closedloop.planners.outcomes import FEASIBILITY, Outcome, TrainingData
 
 # "rbf": BoTorch's default, an ARD RBF kernel whose lengthscale prior grows with the dimension
 # (Hvarfner et al. 2024). "matern52": an ARD Matern-5/2 kernel with Gamma(3, 6) lengthscale, Gamma(2, 0.15)

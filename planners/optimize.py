@@ -9,8 +9,8 @@ from botorch.acquisition import AcquisitionFunction
 from botorch.optim import optimize_acqf, optimize_acqf_discrete, optimize_acqf_mixed
 from torch import Tensor
 
-from planners.encoding import SpaceEncoding
-from planners.polytope import PolytopeSampler, polytope_generator
+from closedloop.planners.encoding import SpaceEncoding
+from closedloop.planners.polytope import PolytopeSampler, polytope_generator
 
 
 @dataclass(frozen=True)

@@ -14,9 +14,9 @@ from dataclasses import dataclass, field, replace
 import torch
 from torch import Tensor
 
-from planners.encoding import DTYPE, SpaceEncoding, check_space
-from planners.space import Observation, Problem
-from planners.warping import PowerWarp
+from closedloop.planners.encoding import DTYPE, SpaceEncoding, check_space
+from closedloop.planners.space import Observation, Problem
+from closedloop.planners.warping import PowerWarp
 
 FEASIBILITY = "__feasible__"  # the modelled 0/1 outcome: 1 = the sample worked
 

@@ -14,7 +14,7 @@ from scipy.linalg import null_space
 from scipy.optimize import linprog
 from torch import Tensor
 
-from planners.encoding import DTYPE, BotorchConstraint
+from closedloop.planners.encoding import DTYPE, BotorchConstraint
 
 
 class PolytopeSampler:

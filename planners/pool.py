@@ -9,8 +9,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from planners.encoding import point_key
-from planners.space import (
+from closedloop.planners.encoding import point_key
+from closedloop.planners.space import (
     ChoiceParameter,
     Conditions,
     FixedParameter,

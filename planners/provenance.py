@@ -7,7 +7,7 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from planners.space import Conditions, Observation
+from closedloop.planners.space import Conditions, Observation
 
 
 def _plain(value: Any) -> Any:

@@ -6,9 +6,9 @@ import inspect
 from collections.abc import Callable
 from typing import Any
 
-from planners.base import Planner
-from planners.botorch_planner import BotorchPlanner
-from planners.sobol import RandomPlanner, SobolPlanner
+from closedloop.planners.base import Planner
+from closedloop.planners.botorch_planner import BotorchPlanner
+from closedloop.planners.sobol import RandomPlanner, SobolPlanner
 
 PLANNERS: dict[str, Callable[..., Planner]] = {
     "sobol": SobolPlanner,

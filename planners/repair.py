@@ -14,8 +14,8 @@ import math
 import numpy as np
 from scipy.optimize import linprog
 
-from planners.encoding import NumericColumn, RelaxedPoint, SpaceEncoding, int_grid_top
-from planners.space import Conditions, IntParameter
+from closedloop.planners.encoding import NumericColumn, RelaxedPoint, SpaceEncoding, int_grid_top
+from closedloop.planners.space import Conditions, IntParameter
 
 # With more ints in one constraint system, only the most ambiguous ones get both roundings tried.
 MAX_ROUNDED_INTS = 6

@@ -16,10 +16,10 @@ import torch
 from torch import Tensor
 from torch.quasirandom import SobolEngine
 
-from planners.encoding import DTYPE, RelaxedPoint, SpaceEncoding
-from planners.polytope import PolytopeSampler
-from planners.repair import enumerate_legal, make_legal
-from planners.space import Conditions
+from closedloop.planners.encoding import DTYPE, RelaxedPoint, SpaceEncoding
+from closedloop.planners.polytope import PolytopeSampler
+from closedloop.planners.repair import enumerate_legal, make_legal
+from closedloop.planners.space import Conditions
 
 Method = Literal["sobol", "random"]
 

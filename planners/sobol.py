@@ -12,11 +12,11 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import pandas as pd
 
-from planners.encoding import SpaceEncoding, point_key
-from planners.pool import candidate_pool
-from planners.provenance import base_provenance, check_request
-from planners.sampling import derive_seed, isolated_rng, maximin_select, sample_legal
-from planners.space import Conditions, Observation, Problem, Proposal
+from closedloop.planners.encoding import SpaceEncoding, point_key
+from closedloop.planners.pool import candidate_pool
+from closedloop.planners.provenance import base_provenance, check_request
+from closedloop.planners.sampling import derive_seed, isolated_rng, maximin_select, sample_legal
+from closedloop.planners.space import Conditions, Observation, Problem, Proposal
 
 # Cap on the candidates a space-filling pick looks at; plenty for an initial design, cheap to rank.
 MAX_SPACE_FILLING_CANDIDATES = 4096

@@ -1,7 +1,7 @@
 """The planner's view of a campaign: parameters, linear constraints, objectives.
 
 These records are plain numbers in the protocol's declared units; unit handling, YAML and
-validation live in `controller.protocol`, which builds a `Problem` from a protocol file.
+validation live in `controller.protocol.model`, which builds a `Problem` from a protocol file.
 """
 
 from __future__ import annotations

@@ -7,11 +7,11 @@ process (`driver: serial` with `connection: sim://furnace`) or behind `closedloo
 
 from __future__ import annotations
 
-from drivers.base import DriverDescription, Limit, SafetyEnvelope
-from drivers.mbe import MBE_DESCRIPTION
-from drivers.trmc import TRMC_DESCRIPTION
-from simulators import emulator, furnace
-from simulators.testfunctions import TEST_FUNCTIONS
+from closedloop.drivers.base import DriverDescription, Limit, SafetyEnvelope
+from closedloop.drivers.mbe import MBE_DESCRIPTION
+from closedloop.drivers.trmc import TRMC_DESCRIPTION
+from closedloop.simulators import emulator, furnace
+from closedloop.simulators.testfunctions import TEST_FUNCTIONS
 
 # What the furnace itself takes (its SOUR:* ranges) and what it reports, under the names its example
 # protocol gives them (protocols/serial_furnace.yaml).

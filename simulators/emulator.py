@@ -25,11 +25,11 @@ from typing import Protocol, Self
 
 import serial
 
-from drivers.base import Clock
-from simulators.faults import Emission, FaultInjector
-from simulators.furnace import FurnaceModel
-from simulators.mbe.wire import MbeWireModel
-from simulators.trmc.wire import TrmcWireModel
+from closedloop.drivers.base import Clock
+from closedloop.simulators.faults import Emission, FaultInjector
+from closedloop.simulators.furnace import FurnaceModel
+from closedloop.simulators.mbe.wire import MbeWireModel
+from closedloop.simulators.trmc.wire import TrmcWireModel
 
 _POLL_S = 0.05  # how often a server looks at its stop flag while idle
 

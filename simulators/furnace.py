@@ -26,7 +26,7 @@ import struct
 from collections import deque
 from dataclasses import dataclass
 
-from drivers.base import Clock
+from closedloop.drivers.base import Clock
 
 IDN = "KILNCO,TF-1200,SN001,1.0"
 OPTIMUM = {"anneal_temp": 350.0, "anneal_time": 30.0, "gas_flow": 50.0}  # degC, min, sccm

@@ -8,7 +8,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from drivers.base import (
+from closedloop.drivers.base import (
     DriverDescription,
     InstrumentContext,
     InstrumentFault,

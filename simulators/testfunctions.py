@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from drivers.base import (
+from closedloop.drivers.base import (
     DriverDescription,
     InstrumentContext,
     InstrumentFault,

@@ -14,7 +14,7 @@ import torch
 def one_torch_thread() -> Iterator[None]:
     """Small GPs gain nothing from intra-op threads, and when other processes load the cores,
     torch's spinning OpenMP workers make every tiny op wait (20x slower fits were measured).
-    The CLI does the same for campaigns (controller.cli_campaign.configure_runtime)."""
+    The CLI does the same for campaigns (controller.cli.campaign.configure_runtime)."""
     previous = torch.get_num_threads()
     torch.set_num_threads(1)
     yield

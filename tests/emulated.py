@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def emulator_process(model: str, *args: str) -> Iterator[str]:
     """`closedloop emulate MODEL --pty ARGS` in its own process; yields the pty path it prints and, on
     leaving, checks that SIGTERM shut it down cleanly."""
-    process = subprocess.Popen([sys.executable, "-m", "controller.cli_emulate", model, "--pty", *args],
+    process = subprocess.Popen([sys.executable, "-m", "closedloop", "emulate", model, "--pty", *args],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
     try:
         assert process.stdout is not None

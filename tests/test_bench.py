@@ -11,8 +11,8 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
-from controller.bench import BenchSettings, load_pool, pool_problem, rebuild_report, run_all
-from controller.bench_metrics import (
+from closedloop.controller.cli.bench import bench
+from closedloop.controller.offline.bench_metrics import (
     acceleration_curve,
     acceleration_factor,
     censored_median,
@@ -30,11 +30,17 @@ from controller.bench_metrics import (
     top_rows,
     trials_to_reach,
 )
-from controller.cli_bench import bench
-from planners.outcomes import Outcome
-from planners.registry import make_planner
-from planners.space import Observation, Problem
-from planners.warping import PowerWarp
+from closedloop.controller.offline.pool_bench import (
+    BenchSettings,
+    load_pool,
+    pool_problem,
+    rebuild_report,
+    run_all,
+)
+from closedloop.planners.outcomes import Outcome
+from closedloop.planners.registry import make_planner
+from closedloop.planners.space import Observation, Problem
+from closedloop.planners.warping import PowerWarp
 
 
 def test_ranking_and_top_set_follow_the_direction_and_keep_table_order_on_ties() -> None:

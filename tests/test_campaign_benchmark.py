@@ -11,8 +11,8 @@ import pytest
 
 from benchmarks.campaign_benchmark import main as benchmark_main
 from benchmarks.campaign_benchmark import table
-from controller.campaign import Campaign
-from controller.campaign_bench import (
+from closedloop.controller.campaign import Campaign
+from closedloop.controller.offline.campaign_bench import (
     CampaignBenchError,
     GroundTruth,
     benchmark_protocol_text,
@@ -21,12 +21,12 @@ from controller.campaign_bench import (
     run_campaign_benchmark,
     trials_to_reach,
 )
-from controller.protocol import Protocol, load_protocol, parse_protocol_text
-from drivers.trmc_analysis import analyze_transient
-from simulators.mbe.chamber import growth_from, thickness_averaged
-from simulators.mbe.growth import MeasurementScatter, SrRuO3Window, measure
-from simulators.trmc.physics import Acquisition, Cavity, simulate_transient
-from simulators.trmc.process import SearchBox, TrmcProcessModel
+from closedloop.controller.protocol.model import Protocol, load_protocol, parse_protocol_text
+from closedloop.drivers.trmc_analysis import analyze_transient
+from closedloop.simulators.mbe.chamber import growth_from, thickness_averaged
+from closedloop.simulators.mbe.growth import MeasurementScatter, SrRuO3Window, measure
+from closedloop.simulators.trmc.physics import Acquisition, Cavity, simulate_transient
+from closedloop.simulators.trmc.process import SearchBox, TrmcProcessModel
 
 ROOT = Path(__file__).resolve().parents[1]
 TRMC = ROOT / "protocols" / "trmc_opv_blend.yaml"

@@ -13,15 +13,15 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from controller.cli import main
-from controller.clock import StationClock
-from controller.dryrun import dry_run
-from controller.dryrun_checks import initial_coverage, ramp_seconds, setpoint_margins
-from controller.dryrun_format import fold_transcript, format_report
-from drivers.base import EnvelopeViolation, InstrumentContext, Limit
-from drivers.mbe_driver import MbeDriver
-from planners.space import FloatParameter, Objective, Problem, SearchSpace
-from simulators.emulator import in_process_port
+from closedloop.controller.cli.dryrun import fold_transcript, format_report
+from closedloop.controller.cli.main import main
+from closedloop.controller.dryrun.checks import initial_coverage, ramp_seconds, setpoint_margins
+from closedloop.controller.dryrun.run import dry_run
+from closedloop.controller.engine.clock import StationClock
+from closedloop.drivers.base import EnvelopeViolation, InstrumentContext, Limit
+from closedloop.drivers.mbe_driver import MbeDriver
+from closedloop.planners.space import FloatParameter, Objective, Problem, SearchSpace
+from closedloop.simulators.emulator import in_process_port
 from tests.emulated import emulator_process
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -30,7 +30,7 @@ RAMP_TOO_FAST = ROOT / "tests" / "data" / "mbe_ramp_too_fast.yaml"
 
 
 def closedloop(*args: str, cwd: Path = ROOT, timeout: float = 280) -> subprocess.CompletedProcess[str]:
-    done = subprocess.run([sys.executable, "-m", "controller.cli", *args], capture_output=True, text=True,
+    done = subprocess.run([sys.executable, "-m", "closedloop", *args], capture_output=True, text=True,
                           timeout=timeout, cwd=cwd)
     assert "Traceback" not in done.stderr, done.stderr
     return done

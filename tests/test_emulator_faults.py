@@ -15,13 +15,13 @@ from dataclasses import replace
 
 import pytest
 
-from controller.clock import WallClock
-from drivers.base import EnvelopeViolation, InstrumentFault
-from drivers.serial_driver import SerialInstrumentDriver
-from drivers.transport import SerialTransport, TransportSettings
-from simulators.emulator import Device, PtyServer, ScaledClock, TcpServer
-from simulators.faults import FAULT_KINDS, FaultInjector, FaultSpecError, parse_fault_spec
-from simulators.furnace import IDN, R_MIN, FurnaceModel, sheet_resistance
+from closedloop.controller.engine.clock import WallClock
+from closedloop.drivers.base import EnvelopeViolation, InstrumentFault
+from closedloop.drivers.serial_driver import SerialInstrumentDriver
+from closedloop.drivers.transport import SerialTransport, TransportSettings
+from closedloop.simulators.emulator import Device, PtyServer, ScaledClock, TcpServer
+from closedloop.simulators.faults import FAULT_KINDS, FaultInjector, FaultSpecError, parse_fault_spec
+from closedloop.simulators.furnace import IDN, R_MIN, FurnaceModel, sheet_resistance
 from tests.test_serial_driver import OPTIMUM, Journal, context, wall_time_config
 
 SETTINGS = TransportSettings(
@@ -282,7 +282,7 @@ def test_trials_under_every_fault_end_in_a_measurement_or_an_instrument_fault() 
 
 @contextmanager
 def emulator_process(*args: str) -> Iterator[tuple[subprocess.Popen[str], str]]:
-    proc = subprocess.Popen([sys.executable, "-m", "controller.cli_emulate", *args],
+    proc = subprocess.Popen([sys.executable, "-m", "closedloop", "emulate", *args],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         ready, _, _ = select.select([proc.stdout], [], [], 20)
@@ -321,7 +321,7 @@ def test_emulate_over_tcp_with_an_unplug_fault_and_sigint() -> None:
 
 
 def test_emulate_refuses_a_bad_fault_spec_with_exit_code_2() -> None:
-    result = subprocess.run([sys.executable, "-m", "controller.cli_emulate", "furnace", "--faults", "garbish:0.1"],
+    result = subprocess.run([sys.executable, "-m", "closedloop", "emulate", "furnace", "--faults", "garbish:0.1"],
                             capture_output=True, text=True, timeout=30)
     assert result.returncode == 2
     assert "unknown fault 'garbish'" in result.stderr and "garbage" in result.stderr

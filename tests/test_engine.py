@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from controller.approval import TerminalApprover
-from controller.campaign import BadInput, Campaign
-from controller.engine import Paused
+from closedloop.controller.campaign import BadInput, Campaign
+from closedloop.controller.cli.approval import TerminalApprover
+from closedloop.controller.engine.engine import Paused
 
 
 def events_consistent(store) -> None:

@@ -11,9 +11,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from controller.export import export_campaign
-from controller.store import CampaignStore
-from drivers.base import Measurement
+from closedloop.controller.store.campaign_store import CampaignStore
+from closedloop.controller.store.export import export_campaign
+from closedloop.drivers.base import Measurement
 from tests.test_store import PROTOCOL, new_store
 
 # Values whose decimal form is long or extreme: a lossy writer or reader changes their last bits.

@@ -6,7 +6,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from controller.expressions import ExpressionError, parse_linear_constraint, parse_outcome_constraint
+from closedloop.controller.protocol.expressions import (
+    ExpressionError,
+    parse_linear_constraint,
+    parse_outcome_constraint,
+)
 
 NUMERIC = ["anneal_temp", "anneal_time", "spin_speed", "x", "y", "z"]
 

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from controller.store import CampaignStore
+from closedloop.controller.store.campaign_store import CampaignStore
 
-CLI = [sys.executable, "-m", "controller.cli"]
+CLI = [sys.executable, "-m", "closedloop"]
 
 
 def check_invariants(db: Path) -> dict[str, int]:
@@ -101,7 +101,7 @@ def test_a_second_writer_is_refused_while_readers_work(branin_protocol, tmp_path
     done = subprocess.run([*CLI, "run", str(branin_protocol(trials=3)), "--db", str(db), "--quiet"], capture_output=True)
     assert done.returncode == 0, done.stderr.decode()
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time; from controller.store import CampaignStore; "
+        [sys.executable, "-c", "import sys, time; from closedloop.controller.store.campaign_store import CampaignStore; "
          "s = CampaignStore.open(sys.argv[1], writer=True); print('locked', flush=True); time.sleep(60)", str(db)],
         stdout=subprocess.PIPE,
     )

@@ -20,15 +20,15 @@ import serial
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from controller.campaign import Campaign
-from controller.clock import StationClock
-from controller.protocol import load_protocol
-from controller.stations import InstrumentUnavailable, make_stations
-from drivers.base import EnvelopeViolation, InstrumentContext, InstrumentFault
-from drivers.mbe import MBE_ENVELOPE
-from drivers.mbe_driver import SHUTTERS, Layer, MbeDriver, growth_rate_from_rheed
-from simulators.emulator import Device, EmulatedPort, PtyServer, ScaledClock, in_process_port
-from simulators.mbe.wire import CONTROLLERS, MbeWireModel, WireRecord
+from closedloop.controller.campaign import Campaign
+from closedloop.controller.engine.clock import StationClock
+from closedloop.controller.engine.stations import InstrumentUnavailable, make_stations
+from closedloop.controller.protocol.model import load_protocol
+from closedloop.drivers.base import EnvelopeViolation, InstrumentContext, InstrumentFault
+from closedloop.drivers.mbe import MBE_ENVELOPE
+from closedloop.drivers.mbe_driver import SHUTTERS, Layer, MbeDriver, growth_rate_from_rheed
+from closedloop.simulators.emulator import Device, EmulatedPort, PtyServer, ScaledClock, in_process_port
+from closedloop.simulators.mbe.wire import CONTROLLERS, MbeWireModel, WireRecord
 
 ROOT = Path(__file__).resolve().parent.parent
 GOOD = {"sr_cell_temp": 470.0, "ru_cell_temp": 1877.0, "substrate_temp": 758.0, "ozone_flow": 6.0, "growth_time": 60.0}
@@ -418,7 +418,7 @@ def test_stations_pick_the_driver_by_connection_and_keep_the_whole_system_simula
 
 
 def test_closedloop_emulate_serves_the_chamber_on_a_pty_for_the_driver() -> None:
-    process = subprocess.Popen([sys.executable, "-m", "controller.cli_emulate", "mbe", "--pty", "--time-scale", "600"],
+    process = subprocess.Popen([sys.executable, "-m", "closedloop", "emulate", "mbe", "--pty", "--time-scale", "600"],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
     try:
         assert process.stdout is not None

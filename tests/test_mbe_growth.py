@@ -8,10 +8,10 @@ import math
 import numpy as np
 import pytest
 
-from simulators.mbe import EXAMPLE_FIXED, EXAMPLE_RANGES, SimulatedMbeSystem
-from simulators.mbe.chamber import FLUX_NOISE, SR_CELL, Chamber
-from simulators.mbe.growth import SrRuO3Window, grow
-from simulators.mbe.station import HEATERS
+from closedloop.simulators.mbe import EXAMPLE_FIXED, EXAMPLE_RANGES, SimulatedMbeSystem
+from closedloop.simulators.mbe.chamber import FLUX_NOISE, SR_CELL, Chamber
+from closedloop.simulators.mbe.growth import SrRuO3Window, grow
+from closedloop.simulators.mbe.station import HEATERS
 
 
 @pytest.fixture(scope="module")

@@ -23,17 +23,17 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from controller.campaign import BadInput, Campaign
-from controller.cli import main
-from controller.clock import OperatorAbort, WallClock
-from controller.engine import Paused
-from controller.signals import pause_on_signals
-from controller.store import CampaignStore
-from drivers.base import InstrumentFault
-from drivers.mbe import MBE_ENVELOPE
-from drivers.mbe_driver import HEATERS, MbeOptions
-from simulators.emulator import Device, PtyServer, ScaledClock
-from simulators.mbe.wire import MbeWireModel, WireRecord
+from closedloop.controller.campaign import BadInput, Campaign
+from closedloop.controller.cli.main import main
+from closedloop.controller.cli.signals import pause_on_signals
+from closedloop.controller.engine.clock import OperatorAbort, WallClock
+from closedloop.controller.engine.engine import Paused
+from closedloop.controller.store.campaign_store import CampaignStore
+from closedloop.drivers.base import InstrumentFault
+from closedloop.drivers.mbe import MBE_ENVELOPE
+from closedloop.drivers.mbe_driver import HEATERS, MbeOptions
+from closedloop.simulators.emulator import Device, PtyServer, ScaledClock
+from closedloop.simulators.mbe.wire import MbeWireModel, WireRecord
 from tests.emulated import emulator_process
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -274,7 +274,7 @@ def emulator(record: Path, seed: int = 3) -> AbstractContextManager[str]:
 
 
 def closedloop(*args: str, cwd: Path) -> subprocess.Popen[str]:
-    return subprocess.Popen([sys.executable, "-m", "controller.cli", *args], stdout=subprocess.PIPE,
+    return subprocess.Popen([sys.executable, "-m", "closedloop", *args], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, cwd=cwd)
 
 

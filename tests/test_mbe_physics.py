@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 from scipy.optimize import curve_fit
 
-from controller.clock import StationClock
-from drivers.base import InstrumentContext
-from drivers.mbe import MBE_ENVELOPE
-from simulators.mbe import EXAMPLE_FIXED, SimulatedMbeSystem
-from simulators.mbe.cells import (
+from closedloop.controller.engine.clock import StationClock
+from closedloop.drivers.base import InstrumentContext
+from closedloop.drivers.mbe import MBE_ENVELOPE
+from closedloop.simulators.mbe import EXAMPLE_FIXED, SimulatedMbeSystem
+from closedloop.simulators.mbe.cells import (
     BOLTZMANN_EV_PER_K,
     EffusionCell,
     FluxGauge,
@@ -21,8 +21,8 @@ from simulators.mbe.cells import (
     PressureModel,
     TemperatureController,
 )
-from simulators.mbe.chamber import RU_CELL, SR_CELL, Aging, Chamber
-from simulators.mbe.growth import MONOLAYER_ANGSTROM, MeasurementScatter
+from closedloop.simulators.mbe.chamber import RU_CELL, SR_CELL, Aging, Chamber
+from closedloop.simulators.mbe.growth import MONOLAYER_ANGSTROM, MeasurementScatter
 
 MAX_RATE = {
     name: float(MBE_ENVELOPE.limits[name].max_rate)

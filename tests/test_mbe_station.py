@@ -6,12 +6,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from controller.clock import StationClock
-from drivers.base import EnvelopeViolation, InstrumentContext, InstrumentFault, Measurement
-from drivers.mbe import MBE_DESCRIPTION, MBE_ENVELOPE
-from simulators.mbe import EXAMPLE_FIXED, SimulatedMbeSystem
-from simulators.mbe.chamber import IDLE_CELSIUS, RU_CELL, SR_CELL
-from simulators.mbe.station import HEATERS
+from closedloop.controller.engine.clock import StationClock
+from closedloop.drivers.base import EnvelopeViolation, InstrumentContext, InstrumentFault, Measurement
+from closedloop.drivers.mbe import MBE_DESCRIPTION, MBE_ENVELOPE
+from closedloop.simulators.mbe import EXAMPLE_FIXED, SimulatedMbeSystem
+from closedloop.simulators.mbe.chamber import IDLE_CELSIUS, RU_CELL, SR_CELL
+from closedloop.simulators.mbe.station import HEATERS
 
 BEST = {**EXAMPLE_FIXED, "ru_cell_temp": 1877.0, "substrate_temp": 760.0, "ozone_flow": 6.0}
 

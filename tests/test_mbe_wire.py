@@ -9,10 +9,10 @@ import struct
 import numpy as np
 import pytest
 
-from controller.clock import StationClock
-from simulators.emulator import MODELS, EmulatedPort, in_process_port
-from simulators.mbe.chamber import IDLE_CELSIUS, SR_CELL
-from simulators.mbe.wire import IDN, MbeWireModel, WireRecord
+from closedloop.controller.engine.clock import StationClock
+from closedloop.simulators.emulator import MODELS, EmulatedPort, in_process_port
+from closedloop.simulators.mbe.chamber import IDLE_CELSIUS, SR_CELL
+from closedloop.simulators.mbe.wire import IDN, MbeWireModel, WireRecord
 
 
 class Wire:

@@ -10,10 +10,10 @@ import pandas as pd
 import pytest
 import torch
 
-from planners.botorch_planner import BotorchPlanner
-from planners.models import fit_gp
-from planners.sobol import SobolPlanner
-from planners.space import (
+from closedloop.planners.botorch_planner import BotorchPlanner
+from closedloop.planners.models import fit_gp
+from closedloop.planners.sobol import SobolPlanner
+from closedloop.planners.space import (
     ChoiceParameter,
     FixedParameter,
     FloatParameter,
@@ -25,7 +25,7 @@ from planners.space import (
     Problem,
     SearchSpace,
 )
-from simulators.testfunctions import TEST_FUNCTIONS, branin
+from closedloop.simulators.testfunctions import TEST_FUNCTIONS, branin
 
 SQUARE = SearchSpace((FloatParameter("x", 0.0, 1.0), FloatParameter("z", 0.0, 1.0)))
 

@@ -5,13 +5,13 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from planners.botorch_planner import BotorchPlanner
-from planners.encoding import DTYPE, SpaceEncoding
-from planners.feasibility import fit_classifier, success_probability
-from planners.models import fit_models
-from planners.outcomes import FEASIBILITY, build_training_data
-from planners.sobol import SobolPlanner
-from planners.space import FloatParameter, Objective, Observation, Problem, SearchSpace
+from closedloop.planners.botorch_planner import BotorchPlanner
+from closedloop.planners.encoding import DTYPE, SpaceEncoding
+from closedloop.planners.feasibility import fit_classifier, success_probability
+from closedloop.planners.models import fit_models
+from closedloop.planners.outcomes import FEASIBILITY, build_training_data
+from closedloop.planners.sobol import SobolPlanner
+from closedloop.planners.space import FloatParameter, Objective, Observation, Problem, SearchSpace
 
 LINE = SearchSpace((FloatParameter("x", 0.0, 1.0),))
 SQUARE = SearchSpace((FloatParameter("x", 0.0, 1.0), FloatParameter("z", 0.0, 1.0)))
@@ -81,7 +81,7 @@ def test_failed_samples_can_enter_the_objective_model_as_its_worst_value() -> No
 
 
 def test_a_replay_rebuilds_a_version_1_planner_with_its_old_failure_handling() -> None:
-    from planners.registry import make_planner, options_as_of
+    from closedloop.planners.registry import make_planner, options_as_of
 
     old = {"feasibility": "regression", "pad_failures": False}
     assert options_as_of("botorch", "1", {"n_initial": 5}) == old | {"n_initial": 5}
@@ -94,7 +94,7 @@ def test_a_replay_rebuilds_a_version_1_planner_with_its_old_failure_handling() -
 
 
 def test_a_long_campaign_fits_the_classifier_on_a_bounded_set_of_inducing_points() -> None:
-    from planners.feasibility import MAX_INDUCING_POINTS
+    from closedloop.planners.feasibility import MAX_INDUCING_POINTS
 
     X = torch.rand(120, 3, dtype=DTYPE, generator=torch.Generator().manual_seed(1))
     worked = (X[:, :1] < 0.8).to(DTYPE)
@@ -111,7 +111,7 @@ def test_success_weight_is_exactly_the_probability_of_working() -> None:
     from botorch.utils.objective import compute_smoothed_feasibility_indicator
     from botorch.utils.safe_math import fatmoid
 
-    from planners.acquisition import CONSTRAINT_ETA, SuccessWeight, inverse_fatmoid
+    from closedloop.planners.acquisition import CONSTRAINT_ETA, SuccessWeight, inverse_fatmoid
 
     p = torch.tensor([1e-9, 0.01, 0.3, 0.5, 0.7, 0.99, 1 - 1e-9], dtype=DTYPE)
     assert torch.allclose(fatmoid(inverse_fatmoid(p)), p, rtol=1e-9, atol=1e-15)
@@ -129,7 +129,7 @@ def test_acquisition_is_expected_improvement_times_probability_of_working() -> N
     from botorch.acquisition.objective import GenericMCObjective
     from botorch.sampling import SobolQMCNormalSampler
 
-    from planners.acquisition import build_acquisition, first_output
+    from closedloop.planners.acquisition import build_acquisition, first_output
 
     problem = Problem(LINE, (Objective("y"),))
     xs = np.linspace(0.0, 1.0, 21)

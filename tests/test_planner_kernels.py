@@ -7,10 +7,10 @@ import math
 import pytest
 import torch
 
-from planners.botorch_planner import BotorchPlanner
-from planners.encoding import SpaceEncoding
-from planners.models import fit_gp, hyperparameters_of
-from planners.space import (
+from closedloop.planners.botorch_planner import BotorchPlanner
+from closedloop.planners.encoding import SpaceEncoding
+from closedloop.planners.models import fit_gp, hyperparameters_of
+from closedloop.planners.space import (
     ChoiceParameter,
     FloatParameter,
     IntParameter,

@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from planners.botorch_planner import BotorchPlanner
-from planners.space import FloatParameter, Objective, Observation, Problem, SearchSpace
+from closedloop.planners.botorch_planner import BotorchPlanner
+from closedloop.planners.space import FloatParameter, Objective, Observation, Problem, SearchSpace
 
 LINE = Problem(SearchSpace((FloatParameter("x", 0.0, 1.0),)), (Objective("y"),))
 POOL = pd.DataFrame({"x": np.round(np.linspace(0.0, 1.0, 101), 2)})

@@ -15,11 +15,11 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from planners.botorch_planner import BotorchPlanner
-from planners.encoding import SpaceEncoding, point_key
-from planners.repair import make_legal
-from planners.sobol import RandomPlanner, SobolPlanner
-from planners.space import (
+from closedloop.planners.botorch_planner import BotorchPlanner
+from closedloop.planners.encoding import SpaceEncoding, point_key
+from closedloop.planners.repair import make_legal
+from closedloop.planners.sobol import RandomPlanner, SobolPlanner
+from closedloop.planners.space import (
     ChoiceParameter,
     Conditions,
     FixedParameter,

@@ -10,11 +10,11 @@ import pandas as pd
 import pytest
 import torch
 
-from planners.encoding import SpaceEncoding
-from planners.registry import make_planner, planner_options
-from planners.repair import make_legal
-from planners.sobol import RandomPlanner, SobolPlanner
-from planners.space import (
+from closedloop.planners.encoding import SpaceEncoding
+from closedloop.planners.registry import make_planner, planner_options
+from closedloop.planners.repair import make_legal
+from closedloop.planners.sobol import RandomPlanner, SobolPlanner
+from closedloop.planners.space import (
     ChoiceParameter,
     FixedParameter,
     FloatParameter,

@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from controller.cli import main
-from controller.protocol import ProtocolError, ProtocolProblem, load_protocol
-from controller.validate import validate_protocol
+from closedloop.controller.cli.main import main
+from closedloop.controller.protocol.model import ProtocolError, ProtocolProblem, load_protocol
+from closedloop.controller.protocol.validate import validate_protocol
 
 BASE = """\
 name: bad-input-base
@@ -340,7 +340,7 @@ def test_missing_file_and_directory_are_bad_input(tmp_path: Path) -> None:
 def test_bad_input_in_a_real_process(tmp_path: Path, name: str) -> None:
     c = CASES[name]
     path, line = build(tmp_path, c)
-    done = subprocess.run([sys.executable, "-m", "controller.cli", "validate", str(path)],
+    done = subprocess.run([sys.executable, "-m", "closedloop", "validate", str(path)],
                           capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert done.returncode == 2
     assert "Traceback" not in done.stderr and done.stdout == ""

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from controller.protocol import Protocol, load_protocol, parse_protocol_text
-from controller.validate import validate_protocol
-from drivers.trmc import TRMC_ENVELOPE
-from planners.space import ChoiceParameter, FixedParameter, FloatParameter, IntParameter
+from closedloop.controller.protocol.model import Protocol, load_protocol, parse_protocol_text
+from closedloop.controller.protocol.validate import validate_protocol
+from closedloop.drivers.trmc import TRMC_ENVELOPE
+from closedloop.planners.space import ChoiceParameter, FixedParameter, FloatParameter, IntParameter
 
 PROTOCOLS = Path(__file__).resolve().parent.parent / "protocols"
 

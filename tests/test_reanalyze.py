@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from controller.cli import main
-from controller.store import CampaignStore
-from drivers.trmc_analysis import ANALYSIS_NAME, ANALYSIS_VERSION
+from closedloop.controller.cli.main import main
+from closedloop.controller.store.campaign_store import CampaignStore
+from closedloop.drivers.trmc_analysis import ANALYSIS_NAME, ANALYSIS_VERSION
 
 ROOT = Path(__file__).resolve().parents[1]
 

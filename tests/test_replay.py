@@ -13,20 +13,20 @@ from statistics import mean
 import pytest
 from click.testing import CliRunner
 
-from controller.bench import BenchSettings, load_pool, run_all
-from controller.campaign import Campaign
-from controller.cli import main
-from controller.counterfactual import CounterfactualError, CounterfactualSpec, sweep
-from controller.executors import ExecutorError, ExecutorSpec
-from controller.protocol import load_protocol
-from controller.replay import audit
+from closedloop.controller.campaign import Campaign
+from closedloop.controller.cli.main import main
+from closedloop.controller.offline.audit import audit
+from closedloop.controller.offline.counterfactual import CounterfactualError, CounterfactualSpec, sweep
+from closedloop.controller.offline.executors import ExecutorError, ExecutorSpec
+from closedloop.controller.offline.pool_bench import BenchSettings, load_pool, run_all
+from closedloop.controller.protocol.model import load_protocol
 from tests.test_serial_campaign import emulator, run_over_pty
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "controller.cli", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "closedloop", *args], capture_output=True, text=True,
                           timeout=280, cwd=ROOT)
 
 

@@ -21,19 +21,19 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from controller.campaign import Campaign
-from controller.cli import main
-from controller.engine import Decision
-from controller.progress import ProgressReporter
-from controller.report import build_report, default_report_path, write_report
-from controller.report_data import hypervolume_trace, load_report_data, random_expected_best
-from controller.report_figures import Plot, progress_plot
-from controller.report_model import _leave_one_out, model_view
-from controller.store import CampaignStore
-from planners.encoding import SpaceEncoding
-from planners.models import fit_models
-from planners.outcomes import build_training_data
-from planners.space import FloatParameter, Objective, Observation, Problem, SearchSpace
+from closedloop.controller.campaign import Campaign
+from closedloop.controller.cli.main import main
+from closedloop.controller.cli.progress import ProgressReporter
+from closedloop.controller.engine.engine import Decision
+from closedloop.controller.report.data import hypervolume_trace, load_report_data, random_expected_best
+from closedloop.controller.report.figures import Plot, progress_plot
+from closedloop.controller.report.html import build_report, default_report_path, write_report
+from closedloop.controller.report.model_view import _leave_one_out, model_view
+from closedloop.controller.store.campaign_store import CampaignStore
+from closedloop.planners.encoding import SpaceEncoding
+from closedloop.planners.models import fit_models
+from closedloop.planners.outcomes import build_training_data
+from closedloop.planners.space import FloatParameter, Objective, Observation, Problem, SearchSpace
 
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "tests" / "artifacts"
@@ -320,7 +320,7 @@ def test_model_view_uses_the_planners_additive_kernel(campaigns: dict[str, Path]
 
 
 def _closedloop(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "controller.cli", *args], cwd=cwd, capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "closedloop", *args], cwd=cwd, capture_output=True, text=True,
                           timeout=300, env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT), "HOME": str(cwd)})
 
 

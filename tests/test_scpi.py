@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from drivers.scpi import (
+from closedloop.drivers.scpi import (
     ScpiParseError,
     block_extent,
     decode_block,

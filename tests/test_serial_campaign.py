@@ -17,17 +17,17 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from controller.campaign import Campaign
-from controller.cli import main
-from controller.clock import StationClock
-from controller.engine import Paused
-from controller.protocol import load_protocol
-from controller.stations import InstrumentUnavailable, make_stations
-from controller.store import CampaignStore
-from controller.store_reads import TrialRecord
-from drivers.base import InstrumentContext
-from drivers.serial_driver import SerialInstrumentDriver
-from simulators.furnace import R_MIN, sheet_resistance
+from closedloop.controller.campaign import Campaign
+from closedloop.controller.cli.main import main
+from closedloop.controller.engine.clock import StationClock
+from closedloop.controller.engine.engine import Paused
+from closedloop.controller.engine.stations import InstrumentUnavailable, make_stations
+from closedloop.controller.protocol.model import load_protocol
+from closedloop.controller.store.campaign_store import CampaignStore
+from closedloop.controller.store.reads import TrialRecord
+from closedloop.drivers.base import InstrumentContext
+from closedloop.drivers.serial_driver import SerialInstrumentDriver
+from closedloop.simulators.furnace import R_MIN, sheet_resistance
 from tests.emulated import emulator_process
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -195,7 +195,7 @@ def run_over_pty(tmp_path: Path, path: str, *, trials: int, initial: int, **sett
                                 wait='{query: "STAT:OPER?", until: "^IDLE", poll: 0.02 s, timeout: 30 s}',
                                 serial='{baudrate: 9600, terminator: "\\n", timeout: 0.5 s}', **settings)
     db = tmp_path / "live.sqlite"
-    done = subprocess.run([sys.executable, "-m", "controller.cli", "run", str(protocol), "--db", str(db), "--quiet"],
+    done = subprocess.run([sys.executable, "-m", "closedloop", "run", str(protocol), "--db", str(db), "--quiet"],
                           capture_output=True, text=True, timeout=280, cwd=tmp_path)
     assert "Traceback" not in done.stderr, done.stderr
     return done, db

@@ -14,13 +14,13 @@ import pytest
 from pydantic import ValidationError
 from ruamel.yaml import YAML
 
-from controller.clock import StationClock, WallClock
-from drivers.base import EnvelopeViolation, InstrumentContext, InstrumentFault
-from drivers.serial_config import SerialInstrumentConfig
-from drivers.serial_driver import SerialInstrumentDriver
-from simulators.emulator import Device, PtyServer, ScaledClock, TcpServer, in_process_port
-from simulators.faults import FaultInjector
-from simulators.furnace import IDN, R_MIN, FurnaceModel, sheet_resistance
+from closedloop.controller.engine.clock import StationClock, WallClock
+from closedloop.drivers.base import EnvelopeViolation, InstrumentContext, InstrumentFault
+from closedloop.drivers.serial_config import SerialInstrumentConfig
+from closedloop.drivers.serial_driver import SerialInstrumentDriver
+from closedloop.simulators.emulator import Device, PtyServer, ScaledClock, TcpServer, in_process_port
+from closedloop.simulators.faults import FaultInjector
+from closedloop.simulators.furnace import IDN, R_MIN, FurnaceModel, sheet_resistance
 
 OPTIMUM = {"anneal_temp": 350.0, "anneal_time": 30.0, "gas_flow": 50.0}
 
@@ -378,7 +378,7 @@ def test_safe_state_never_raises_even_when_the_instrument_is_gone(caplog: pytest
                                                                                  "reconnect_backoff": "0.01 s"}))
     driver.transport.open()
     server.stop()
-    with caplog.at_level(logging.WARNING, logger="drivers.serial_driver"):
+    with caplog.at_level(logging.WARNING, logger="closedloop.drivers.serial_driver"):
         driver.safe_state()
     assert "safe_state" in caplog.text
     assert driver.recover(1, context(WallClock())) is None

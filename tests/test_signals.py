@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from controller.cli import main
-from controller.signals import handled_signals, pause_on_signals
+from closedloop.controller.cli.main import main
+from closedloop.controller.cli.signals import handled_signals, pause_on_signals
 
 
 @pytest.fixture

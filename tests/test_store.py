@@ -15,17 +15,17 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from controller.artifacts import decode_artifact, encode_artifact
-from controller.errors import ReadOnlyCampaign, StoreError
-from controller.store import (
+from closedloop.controller.store.artifacts import decode_artifact, encode_artifact
+from closedloop.controller.store.campaign_store import (
     AlreadyMeasured,
     CampaignFileError,
     CampaignStore,
     InvalidTransition,
     UnknownTrial,
 )
-from controller.trial_lifecycle import STATES, TRANSITIONS
-from drivers.base import Measurement
+from closedloop.controller.store.errors import ReadOnlyCampaign, StoreError
+from closedloop.controller.store.lifecycle import STATES, TRANSITIONS
+from closedloop.drivers.base import Measurement
 
 PROTOCOL = "name: demo\nspace:\n  anneal_temp: {type: float, low: 60, high: 200, unit: degC}\n"
 

@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from controller.store import CampaignFileError, CampaignStore
-from drivers.base import Measurement
+from closedloop.controller.store.campaign_store import CampaignFileError, CampaignStore
+from closedloop.drivers.base import Measurement
 from tests.test_store import dispatched_trial, new_store, ok, table_rows
 
 REPO = Path(__file__).resolve().parents[1]
@@ -26,8 +26,8 @@ REPO = Path(__file__).resolve().parents[1]
 WRITER = """
 import sys
 import numpy as np
-from controller.store import CampaignStore
-from drivers.base import Measurement
+from closedloop.controller.store.campaign_store import CampaignStore
+from closedloop.drivers.base import Measurement
 
 store = CampaignStore.open(sys.argv[1], writer=True)
 rng = np.random.default_rng(int(sys.argv[2]))

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from controller.locking import WriterLock
-from controller.store import CampaignLocked, CampaignStore
+from closedloop.controller.store.campaign_store import CampaignLocked, CampaignStore
+from closedloop.controller.store.locking import WriterLock
 from tests.test_store import new_store
 
 REPO = Path(__file__).resolve().parents[1]
@@ -21,7 +21,7 @@ REPO = Path(__file__).resolve().parents[1]
 # Opens the campaign as the writer, says so, then keeps writing until it is killed.
 HOLDER = """
 import sys, time
-from controller.store import CampaignStore
+from closedloop.controller.store.campaign_store import CampaignStore
 store = CampaignStore.open(sys.argv[1], writer=True)
 print("READY", flush=True)
 tick = 0

@@ -9,10 +9,10 @@ from dataclasses import replace
 
 import pytest
 
-from drivers.base import InstrumentFault
-from drivers.transport import SerialTransport, TransportSettings
-from simulators.emulator import Device, FurnaceModel, PtyServer, ScaledClock, TcpServer
-from simulators.faults import FaultInjector
+from closedloop.drivers.base import InstrumentFault
+from closedloop.drivers.transport import SerialTransport, TransportSettings
+from closedloop.simulators.emulator import Device, FurnaceModel, PtyServer, ScaledClock, TcpServer
+from closedloop.simulators.faults import FaultInjector
 
 FAST = TransportSettings(
     read_terminator="\r\n", write_terminator="\r\n", timeout=0.25, retries=2, retry_backoff=0.02, reconnect_backoff=0.05

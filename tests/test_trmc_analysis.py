@@ -8,9 +8,14 @@ import math
 import numpy as np
 import pytest
 
-from drivers.base import InstrumentContext
-from drivers.trmc_analysis import ANALYSIS_NAME, ANALYSIS_VERSION, analyze_to_measurement, analyze_transient
-from simulators.trmc.physics import (
+from closedloop.drivers.base import InstrumentContext
+from closedloop.drivers.trmc_analysis import (
+    ANALYSIS_NAME,
+    ANALYSIS_VERSION,
+    analyze_to_measurement,
+    analyze_transient,
+)
+from closedloop.simulators.trmc.physics import (
     ELEMENTARY_CHARGE,
     Acquisition,
     Cavity,
@@ -20,7 +25,7 @@ from simulators.trmc.physics import (
     Timebase,
     simulate_transient,
 )
-from simulators.trmc.station import SimulatedTrmcStation
+from closedloop.simulators.trmc.station import SimulatedTrmcStation
 
 # Kinetics of the two families in DOMAIN.md: polymer:fullerene blends and lead-halide perovskites.
 BLEND = Film(phi=0.3, sum_mu=1.0, k1=3e6, k2=3e-12, od=0.6, thickness_cm=1.2e-5)

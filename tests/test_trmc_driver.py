@@ -13,17 +13,17 @@ from typing import Any
 import numpy as np
 import pytest
 
-from controller.clock import VirtualClock
-from controller.protocol import parse_protocol_text
-from controller.stations import InstrumentUnavailable, make_stations
-from drivers.base import EnvelopeViolation, InstrumentContext, InstrumentFault
-from drivers.trmc import TRMC_DESCRIPTION
-from drivers.trmc_analysis import ANALYSIS_NAME, ANALYSIS_VERSION
-from drivers.trmc_driver import TrmcDriver
-from simulators.emulator import Device, PtyServer, ScaledClock, in_process_port
-from simulators.faults import Emission, FaultInjector
-from simulators.trmc.station import SimulatedTrmcStation
-from simulators.trmc.wire import TrmcWireModel
+from closedloop.controller.engine.clock import VirtualClock
+from closedloop.controller.engine.stations import InstrumentUnavailable, make_stations
+from closedloop.controller.protocol.model import parse_protocol_text
+from closedloop.drivers.base import EnvelopeViolation, InstrumentContext, InstrumentFault
+from closedloop.drivers.trmc import TRMC_DESCRIPTION
+from closedloop.drivers.trmc_analysis import ANALYSIS_NAME, ANALYSIS_VERSION
+from closedloop.drivers.trmc_driver import TrmcDriver
+from closedloop.simulators.emulator import Device, PtyServer, ScaledClock, in_process_port
+from closedloop.simulators.faults import Emission, FaultInjector
+from closedloop.simulators.trmc.station import SimulatedTrmcStation
+from closedloop.simulators.trmc.wire import TrmcWireModel
 
 ROOT = Path(__file__).resolve().parents[1]
 GOOD_FILM = {
@@ -82,7 +82,7 @@ def test_driver_over_a_real_pty_matches_the_emulator_ground_truth() -> None:
 def test_emulate_cli_serves_the_station_on_a_pty() -> None:
     """`closedloop emulate trmc --pty` in its own process measures the same film as the model in process."""
     process = subprocess.Popen(
-        [sys.executable, "-m", "controller.cli_emulate", "trmc", "--pty", "--seed", "3", "--time-scale", str(TIME_SCALE)],
+        [sys.executable, "-m", "closedloop", "emulate", "trmc", "--pty", "--seed", "3", "--time-scale", str(TIME_SCALE)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
     )
     try:

@@ -10,7 +10,7 @@ import pytest
 from scipy.integrate import solve_ivp
 from scipy.optimize import brentq
 
-from simulators.trmc.physics import (
+from closedloop.simulators.trmc.physics import (
     ELEMENTARY_CHARGE,
     Acquisition,
     Cavity,

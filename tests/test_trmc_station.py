@@ -7,10 +7,15 @@ import math
 import numpy as np
 import pytest
 
-from drivers.base import EnvelopeViolation, InstrumentContext
-from drivers.trmc import SOLVENTS, TRMC_DESCRIPTION
-from simulators.trmc.process import SOLVENT_EFFECTS, SearchBox, TrmcProcessModel, example_protocol_constraint
-from simulators.trmc.station import ANALYSIS_NAME, SimulatedTrmcStation
+from closedloop.drivers.base import EnvelopeViolation, InstrumentContext
+from closedloop.drivers.trmc import SOLVENTS, TRMC_DESCRIPTION
+from closedloop.simulators.trmc.process import (
+    SOLVENT_EFFECTS,
+    SearchBox,
+    TrmcProcessModel,
+    example_protocol_constraint,
+)
+from closedloop.simulators.trmc.station import ANALYSIS_NAME, SimulatedTrmcStation
 
 GOOD = {
     "acceptor_fraction": 0.5,

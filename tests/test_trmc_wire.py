@@ -5,12 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from controller.clock import VirtualClock
-from controller.instruments import check_driver_name, driver_names
-from drivers.scpi import decode_block, parse_block, parse_error_reply
-from simulators import catalog
-from simulators.emulator import MODELS, Device, make_model
-from simulators.trmc.wire import LOAD_S, SPIN_COAT_S, TUNE_S, TrmcWireModel
+from closedloop.controller.engine.clock import VirtualClock
+from closedloop.controller.protocol.instruments import check_driver_name, driver_names
+from closedloop.drivers.scpi import decode_block, parse_block, parse_error_reply
+from closedloop.simulators import catalog
+from closedloop.simulators.emulator import MODELS, Device, make_model
+from closedloop.simulators.trmc.wire import LOAD_S, SPIN_COAT_S, TUNE_S, TrmcWireModel
 
 RECIPE = [
     "SAMP:ACC 0.5",

@@ -6,7 +6,14 @@ import math
 
 import pytest
 
-from controller.units import UnitError, compatible, convert, parse_duration_s, parse_quantity_to, parse_unit
+from closedloop.controller.protocol.units import (
+    UnitError,
+    compatible,
+    convert,
+    parse_duration_s,
+    parse_quantity_to,
+    parse_unit,
+)
 
 
 @pytest.mark.parametrize(

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from controller.cli import main
-from controller.protocol import load_protocol, parse_protocol_text
-from controller.validate import validate_protocol
+from closedloop.controller.cli.main import main
+from closedloop.controller.protocol.model import load_protocol, parse_protocol_text
+from closedloop.controller.protocol.validate import validate_protocol
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = sorted((ROOT / "protocols").glob("*.yaml"))
@@ -123,7 +123,7 @@ def test_help_lists_the_validate_command() -> None:
 
 
 def test_validate_all_examples_in_a_real_process() -> None:
-    done = subprocess.run([sys.executable, "-m", "controller.cli", "validate", *map(str, EXAMPLES)],
+    done = subprocess.run([sys.executable, "-m", "closedloop", "validate", *map(str, EXAMPLES)],
                           capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert done.returncode == 0, done.stderr
     assert done.stdout.count(": valid: ") == len(EXAMPLES) == 5 and done.stderr == ""

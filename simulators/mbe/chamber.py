@@ -18,7 +18,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from simulators.mbe.cells import (
+from closedloop.simulators.mbe.cells import (
     EffusionCell,
     FluxGauge,
     Interlock,
@@ -26,7 +26,7 @@ from simulators.mbe.cells import (
     Shutter,
     TemperatureController,
 )
-from simulators.mbe.growth import (
+from closedloop.simulators.mbe.growth import (
     MONOLAYER_ANGSTROM,
     GrowthOutcome,
     RheedSettings,

@@ -13,8 +13,8 @@ noise comes from `np.random.default_rng([seed, trial_id])` and the chamber's slo
 id (`aging_for_growth`), so a trial gives the same values whatever ran before it.
 
 Example:
-    >>> from controller.clock import StationClock
-    >>> from drivers.base import InstrumentContext
+    >>> from closedloop.controller.engine.clock import StationClock
+    >>> from closedloop.drivers.base import InstrumentContext
     >>> mbe = SimulatedMbeSystem(seed=1)
     >>> m = mbe.run({**EXAMPLE_FIXED, "ru_cell_temp": 1877.0, "substrate_temp": 758.0, "ozone_flow": 6.0},
     ...             InstrumentContext(clock=StationClock(0.0), trial_id=1))
@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 from scipy.optimize import minimize
 
-from drivers.base import (
+from closedloop.drivers.base import (
     DriverDescription,
     InstrumentContext,
     InstrumentFault,
@@ -42,8 +42,8 @@ from drivers.base import (
     Value,
     require_settings,
 )
-from drivers.mbe import MBE_DESCRIPTION, MBE_ENVELOPE
-from simulators.mbe.chamber import (
+from closedloop.drivers.mbe import MBE_DESCRIPTION, MBE_ENVELOPE
+from closedloop.simulators.mbe.chamber import (
     IDLE_CELSIUS,
     READING_NOISE_K,
     Chamber,
@@ -52,7 +52,7 @@ from simulators.mbe.chamber import (
     growth_from,
     thickness_averaged,
 )
-from simulators.mbe.growth import (
+from closedloop.simulators.mbe.growth import (
     GrowthOutcome,
     MeasurementScatter,
     RheedSettings,

@@ -23,15 +23,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from drivers.base import Clock
-from simulators.mbe.chamber import (
+from closedloop.drivers.base import Clock
+from closedloop.simulators.mbe.chamber import (
     LAG_S,
     READING_NOISE_K,
     Chamber,
     growth_from,
     thickness_averaged,
 )
-from simulators.mbe.growth import MeasurementScatter, RheedSettings, SrRuO3Window, measure
+from closedloop.simulators.mbe.growth import MeasurementScatter, RheedSettings, SrRuO3Window, measure
 
 IDN = "EPICO,OXMBE-3,SN7,2.1"
 CONTROLLERS: dict[str, str] = {"SR_CELL": "sr_cell_temp", "RU_CELL": "ru_cell_temp", "SUBSTRATE": "substrate_temp"}

@@ -1,7 +1,7 @@
 """The TRMC station in simulation: transient physics, a process model with a known optimum, and an
 in-process station behind the Driver interface."""
 
-from simulators.trmc.physics import (
+from closedloop.simulators.trmc.physics import (
     Acquisition,
     Cavity,
     Excitation,
@@ -9,8 +9,8 @@ from simulators.trmc.physics import (
     SimulatedTransient,
     simulate_transient,
 )
-from simulators.trmc.process import SearchBox, TrmcProcessModel, example_protocol_constraint
-from simulators.trmc.station import SimulatedTrmcStation
+from closedloop.simulators.trmc.process import SearchBox, TrmcProcessModel, example_protocol_constraint
+from closedloop.simulators.trmc.station import SimulatedTrmcStation
 
 __all__ = [
     "Acquisition",

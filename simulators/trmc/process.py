@@ -41,8 +41,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.optimize import minimize
 
-from drivers.base import EnvelopeViolation, Value
-from simulators.trmc.physics import (
+from closedloop.drivers.base import EnvelopeViolation, Value
+from closedloop.simulators.trmc.physics import (
     Cavity,
     Excitation,
     Film,

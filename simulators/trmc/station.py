@@ -20,10 +20,10 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from drivers.base import DriverDescription, InstrumentContext, Measurement, Value
-from drivers.trmc import TRMC_DESCRIPTION, TRMC_ENVELOPE
-from simulators.trmc.physics import Acquisition, Cavity, simulate_transient
-from simulators.trmc.process import Constraint, SearchBox, TrmcProcessModel
+from closedloop.drivers.base import DriverDescription, InstrumentContext, Measurement, Value
+from closedloop.drivers.trmc import TRMC_DESCRIPTION, TRMC_ENVELOPE
+from closedloop.simulators.trmc.physics import Acquisition, Cavity, simulate_transient
+from closedloop.simulators.trmc.process import Constraint, SearchBox, TrmcProcessModel
 
 ANALYSIS_NAME = "trmc-sim-truth"
 ANALYSIS_VERSION = "1.0"

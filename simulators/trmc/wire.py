@@ -32,10 +32,16 @@ from dataclasses import replace
 
 import numpy as np
 
-from drivers.base import Clock, Value
-from drivers.trmc import SOLVENTS
-from simulators.trmc.physics import Acquisition, Cavity, Film, SimulatedTransient, simulate_transient
-from simulators.trmc.process import DEFAULT_FLUENCE, TrmcProcessModel
+from closedloop.drivers.base import Clock, Value
+from closedloop.drivers.trmc import SOLVENTS
+from closedloop.simulators.trmc.physics import (
+    Acquisition,
+    Cavity,
+    Film,
+    SimulatedTransient,
+    simulate_transient,
+)
+from closedloop.simulators.trmc.process import DEFAULT_FLUENCE, TrmcProcessModel
 
 IDN = "CLOSEDLOOP,TRMC-SIM,SN0001,1.0"
 SPIN_COAT_S = 60.0

@@ -1,0 +1,296 @@
+"""CLI commands that run and inspect campaigns: run, resume, status, ask, tell, export.
+
+Each command is a few lines over `controller.campaign.Campaign`. Exit codes: 0 ok, 1 the campaign or
+instrument failed (or paused on a fault), 2 bad input, 130 paused by the operator (Ctrl-C).
+"""
+
+from __future__ import annotations
+
+import csv
+import functools
+import json
+import os
+import sys
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+from closedloop.controller.campaign import TIME_SCALE_IN_PROCESS, BadInput, Campaign
+from closedloop.controller.cli.approval import TerminalApprover
+from closedloop.controller.cli.progress import ProgressReporter
+from closedloop.controller.cli.signals import pause_on_signals
+from closedloop.controller.engine.engine import Paused
+from closedloop.controller.engine.stations import InstrumentUnavailable
+from closedloop.controller.protocol.instruments import emulated_model
+from closedloop.controller.protocol.model import Protocol, ProtocolError, load_protocol
+from closedloop.controller.store.errors import StoreError
+from closedloop.drivers.base import EnvelopeViolation
+
+
+def _fail(message: str, code: int) -> None:
+    click.echo(f"error: {message}", err=True)
+    sys.exit(code)
+
+
+def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Map the errors users cause to a one-line message and a stable exit code, never a traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except ProtocolError as exc:
+            for problem in exc.problems:
+                click.echo(str(problem), err=True)
+            sys.exit(2)
+        except (BadInput, StoreError, InstrumentUnavailable, EnvelopeViolation, FileNotFoundError) as exc:
+            _fail(str(exc), 2)
+
+    return wrapper
+
+
+def configure_runtime() -> None:
+    """Process-wide settings for commands that plan: one torch thread (GP fits here are small, and extra
+    threads spin and slow everything on a shared 2-core lab PC; override with CLOSEDLOOP_TORCH_THREADS),
+    and BoTorch's optimizer retries/jitter warnings kept out of the operator's terminal (the planner
+    records fallbacks in each proposal's provenance)."""
+    import torch
+
+    torch.set_num_threads(int(os.environ.get("CLOSEDLOOP_TORCH_THREADS", "1")))
+    warnings.filterwarnings("ignore", module=r"(botorch|gpytorch|linear_operator)(\.|$)")
+
+
+def _require_operator(protocol: Protocol, approve: bool) -> None:
+    if protocol.approval_mode != "none" and not approve:
+        raise BadInput(
+            f"protocol {protocol.name!r} asks the operator to approve proposals (approval: {protocol.approval_mode}); "
+            "add --approve to answer at this terminal, or set `approval: none` in a copy of the protocol"
+        )
+
+
+def _check_link(port: str | None, time_scale: float | None, sim: bool) -> None:
+    if port is not None and sim:
+        raise BadInput("--port and --sim exclude each other: --port talks to an instrument (or an emulator) on a "
+                       "real port, --sim simulates it in this process")
+    if time_scale is not None and port is None:
+        raise BadInput("--time-scale paces the controller with an emulator (`closedloop emulate MODEL --pty "
+                       "--time-scale N`); give that emulator's port with --port too")
+    if time_scale is not None and port is not None and emulated_model(port):
+        raise BadInput(TIME_SCALE_IN_PROCESS)
+    if port is not None and port.startswith("/") and not os.path.exists(port):
+        # Caught here, a typo or an emulator since restarted on another pty costs no trials.
+        raise BadInput(f"instrument port {port}: no such device; check the path (an emulator prints its own: "
+                       "`listening on /dev/pts/N`) and give it with --port")
+
+
+def _link_header(campaign: Campaign, port: str | None, time_scale: float | None, source: str) -> None:
+    if port is None:
+        return
+    pace = f"; clock x{time_scale:g} (emulator time scale)" if time_scale is not None else ""
+    click.echo(f"instrument: {campaign.protocol.instrument.driver} at {port} ({source}){pace}", err=True)
+
+
+def _run_engine(
+    campaign: Campaign,
+    action: str,
+    *,
+    sim: bool,
+    approve: bool,
+    quiet: bool,
+    port: str | None = None,
+    time_scale: float | None = None,
+    report: bool = True,
+) -> None:
+    from closedloop.controller.cli.report import report_at_end  # plotly loads only when a report is written
+
+    configure_runtime()
+    status = campaign.status()
+    approver = TerminalApprover(campaign.protocol.to_problem()) if approve else None
+    problem = campaign.protocol.to_problem()
+    stored_best = (status["best"] or {}).get("values", {}).get(problem.objectives[0].name)
+    reporter = ProgressReporter(problem, status["budget"], status["results"], quiet=quiet, best=stored_best)
+    path = campaign.store.path
+    try:
+        with pause_on_signals(), reporter:
+            reason = getattr(campaign, action)(
+                sim=sim, approver=approver, progress=reporter, connection=port, time_scale=time_scale
+            )
+    except Paused as exc:
+        click.echo(f"paused: {exc}\ncampaign file: {path}\ncontinue with: closedloop resume {path}", err=True)
+        campaign.close()
+        report_at_end(path, enabled=report, err=True)
+        sys.exit(130 if "operator" in str(exc) else 1)
+    finally:
+        campaign.close()
+    click.echo(f"stopped: {reason}")
+    click.echo(f"campaign file: {path}")
+    report_at_end(path, enabled=report)
+    if reason.startswith("stopped:"):
+        sys.exit(1)
+
+
+@click.command()
+@click.argument("protocol", type=click.Path(dir_okay=False))
+@click.option("--db", type=click.Path(dir_okay=False), help="Campaign file to create (default campaigns/NAME-TIME.sqlite).")
+@click.option("--sim", is_flag=True, help="Run against the instrument's simulator, in virtual time.")
+@click.option("--approve", is_flag=True, help="Show each proposal to the operator to accept, edit or skip.")
+@click.option("--seed", type=int, help="Override the protocol's planner seed.")
+@click.option("--quiet", is_flag=True, help="Only print faults and the final result.")
+@click.option("--port", help="Talk to the instrument here instead of the protocol's `connection` "
+              "(a device path such as /dev/pts/5 from `closedloop emulate`, or a pyserial URL).")
+@click.option("--time-scale", type=float, help="With an emulator's --port: run the controller's clock this many "
+              "times faster, as the emulator was started (`closedloop emulate MODEL --time-scale N`).")
+@click.option("--no-report", is_flag=True, help="Do not write the HTML report (<campaign>.html) at the end.")
+@handle_errors
+def run(protocol: str, db: str | None, sim: bool, approve: bool, seed: int | None, quiet: bool,
+        port: str | None, time_scale: float | None, no_report: bool) -> None:
+    """Run a campaign from PROTOCOL until a stop rule fires."""
+    _check_link(port, time_scale, sim)
+    _require_operator(load_protocol(protocol), approve)
+    campaign = Campaign.create(protocol, db, seed=seed, sim=sim, connection=port)
+    click.echo(f"campaign file: {campaign.store.path}", err=True)
+    _link_header(campaign, port, time_scale, "--port")
+    _run_engine(campaign, "run", sim=sim, approve=approve, quiet=quiet, port=port, time_scale=time_scale,
+                report=not no_report)
+
+
+@click.command()
+@click.argument("campaign_file", type=click.Path(dir_okay=False))
+@click.option("--sim", is_flag=True, help="Continue against the instrument's simulator.")
+@click.option("--approve", is_flag=True, help="Show each proposal to the operator to accept, edit or skip.")
+@click.option("--quiet", is_flag=True)
+@click.option("--port", help="Talk to the instrument here (default: the port of the campaign's last --port run, "
+              "else the protocol's `connection`).")
+@click.option("--time-scale", type=float, help="With an emulator's --port: its --time-scale (default: the one recorded "
+              "with that port).")
+@click.option("--no-report", is_flag=True, help="Do not write the HTML report (<campaign>.html) at the end.")
+@handle_errors
+def resume(campaign_file: str, sim: bool, approve: bool, quiet: bool, port: str | None, time_scale: float | None,
+           no_report: bool) -> None:
+    """Reconcile interrupted trials of CAMPAIGN_FILE and continue it."""
+    campaign = Campaign.open(campaign_file, writer=True)
+    try:
+        _require_operator(campaign.protocol, approve)
+        linked_port, linked_scale = campaign.live_link(port, time_scale, sim=sim)
+        _check_link(linked_port, linked_scale, sim)
+    except BadInput:
+        campaign.close()
+        raise
+    _link_header(campaign, linked_port, linked_scale, "--port" if port else "from the campaign's last run")
+    _run_engine(campaign, "resume", sim=sim, approve=approve, quiet=quiet, port=port, time_scale=time_scale,
+                report=not no_report)
+
+
+@click.command()
+@click.argument("campaign_file", type=click.Path(dir_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@handle_errors
+def status(campaign_file: str, as_json: bool) -> None:
+    """Counts by state, best so far, stop reason and the last events of CAMPAIGN_FILE."""
+    with Campaign.open(campaign_file) as c:
+        s = c.status()
+    if as_json:
+        click.echo(json.dumps(s, indent=2, default=str))
+        return
+    click.echo(f"{s['name']}  ({s['campaign']})")
+    click.echo(f"status: {s['status']}" + (f" - {s['stop_reason']}" if s["stop_reason"] else ""))
+    click.echo(f"results: {s['results']} of {s['budget']}; trials by state: "
+               + ", ".join(f"{k} {v}" for k, v in sorted(s["counts"].items())))
+    if s["best"]:
+        values = ", ".join(f"{k}={v:.6g}" for k, v in s["best"]["values"].items())
+        cond = ", ".join(f"{k}={v:.6g}" if isinstance(v, float) else f"{k}={v}" for k, v in s["best"]["conditions"].items())
+        click.echo(f"best: {values}\n  at {cond}")
+    click.echo("last events:")
+    for e in s["last_events"]:
+        trial = f" trial {e['trial_id']}" if e.get("trial_id") else ""
+        change = f" {e['from_state'] or ''}->{e['to_state']}" if e.get("to_state") else ""
+        click.echo(f"  {e['kind']}{trial}{change} {e.get('detail') or ''}".rstrip())
+
+
+@click.command()
+@click.argument("campaign_file", type=click.Path(dir_okay=False))
+@click.option("-n", "n", type=int, default=1, show_default=True, help="How many proposals.")
+@click.option("--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table", show_default=True)
+@handle_errors
+def ask(campaign_file: str, n: int, fmt: str) -> None:
+    """Propose N trials to run by hand; they are recorded as pending until `tell`."""
+    configure_runtime()
+    with Campaign.open(campaign_file, writer=True) as c:
+        proposals = c.ask(n)
+        names = c.protocol.to_problem().space.names
+    rows = [{"trial": tid, **cond} for tid, cond in proposals]
+    if fmt == "json":
+        click.echo(json.dumps(rows, indent=2))
+    elif fmt == "csv":
+        w = csv.DictWriter(sys.stdout, fieldnames=["trial", *names], lineterminator="\n")
+        w.writeheader()
+        w.writerows(rows)
+    else:
+        # Rounded for reading; --format json/csv give the exact values the campaign stores.
+        for r in rows:
+            click.echo(f"trial {r['trial']}: " + "  ".join(
+                f"{k}={r[k]:.6g}" if isinstance(r[k], float) else f"{k}={r[k]}" for k in names))
+
+
+def _parse_assignments(pairs: tuple[str, ...]) -> dict[str, str]:
+    values: dict[str, str] = {}
+    for pair in pairs:
+        name, sep, raw = pair.partition("=")
+        if not sep or not name.strip():
+            raise BadInput(f"{pair!r}: expected name=value, e.g. phi_sum_mu_max=3.2e-4 or tau_half='120 ns'")
+        values[name.strip()] = raw.strip()
+    return values
+
+
+@click.command()
+@click.argument("campaign_file", type=click.Path(dir_okay=False))
+@click.argument("values", nargs=-1)
+@click.option("--trial", "trial_id", type=int, help="The trial the values belong to.")
+@click.option("--failed", is_flag=True, help="The sample failed (no usable values): kept as data for the planner.")
+@click.option("--csv", "csv_path", type=click.Path(dir_okay=False, exists=True), help="CSV with a `trial` column and one column per value.")
+@handle_errors
+def tell(campaign_file: str, values: tuple[str, ...], trial_id: int | None, failed: bool, csv_path: str | None) -> None:
+    """Record results measured by hand: `--trial ID name=value ...` or `--csv results.csv`."""
+    if csv_path:
+        with open(csv_path, newline="") as f:
+            rows = list(csv.DictReader(f))
+        if not rows or "trial" not in rows[0]:
+            raise BadInput(f"{csv_path}: needs a header with a `trial` column and one column per measured value")
+        entries = []
+        for i, row in enumerate(rows, start=2):
+            try:
+                tid = int(row.pop("trial"))
+            except (TypeError, ValueError):
+                raise BadInput(f"{csv_path}:{i}: trial: not a trial number") from None
+            status_word = (row.pop("status", "") or "").strip().lower()
+            entries.append((tid, {k: v for k, v in row.items() if v not in ("", None)}, status_word == "failed"))
+    else:
+        if trial_id is None:
+            raise BadInput("give --trial ID with name=value pairs, or --csv FILE")
+        entries = [(trial_id, _parse_assignments(values), failed)]
+    with Campaign.open(campaign_file, writer=True) as c:
+        c.tell_many(entries)
+    click.echo(f"recorded {len(entries)} result(s) in {campaign_file}")
+
+
+@click.command()
+@click.argument("campaign_file", type=click.Path(dir_okay=False))
+@click.option("--format", "fmt", type=click.Choice(["csv", "parquet"]), default="csv", show_default=True)
+@click.option("-o", "--output", type=click.Path(dir_okay=False), help="Output file (default next to the campaign).")
+@handle_errors
+def export(campaign_file: str, fmt: str, output: str | None) -> None:
+    """One tidy row per trial (conditions, objectives, status, timestamps, proposer) + a JSON sidecar."""
+    from closedloop.controller.store.export import export_campaign
+
+    out = Path(output) if output else Path(campaign_file).with_suffix(f".{fmt}")
+    with Campaign.open(campaign_file) as c:
+        table, sidecar = export_campaign(c.store, out, fmt)
+    click.echo(f"wrote {table}\nwrote {sidecar}")
+
+
+def register(group: click.Group) -> None:
+    for command in (run, resume, status, ask, tell, export):
+        group.add_command(command)

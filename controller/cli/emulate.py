@@ -1,0 +1,108 @@
+"""`closedloop emulate MODEL`: serve a simulated instrument on a real pseudo-terminal or TCP port.
+
+The first line on stdout says where to connect (`listening on /dev/pts/7` or
+`listening on socket://127.0.0.1:5025`); the emulator then serves until SIGTERM or Ctrl-C and exits 0.
+Point a protocol's `connection:` at that path to run the real serial driver against the model.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+from types import FrameType
+
+import click
+
+from closedloop.controller.cli.signals import handled_signals
+from closedloop.simulators.emulator import MODELS, Device, PtyServer, ScaledClock, TcpServer, make_model
+from closedloop.simulators.faults import FaultInjector, FaultSpecError, parse_fault_spec
+from closedloop.simulators.mbe.wire import WireRecord
+
+
+def _fault_spec(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    try:
+        parse_fault_spec(value)
+    except FaultSpecError as e:
+        raise click.BadParameter(str(e)) from None
+    return value
+
+
+def _terminator(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    # Shells pass "\r\n" as backslash escapes; the instrument sends the control characters.
+    decoded = value.encode("ascii").decode("unicode_escape") if "\\" in value else value
+    if not decoded:
+        raise click.BadParameter('the terminator cannot be empty; use e.g. "\\r\\n" or "\\n"')
+    return decoded
+
+
+@click.command()
+@click.argument("model", type=click.Choice(sorted(MODELS)))
+@click.option("--pty", "use_pty", is_flag=True, help="Serve on a new pseudo-terminal (the default).")
+@click.option("--tcp", "tcp_port", type=click.IntRange(0, 65535), help="Serve on 127.0.0.1:PORT instead (0: any free port).")
+@click.option("--faults", default="", callback=_fault_spec, help="Faults to inject, e.g. 'no_reply:0.1,garbage:0.05,reset:once@5'.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed for the model's noise and the faults.")
+@click.option("--time-scale", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True,
+              help="Emulated seconds per wall second (3600: an hour per second).")
+@click.option("--terminator", default="\\r\\n", show_default=True, callback=_terminator, help="Reply terminator.")
+@click.option("--echo", is_flag=True, help="Echo each command line before replying.")
+@click.option("--slow-delay", type=click.FloatRange(min=0), default=1.0, show_default=True,
+              help="Seconds a slow_reply fault holds a reply back.")
+@click.option("--unplug-time", type=click.FloatRange(min=0), default=1.0, show_default=True,
+              help="Seconds an unplug fault keeps the port away.")
+@click.option("--record", "record_path", type=click.Path(dir_okay=False, writable=True),
+              help="Append every setpoint, rate, shutter and gas change the instrument takes to FILE, one JSON "
+                   "object a line (t_s in emulated seconds), as it happens: what a driver really did. MBE only.")
+def emulate(
+    model: str,
+    use_pty: bool,
+    tcp_port: int | None,
+    faults: str,
+    seed: int,
+    time_scale: float,
+    terminator: str,
+    echo: bool,
+    slow_delay: float,
+    unplug_time: float,
+    record_path: str | None,
+) -> None:
+    """Serve the simulated instrument MODEL behind a pty or a TCP port until killed."""
+    if use_pty and tcp_port is not None:
+        raise click.UsageError("choose one of --pty and --tcp PORT")
+    injector = FaultInjector(faults, seed=seed, slow_delay_s=slow_delay, unplug_s=unplug_time)
+    emulated = make_model(model, ScaledClock(time_scale), seed)
+    if record_path is not None:
+        _record_to(emulated, model, record_path)
+    device = Device(emulated, faults=injector, terminator=terminator, echo=echo)
+    try:
+        server: PtyServer | TcpServer = PtyServer(device) if tcp_port is None else TcpServer(device, tcp_port)
+    except OSError as e:
+        raise click.ClickException(f"cannot listen on port {tcp_port}: {e}; pick another with --tcp PORT (or 0)") from None
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        server.shutdown()
+
+    click.echo(f"listening on {server.url}")
+    sys.stdout.flush()
+    try:
+        with handled_signals(stop):
+            server.serve_forever()
+    finally:
+        server.close()
+
+
+def _record_to(emulated: object, model: str, path: str) -> None:
+    if not hasattr(emulated, "on_record"):
+        raise click.UsageError(f"--record: the {model} emulator keeps no record of what it was sent; only mbe does")
+    # Line-buffered: a reader sees each record at once, and nothing is lost when the emulator is killed.
+    out = open(path, "a", buffering=1, encoding="utf-8")  # noqa: SIM115 - open for the emulator's lifetime
+
+    def write(entry: WireRecord) -> None:
+        out.write(json.dumps(dataclasses.asdict(entry)) + "\n")
+
+    emulated.on_record = write  # type: ignore[attr-defined]
+
+
+def register(group: click.Group) -> None:
+    group.add_command(emulate)
+

@@ -1,0 +1,322 @@
+"""`closedloop validate --dry-run`: run a whole campaign against the instrument's simulator before any
+hardware moves, and say whether it would run safely.
+
+The real path, not a model of it: `Campaign.create` writes a scratch campaign file, `Campaign.run` drives
+the real engine, safety gate and driver against the simulator (in process in virtual time, or an
+emulator on a pty with `port`), and an operator stand-in accepts every proposal that would need
+approval while noting it. Everything in the report is then read back from the scratch file.
+
+    >>> report = dry_run("protocols/mbe_srruo3.yaml")
+    >>> report.exit_code, report.stop_reason
+    (0, 'target reached: rrr')
+"""
+
+from __future__ import annotations
+
+import contextlib
+import tempfile
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from closedloop.controller.campaign import BadInput, Campaign
+from closedloop.controller.dryrun.checks import (
+    Coverage,
+    LimitMargin,
+    initial_coverage,
+    measured_best,
+    ramp_seconds,
+    setpoint_margins,
+)
+from closedloop.controller.dryrun.findings import Finding, add_warnings, find_problems
+from closedloop.controller.engine.engine import Decision, Paused
+from closedloop.controller.protocol.model import Protocol, load_protocol
+from closedloop.controller.protocol.sections import FixedSpec
+from closedloop.planners.space import Conditions
+
+DEFAULT_OPERATOR_STEP_S = 300.0  # assumed operator time per approval or manual step in the wall-time estimate
+HALT_AFTER = 3  # trials in a row ending without a result (beyond fault retries) before the dry run gives up
+
+
+class DryRunHalted(Exception):
+    """The dry run stopped the campaign itself: trial after trial ended without a result."""
+
+
+@dataclass
+class DryRunReport:
+    """What a dry run found. `exit_code`: 0 the campaign would run safely, 1 a problem appeared."""
+
+    protocol: str
+    name: str
+    seed: int
+    instrument: str
+    campaign_file: str | None
+    stop_reason: str
+    states: dict[str, int]
+    trials: list[dict[str, Any]]
+    best: dict[str, Any] | None
+    instrument_time_s: float
+    campaign_time_s: float
+    ramp_time_s: float
+    operator_steps: list[dict[str, Any]]
+    approvals: list[dict[str, Any]]
+    operator_step_s: float
+    dry_run_wall_s: float
+    wall_time_estimate_s: float
+    budget_wall_time_s: float | None
+    transcript_trial: int | None
+    transcript: list[dict[str, Any]]
+    margins: list[LimitMargin]
+    gate_checks: int
+    coverage: Coverage | None
+    problems: list[Finding] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def safe(self) -> bool:
+        return not self.problems
+
+    @property
+    def exit_code(self) -> int:
+        return 0 if self.safe else 1
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["margins"] = [m.to_dict() for m in self.margins]
+        out["coverage"] = None if self.coverage is None else self.coverage.to_dict()
+        return {"safe": self.safe, "exit_code": self.exit_code, **out}
+
+
+class DryRunOperator:
+    """The operator during a dry run: accepts every proposal that needs approval and confirms every manual
+    step at once, keeping a list of both for the report."""
+
+    def __init__(self) -> None:
+        self.approvals: list[dict[str, Any]] = []
+        self.steps: list[dict[str, Any]] = []
+
+    def decide(self, trial_id: int, conditions: Conditions, error: str | None = None) -> Decision:
+        self.approvals.append({"trial": trial_id, "conditions": dict(conditions)})
+        return Decision("accept", note="dry run: accepted automatically")
+
+    def confirm_step(self, trial_id: int, message: str) -> None:
+        self.steps.append({"trial": trial_id, "step": message})
+
+
+class _Watch:
+    """Progress hook: ends the dry run when trial after trial ends without a result. The engine pauses by
+    itself after three envelope refusals in a row, but a protocol with `on_fault: continue` would go on
+    proposing through faults for ever, so a dry run must stop it."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.in_a_row = 0
+
+    def __call__(self, kind: str, info: dict[str, Any]) -> None:
+        if kind == "measured":
+            self.in_a_row = 0
+        elif kind == "fault":
+            self.in_a_row += 1
+            if self.in_a_row >= self.limit:
+                raise DryRunHalted(
+                    f"dry run halted: {self.in_a_row} trials in a row ended without a result "
+                    f"(the last: trial {info.get('trial')})"
+                )
+
+
+def dry_run(
+    protocol_path: str | Path,
+    *,
+    port: str | None = None,
+    time_scale: float | None = None,
+    seed: int | None = None,
+    scratch_dir: str | Path | None = None,
+    operator_step_s: float = DEFAULT_OPERATOR_STEP_S,
+) -> DryRunReport:
+    """Run the protocol's campaign against its simulator and report. `port`: an emulator's device path or
+    URL (`closedloop emulate MODEL --pty`) instead of the in-process simulator, with the emulator's
+    `time_scale`; `scratch_dir`: keep the campaign file there (default: a temporary folder, deleted).
+    Raises `ProtocolError`/`OSError` for a protocol that cannot be read and `InstrumentUnavailable` or
+    `BadInput` for an instrument or port that cannot be used (all bad input)."""
+    protocol = load_protocol(protocol_path)
+    if port is not None:
+        _check_port(protocol, port)
+    started = time.perf_counter()
+    with _scratch_folder(scratch_dir) as folder:
+        name = protocol.name
+        db = folder / f"{name}-dry-run-{time.strftime('%Y%m%d-%H%M%S')}.sqlite"
+        link: dict[str, Any] = {} if port is None else {"connection": port}
+        campaign = Campaign.create(protocol_path, db, seed=seed, sim=port is None, **link)
+        operator = DryRunOperator()
+        watch = _Watch(HALT_AFTER + campaign.protocol.failures.instrument_fault_retries)
+        if port is not None:
+            link["time_scale"] = time_scale
+        halted = False
+        try:
+            try:
+                reason = campaign.run(sim=port is None, approver=operator, progress=watch, **link)
+            except Paused as exc:
+                reason = str(exc)
+            except DryRunHalted as exc:
+                reason, halted = str(exc), True
+            elapsed = time.perf_counter() - started
+            where = f"emulator at {port}" if port else f"in-process simulator ({_simulated(campaign.protocol)})"
+            return build_report(
+                campaign, operator, reason=reason, halted=halted, instrument=where, scale=time_scale or 1.0,
+                wall_s=elapsed, operator_step_s=operator_step_s, keep=scratch_dir is not None,
+            )
+        finally:
+            campaign.close()
+
+
+def _check_port(protocol: Protocol, port: str) -> None:
+    driver = protocol.instrument.driver
+    if driver.startswith("sim:"):
+        raise BadInput(f"--port {port}: driver {driver} is a simulator in this process and speaks no wire "
+                       "protocol; drop --port")
+    if "://" not in port and not Path(port).exists():
+        raise BadInput(f"--port {port}: no such device; start the emulator (closedloop emulate MODEL --pty) "
+                       "and pass the path it prints")
+
+
+@contextlib.contextmanager
+def _scratch_folder(scratch_dir: str | Path | None) -> Iterator[Path]:
+    if scratch_dir is not None:
+        path = Path(scratch_dir)
+        path.mkdir(parents=True, exist_ok=True)
+        yield path
+        return
+    with tempfile.TemporaryDirectory(prefix="closedloop-dry-run-") as tmp:
+        yield Path(tmp)
+
+
+def _simulated(protocol: Protocol) -> str:
+    driver, connection = protocol.instrument.driver, protocol.instrument.connection
+    if driver.startswith("sim:"):
+        return driver
+    if connection and connection.startswith("sim://"):
+        return connection
+    return f"sim://{'furnace' if driver == 'serial' else driver}"
+
+
+def build_report(
+    campaign: Campaign,
+    operator: DryRunOperator,
+    *,
+    reason: str,
+    halted: bool,
+    instrument: str,
+    scale: float,
+    wall_s: float,
+    operator_step_s: float,
+    keep: bool,
+) -> DryRunReport:
+    """The report, from what the dry run's campaign file holds."""
+    store, protocol = campaign.store, campaign.protocol
+    trials = store.trials()
+    events = store.events()
+    commands = store.commands()
+
+    virtual = any(e["virtual_t"] is not None for e in events)
+
+    def when(e: Mapping[str, Any]) -> float:
+        # Virtual time when the campaign ran in it; else wall time, scaled to the emulator's time.
+        return float(e["virtual_t"]) if virtual else float(e["t"]) * scale
+
+    spans: dict[int, list[float]] = {}
+    dispatched: list[tuple[int, str, Mapping[str, Any]]] = []
+    by_id = {t.id: t for t in trials}
+    for e in events:
+        if e["kind"] == "state" and e["to_state"] == "running":
+            spans[e["trial_id"]] = [when(e), when(e)]
+            t = by_id[e["trial_id"]]
+            dispatched.append((t.id, t.instrument or "", protocol.to_instrument_units(dict(t.conditions))))
+        elif e["kind"] == "state" and e["trial_id"] in spans and e["to_state"] in ("measured", "failed", "abandoned"):
+            spans[e["trial_id"]][1] = when(e)
+    instrument_s = sum(end - start for start, end in spans.values())
+    # In virtual time the campaign's span is the instrument's makespan (stations run side by side); on a
+    # live link the controller's own planning would count at the emulator's pace, so it is left out.
+    timed = [when(e) for e in events if e["virtual_t"] is not None]
+    campaign_s = max(timed) - min(timed) if virtual else instrument_s
+    ramps = ramp_seconds(commands, when)
+    first = dispatched[0][0] if dispatched else None
+    transcript = [
+        {"t_s": when(c) - spans[first][0], "direction": c["direction"], "text": c["text"]}
+        for c in commands if first is not None and c["trial_id"] == first
+    ]
+    states: dict[str, int] = {}
+    for t in trials:
+        states[t.state] = states.get(t.state, 0) + 1
+    operator_s = (len(operator.approvals) + len(operator.steps)) * operator_step_s
+    report = DryRunReport(
+        protocol=str(protocol.path),
+        name=protocol.name,
+        seed=campaign.seed,
+        instrument=instrument,
+        campaign_file=str(store.path) if keep else None,
+        stop_reason=reason,
+        states=states,
+        trials=[_trial_row(t, spans.get(t.id)) for t in trials],
+        best=_best(protocol, trials),
+        instrument_time_s=instrument_s,
+        campaign_time_s=campaign_s,
+        ramp_time_s=sum(ramps.values()),
+        operator_steps=operator.steps,
+        approvals=[{**a, "why": _why_approval(campaign, a["conditions"])} for a in operator.approvals],
+        operator_step_s=operator_step_s,
+        dry_run_wall_s=wall_s,
+        wall_time_estimate_s=campaign_s + operator_s + wall_s,
+        budget_wall_time_s=protocol.wall_time_s,
+        transcript_trial=first,
+        transcript=transcript,
+        margins=setpoint_margins(protocol.description_of_instrument().envelope.limits, dispatched),
+        gate_checks=sum(t.origin != "retry" for t in trials) + len(dispatched),
+        coverage=_coverage(protocol, trials, campaign.seed),
+    )
+    find_problems(report, protocol, trials, events, commands, halted)
+    add_warnings(report, protocol, campaign.seed, trials, events, ramps, spans)
+    return report
+
+
+def _trial_row(t: Any, span: list[float] | None) -> dict[str, Any]:
+    return {
+        "trial": t.id, "origin": t.origin, "state": t.state, "conditions": t.conditions, "values": t.values,
+        "instrument_s": None if span is None else span[1] - span[0], "detail": t.detail,
+    }
+
+
+def _best(protocol: Protocol, trials: list[Any]) -> dict[str, Any] | None:
+    objective = protocol.to_problem().objectives[0]
+    found = measured_best(objective, trials)
+    return None if found is None else {"objective": objective.name, "value": found[0], "trial": found[1]}
+
+
+def _coverage(protocol: Protocol, trials: list[Any], seed: int) -> Coverage | None:
+    """Coverage of the initial design, once it has all run (a campaign that ended early has no design to judge)."""
+    design = [t.conditions for t in trials if t.origin == "initial"]
+    if len(design) < protocol.planner.initial.n:
+        return None
+    return initial_coverage(protocol.to_problem(), design, seed, _pool(protocol))
+
+
+def _pool(protocol: Protocol) -> list[Conditions] | None:
+    table = protocol.candidates_frame()
+    if table is None:
+        return None
+    names = [n for n in protocol.to_problem().space.names if n in table.columns]
+    fixed = {n: s.value for n, s in protocol.space.items() if isinstance(s, FixedSpec)}
+    return [{**fixed, **row} for row in table[names].to_dict("records")]
+
+
+def _why_approval(campaign: Campaign, conditions: Conditions) -> str:
+    protocol = campaign.protocol
+    if protocol.approval_mode == "every":
+        return "approval: every"
+    outside = [
+        f"{name}={conditions[name]:g} outside {lo:g}..{hi:g}"
+        for name, (lo, hi) in protocol.trusted_region_bounds().items()
+        if isinstance(conditions.get(name), int | float) and not lo <= conditions[name] <= hi
+    ]
+    return "outside the trusted region: " + ", ".join(outside)

@@ -1,0 +1,161 @@
+"""Running trials on stations: in virtual time one after another on per-station clocks, or live in
+one thread per station. Both hand the engine `Completion`s in the order the instrument finished them."""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import queue
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from closedloop.controller.engine.clock import StationClock, VirtualClock, WallClock
+from closedloop.drivers.base import (
+    Clock,
+    Driver,
+    EnvelopeViolation,
+    InstrumentContext,
+    InstrumentFault,
+    Measurement,
+    Value,
+)
+
+
+@dataclass
+class Station:
+    """One place a trial can run: a driver and the name it is journaled under."""
+
+    name: str
+    driver: Driver
+    last_setpoints: dict[str, Value] = field(default_factory=dict)
+
+
+@dataclass
+class Job:
+    trial_id: int
+    station: Station
+    conditions: Mapping[str, Value]  # in the instrument's units
+
+
+@dataclass
+class Completion:
+    job: Job
+    measurement: Measurement | None
+    error: Exception | None  # InstrumentFault / EnvelopeViolation raised by the driver
+    started_at: float
+    finished_at: float
+
+
+# journal(trial_id, station_name, direction, text, t)
+Journal = Callable[[int, str, str, str, float], None]
+Confirm = Callable[[int, str], None]
+
+
+def _run(job: Job, clock: Clock, journal: Journal, confirm: Confirm) -> tuple[Measurement | None, Exception | None]:
+    ctx = InstrumentContext(
+        clock=clock,
+        trial_id=job.trial_id,
+        journal=lambda d, text: journal(job.trial_id, job.station.name, d, text, clock.now()),
+        confirm=lambda message: confirm(job.trial_id, message),
+    )
+    try:
+        return job.station.driver.run(job.conditions, ctx), None
+    except (InstrumentFault, EnvelopeViolation, TimeoutError, OSError) as exc:
+        return None, exc
+
+
+class VirtualDispatcher:
+    """Simulation: a trial runs to completion when submitted, on its station's own clock; its result is
+    released to the engine only when the campaign clock reaches the trial's finish time."""
+
+    def __init__(self, clock: VirtualClock, journal: Journal, confirm: Confirm) -> None:
+        self.clock = clock
+        self.journal = journal
+        self.confirm = confirm
+        self._heap: list[tuple[float, int, Completion]] = []
+        self._order = itertools.count()
+
+    def submit(self, job: Job) -> None:
+        station_clock = StationClock(self.clock.now())
+        measurement, error = _run(job, station_clock, self.journal, self.confirm)
+        done = Completion(job, measurement, error, station_clock.start, station_clock.now())
+        heapq.heappush(self._heap, (done.finished_at, next(self._order), done))
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._heap)
+
+    def next_completion(self) -> Completion:
+        _, _, done = heapq.heappop(self._heap)
+        self.clock.advance_to(done.finished_at)
+        return done
+
+    def abort_running(self) -> None:
+        """Nothing to stop: a virtual trial has already run to its end when it was submitted."""
+
+    def abandon_all(self) -> list[Job]:
+        """Results not yet released are lost, as they would be if the controller died mid-measurement."""
+        jobs = [c.job for _, _, c in self._heap]
+        self._heap.clear()
+        return jobs
+
+
+class ThreadedDispatcher:
+    """Live: one worker thread per running trial; the engine thread waits on a queue of completions."""
+
+    def __init__(self, clock: WallClock, journal: Journal, confirm: Confirm) -> None:
+        self.clock = clock
+        self.journal = journal
+        self.confirm = confirm
+        self._done: queue.Queue[Completion] = queue.Queue()
+        self._running: dict[int, tuple[threading.Thread, Job]] = {}
+
+    def submit(self, job: Job) -> None:
+        def work() -> None:
+            start = self.clock.now()
+            measurement, error = _run(job, self.clock, self.journal, self.confirm)
+            self._done.put(Completion(job, measurement, error, start, self.clock.now()))
+
+        thread = threading.Thread(target=work, name=f"trial-{job.trial_id}", daemon=True)
+        self._running[job.trial_id] = (thread, job)
+        thread.start()
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._running)
+
+    def next_completion(self, timeout: float | None = None) -> Completion:
+        # Waiting in short slices keeps the main thread responsive to Ctrl-C.
+        while True:
+            try:
+                done = self._done.get(timeout=0.2 if timeout is None else timeout)
+            except queue.Empty:
+                if timeout is not None:
+                    raise
+                continue
+            self._running.pop(done.job.trial_id, None)
+            return done
+
+    def abort_running(self) -> None:
+        """Stop every trial in flight now (operator abort): each one's next wait raises `OperatorAbort`,
+        and a driver with its own `abort()` (the MBE watchdog) stops its recipe and goes safe at once.
+        Each trial still comes back through `next_completion`, with the error it ended on."""
+        self.clock.abort()
+        for _, job in list(self._running.values()):
+            abort = getattr(job.station.driver, "abort", None)
+            if callable(abort):
+                abort()
+
+    def abandon_all(self) -> list[Job]:
+        jobs = [job for _, job in self._running.values()]
+        self._running.clear()
+        return jobs
+
+
+Dispatcher = VirtualDispatcher | ThreadedDispatcher
+
+
+def describe_error(exc: Exception) -> dict[str, Any]:
+    return {"type": type(exc).__name__, "message": str(exc)}

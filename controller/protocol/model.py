@@ -1,0 +1,303 @@
+"""A protocol file: the whole definition of a campaign, loaded from YAML into a validated model.
+
+    >>> protocol = load_protocol("protocols/trmc_opv_blend.yaml")
+    >>> problem = protocol.to_problem()          # what the planner sees
+    >>> protocol.to_instrument_units({...})      # a proposal in the units the driver declares
+
+Loading collects every problem it can find in one pass (schema errors from pydantic, then checks that
+span sections: constraints, outcome constraints, trusted region) and raises `ProtocolError`, each
+problem located at FILE:LINE:COL of the key or value at fault. Checks against the instrument and the
+candidate table live in `controller.protocol.validate`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from pydantic import Field, PrivateAttr, ValidationError
+
+from closedloop.controller.protocol import instruments
+from closedloop.controller.protocol.expressions import (
+    ExpressionError,
+    parse_linear_constraint,
+    parse_outcome_constraint,
+)
+from closedloop.controller.protocol.sections import (
+    ApprovalSection,
+    BudgetSection,
+    CandidatesSpec,
+    ChoiceSpec,
+    FailuresSection,
+    FixedSpec,
+    InstrumentSection,
+    ObjectiveSpec,
+    ParameterSpec,
+    PlannerSection,
+    Section,
+    StopSection,
+    Text,
+    is_identifier,
+)
+from closedloop.controller.protocol.units import UnitError, convert, parse_quantity_to
+from closedloop.controller.protocol.yaml_source import (
+    FieldPath,
+    ProtocolError,
+    ProtocolProblem,
+    SourceMap,
+    load_yaml,
+    problems_from_validation_error,
+)
+from closedloop.drivers.base import DriverDescription, Value
+from closedloop.planners.space import LinearConstraint, Objective, OutcomeConstraint, Problem, SearchSpace
+
+__all__ = ["Protocol", "ProtocolError", "ProtocolProblem", "load_protocol", "parse_protocol_text"]
+
+
+class Protocol(Section):
+    name: Text
+    description: str = ""
+    version: Text = "1"
+    space: dict[str, ParameterSpec] = Field(min_length=1)
+    constraints: list[str] = Field(default_factory=list)  # linear, e.g. "anneal_temp + 2 * anneal_time <= 220"
+    objectives: dict[str, ObjectiveSpec] = Field(min_length=1)
+    outcome_constraints: list[str] = Field(default_factory=list)  # e.g. "tau_half >= 100 ns"
+    reference_point: dict[str, float] | None = None  # multi-objective, in each objective's unit
+    candidates: CandidatesSpec | None = None
+    instrument: InstrumentSection
+    planner: PlannerSection = PlannerSection()
+    budget: BudgetSection
+    stop: StopSection = StopSection()
+    approval: ApprovalSection = ApprovalSection()
+    failures: FailuresSection = FailuresSection()
+
+    _path: Path | None = PrivateAttr(None)
+    _text: str = PrivateAttr("")
+    _source: SourceMap | None = PrivateAttr(None)
+    _description: DriverDescription | None = PrivateAttr(None)
+
+    # --- where it came from ---
+
+    @property
+    def path(self) -> Path | None:
+        return self._path
+
+    @property
+    def text(self) -> str:
+        return self._text
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(self._text.encode("utf-8")).hexdigest()
+
+    def problem(self, path: FieldPath, message: str) -> ProtocolProblem:
+        """A problem located at `path` (e.g. ("space", "anneal_temp", "high")) in this protocol's file."""
+        source = self._source or SourceMap(str(self._path or "<protocol>"), {})
+        return source.problem(path, message)
+
+    # --- what the planner and the engine use ---
+
+    @property
+    def wall_time_s(self) -> float | None:
+        return self.budget.wall_time
+
+    @property
+    def approval_mode(self) -> str:
+        return self.approval.mode
+
+    def objective_units(self) -> dict[str, str]:
+        return {name: spec.unit for name, spec in self.objectives.items()}
+
+    def linear_constraints(self) -> tuple[LinearConstraint, ...]:
+        return tuple(self.parse_constraint(text) for text in self.constraints)
+
+    def parse_constraint(self, text: str) -> LinearConstraint:
+        """A linear constraint over this space: fixed numeric parameters are substituted by their value."""
+        variables = [n for n, s in self.space.items() if not isinstance(s, ChoiceSpec | FixedSpec)]
+        constants = {n: s.value for n, s in self.space.items() if isinstance(s, FixedSpec) and not isinstance(s.value, str)}
+        labels = [n for n in self.space if n not in variables and n not in constants]
+        return parse_linear_constraint(text, variables, constants, labels)
+
+    def outcome_constraint_list(self) -> tuple[OutcomeConstraint, ...]:
+        units = self.objective_units()
+        return tuple(parse_outcome_constraint(text, units) for text in self.outcome_constraints)
+
+    def to_problem(self) -> Problem:
+        parameters = tuple(spec.to_parameter(name) for name, spec in self.space.items())
+        objectives = tuple(
+            Objective(name, spec.direction == "maximize", spec.log, spec.target) for name, spec in self.objectives.items()
+        )
+        return Problem(
+            SearchSpace(parameters, self.linear_constraints()),
+            objectives,
+            self.outcome_constraint_list(),
+            self.reference_point,
+        )
+
+    def trusted_region_bounds(self) -> dict[str, tuple[float, float]]:
+        """Approval's trusted region as (low, high) per parameter, in the parameter's unit."""
+        return {
+            name: (self._in_parameter_unit(name, r.low), self._in_parameter_unit(name, r.high))
+            for name, r in self.approval.trusted_region.items()
+        }
+
+    def _in_parameter_unit(self, name: str, value: float | str) -> float:
+        return parse_quantity_to(value, getattr(self.space[name], "unit", ""))
+
+    # --- the candidate table (pool mode) ---
+
+    @property
+    def candidates_path(self) -> Path | None:
+        if self.candidates is None:
+            return None
+        path = Path(self.candidates.path).expanduser()
+        base = self._path.parent if self._path is not None else Path.cwd()
+        return path if path.is_absolute() else base / path
+
+    def candidates_frame(self) -> pd.DataFrame | None:
+        """The candidate table with headers renamed by `candidates.columns`, so parameter (and objective)
+        columns carry the protocol's names; other columns are kept. None outside pool mode.
+
+        Raises `ProtocolError` located at candidates.path when the file is missing or not a CSV table, and
+        at candidates.columns when a mapped header is not in it.
+        """
+        path = self.candidates_path
+        if path is None:
+            return None
+        try:
+            table = pd.read_csv(path)
+        except FileNotFoundError:
+            raise self._error(("candidates", "path"), f"candidate table {str(path)!r} does not exist") from None
+        except (OSError, ValueError, pd.errors.ParserError) as e:
+            reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+            raise self._error(("candidates", "path"), f"cannot read candidate table {str(path)!r}: {reason}") from None
+        missing = {name: header for name, header in self.candidates.columns.items() if header not in table.columns}
+        if missing:
+            raise ProtocolError([
+                self.problem(("candidates", "columns", name), f"the candidate table has no column {header!r}")
+                for name, header in missing.items()
+            ])
+        return table.rename(columns={header: name for name, header in self.candidates.columns.items()})
+
+    def _error(self, path: FieldPath, message: str) -> ProtocolError:
+        return ProtocolError([self.problem(path, message)])
+
+    # --- the instrument ---
+
+    def description_of_instrument(self) -> DriverDescription:
+        """What the instrument accepts and measures (computed once; a lookup pool reads its table)."""
+        if self._description is None:
+            self._description = instruments.describe_instrument(self)
+        return self._description
+
+    def to_instrument_units(self, conditions: dict[str, Value]) -> dict[str, Value]:
+        """Each numeric condition converted from the protocol's unit to the unit the envelope declares
+        (K -> degC with offsets handled); labels, and values whose units already agree, pass unchanged."""
+        limits = self.description_of_instrument().envelope.limits
+        sent: dict[str, Value] = {}
+        for name, value in conditions.items():
+            unit = getattr(self.space.get(name), "unit", None)
+            limit = limits.get(name)
+            numeric = isinstance(value, int | float) and not isinstance(value, bool)
+            if numeric and unit is not None and limit is not None and limit.allowed is None and limit.unit != unit:
+                value = convert(value, unit, limit.unit)
+            sent[name] = value
+        return sent
+
+    def instrument_options(self) -> dict[str, Any]:
+        """`instrument.options`, with quantities for settings the envelope declares ("500 nm") converted
+        to the envelope's unit; every other option as written."""
+        limits = self.description_of_instrument().envelope.limits
+        return {
+            name: parse_quantity_to(value, limits[name].unit)
+            if name in limits and limits[name].allowed is None and not isinstance(value, bool)
+            else value
+            for name, value in self.instrument.options.items()
+        }
+
+
+def load_protocol(path: str | Path) -> Protocol:
+    """Read and check a protocol file. Raises `ProtocolError` listing every problem found, and OSError
+    (FileNotFoundError, IsADirectoryError, ...) when the file cannot be read."""
+    path = Path(path)
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ProtocolError([ProtocolProblem(str(path), 1, 1, "", f"not UTF-8 text (byte {e.start}); save the file as UTF-8")]) from None
+    return parse_protocol_text(text, path)
+
+
+def parse_protocol_text(text: str, path: str | Path = "<protocol>") -> Protocol:
+    """A protocol from its text; `path` names it in messages and anchors a relative candidates path."""
+    data, source = load_yaml(text, str(path))
+    try:
+        protocol = Protocol.model_validate(data)
+    except ValidationError as e:
+        raise ProtocolError(problems_from_validation_error(e, source, Protocol)) from None
+    protocol._path = Path(path)
+    protocol._text = text
+    protocol._source = source
+    problems = _cross_section_problems(protocol)
+    if problems:
+        raise ProtocolError(problems)
+    return protocol
+
+
+def _cross_section_problems(protocol: Protocol) -> list[ProtocolProblem]:
+    """Checks that need more than one section: names, constraints, outcome constraints, approval."""
+    found: list[ProtocolProblem] = []
+    for section, names in (("space", protocol.space), ("objectives", protocol.objectives)):
+        for name in names:
+            if not is_identifier(name):
+                found.append(protocol.problem((section, name), f"{name!r} is not a valid name: use letters, digits and _ (not first)"))
+    for name in set(protocol.space) & set(protocol.objectives):
+        found.append(protocol.problem(("objectives", name), f"{name!r} is both a parameter and an objective"))
+    found += _constraint_problems(protocol)
+    for name in protocol.reference_point or {}:
+        if name not in protocol.objectives:
+            found.append(protocol.problem(("reference_point", name), f"{name!r} is not an objective"))
+    for name, header in (protocol.candidates.columns.items() if protocol.candidates else ()):
+        if name not in protocol.space and name not in protocol.objectives:
+            found.append(protocol.problem(("candidates", "columns", name), f"{name!r} (column {header!r}) is neither a parameter nor an objective"))
+    acquisition, n_objectives = protocol.planner.acquisition, len(protocol.objectives)
+    if (acquisition == "qLogNEI" and n_objectives > 1) or (acquisition == "qLogNEHVI" and n_objectives < 2):
+        wanted = "one objective" if acquisition == "qLogNEI" else "two or more objectives"
+        found.append(protocol.problem(("planner", "acquisition"), f"{acquisition} needs {wanted}; this protocol has {n_objectives} (use auto)"))
+    return found + _trusted_region_problems(protocol)
+
+
+def _constraint_problems(protocol: Protocol) -> list[ProtocolProblem]:
+    found = []
+    for i, text in enumerate(protocol.constraints):
+        try:
+            protocol.parse_constraint(text)
+        except ExpressionError as e:
+            found.append(protocol.problem(("constraints", i), str(e)))
+    units = protocol.objective_units()
+    for i, text in enumerate(protocol.outcome_constraints):
+        try:
+            parse_outcome_constraint(text, units)
+        except ExpressionError as e:
+            found.append(protocol.problem(("outcome_constraints", i), str(e)))
+    return found
+
+
+def _trusted_region_problems(protocol: Protocol) -> list[ProtocolProblem]:
+    found = []
+    for name, bounds in protocol.approval.trusted_region.items():
+        at: FieldPath = ("approval", "trusted_region", name)
+        spec = protocol.space.get(name)
+        if spec is None or isinstance(spec, ChoiceSpec | FixedSpec):
+            found.append(protocol.problem(at, f"{name!r} is not a float or int parameter of the space"))
+            continue
+        try:
+            low, high = (protocol._in_parameter_unit(name, v) for v in (bounds.low, bounds.high))
+        except UnitError as e:
+            found.append(protocol.problem(at, str(e)))
+            continue
+        if low > high:
+            found.append(protocol.problem((*at, "low"), f"low ({low}) is above high ({high})"))
+    return found

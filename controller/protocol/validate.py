@@ -1,0 +1,335 @@
+"""Static checks of a loaded protocol against its instrument, its budget and its candidate table.
+
+Nothing moves: this proves, before a campaign starts, that the space sits inside the instrument's
+declared safety envelope (after unit conversion), that the linear constraints leave a feasible region
+(a linear program, not sampling), that the instrument measures every objective, that the budget is
+larger than the initial design, and that a candidate table matches the space. Each problem is located
+in the protocol file; the summary is what `closedloop validate` prints for a valid protocol.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from difflib import get_close_matches
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy.optimize import linprog
+
+from closedloop.controller.protocol.instruments import LOOKUP, InstrumentDescriptionError, emulated_model
+from closedloop.controller.protocol.model import Protocol
+from closedloop.controller.protocol.sections import ChoiceSpec, FixedSpec, FloatSpec, IntSpec
+from closedloop.controller.protocol.units import UnitError, compatible, convert, parse_quantity_to
+from closedloop.controller.protocol.yaml_source import FieldPath, ProtocolError, ProtocolProblem
+from closedloop.drivers.base import DriverDescription, Limit
+from closedloop.drivers.serial_config import SerialInstrumentConfig
+from closedloop.planners.space import LinearConstraint
+from closedloop.simulators import catalog
+
+_TOLERANCE = 1e-9  # relative: unit conversion round-off must not turn 250 degC into "above 250"
+
+
+@dataclass
+class ValidationReport:
+    problems: list[ProtocolProblem]
+    summary: dict[str, Any]
+
+    @property
+    def valid(self) -> bool:
+        return not self.problems
+
+
+@dataclass
+class _Findings:
+    """What the checks accumulate: problems, and the facts the summary reports."""
+
+    protocol: Protocol
+    problems: list[ProtocolProblem] = field(default_factory=list)
+    margins: list[dict[str, Any]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def add(self, path: FieldPath, message: str) -> None:
+        self.problems.append(self.protocol.problem(path, message))
+
+
+def validate_protocol(protocol: Protocol) -> ValidationReport:
+    found = _Findings(protocol)
+    description = _description(found)
+    if description is not None:
+        _check_envelope(found, description)
+        _check_objectives(found, description)
+    n_initial, trials = protocol.planner.initial.n, protocol.budget.trials
+    if n_initial >= trials:
+        found.add(("budget", "trials"), f"the budget ({trials} trials) must exceed the initial design (planner.initial.n = {n_initial})")
+    feasibility = _check_feasibility(found)
+    candidate_rows = _check_candidates(found)
+    problems = sorted(dict.fromkeys(found.problems), key=lambda p: (p.line, p.col))
+    return ValidationReport(problems, _summary(found, description, feasibility, candidate_rows))
+
+
+def _description(found: _Findings) -> DriverDescription | None:
+    try:
+        return found.protocol.description_of_instrument()
+    except ProtocolError as e:
+        found.problems += e.problems
+    except InstrumentDescriptionError as e:
+        found.add(e.path, str(e))
+    return None
+
+
+# --- the space against the envelope ---
+
+
+def _check_envelope(found: _Findings, description: DriverDescription) -> None:
+    protocol, limits = found.protocol, description.envelope.limits
+    instrument = f"the {description.name} instrument"
+    section = protocol.instrument
+    serial = isinstance(section, SerialInstrumentConfig)
+    for name, spec in protocol.space.items():
+        if serial and name not in section.set:
+            found.add(("space", name), f"{instrument} has no command for {name!r}: add instrument.set.{name}")
+        elif name not in limits:
+            hint = get_close_matches(name, list(limits), n=1)
+            guess = f"did you mean {hint[0]!r}? " if hint else ""
+            found.add(("space", name), f"{instrument} does not accept {name!r}; {guess}it accepts: {', '.join(limits)}")
+        else:
+            _check_parameter(found, name, spec, limits[name], instrument)
+    if serial:
+        _check_serial(found, section)
+    _check_options(found, limits, instrument)
+    if not serial and section.driver != LOOKUP:
+        given = set(protocol.space) | set(protocol.instrument.options) | set(description.optional_settings)
+        for name in limits:
+            if name not in given:
+                found.add(("space",), f"{instrument} needs a value for {name!r}: add it to space (a parameter or type: fixed)")
+
+
+def _check_serial(found: _Findings, section: SerialInstrumentConfig) -> None:
+    """What only a serial section can get wrong: commands for parameters the space lacks, and an
+    in-process emulator (sim://MODEL) that does not exist."""
+    for name in section.set:
+        if name not in found.protocol.space:
+            found.add(("instrument", "set", name), f"{name!r} is not a parameter of the space")
+    model = emulated_model(section.connection)
+    if model is not None and model not in catalog.SERIAL_MODELS:
+        found.add(("instrument", "connection"), f"no emulated serial instrument {model!r}; "
+                  f"known: {', '.join(catalog.SERIAL_MODELS)} (or a device path / socket://HOST:PORT for a real one)")
+
+
+def _check_parameter(found: _Findings, name: str, spec: Any, limit: Limit, instrument: str) -> None:
+    at: FieldPath = ("space", name)
+    if isinstance(spec, ChoiceSpec) or (isinstance(spec, FixedSpec) and isinstance(spec.value, str)):
+        labels = spec.values if isinstance(spec, ChoiceSpec) else [spec.value]
+        if limit.allowed is None:
+            found.add(at, f"{instrument} expects a number for {name!r}, not a label")
+        for i, label in enumerate(labels):
+            if limit.allowed is not None and label not in limit.allowed:
+                where = (*at, "values", i) if isinstance(spec, ChoiceSpec) else (*at, "value")
+                found.add(where, f"{label!r} is not accepted by {instrument}; allowed: {', '.join(limit.allowed)}")
+        return
+    if limit.allowed is not None:
+        found.add((*at, "type"), f"{instrument} expects one of {', '.join(limit.allowed)}: use type: choice")
+        return
+    unit = spec.unit
+    if not _units_agree(unit, limit.unit):
+        found.add((*at, "unit"), f"unit {unit or '(none)'!r} is not compatible with {instrument}'s unit {limit.unit or '(none)'!r} for {name}")
+        return
+    ends = {"value": spec.value} if isinstance(spec, FixedSpec) else {"low": spec.low, "high": spec.high}
+    inside = {key: convert(value, unit, limit.unit) for key, value in ends.items()}
+    for key, value in ends.items():
+        label = f"{key} {_show(value, unit)}" + (f" (= {_show(inside[key], limit.unit)})" if unit != limit.unit else "")
+        _check_limit(found, (*at, key), label, inside[key], limit, instrument)
+    low, high = min(inside.values()), max(inside.values())
+    if limit.min is not None or limit.max is not None:
+        found.margins.append({
+            "parameter": name, "unit": limit.unit, "low": low, "high": high, "min": limit.min, "max": limit.max,
+            "low_margin": None if limit.min is None else low - limit.min,
+            "high_margin": None if limit.max is None else limit.max - high,
+        })
+    if limit.max_step is not None and high - low > limit.max_step:
+        found.notes.append(f"{name}: the range spans {_show(high - low, limit.unit)} but setpoints may change by at most "
+                           f"{_show(limit.max_step, limit.unit)} per trial; larger jumps are refused at dispatch")
+    if limit.max_rate is not None and high > low:
+        found.notes.append(f"{name}: ramps at most {limit.max_rate:g} {limit.unit}/min; crossing the whole range takes "
+                           f"{(high - low) / limit.max_rate:.0f} min")
+
+
+def _check_limit(found: _Findings, at: FieldPath, shown: str, value: float, limit: Limit, instrument: str) -> None:
+    """Report `value` (in the limit's unit) outside [min, max]; `shown` is how the protocol wrote it."""
+    slack = _TOLERANCE * max(1.0, abs(value))
+    if limit.min is not None and value < limit.min - slack:
+        found.add(at, f"{shown} is below {instrument}'s minimum {_show(limit.min, limit.unit)}")
+    if limit.max is not None and value > limit.max + slack:
+        found.add(at, f"{shown} is above {instrument}'s maximum {_show(limit.max, limit.unit)}")
+
+
+def _check_options(found: _Findings, limits: Mapping[str, Limit], instrument: str) -> None:
+    """Options naming an envelope setting are fixed settings: they must sit inside the envelope too."""
+    for name, value in found.protocol.instrument.options.items():
+        at: FieldPath = ("instrument", "options", name)
+        limit = limits.get(name)
+        if limit is None:
+            continue
+        if name in found.protocol.space:
+            found.add(at, f"{name!r} is set both here and in space; keep one")
+        elif limit.allowed is not None:
+            if str(value) not in limit.allowed:
+                found.add(at, f"{value!r} is not accepted by {instrument}; allowed: {', '.join(limit.allowed)}")
+        else:
+            try:
+                number = parse_quantity_to(value, limit.unit)
+            except UnitError as e:
+                found.add(at, str(e))
+                continue
+            converted = f" (= {_show(number, limit.unit)})" if isinstance(value, str) and _show(number, limit.unit) != value.strip() else ""
+            _check_limit(found, at, f"{name} {value}{converted}", number, limit, instrument)
+
+
+def _check_objectives(found: _Findings, description: DriverDescription) -> None:
+    measures = description.measures
+    for name, spec in found.protocol.objectives.items():
+        if name not in measures:
+            if description.name == LOOKUP:
+                found.add(("objectives", name), f"the candidate table has no column {name!r} to reveal")
+                continue
+            hint = get_close_matches(name, list(measures), n=1)
+            guess = f"did you mean {hint[0]!r}? " if hint else ""
+            found.add(("objectives", name), f"the {description.name} instrument does not measure {name!r}; {guess}it measures: {', '.join(measures)}")
+        elif not _units_agree(spec.unit, measures[name]):
+            found.add(("objectives", name, "unit"), f"unit {spec.unit or '(none)'!r} is not compatible with the measured unit {measures[name] or '(none)'!r}")
+
+
+# --- constraints: a linear program over the bounds ---
+
+
+def _check_feasibility(found: _Findings) -> dict[str, Any]:
+    protocol = found.protocol
+    box = {n: (s.low, s.high) for n, s in protocol.space.items() if isinstance(s, FloatSpec | IntSpec)}
+    constraints = protocol.linear_constraints()
+    rows, satisfiable = [], []
+    for i, c in enumerate(constraints):
+        lo = sum(min(k * box[n][0], k * box[n][1]) for n, k in c.coefficients.items())
+        hi = sum(max(k * box[n][0], k * box[n][1]) for n, k in c.coefficients.items())
+        rows.append({"text": c.text, "kind": c.kind, "rhs": c.rhs, "lhs_range": [lo, hi],
+                     "redundant": c.kind == "<=" and hi <= c.rhs})
+        if (c.kind == "<=" and lo > c.rhs) or (c.kind == "==" and not lo <= c.rhs <= hi):
+            found.add(("constraints", i), f"cannot hold inside the parameter bounds: the left side ranges over "
+                      f"[{lo:g}, {hi:g}] there, the right side is {c.rhs:g}")
+        else:
+            satisfiable.append(c)
+    if not constraints:
+        return {"feasible": True, "constraints": rows, "example": None}
+    # Each remaining constraint holds somewhere in the box; a linear program tells whether all do at once.
+    names = list(box)
+    a_ub, b_ub = _stack(satisfiable, "<=", names)
+    a_eq, b_eq = _stack(satisfiable, "==", names)
+    result = linprog(np.zeros(len(names)), A_ub=a_ub, b_ub=b_ub, A_eq=a_eq, b_eq=b_eq, bounds=list(box.values()), method="highs")
+    if result.status != 0:
+        found.add(("constraints",), "the constraints cannot all hold at once inside the parameter bounds "
+                  "(the linear program has no solution); relax a constraint or widen the bounds")
+    feasible = result.status == 0 and len(satisfiable) == len(constraints)
+    example = dict(zip(names, map(float, result.x), strict=True)) if feasible else None
+    return {"feasible": feasible, "constraints": rows, "example": example}
+
+
+def _stack(constraints: Sequence[LinearConstraint], kind: str, names: list[str]) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """The constraints of one kind as linprog's (A, b), or (None, None) when there are none."""
+    chosen = [c for c in constraints if c.kind == kind]
+    if not chosen:
+        return None, None
+    return np.array([[c.coefficients.get(n, 0.0) for n in names] for c in chosen]), np.array([c.rhs for c in chosen])
+
+
+# --- pool mode ---
+
+
+def _check_candidates(found: _Findings) -> int | None:
+    protocol = found.protocol
+    if protocol.candidates is None:
+        return None
+    try:
+        table = protocol.candidates_frame()
+    except ProtocolError as e:
+        found.problems += e.problems
+        return None
+    assert table is not None
+    at: FieldPath = ("candidates", "path")
+    if table.empty:
+        found.add(at, "the candidate table has no rows")
+        return 0
+    for name, spec in protocol.space.items():
+        if name not in table.columns:
+            if not isinstance(spec, FixedSpec):
+                found.add(at, f"the candidate table has no column for parameter {name!r} (it has: {', '.join(map(str, table.columns[:12]))}"
+                          f"{', ...' if len(table.columns) > 12 else ''}); add it or map a header in candidates.columns")
+            continue
+        _check_column(found, name, spec, table[name])
+    return len(table)
+
+
+def _check_column(found: _Findings, name: str, spec: Any, column: pd.Series) -> None:
+    """Every row's value of `name` must be a legal value of the parameter."""
+    if isinstance(spec, ChoiceSpec):
+        bad = ~column.astype(str).isin(spec.values)
+        allowed = f"one of the listed values of space.{name}"
+    elif isinstance(spec, FixedSpec):
+        bad = column.astype(str) != str(spec.value) if isinstance(spec.value, str) else pd.to_numeric(column, errors="coerce") != spec.value
+        allowed = f"the fixed value {spec.value!r}"
+    else:
+        numbers = pd.to_numeric(column, errors="coerce")
+        bad = numbers.isna() | (numbers < spec.low) | (numbers > spec.high)
+        if isinstance(spec, IntSpec):
+            bad |= ((numbers - spec.low) % spec.step).fillna(1) != 0
+        allowed = f"inside space.{name} [{spec.low:g}, {spec.high:g}]" + (f" on the step {spec.step}" if isinstance(spec, IntSpec) else "")
+    if bad.any():
+        first = int(np.flatnonzero(bad.to_numpy())[0])
+        found.add(("candidates", "path"), f"{int(bad.sum())} candidate rows have {name} not {allowed} "
+                  f"(first: data row {first + 1}, {name} = {column.iloc[first]!r}); fix the rows or the space")
+
+
+# --- summary ---
+
+
+def _summary(found: _Findings, description: DriverDescription | None, feasibility: dict[str, Any], rows: int | None) -> dict[str, Any]:
+    p = found.protocol
+    parameters = []
+    for name, spec in p.space.items():
+        entry: dict[str, Any] = {"name": name, **spec.model_dump(exclude_defaults=False)}
+        parameters.append(entry)
+    return {
+        "name": p.name,
+        "description": p.description,
+        "file": str(p.path) if p.path else None,
+        "sha256": p.sha256,
+        "parameters": parameters,
+        "constraints": feasibility["constraints"],
+        "feasible": feasibility["feasible"],
+        "feasible_example": feasibility["example"],
+        "objectives": [{"name": n, **s.model_dump()} for n, s in p.objectives.items()],
+        "outcome_constraints": list(p.outcome_constraints),
+        "instrument": {
+            "driver": p.instrument.driver,
+            "connection": p.instrument.connection,
+            "measures": dict(description.measures) if description else {},
+        },
+        "envelope_margins": found.margins,
+        "planner": {"initial": p.planner.initial.n, "method": p.planner.initial.method, "acquisition": p.planner.acquisition,
+                    "batch_size": p.planner.batch_size, "seed": p.planner.seed},
+        "budget": {"trials": p.budget.trials, "wall_time_s": p.budget.wall_time},
+        "approval": p.approval.mode,
+        "candidates": None if rows is None else {"path": str(p.candidates_path), "rows": rows},
+        "notes": found.notes,
+    }
+
+
+def _units_agree(a: str, b: str) -> bool:
+    try:
+        return compatible(a, b)
+    except UnitError:
+        return False
+
+
+def _show(value: float, unit: str) -> str:
+    return f"{value:g} {unit}".rstrip()
