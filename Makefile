@@ -3,8 +3,9 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+SOURCES := closedloop controller drivers planners simulators tests benchmarks
 
-.PHONY: demo test lint clean-venv
+.PHONY: demo test test-fast lint typecheck clean-venv
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -23,12 +24,19 @@ demo: $(STAMP)
 	$(BIN)/closedloop status $(DEMO_DB)
 	$(BIN)/closedloop report $(DEMO_DB)
 
-test: $(STAMP)
-	$(BIN)/ruff check closedloop controller drivers planners simulators tests benchmarks
+# Everything: lint, type check, every test (slow end-to-end ones included). CI runs this.
+test: lint typecheck
 	$(BIN)/python -m pytest -q
 
+# The inner loop: lint and the tests not marked slow (real subprocess campaigns, kill-and-resume, ...).
+test-fast: lint
+	$(BIN)/python -m pytest -q -m "not slow"
+
 lint: $(STAMP)
-	$(BIN)/ruff check closedloop controller drivers planners simulators tests benchmarks
+	$(BIN)/ruff check $(SOURCES)
+
+typecheck: $(STAMP)
+	$(BIN)/python tests/typecheck.py
 
 clean-venv:
 	rm -rf $(VENV)

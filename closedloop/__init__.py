@@ -10,4 +10,6 @@ here: `closedloop.records` (values, conditions) and `closedloop.units` (the one 
     '0.1.0'
 """
 
-__version__ = "0.1.0"
+from closedloop.version import __version__
+
+__all__ = ["__version__"]

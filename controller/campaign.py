@@ -2,8 +2,9 @@
 
 The CLI is a thin layer over this class, after sqlite-utils: a library first.
 
-    >>> c = Campaign.create("protocols/trmc_opv_blend.yaml", "opv.sqlite")
-    >>> c.run()                      # until a stop rule fires
+    >>> c = Campaign.create("protocols/trmc_opv_blend.yaml", "opv.sqlite", sim=True)
+    >>> halt = c.run(sim=True)       # until a stop rule fires or the campaign pauses
+    >>> halt.text, halt.exit_code
     >>> Campaign.open("opv.sqlite").status()["best"]
 """
 
@@ -16,17 +17,21 @@ from pathlib import Path
 from typing import Any
 
 from closedloop.controller.engine import history
+from closedloop.controller.engine.build import build_engine
 from closedloop.controller.engine.clock import VirtualClock, WallClock
-from closedloop.controller.engine.dispatch import Station, ThreadedDispatcher, VirtualDispatcher
-from closedloop.controller.engine.engine import Approver, CampaignEngine, EngineSettings, ProgressHook
+from closedloop.controller.engine.dispatch import Station
+from closedloop.controller.engine.engine import REFUSALS_BEFORE_STOP, CampaignEngine
+from closedloop.controller.engine.events import Subscriber
 from closedloop.controller.engine.gate import SafetyGate
-from closedloop.controller.engine.stations import make_stations, simulator_model, with_connection
-from closedloop.controller.protocol.model import Protocol, parse_protocol_text
+from closedloop.controller.engine.halts import Halt
+from closedloop.controller.engine.operator import Approver
+from closedloop.controller.engine.stations import make_stations, resolve_link
+from closedloop.controller.protocol.model import Protocol, load_protocol, parse_protocol_text
 from closedloop.controller.store.campaign_store import CampaignStore, software_versions
 from closedloop.controller.store.errors import UnknownTrial
-from closedloop.drivers.base import InstrumentContext, Measurement
-from closedloop.planners.registry import make_planner
+from closedloop.drivers.base import Measurement
 from closedloop.planners.space import Conditions
+from closedloop.units import parse_quantity_to
 
 
 class BadInput(ValueError):
@@ -42,31 +47,6 @@ TIME_SCALE_IN_PROCESS = (
 def default_db_path(protocol: Protocol) -> Path:
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     return Path("campaigns") / f"{protocol.name}-{stamp}.sqlite"
-
-
-def settings_from(protocol: Protocol, seed: int) -> EngineSettings:
-    return EngineSettings(
-        problem=protocol.to_problem(),
-        seed=seed,
-        max_trials=protocol.budget.trials,
-        batch_size=protocol.planner.batch_size,
-        max_wall_time_s=protocol.wall_time_s,
-        no_improvement=protocol.stop.no_improvement,
-        stop_on_target=protocol.stop.target_reached,
-        approval=protocol.approval_mode,
-        trusted_region=protocol.trusted_region_bounds(),
-        fault_retries=protocol.failures.instrument_fault_retries,
-        on_fault=protocol.failures.on_fault,
-        candidates=protocol.candidates_frame(),
-    )
-
-
-def planner_spec(protocol: Protocol) -> tuple[str, dict[str, Any]]:
-    """The planner name and options a protocol asks for. Replay builds its planners from this too, so a
-    re-derived proposal comes from exactly the planner the campaign used."""
-    p = protocol.planner
-    name = "botorch" if p.acquisition != "random" else "random"
-    return name, {"n_initial": p.initial.n, "initial_method": p.initial.method, **(p.options or {})}
 
 
 class Campaign:
@@ -90,8 +70,6 @@ class Campaign:
         """A new campaign file for a protocol. A simulated campaign's file is written without a disk
         flush per commit: it still survives a killed process, only a power cut may lose its last writes.
         `connection` is the instrument link the campaign will run against, if not the protocol's."""
-        from closedloop.controller.protocol.model import load_protocol
-
         protocol = load_protocol(protocol_path)
         path = Path(db_path) if db_path else default_db_path(protocol)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -102,7 +80,7 @@ class Campaign:
             protocol_path=str(Path(protocol_path).resolve()),
             seed=protocol.planner.seed if seed is None else seed,
             versions=software_versions(),
-            durable=simulator_model(protocol if connection is None else with_connection(protocol, connection), sim) is None,
+            durable=not resolve_link(protocol, sim=sim, connection=connection).in_process,
         )
         return cls(store, protocol)
 
@@ -130,43 +108,42 @@ class Campaign:
         *,
         sim: bool = False,
         approver: Approver | None = None,
-        progress: ProgressHook | None = None,
+        on_event: Subscriber | None = None,
         connection: str | None = None,
         time_scale: float | None = None,
     ) -> CampaignEngine:
-        """`connection` replaces the protocol's instrument connection (a device path or pyserial URL);
-        `time_scale` runs the wall clock that many times faster, in step with an emulator started with
-        the same `--time-scale` (only on a live link: in-process simulators run in virtual time)."""
+        """The engine on this campaign's instrument. `connection` replaces the protocol's instrument
+        connection (a device path or pyserial URL); `time_scale` runs the wall clock that many times
+        faster, in step with an emulator started with the same `--time-scale` (only on a live link:
+        in-process simulators run in virtual time)."""
         stations = make_stations(self.protocol, seed=self.seed, sim=sim, connection=connection)
-        virtual = all(getattr(s.driver, "virtual_time", False) for s in stations)
-        journal = self._journal
-        confirm = self._confirm_operator_step(approver)
+        return self._engine(stations, approver=approver, on_event=on_event, time_scale=time_scale)
+
+    def _engine(
+        self,
+        stations: list[Station],
+        *,
+        approver: Approver | None = None,
+        on_event: Subscriber | None = None,
+        time_scale: float | None = None,
+        gate: SafetyGate | None = None,
+    ) -> CampaignEngine:
+        # Trials measured by hand (no stations) run on the wall clock, like the person measuring them.
+        virtual = bool(stations) and all(s.virtual for s in stations)
         if virtual and time_scale is not None:
             raise BadInput(TIME_SCALE_IN_PROCESS)
+        clock: VirtualClock | WallClock
         if virtual:
-            clock: VirtualClock | WallClock = VirtualClock(start=self._last_virtual_time())
-            dispatcher: Any = VirtualDispatcher(clock, journal, confirm)
-            origin = 0.0
+            clock, origin = VirtualClock(start=self._last_virtual_time()), 0.0
         else:
             origin = float(self.store.campaign()["created_at"])
             try:
                 clock = WallClock(1.0 if time_scale is None else time_scale, origin=origin)
             except ValueError as e:
                 raise BadInput(f"--time-scale: {e}") from None
-            dispatcher = ThreadedDispatcher(clock, journal, confirm)
-        settings = settings_from(self.protocol, self.seed)
-        gate = SafetyGate(settings.problem.space, stations[0].driver.describe().envelope, self.protocol.to_instrument_units)
-        return CampaignEngine(
-            self.store,
-            settings,
-            planner=self._planner(),
-            fallback_planner=make_planner("sobol"),
-            stations=stations,
-            gate=gate,
-            dispatcher=dispatcher,
-            approver=approver,
-            progress=progress,
-            elapsed_origin=origin,
+        return build_engine(
+            self.protocol, self.store, seed=self.seed, stations=stations, clock=clock, gate=gate,
+            approver=approver, subscribers=() if on_event is None else (on_event,), elapsed_origin=origin,
         )
 
     def run(
@@ -174,42 +151,51 @@ class Campaign:
         *,
         sim: bool = False,
         approver: Approver | None = None,
-        progress: ProgressHook | None = None,
+        on_event: Subscriber | None = None,
         connection: str | None = None,
         time_scale: float | None = None,
-    ) -> str:
-        """Run until a stop rule fires and return its reason; raises `Paused` if paused.
-        `connection` and `time_scale`: see `engine`; both are journaled as a "connection" event."""
-        engine = self.engine(sim=sim, approver=approver, progress=progress, connection=connection, time_scale=time_scale)
+    ) -> Halt:
+        """Run until a stop rule fires or the campaign pauses, and return why (`Halt`: `paused`, `kind`,
+        `text`). `connection` and `time_scale`: see `engine`; both are journaled as a "connection" event."""
+        engine = self.engine(sim=sim, approver=approver, on_event=on_event, connection=connection, time_scale=time_scale)
         try:
             self._record_link(connection, time_scale)
             return engine.run()
         finally:
-            for s in engine.stations:
-                s.driver.close()
+            _close(engine.stations)
 
     def resume(
         self,
         *,
         sim: bool = False,
         approver: Approver | None = None,
-        progress: ProgressHook | None = None,
+        on_event: Subscriber | None = None,
         connection: str | None = None,
         time_scale: float | None = None,
-    ) -> str:
+    ) -> Halt:
         """Reconcile trials a crash left dispatched/running, then continue the campaign. Without
         `connection` (and without `sim`) it continues on the link the campaign last ran against with
         `--port`, at that time scale: a live campaign never falls back silently to an in-process simulator."""
         connection, time_scale = self.live_link(connection, time_scale, sim=sim)
-        engine = self.engine(sim=sim, approver=approver, progress=progress, connection=connection, time_scale=time_scale)
+        engine = self.engine(sim=sim, approver=approver, on_event=on_event, connection=connection, time_scale=time_scale)
         try:
-            self.store.record_event("resume", detail="campaign resumed", virtual_t=self._vt(engine))
             self._record_link(connection, time_scale)
-            self._reconcile(engine)
-            return engine.run()
+            return self._continue(engine)
         finally:
-            for s in engine.stations:
-                s.driver.close()
+            _close(engine.stations)
+
+    def run_with(self, stations: list[Station], *, gate: SafetyGate, on_event: Subscriber | None = None) -> Halt:
+        """Run (or continue) on stations built elsewhere, with their own gate: a stand-in instrument such as
+        a counterfactual's GP surrogate. The stations are closed at the end."""
+        engine = self._engine(stations, gate=gate, on_event=on_event)
+        try:
+            return self._continue(engine) if self.store.trials() else engine.run()
+        finally:
+            _close(engine.stations)
+
+    def _continue(self, engine: CampaignEngine) -> Halt:
+        engine.reconcile()
+        return engine.run(resumed=True)
 
     def live_link(
         self, connection: str | None, time_scale: float | None, *, sim: bool = False
@@ -234,47 +220,21 @@ class Campaign:
             data={"connection": where, "time_scale": time_scale},
         )
 
-    def _reconcile(self, engine: CampaignEngine) -> None:
-        stations = {s.name: s for s in engine.stations}
-        for t in self.store.trials(states=["dispatched", "running"]):
-            station = stations.get(t.instrument or "")
-            recovered: Measurement | None = None
-            if station is not None:
-                ctx = InstrumentContext(clock=engine.clock, trial_id=t.id)
-                recovered = station.driver.recover(t.id, ctx)
-            if recovered is not None:
-                self.store.record_event("recovered", trial_id=t.id, detail="result recovered from the instrument")
-                self.store.record_measurement(t.id, recovered, virtual_t=self._vt(engine))
-                continue
-            self.store.transition(
-                t.id, "abandoned", detail="interrupted: the controller stopped before a result was stored",
-                virtual_t=self._vt(engine),
-            )
-            engine._retry(t.id, "re-queued after interruption")
-
     # ---- manual instruments: ask / tell ------------------------------------------------------------
 
     def ask(self, n: int = 1) -> list[tuple[int, Conditions]]:
-        """Propose `n` trials for an operator to run by hand; they are stored as dispatched to 'manual'."""
+        """Propose `n` trials for an operator to run by hand; they are stored as dispatched to 'manual'.
+        Proposals the safety gate refuses are journaled and proposed again (three in a row end it)."""
         if n < 1:
             raise BadInput(f"-n must be at least 1, got {n}")
-        settings = settings_from(self.protocol, self.seed)
-        gate = SafetyGate(
-            settings.problem.space, self.protocol.description_of_instrument().envelope, self.protocol.to_instrument_units
-        )
-        trials = self.store.trials()
-        obs = history.observations(settings.problem, trials)
-        seed = self.seed * 1_000_003 + len(trials)
-        proposals = self._planner().propose(settings.problem, obs, history.pending(trials), n, seed, settings.candidates)
-        out = []
-        for p in proposals:
-            gate.check(p.conditions)
-            trial_id = self.store.add_trial(
-                p.conditions, proposer=str(p.provenance.get("planner", "")), origin="manual", provenance=p.provenance
-            )
-            self.store.transition(trial_id, "approved", detail="ask")
-            self.store.transition(trial_id, "dispatched", instrument="manual", detail="handed to the operator")
-            out.append((trial_id, p.conditions))
+        engine = self._engine([])
+        out: list[tuple[int, Conditions]] = []
+        for _ in range(REFUSALS_BEFORE_STOP):
+            for trial_id in engine.propose(n - len(out), within_budget=False, origin="manual"):
+                engine.hand_out(trial_id)
+                out.append((trial_id, self.store.trial(trial_id).conditions))
+            if len(out) == n:
+                break
         return out
 
     def tell(self, trial_id: int, values: Mapping[str, str | float], *, failed: bool = False, note: str = "") -> None:
@@ -290,14 +250,13 @@ class Campaign:
                 raise BadInput(f"trial {trial_id} appears twice")
             seen.add(trial_id)
             checked.append((trial_id, self._measurement_from_operator(trial_id, values, failed, note)))
+        engine = self._engine([])
         for trial_id, m in checked:
-            self.store.record_measurement(trial_id, m)
+            engine.ingest(trial_id, m)
 
     def _measurement_from_operator(
         self, trial_id: int, values: Mapping[str, str | float], failed: bool, note: str
     ) -> Measurement:
-        from closedloop.controller.protocol.units import parse_quantity_to
-
         try:
             trial = self.store.trial(trial_id)
         except UnknownTrial:
@@ -361,30 +320,16 @@ class Campaign:
 
     # ---- helpers ----------------------------------------------------------------------------------
 
-    def _planner(self) -> Any:
-        name, options = planner_spec(self.protocol)
-        return make_planner(name, **options)
-
-    def _journal(self, trial_id: int, station: str, direction: str, text: str, t: float) -> None:
-        self.store.record_command(trial_id, station, direction, text, virtual_t=t)
-
-    def _confirm_operator_step(self, approver: Approver | None):  # noqa: ANN202
-        def confirm(trial_id: int, message: str) -> None:
-            ask = getattr(approver, "confirm_step", None)
-            if ask is not None:
-                ask(trial_id, message)
-            self.store.record_event("operator_step", trial_id=trial_id, detail=message)
-
-        return confirm
-
     def _last_virtual_time(self) -> float:
         events = self.store.events()
         times = [e["virtual_t"] for e in events if e.get("virtual_t") is not None]
         return max(times) if times else 0.0
 
-    @staticmethod
-    def _vt(engine: CampaignEngine) -> float | None:
-        return engine.clock.now() if engine.clock.virtual else None
 
 
-__all__ = ["BadInput", "Campaign", "Station"]
+def _close(stations: list[Station]) -> None:
+    for station in stations:
+        station.driver.close()
+
+
+__all__ = ["BadInput", "Campaign", "Halt"]

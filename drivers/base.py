@@ -9,9 +9,10 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import Any, Generic, Literal, Protocol, TypeVar, runtime_checkable
 
-Value = float | int | str
+from closedloop.records import Value
+
 MeasurementStatus = Literal["ok", "failed_sample", "instrument_fault"]
 
 
@@ -60,8 +61,7 @@ class Limit:
             raise EnvelopeViolation(name, value, f"below the minimum {self.min} {self.unit}".rstrip())
         if self.max is not None and v > self.max:
             raise EnvelopeViolation(name, value, f"above the maximum {self.max} {self.unit}".rstrip())
-        stepped = previous is not None and not isinstance(previous, str)
-        if self.max_step is not None and stepped and abs(v - float(previous)) > self.max_step:
+        if self.max_step is not None and isinstance(previous, int | float) and abs(v - float(previous)) > self.max_step:
             raise EnvelopeViolation(
                 name, value, f"step from {previous} exceeds max_step {self.max_step} {self.unit}".rstrip()
             )
@@ -147,8 +147,6 @@ class Driver(Protocol):
     - `check(conditions)`: raise `EnvelopeViolation` if a setpoint is not allowed, without moving anything.
     - `run(conditions, ctx)`: set, start, wait, measure; returns a Measurement. Raises `InstrumentFault`
       when the instrument cannot complete it. Must call `check` itself before sending anything.
-    - `recover(trial_id, ctx)`: the result of a trial interrupted by a crash, if the instrument still has
-      it, else None.
     - `safe_state()`: put the instrument somewhere harmless (abort, pause, exit). Must not raise.
     - `close()`: release the port.
     """
@@ -159,8 +157,60 @@ class Driver(Protocol):
 
     def run(self, conditions: Mapping[str, Value], ctx: InstrumentContext) -> Measurement: ...
 
-    def recover(self, trial_id: int, ctx: InstrumentContext) -> Measurement | None: ...
-
     def safe_state(self) -> None: ...
 
     def close(self) -> None: ...
+
+
+# Abilities some drivers have besides the verbs above. The engine asks with isinstance().
+
+
+@runtime_checkable
+class Recoverable(Protocol):
+    """A driver whose instrument keeps results: after a crash, `recover` returns the result of a trial
+    that was running, or None when the instrument does not have it."""
+
+    def recover(self, trial_id: int, ctx: InstrumentContext) -> Measurement | None: ...
+
+
+@runtime_checkable
+class Abortable(Protocol):
+    """A driver that can stop a trial in progress from another thread and go safe at once (the MBE
+    watchdog). The running `run` then ends with an exception."""
+
+    def abort(self) -> None: ...
+
+
+Journal = Callable[[str, str], None]
+
+
+@runtime_checkable
+class Journaled(Protocol):
+    """A driver whose link can be journaled outside a trial (its safe-state commands at a pause belong to
+    the campaign): `set_journal(journal)` records every command and reply from now on."""
+
+    def set_journal(self, journal: Journal | None) -> None: ...
+
+
+ConfigT = TypeVar("ConfigT")
+
+
+@dataclass(frozen=True)
+class DriverEntry(Generic[ConfigT]):
+    """A driver as a protocol names it (`instrument.driver`), registered in `drivers.registry`.
+
+    `config` is the pydantic model of what the protocol gives the driver: its `instrument.options`, or,
+    with `section=True`, the whole instrument section (the serial driver is described in YAML). `validate`
+    checks a protocol against it; `describe(config)` says what the instrument accepts and measures;
+    `connect(connection, config)` builds the driver on a link (a device path or URL, sim:// included).
+    `emulator` names the wire emulator that stands in for the instrument under `--sim` (in
+    `simulators.registry`), None when there is none.
+    """
+
+    name: str
+    summary: str
+    config: type[ConfigT]
+    describe: Callable[[ConfigT], DriverDescription]
+    connect: Callable[[str, ConfigT], Driver]
+    emulator: str | None = None
+    section: bool = False

@@ -1,11 +1,22 @@
 """MBE system (oxide growth, e.g. SrRuO3): effusion cells, substrate heater, ozone, shutters.
-This module declares the hard limits the driver enforces; the driver itself arrives with the MBE issue.
-Limits follow working labs' practice (see shared/DOMAIN.md, MBE): per-cell maximum temperature and
-ramp rate, substrate maximum, oxidant flow range."""
+This module declares the hard limits the driver enforces and the options it takes, and registers the
+driver (drivers/mbe_driver.py runs the growth). Limits follow working labs' practice (see
+shared/DOMAIN.md, MBE): per-cell maximum temperature and ramp rate, substrate maximum, oxidant flow range."""
 
 from __future__ import annotations
 
-from closedloop.drivers.base import DriverDescription, Limit, SafetyEnvelope
+import math
+from typing import Any
+
+from pydantic import Field, field_validator
+
+from closedloop.drivers.base import (
+    DriverDescription,
+    EnvelopeViolation,
+    Limit,
+    SafetyEnvelope,
+)
+from closedloop.drivers.options import DriverOptions, Duration
 
 MBE_ENVELOPE = SafetyEnvelope(
     {
@@ -23,3 +34,71 @@ MBE_DESCRIPTION = DriverDescription(
     measures={"rrr": "", "xrd_fwhm": "deg", "growth_rate": "angstrom/s"},
     optional_settings=("growth_time",),
 )
+
+# Heater parameter -> the growth controller's device name.
+HEATERS: dict[str, str] = {"sr_cell_temp": "SR_CELL", "ru_cell_temp": "RU_CELL", "substrate_temp": "SUBSTRATE"}
+
+
+def check_ramp_rate(heater: str, rate: float) -> None:
+    limit = MBE_ENVELOPE.limits[heater].max_rate or math.inf
+    if not (math.isfinite(rate) and 0 < rate <= limit):
+        raise EnvelopeViolation(f"{heater} ramp rate", rate, f"must be > 0 and at most max_rate {limit} degC/min")
+
+
+def _default_ramp_rates() -> dict[str, float]:
+    return {h: float(MBE_ENVELOPE.limits[h].max_rate or 1.0) for h in HEATERS}
+
+
+class MbeOptions(DriverOptions):
+    """How the driver runs a growth; every field can be given in the protocol's `instrument.options`.
+
+    `ramp_rate`: degC/min per heater (default: the envelope's max_rate; give some heaters, the others keep
+    theirs); `activation_ev`: each cell's Arrhenius activation energy, the slope flux tuning steps along;
+    `heat_gas_limit_torr`: highest chamber pressure at which heating or opening gas is allowed. Times are
+    durations ("15 s", "6 h") or seconds.
+    """
+
+    ramp_rate: dict[str, float] = Field(default_factory=_default_ramp_rates)
+    idle: dict[str, float] = Field(
+        default_factory=lambda: {"sr_cell_temp": 300.0, "ru_cell_temp": 1200.0, "substrate_temp": 200.0}
+    )
+    activation_ev: dict[str, float] = Field(default_factory=lambda: {"sr": 1.7, "ru": 6.0})
+    stable_within_k: float = Field(1.0, gt=0)
+    poll_s: Duration = Field(15.0, gt=0)
+    stabilize_timeout_s: Duration = Field(6 * 3600.0, gt=0)
+    soak_s: Duration = Field(300.0, ge=0)
+    gauge_settle_s: Duration = Field(60.0, ge=0)
+    gauge_readings: int = Field(16, ge=1)
+    ozone_settle_s: Duration = Field(120.0, ge=0)
+    heat_gas_limit_torr: float = Field(5e-7, gt=0)
+    rheed_s: Duration = Field(600.0, gt=0)
+    ex_situ_s: Duration = Field(3 * 3600.0, ge=0)
+    timeout_s: Duration = Field(2.0, gt=0)
+
+    @field_validator("ramp_rate", mode="before")
+    @classmethod
+    def _merge_with_defaults(cls, value: Any) -> Any:
+        return {**_default_ramp_rates(), **value} if isinstance(value, dict) else value
+
+    @field_validator("ramp_rate")
+    @classmethod
+    def _rates_inside_the_envelope(cls, rates: dict[str, float]) -> dict[str, float]:
+        for heater, rate in rates.items():
+            if heater not in HEATERS:
+                raise ValueError(f"unknown heater {heater!r}; heaters: {', '.join(HEATERS)}")
+            try:
+                check_ramp_rate(heater, float(rate))
+            except EnvelopeViolation as e:
+                raise ValueError(f"{e}; give at most the envelope's max_rate") from None
+        return rates
+
+    @field_validator("idle")
+    @classmethod
+    def _idle_heaters(cls, idle: dict[str, float]) -> dict[str, float]:
+        unknown = sorted(set(idle) - set(HEATERS))
+        if unknown:
+            raise ValueError(f"unknown heater(s) {unknown}; heaters: {', '.join(HEATERS)}")
+        for heater, value in idle.items():
+            MBE_ENVELOPE.limits[heater].check(heater, value)
+        return idle
+

@@ -28,23 +28,21 @@ from closedloop.drivers.base import (
     EnvelopeViolation,
     InstrumentContext,
     InstrumentFault,
+    Journal,
     Measurement,
     Value,
     require_settings,
 )
-from closedloop.drivers.mbe import MBE_DESCRIPTION, MBE_ENVELOPE
+from closedloop.drivers.mbe import HEATERS, MBE_DESCRIPTION, MBE_ENVELOPE, MbeOptions, check_ramp_rate
 from closedloop.drivers.mbe_recipe import (
     ANALYSIS,
     ANALYSIS_VERSION,
     BOLTZMANN_EV_PER_K,
     CELLS,
-    HEATERS,
     REQUIRED,
     SHUTTERS,
     FluxTuning,
     Layer,
-    MbeOptions,
-    check_ramp_rate,
     growth_rate_from_rheed,
 )
 from closedloop.drivers.scpi import decode_block
@@ -58,15 +56,17 @@ def _exact(value: float) -> str:
 
 
 class MbeDriver:
-    """An MBE growth controller (a `drivers.base.Driver`); `port` replaces the link named by
-    `options.connection` (an in-process emulator for `sim://mbe`, which this layer cannot build)."""
+    """An MBE growth controller (a `drivers.base.Driver`) at `connection` (a device path or URL); `port`
+    replaces the link (a test's own port object)."""
 
-    virtual_time = False  # whoever builds it on an in-process emulator sets this
-
-    def __init__(self, options: Mapping[str, Any] | MbeOptions | None = None, *, port: Port | None = None) -> None:
-        self.options = options if isinstance(options, MbeOptions) else MbeOptions.from_mapping(options)
+    def __init__(
+        self, connection: str, options: MbeOptions | Mapping[str, Any] | None = None, *, port: Port | None = None
+    ) -> None:
+        """`options` as a protocol gives them (validated here: a bad one raises ValueError naming it)."""
+        self.connection = connection
+        self.options = options if isinstance(options, MbeOptions) else MbeOptions.model_validate(options or {})
         settings = TransportSettings(read_terminator="\r\n", write_terminator="\n", timeout=self.options.timeout_s)
-        self.transport = SerialTransport(self.options.connection, settings, port=port)
+        self.transport = SerialTransport(connection, settings, port=port)
         self._ctx: InstrumentContext | None = None
         self._abort = threading.Event()
 
@@ -121,7 +121,7 @@ class MbeDriver:
                        "rheed_growth_rate": growth_rate_from_rheed(rheed_t, rheed)},
             analysis=ANALYSIS,
             analysis_version=ANALYSIS_VERSION,
-            instrument=self.options.connection,
+            instrument=self.connection.partition("?")[0],  # the link, without an emulator's seed
             detail="" if ok else str(results.get("phase", "")),
             duration_s=ctx.clock.now() - started,
         )
@@ -148,6 +148,10 @@ class MbeDriver:
         """Stop a recipe in progress (from any thread) and go to the safe state."""
         self._abort.set()
         self.safe_state()
+
+    def set_journal(self, journal: Journal | None) -> None:
+        """Journal the link's commands and replies from now on (see `drivers.base.Journaled`)."""
+        self.transport.set_journal(journal)
 
     def close(self) -> None:
         self.transport.close()

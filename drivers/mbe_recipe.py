@@ -1,4 +1,4 @@
-"""What the MBE driver works with besides the wire: its options, the steps of a growth recipe, the
+"""What the MBE driver works with besides the wire: the steps of a growth recipe, the
 result of flux tuning, and the growth rate read off a RHEED oscillation. Kept apart from `mbe_driver`
 so the driver module holds only the protocol and its safety rules.
 """
@@ -6,70 +6,16 @@ so the driver module holds only the protocol and its safety rules.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
 import numpy as np
 
-from closedloop.drivers.base import EnvelopeViolation
-from closedloop.drivers.mbe import MBE_ENVELOPE
-
 BOLTZMANN_EV_PER_K = 8.617333262e-5
 SRRUO3_MONOLAYER_ANGSTROM = 3.93  # one RHEED oscillation per pseudocubic unit cell
-HEATERS: dict[str, str] = {"sr_cell_temp": "SR_CELL", "ru_cell_temp": "RU_CELL", "substrate_temp": "SUBSTRATE"}
 CELLS: dict[str, str] = {"sr": "sr_cell_temp", "ru": "ru_cell_temp"}
 SHUTTERS = ("SR", "RU", "MAIN")
 REQUIRED = ("sr_cell_temp", "ru_cell_temp", "substrate_temp", "ozone_flow")
 ANALYSIS, ANALYSIS_VERSION = "mbe-ex-situ+rheed-fft", "1"
-
-
-@dataclass(frozen=True)
-class MbeOptions:
-    """How the driver runs a growth; every field can be given in the protocol's `instrument.options`.
-
-    `ramp_rate`: degC/min per heater (default: the envelope's max_rate); `activation_ev`: each cell's
-    Arrhenius activation energy, the slope flux tuning steps along; `heat_gas_limit_torr`: highest
-    chamber pressure at which heating or opening gas is allowed.
-    """
-
-    connection: str = "sim://mbe"
-    ramp_rate: Mapping[str, float] = field(
-        default_factory=lambda: {h: float(MBE_ENVELOPE.limits[h].max_rate or 1.0) for h in HEATERS}
-    )
-    idle: Mapping[str, float] = field(
-        default_factory=lambda: {"sr_cell_temp": 300.0, "ru_cell_temp": 1200.0, "substrate_temp": 200.0}
-    )
-    activation_ev: Mapping[str, float] = field(default_factory=lambda: {"sr": 1.7, "ru": 6.0})
-    stable_within_k: float = 1.0
-    poll_s: float = 15.0
-    stabilize_timeout_s: float = 6 * 3600.0
-    soak_s: float = 300.0
-    gauge_settle_s: float = 60.0
-    gauge_readings: int = 16
-    ozone_settle_s: float = 120.0
-    heat_gas_limit_torr: float = 5e-7
-    rheed_s: float = 600.0
-    ex_situ_s: float = 3 * 3600.0
-    timeout_s: float = 2.0
-
-    @classmethod
-    def from_mapping(cls, options: Mapping[str, Any] | None) -> MbeOptions:
-        """Options from a protocol mapping; unknown names and unsafe ramp rates are a `ValueError`."""
-        given = dict(options or {})
-        known = set(cls.__dataclass_fields__)
-        unknown = sorted(set(given) - known)
-        if unknown:
-            raise ValueError(f"unknown MBE driver option(s) {unknown}; known: {', '.join(sorted(known))}")
-        if "ramp_rate" in given:
-            given["ramp_rate"] = {**cls().ramp_rate, **given["ramp_rate"]}
-        made = cls(**given)
-        for heater, rate in made.ramp_rate.items():
-            try:
-                check_ramp_rate(heater, float(rate))
-            except EnvelopeViolation as e:
-                raise ValueError(f"instrument.options.ramp_rate: {e}; give at most the envelope's max_rate") from None
-        return made
 
 
 @dataclass(frozen=True)
@@ -88,12 +34,6 @@ class FluxTuning:
     bep: float
     iterations: int
     steps: tuple[tuple[float, float], ...]
-
-
-def check_ramp_rate(heater: str, rate: float) -> None:
-    limit = MBE_ENVELOPE.limits[heater].max_rate or math.inf
-    if not (math.isfinite(rate) and 0 < rate <= limit):
-        raise EnvelopeViolation(f"{heater} ramp rate", rate, f"must be > 0 and at most max_rate {limit} degC/min")
 
 
 def growth_rate_from_rheed(times_s: np.ndarray, intensity: np.ndarray) -> float:

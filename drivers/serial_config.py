@@ -29,7 +29,7 @@ from closedloop.drivers.serial_sections import (
     WaitSpec,
     located,
 )
-from closedloop.drivers.units import is_time_unit, parse_unit
+from closedloop.units import is_time_unit, parse_unit
 
 __all__ = [
     "SERIAL_KEYS",
@@ -196,3 +196,4 @@ SERIAL_KEYS = tuple(k for k in SerialInstrumentConfig.model_fields if k not in (
 def _parameter_unit(name: str, settable: dict[str, SetCommand], envelope: EnvelopeSection) -> str:
     limit = envelope.limits.get(name)
     return (limit.unit if limit and limit.unit else None) or settable[name].unit or ""
+

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -22,6 +22,7 @@ from closedloop.drivers.base import (
     EnvelopeViolation,
     InstrumentContext,
     InstrumentFault,
+    Journal,
     Measurement,
     Value,
 )
@@ -35,14 +36,14 @@ from closedloop.drivers.scpi import (
 )
 from closedloop.drivers.serial_config import MeasureSpec, SerialInstrumentConfig
 from closedloop.drivers.transport import Port, SerialTransport
-from closedloop.drivers.units import convert, duration_seconds
+from closedloop.units import convert, duration_seconds
 
 ANALYSIS = "scpi-query"
 ANALYSIS_VERSION = "1"
 
 log = logging.getLogger(__name__)
 
-_REDUCE = {
+_REDUCE: dict[str, Callable[[np.ndarray], Any]] = {
     "mean": np.mean,
     "median": np.median,
     "min": np.min,
@@ -61,8 +62,6 @@ class SerialInstrumentDriver:
 
     # Whoever builds the driver on an in-process emulator sets this: the engine then runs it in virtual
     # time, and the transport hands each trial's clock to the emulated device.
-    virtual_time = False
-
     def __init__(self, config: SerialInstrumentConfig, *, port: Port | None = None) -> None:
         self.config = config
         self.transport = SerialTransport(config.connection, config.serial.to_transport(), port=port)
@@ -256,6 +255,10 @@ class SerialInstrumentDriver:
                 self.transport.write(command)
             except Exception as e:  # safe_state must never raise, whatever the link does
                 log.warning("safe_state: %r to %s failed: %s", command, self.config.connection, e)
+
+    def set_journal(self, journal: Journal | None) -> None:
+        """Journal the link's commands and replies from now on (see `drivers.base.Journaled`)."""
+        self.transport.set_journal(journal)
 
     def close(self) -> None:
         self.transport.close()

@@ -17,6 +17,7 @@ from typing import Annotated, Any, Literal
 
 import numpy as np
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -25,28 +26,15 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from pydantic_core import PydanticCustomError
 
 from closedloop.drivers.base import Limit
+from closedloop.drivers.options import Duration, Strict, located
 from closedloop.drivers.transport import TransportSettings
-from closedloop.drivers.units import DriverUnitError, convert, duration_seconds, parse_unit
+from closedloop.units import UnitError, convert, parse_unit
 
 _QUANTITY = re.compile(r"^\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*(.*?)\s*$")
 
 
-def located(path: str | tuple[str | int, ...], message: str) -> PydanticCustomError:
-    """An error about one of the model's own keys (`path`, relative to the model), for model validators."""
-    return PydanticCustomError("serial_config", "{message}", {"message": message, "at": path})
-
-
-def _seconds(value: Any) -> float:
-    try:
-        return duration_seconds(value)
-    except DriverUnitError as e:
-        raise ValueError(str(e)) from None
-
-
-Duration = Annotated[float, BeforeValidator(_seconds)]
 Commands = Annotated[list[str], BeforeValidator(lambda v: [v] if isinstance(v, str) else v)]
 # Labels written as numbers in YAML (a gas line "2") are still labels.
 Label = Annotated[str, BeforeValidator(lambda v: str(v) if isinstance(v, int | float) and not isinstance(v, bool) else v)]
@@ -55,7 +43,7 @@ Label = Annotated[str, BeforeValidator(lambda v: str(v) if isinstance(v, int | f
 def _check_unit(unit: str) -> str:
     try:
         parse_unit(unit)
-    except DriverUnitError as e:
+    except UnitError as e:
         raise ValueError(str(e)) from None
     return unit
 
@@ -67,8 +55,13 @@ def check_regex(pattern: str, what: str) -> re.Pattern[str]:
         raise ValueError(f"{what} {pattern!r} is not a valid regular expression: {e}") from None
 
 
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+def _stop_bits(value: float) -> float:
+    if value not in (1, 1.5, 2):
+        raise ValueError(f"{value!r} is not allowed; use one of: 1, 1.5, 2")
+    return value
+
+
+StopBits = Annotated[float, AfterValidator(_stop_bits)]
 
 
 class SerialSettings(Strict):
@@ -77,7 +70,7 @@ class SerialSettings(Strict):
     baudrate: int = Field(9600, gt=0)
     bytesize: Literal[5, 6, 7, 8] = 8
     parity: Literal["none", "even", "odd", "mark", "space"] = "none"
-    stopbits: Literal[1, 1.5, 2] = 1
+    stopbits: StopBits = 1
     xonxoff: bool = False
     rtscts: bool = False
     encoding: str = "ascii"
@@ -299,7 +292,7 @@ def _limit_in_unit(value: Any, info: ValidationInfo) -> Any:
         if info.field_name == "max_step":
             return convert(number, written, unit) - convert(0.0, written, unit)
         return convert(number, written, unit)
-    except DriverUnitError as e:
+    except UnitError as e:
         raise ValueError(str(e)) from None
 
 

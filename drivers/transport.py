@@ -79,6 +79,48 @@ class TransportSettings:
     echo: bool = False  # the instrument echoes each command line before replying
 
 
+# Ports for URL schemes pyserial does not know: scheme -> factory(url, settings). Registered by the layer
+# that can build them (simulators.registry serves sim://MODEL with an in-process emulator), the way
+# pyserial's own protocol handlers are, so a driver opens every link through one call.
+PortFactory = Callable[[str, TransportSettings], Port]
+_PORT_SCHEMES: dict[str, PortFactory] = {}
+
+
+def register_port_scheme(scheme: str, factory: PortFactory) -> None:
+    """Open `scheme://...` links with `factory(url, settings)`."""
+    _PORT_SCHEMES[scheme] = factory
+
+
+def open_port(url: str, settings: TransportSettings) -> Port:
+    """The port for `url`, not yet opened: a registered scheme's, else pyserial's `serial_for_url` (a
+    device path, socket://, rfc2217://, loop://). ValueError says what to write instead."""
+    scheme, sep, _ = url.partition("://")
+    if sep and scheme in _PORT_SCHEMES:
+        return _PORT_SCHEMES[scheme](url, settings)
+    try:
+        port: Port = serial.serial_for_url(
+            url,
+            do_not_open=True,
+            baudrate=settings.baudrate,
+            bytesize=settings.bytesize,
+            parity=settings.parity,
+            stopbits=settings.stopbits,
+            xonxoff=settings.xonxoff,
+            rtscts=settings.rtscts,
+            timeout=min(settings.timeout, _READ_SLICE_S),
+            write_timeout=settings.write_timeout,
+        )
+    except (ValueError, serial.SerialException) as e:
+        if sep:
+            extra = "".join(f", {scheme}://..." for scheme in sorted(_PORT_SCHEMES))
+            raise ValueError(f"connection {url!r}: {e}; use a device path (/dev/ttyUSB0), socket://HOST:PORT, "
+                             f"rfc2217://HOST:PORT, loop://{extra}") from e
+        raise ValueError(
+            f"connection {url!r}: {e}; use a device path (/dev/ttyUSB0), socket://HOST:PORT or loop://"
+        ) from e
+    return port
+
+
 class _BadReply(Exception):
     """One exchange failed in a way a retry may cure (timeout, partial line, garbage, out of step)."""
 
@@ -114,7 +156,7 @@ class SerialTransport:
             raise ValueError("read and write terminators must not be empty (e.g. '\\n' or '\\r\\n')")
         self._read_term = s.read_terminator.encode(s.encoding)
         self._write_term = s.write_terminator.encode(s.encoding)
-        self._port: Any = port if port is not None else self._make_port(url)
+        self._port: Any = port if port is not None else open_port(url, self.settings)
         # In-process emulators answer inside write(): an empty read then means no reply will ever come,
         # so waiting out the timeout (or backing off) would only burn wall time in a virtual-time run.
         self._synchronous = bool(getattr(self._port, "replies_are_synchronous", False))
@@ -124,30 +166,6 @@ class SerialTransport:
         self._unanswered = 0  # commands that timed out: their replies may still be on the way
         self.connections = 0  # successful opens; a driver re-identifies the instrument when it changes
         self.reconnects = 0
-
-    def _make_port(self, url: str) -> Any:
-        s = self.settings
-        try:
-            return serial.serial_for_url(
-                url,
-                do_not_open=True,
-                baudrate=s.baudrate,
-                bytesize=s.bytesize,
-                parity=s.parity,
-                stopbits=s.stopbits,
-                xonxoff=s.xonxoff,
-                rtscts=s.rtscts,
-                timeout=min(s.timeout, _READ_SLICE_S),
-                write_timeout=s.write_timeout,
-            )
-        except (ValueError, serial.SerialException) as e:
-            if url.startswith("sim://"):
-                raise ValueError(
-                    f"connection {url!r} is an in-process emulator: pass port=simulators.emulator.in_process_port(...)"
-                ) from e
-            raise ValueError(
-                f"connection {url!r}: {e}; use a device path (/dev/ttyUSB0), socket://HOST:PORT or loop://"
-            ) from e
 
     # -- lifecycle -------------------------------------------------------------------------------
 

@@ -1,10 +1,20 @@
 """TRMC station: sample preparation (spin-coat + anneal) followed by a time-resolved microwave
-conductivity measurement. This module declares what the station accepts and measures; the driver
-that talks to it over the wire arrives with the TRMC issue."""
+conductivity measurement. This module declares what the station accepts, measures and takes as options,
+and registers the driver (drivers/trmc_driver.py talks to the station)."""
 
 from __future__ import annotations
 
-from closedloop.drivers.base import DriverDescription, Limit, SafetyEnvelope
+from typing import Annotated, Literal
+
+from pydantic import BeforeValidator, Field, StrictBool, model_validator
+
+from closedloop.drivers.base import (
+    DriverDescription,
+    EnvelopeViolation,
+    Limit,
+    SafetyEnvelope,
+)
+from closedloop.drivers.options import DriverOptions, Duration, located, quantity_in
 
 SOLVENTS = ("chlorobenzene", "o-dichlorobenzene", "chloroform", "toluene")
 
@@ -29,3 +39,33 @@ TRMC_DESCRIPTION = DriverDescription(
     measures={"phi_sum_mu_max": "cm^2/(V*s)", "tau_half": "ns"},
     optional_settings=("wavelength", "fluence", "averages"),
 )
+
+
+WordFormat = Annotated[Literal["INT16", "FLOAT32"], BeforeValidator(lambda v: v.upper() if isinstance(v, str) else v)]
+
+
+class TrmcOptions(DriverOptions):
+    """`instrument.options` of a TRMC protocol: acquisition defaults and link settings."""
+
+    averages: int = 64
+    wavelength: quantity_in("nm") = 500.0  # type: ignore[valid-type]
+    fluence: quantity_in("1/cm^2") = 3e14  # type: ignore[valid-type]  # photons/cm^2 per pulse
+    manual_loading: StrictBool = False  # the operator puts each film into the cavity and confirms
+    word_format: WordFormat = "INT16"  # samples of CURV?
+    baudrate: int = Field(115200, gt=0)
+    timeout: Duration = Field(2.0, gt=0)  # per reply on the link
+    retries: int = Field(2, ge=0)  # extra attempts for queries (never for setters or starts)
+    poll_s: Duration = Field(1.0, gt=0)  # *OPC? polling once an operation's nominal time has passed
+    opc_margin_s: Duration = Field(60.0, ge=0)  # how long past its nominal time an operation may run
+
+    @model_validator(mode="after")
+    def _inside_the_envelope(self) -> TrmcOptions:
+        for name in ("averages", "wavelength", "fluence"):
+            limit, value = TRMC_ENVELOPE.limits[name], getattr(self, name)
+            try:
+                limit.check(name, value)
+            except EnvelopeViolation as e:
+                shown = f"{value:g} {limit.unit}".rstrip()
+                raise located(name, f"{name} = {shown} is outside the station's envelope ({e.reason})") from None
+        return self
+

@@ -115,7 +115,7 @@ def analyze_to_measurement(
         "calibration": {k: float(v) for k, v in calibration.items()},
         "fits": _json_safe({"summary": summary, **result.fits}),
     }
-    common = {
+    common: dict[str, Any] = {
         "artifacts": artifacts,
         "analysis": result.analysis,
         "analysis_version": result.analysis_version,

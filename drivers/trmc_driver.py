@@ -16,7 +16,6 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
 from typing import Any
 
 import numpy as np
@@ -26,13 +25,14 @@ from closedloop.drivers.base import (
     DriverDescription,
     InstrumentContext,
     InstrumentFault,
+    Journal,
     Measurement,
     Value,
     require_settings,
 )
 from closedloop.drivers.scpi import ScpiParseError, check_error_queue, decode_block, parse_number
 from closedloop.drivers.transport import Port, SerialTransport, TransportSettings
-from closedloop.drivers.trmc import TRMC_DESCRIPTION, TRMC_ENVELOPE
+from closedloop.drivers.trmc import TRMC_DESCRIPTION, TRMC_ENVELOPE, TrmcOptions
 from closedloop.drivers.trmc_analysis import analyze_to_measurement
 
 log = logging.getLogger(__name__)
@@ -53,64 +53,15 @@ _SAMPLE_COMMANDS = {
 _WORD_FORMATS = {"INT16": "<i2", "FLOAT32": "<f4"}
 
 
-@dataclass(frozen=True)
-class TrmcOptions:
-    """`instrument.options` of a TRMC protocol (acquisition defaults and link settings)."""
-
-    averages: int = 64
-    wavelength: float = 500.0  # nm
-    fluence: float = 3e14  # photons/cm^2 per pulse
-    manual_loading: bool = False  # the operator puts each film into the cavity and confirms
-    word_format: str = "INT16"  # samples of CURV?: INT16 or FLOAT32
-    baudrate: int = 115200
-    timeout: float = 2.0  # s per reply on the link
-    retries: int = 2  # extra attempts for queries (never for setters or starts)
-    poll_s: float = 1.0  # *OPC? polling interval once an operation's nominal time has passed
-    opc_margin_s: float = 60.0  # how long past its nominal time an operation may run before a fault
-
-    @classmethod
-    def from_mapping(cls, options: Mapping[str, Any] | None) -> TrmcOptions:
-        """Options from a protocol; unknown names and bad values raise ValueError saying what to fix."""
-        given = dict(options or {})
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(given) - known)
-        if unknown:
-            raise ValueError(f"unknown TRMC option(s) {unknown}; known: {', '.join(sorted(known))}")
-        for f in fields(cls):
-            if f.name in given:
-                given[f.name] = _typed(f.name, given[f.name], type(f.default))
-        made = cls(**given)
-        if str(made.word_format).upper() not in _WORD_FORMATS:
-            raise ValueError(f"word_format must be one of {list(_WORD_FORMATS)}, got {made.word_format!r}")
-        if not (made.timeout > 0 and made.poll_s > 0 and made.opc_margin_s >= 0 and made.retries >= 0):
-            raise ValueError("timeout and poll_s must be > 0, opc_margin_s and retries >= 0")
-        TRMC_ENVELOPE.check({"averages": made.averages, "wavelength": made.wavelength, "fluence": made.fluence})
-        return made
-
-
-def _typed(name: str, value: Any, kind: type) -> Any:
-    """`value` as the option's type; a clear ValueError for e.g. `timeout: "2 s"` or `manual_loading: "yes"`."""
-    if kind is bool:
-        if not isinstance(value, bool):
-            raise ValueError(f"TRMC option {name} must be true or false, got {value!r}")
-        return value
-    if kind is str:
-        return str(value)
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ValueError(f"TRMC option {name} must be a number (in s for times), got {value!r}")
-    if kind is int and not float(value).is_integer():
-        raise ValueError(f"TRMC option {name} must be a whole number, got {value!r}")
-    return kind(value)
-
-
 class TrmcDriver:
     """The TRMC station over its link: a device path, socket://HOST:PORT, or an in-process `port`."""
 
-    virtual_time = False  # True when `port` is an in-process emulator following the trial's clock
-
-    def __init__(self, connection: str, options: Mapping[str, Any] | None = None, *, port: Port | None = None) -> None:
+    def __init__(
+        self, connection: str, options: TrmcOptions | Mapping[str, Any] | None = None, *, port: Port | None = None
+    ) -> None:
+        """`options` as a protocol gives them (validated here: a bad one raises ValueError naming it)."""
         self.connection = connection
-        self.options = TrmcOptions.from_mapping(options)
+        self.options = options if isinstance(options, TrmcOptions) else TrmcOptions.model_validate(options or {})
         settings = TransportSettings(
             baudrate=self.options.baudrate,
             read_terminator="\r\n",
@@ -263,6 +214,10 @@ class TrmcDriver:
             self.transport.write("EXC:SHUT CLOS")
         except Exception as e:  # safe_state must never raise, whatever the link does
             log.warning("safe_state: closing the shutter of %s failed: %s", self.connection, e)
+
+    def set_journal(self, journal: Journal | None) -> None:
+        """Journal the link's commands and replies from now on (see `drivers.base.Journaled`)."""
+        self.transport.set_journal(journal)
 
     def close(self) -> None:
         self.transport.close()

@@ -8,6 +8,7 @@ each sample's improvement by a smooth estimate of that. Pending points enter as 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -100,7 +101,7 @@ def constraint_callables(
 ) -> list[OutcomeBound | SuccessWeight]:
     """Outcome constraints in model units, plus the feasibility weight when failures were observed
     (`FEASIBILITY_WEIGHTS`; a regression GP on 0/1 labels is always thresholded at 0.5)."""
-    bounds = []
+    bounds: list[OutcomeBound | SuccessWeight] = []
     for c in problem.outcome_constraints:
         index = fitted.index(c.name)
         if index is None:  # never measured: `build_training_data` already noted that it is ignored
@@ -149,10 +150,13 @@ class PredictiveLogExpectedImprovement(LogExpectedImprovement):
     ) -> tuple[Tensor, Tensor | None]:
         self.to(X)
         posterior = self.model.posterior(X=X, posterior_transform=self.posterior_transform, observation_noise=True)
-        mean = posterior.mean.squeeze(-2)
+        # `Posterior` declares no mean/variance, though every concrete posterior has them (BoTorch's own
+        # `_mean_and_sigma`, which this overrides, reads them the same way).
+        mean = posterior.mean.squeeze(-2)  # type: ignore[attr-defined]
         if not compute_sigma:
             return mean, None
-        return mean, posterior.variance.clamp_min(min_var).sqrt().view(mean.shape)
+        variance = posterior.variance  # type: ignore[attr-defined]
+        return mean, variance.clamp_min(min_var).sqrt().view(mean.shape)
 
 
 @dataclass
@@ -184,6 +188,8 @@ def build_acquisition(
     (`PredictiveLogExpectedImprovement`). `feasibility_weight`: see `FEASIBILITY_WEIGHTS`.
     """
     bounds = constraint_callables(problem, fitted, feasibility_weight)
+    settings: dict[str, Any]
+    acq: AcquisitionFunction
     if analytic_ei and len(fitted.outcomes) == 1 and len(problem.objectives) == 1 and X_pending.shape[0] == 0:
         if predictive:
             best_f = float(data.Y[0].max())
@@ -191,11 +197,12 @@ def build_acquisition(
             acq = PredictiveLogExpectedImprovement(fitted.model, best_f=best_f)
             return Acquisition(acq, PREDICTIVE_SINGLE_OBJECTIVE, settings)
         with torch.no_grad():
-            best_f = float(fitted.model.posterior(data.baseline).mean.max())
+            # `Posterior` declares no mean, though every concrete posterior has one.
+            best_f = float(fitted.model.posterior(data.baseline).mean.max())  # type: ignore[attr-defined]
         settings = {"best_f": best_f, "incumbent": "best posterior mean at observed points (model units)"}
         return Acquisition(LogExpectedImprovement(fitted.model, best_f=best_f), ANALYTIC_SINGLE_OBJECTIVE, settings)
     sampler = SobolQMCNormalSampler(torch.Size([mc_samples]), seed=derive_seed(seed, "mc") % 2**31)
-    settings: dict[str, Any] = {
+    settings = {
         "mc_samples": mc_samples,
         "constraints": [describe_constraint(fitted, b) for b in bounds],
         "n_baseline": int(data.baseline.shape[0]),
@@ -203,13 +210,14 @@ def build_acquisition(
     }
     n_objectives = len(problem.objectives)
     extra_outputs = len(fitted.outcomes) > n_objectives
+    constraints: list[Callable[[Tensor], Tensor]] | None = list(bounds) or None
     if n_objectives == 1:
         acq = qLogNoisyExpectedImprovement(
             fitted.model,
             X_baseline=data.baseline,
             sampler=sampler,
             objective=GenericMCObjective(first_output) if extra_outputs else None,
-            constraints=bounds or None,
+            constraints=constraints,
             eta=CONSTRAINT_ETA,
             X_pending=X_pending if X_pending.shape[0] else None,
             prune_baseline=True,
@@ -225,7 +233,7 @@ def build_acquisition(
         objective=IdentityMCMultiOutputObjective(outcomes=list(range(n_objectives)))
         if extra_outputs
         else None,
-        constraints=bounds or None,
+        constraints=constraints,
         eta=CONSTRAINT_ETA,
         X_pending=X_pending if X_pending.shape[0] else None,
         prune_baseline=True,

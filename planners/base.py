@@ -7,7 +7,8 @@ from typing import Protocol
 
 import pandas as pd
 
-from closedloop.planners.space import Conditions, Observation, Problem, Proposal
+from closedloop.planners.provenance import Proposal
+from closedloop.planners.space import Conditions, Observation, Problem
 
 
 class Planner(Protocol):

@@ -3,14 +3,14 @@
 One call is a pure function of its arguments: the global torch generator is forked and seeded
 for the duration (BoTorch draws restarts from it), every other draw has its own derived seed.
 Nothing fails loudly on bad data: if the data cannot support a model, or a fit or the optimizer
-breaks, the planner falls back to the space-filling design and says so in `provenance["fallback"]`.
+breaks, the planner falls back to the space-filling design and says so in `provenance.fallback`.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import pandas as pd
@@ -27,11 +27,11 @@ from closedloop.planners.models import check_feasibility, check_kernel, fit_mode
 from closedloop.planners.optimize import OptimizerSettings, optimize_over_points, optimize_relaxed
 from closedloop.planners.outcomes import NoUsableData, build_training_data, check_problem
 from closedloop.planners.pool import candidate_pool
-from closedloop.planners.provenance import base_provenance, check_request
+from closedloop.planners.provenance import Proposal, Provenance, base_provenance, check_request
 from closedloop.planners.repair import enumerate_legal, make_legal
 from closedloop.planners.sampling import isolated_rng
 from closedloop.planners.sobol import check_n_initial, initial_design, space_filling
-from closedloop.planners.space import Conditions, Observation, Problem, Proposal
+from closedloop.planners.space import Conditions, Observation, Problem
 
 
 @dataclass
@@ -52,8 +52,8 @@ class _Step:
 class BotorchPlanner:
     """An initial design until `n_initial` observations exist, then Bayesian optimisation.
 
-    provenance["design"] says which: "initial", "model", or "fallback" (the model step could not
-    run, see provenance["fallback"]; a space-filling point was used instead).
+    `provenance.design` says which: "initial", "model", or "fallback" (the model step could not
+    run, see `provenance.fallback`; a space-filling point was used instead).
 
     Example:
         >>> planner = BotorchPlanner(n_initial=6)
@@ -161,7 +161,6 @@ class BotorchPlanner:
         encoding = SpaceEncoding(problem.space)
         existing = [o.conditions for o in observations] + list(pending)
         provenance = base_provenance(self.name, self.version, seed, observations, pending)
-        provenance["notes"] = []
         if candidates is not None:
             pool: list[Conditions] | None = candidate_pool(problem.space, candidates, existing).points
         else:
@@ -170,18 +169,19 @@ class BotorchPlanner:
             return []
         with isolated_rng(seed):
             if len(observations) < self.n_initial:
-                provenance.update(acquisition=self.initial_method, design="initial")
+                provenance = replace(provenance, acquisition=self.initial_method, design="initial")
                 return _proposals(self._initial(encoding, existing, n, seed, pool), provenance)
             try:
                 step = self._model_step(problem, encoding, observations, pending, existing, n, seed, pool)
             except NoUsableData as error:
-                provenance.update(acquisition="sobol", design="fallback", fallback=f"{error}; used Sobol")
+                provenance = replace(provenance, acquisition="sobol", design="fallback", fallback=f"{error}; used Sobol")
                 return _proposals(space_filling(encoding, existing, n, seed, pool), provenance)
             except Exception as error:  # noqa: BLE001 - a broken fit or optimizer must not stop a campaign
                 message = f"model-based step failed ({type(error).__name__}: {error}); used Sobol"
-                provenance.update(acquisition="sobol", design="fallback", fallback=message)
+                provenance = replace(provenance, acquisition="sobol", design="fallback", fallback=message)
                 return _proposals(space_filling(encoding, existing, n, seed, pool), provenance)
-        provenance.update(
+        provenance = replace(
+            provenance,
             acquisition=step.acquisition,
             acquisition_settings=step.acquisition_settings,
             design="model",
@@ -189,7 +189,7 @@ class BotorchPlanner:
             fit_time_s=step.fit_time_s,
             optimize_time_s=step.optimize_time_s,
             fallback="; ".join(step.fallbacks) or None,
-            notes=step.notes,
+            notes=tuple(step.notes),
         )
         return _proposals(step.points, provenance, step.values)
 
@@ -277,10 +277,9 @@ def _legal_and_new(
 
 
 def _proposals(
-    points: Sequence[Conditions], provenance: dict[str, Any], values: Sequence[float | None] | None = None
+    points: Sequence[Conditions], provenance: Provenance, values: Sequence[float | None] | None = None
 ) -> list[Proposal]:
-    out = []
-    for i, point in enumerate(points):
-        record = dict(provenance, acquisition_value=None if values is None else values[i])
-        out.append(Proposal(conditions=point, provenance=record))
-    return out
+    return [
+        Proposal(point, replace(provenance, acquisition_value=None if values is None else values[i]))
+        for i, point in enumerate(points)
+    ]

@@ -104,15 +104,17 @@ def check_space(space: SearchSpace) -> None:
     for c in space.constraints:
         label = c.text or repr(c.coefficients)
         for n in c.coefficients:
-            p = by_name.get(n)
-            if p is None:
+            named = by_name.get(n)
+            if named is None:
                 raise ValueError(f"constraint {label!r} names {n!r}, which is not a parameter of the space")
-            if isinstance(p, ChoiceParameter) or (isinstance(p, FixedParameter) and isinstance(p.value, str)):
+            if isinstance(named, ChoiceParameter) or (
+                isinstance(named, FixedParameter) and isinstance(named.value, str)
+            ):
                 raise ValueError(
                     f"constraint {label!r} uses non-numeric parameter {n!r}; constraints are over numbers"
                 )
             # Like Ax: a linear constraint on a log-scaled parameter is not linear where the model searches.
-            if isinstance(p, FloatParameter) and p.log:
+            if isinstance(named, FloatParameter) and named.log:
                 raise ValueError(
                     f"constraint {label!r} uses log-scaled parameter {n!r}; drop `log` on it or the constraint"
                 )

@@ -24,8 +24,8 @@ import torch
 from botorch.exceptions.warnings import InputDataWarning
 from botorch.fit import fit_gpytorch_mll
 from botorch.models.approximate_gp import SingleTaskVariationalGP
-from gpytorch.likelihoods import BernoulliLikelihood
-from gpytorch.mlls import VariationalELBO
+from gpytorch.likelihoods import BernoulliLikelihood  # type: ignore[import-untyped]  # gpytorch: no py.typed
+from gpytorch.mlls import VariationalELBO  # type: ignore[import-untyped]  # gpytorch: no py.typed
 from torch import Tensor
 
 LATENT_THRESHOLD = 0.0  # latent >= 0 <=> P(success) >= 0.5 under the probit link

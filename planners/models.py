@@ -14,11 +14,13 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import partial
+from typing import cast
 
 import torch
 from botorch.exceptions.warnings import InputDataWarning
 from botorch.fit import fit_gpytorch_mll
 from botorch.models import ModelListGP, SingleTaskGP
+from botorch.models.gpytorch import GPyTorchModel
 from botorch.models.model import Model
 from botorch.models.transforms.outcome import Standardize
 from botorch.models.utils.gpytorch_modules import (
@@ -26,8 +28,12 @@ from botorch.models.utils.gpytorch_modules import (
     get_gaussian_likelihood_with_gamma_prior,
     get_matern_kernel_with_gamma_prior,
 )
-from gpytorch.kernels import AdditiveKernel, Kernel, ScaleKernel
-from gpytorch.mlls import ExactMarginalLogLikelihood
+from gpytorch.kernels import (  # type: ignore[import-untyped]  # gpytorch: no py.typed
+    AdditiveKernel,
+    Kernel,
+    ScaleKernel,
+)
+from gpytorch.mlls import ExactMarginalLogLikelihood  # type: ignore[import-untyped]  # gpytorch: no py.typed
 from torch import Tensor
 
 from closedloop.planners.feasibility import (
@@ -80,7 +86,10 @@ class FittedModels:
 
     def submodels(self) -> list[Model]:
         """One model per outcome, in `outcomes` order."""
-        return list(self.model.models) if isinstance(self.model, ModelListGP) else [self.model]
+        if isinstance(self.model, ModelListGP):
+            # `models` is typed as a torch ModuleList, which forgets that it holds BoTorch models.
+            return cast("list[Model]", list(self.model.models))
+        return [self.model]
 
     def success_probability(self, mean: float, variance: float) -> float:
         """P(a sample works) from the feasibility output's posterior mean and variance at a point."""
@@ -193,7 +202,7 @@ def fit_models(
 
     The feasibility outcome gets a GP classifier (`planners.feasibility`) unless `feasibility` is
     "regression" (a GP on the 0/1 labels, as before the classifier existed)."""
-    gps: list[Model] = []
+    gps: list[GPyTorchModel] = []
     notes: list[str] = []
     remarks: list[str] = []
     hyperparameters: dict[str, dict[str, list[float]]] = {}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from botorch.acquisition import AcquisitionFunction
@@ -47,7 +48,7 @@ def optimize_relaxed(
     acq: AcquisitionFunction, encoding: SpaceEncoding, q: int, settings: OptimizerSettings
 ) -> Tensor:
     """`q x d` model-space points maximising `acq` (sequential greedy for q > 1); ints still relaxed."""
-    kwargs = {
+    kwargs: dict[str, Any] = {
         "bounds": encoding.bounds,
         "q": q,
         "num_restarts": settings.num_restarts,
@@ -56,7 +57,7 @@ def optimize_relaxed(
         "inequality_constraints": encoding.inequality_constraints or None,
         "equality_constraints": encoding.equality_constraints or None,
     }
-    ic_gen_kwargs = {}
+    ic_gen_kwargs: dict[str, Any] = {}
     if encoding.inequality_constraints or encoding.equality_constraints:
         # BoTorch's own constrained raw samples cost about a second per call (a long Python-loop chain).
         sampler = PolytopeSampler(

@@ -70,6 +70,7 @@ class PolytopeSampler:
                 "the linear constraints cannot all hold inside the parameter bounds; "
                 "check the constraint expressions and the bounds"
             )
+        assert result.x is not None  # status 0: HiGHS found the optimum, so x is set
         return result.x[: self.dim]
 
     def sample(self, n: int, rng: np.random.Generator, steps: int | None = None) -> np.ndarray:

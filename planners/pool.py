@@ -74,7 +74,7 @@ def _cell(p: Parameter, raw: object) -> Value | None:
         return p.value if raw is None or raw == p.value else None
     if isinstance(p, ChoiceParameter):
         if raw in p.values:
-            return raw  # type: ignore[return-value]
+            return raw
         return str(raw) if str(raw) in p.values else None
     if isinstance(raw, bool | np.bool_) or not isinstance(raw, int | float | np.integer | np.floating):
         return None

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 from closedloop.planners.space import Conditions, Observation
@@ -30,24 +31,89 @@ def data_hash(observations: Sequence[Observation], pending: Sequence[Conditions]
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+@dataclass(frozen=True)
+class Provenance:
+    """How one proposal was made.
+
+    `design`: "initial" (the space-filling start), "model" (a model-based step), "fallback" (the model
+    step could not run and a space-filling point was used; `fallback` says why), or the name of a
+    model-free planner. `seed` and `data_hash` (of the observations and pending points the planner was
+    given) let an audit call the planner again and compare. `extra` keeps fields this version does not
+    know, so a record read from an older or newer campaign file is written back unchanged.
+    """
+
+    planner: str
+    planner_version: str | None = None
+    seed: int | None = None
+    data_hash: str | None = None
+    n_observations: int = 0
+    n_pending: int = 0
+    design: str | None = None
+    acquisition: str | None = None
+    acquisition_value: float | None = None
+    acquisition_settings: Mapping[str, Any] = field(default_factory=dict)
+    hyperparameters: Mapping[str, Any] = field(default_factory=dict)
+    fit_time_s: float = 0.0
+    optimize_time_s: float = 0.0
+    fallback: str | None = None
+    notes: Sequence[str] = ()
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def initial(self) -> bool:
+        return self.design == "initial"
+
+    @property
+    def planning_s(self) -> float:
+        return float(self.fit_time_s or 0.0) + float(self.optimize_time_s or 0.0)
+
+    def with_fallback(self, why: str) -> Provenance:
+        return replace(self, fallback=why)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready, as campaign files store it."""
+        out: dict[str, Any] = dict(self.extra)
+        for f in fields(self):
+            if f.name != "extra":
+                value = getattr(self, f.name)
+                out[f.name] = list(value) if f.name == "notes" else (dict(value) if isinstance(value, Mapping) else value)
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Provenance:
+        """A stored record (of any closedloop version: missing fields take their defaults)."""
+        known = {f.name for f in fields(cls)} - {"extra"}
+        given = {k: v for k, v in data.items() if k in known}
+        if "planner_version" not in given and "version" in data:  # the earliest files said "version"
+            given["planner_version"] = data["version"]
+        given.setdefault("planner", "")
+        if given.get("seed") is not None:
+            given["seed"] = int(given["seed"])
+        given["notes"] = tuple(given.get("notes") or ())
+        extra = {k: v for k, v in data.items() if k not in known and k != "version"}
+        return cls(**given, extra=extra)
+
+
+@dataclass(frozen=True)
+class Proposal:
+    """A point to run, and why (`provenance`), so the decision can be re-derived and audited."""
+
+    conditions: Conditions
+    provenance: Provenance
+
+
 def base_provenance(
     planner: str, version: str, seed: int, observations: Sequence[Observation], pending: Sequence[Conditions]
-) -> dict[str, Any]:
-    """The fields every Proposal.provenance carries; model-based planners fill in the model fields."""
-    return {
-        "planner": planner,
-        "planner_version": version,
-        "seed": int(seed),
-        "data_hash": data_hash(observations, pending),
-        "n_observations": len(observations),
-        "n_pending": len(pending),
-        "acquisition": None,
-        "acquisition_value": None,
-        "hyperparameters": {},
-        "fit_time_s": 0.0,
-        "optimize_time_s": 0.0,
-        "fallback": None,
-    }
+) -> Provenance:
+    """The fields every proposal's provenance carries; model-based planners fill in the model fields."""
+    return Provenance(
+        planner=planner,
+        planner_version=version,
+        seed=int(seed),
+        data_hash=data_hash(observations, pending),
+        n_observations=len(observations),
+        n_pending=len(pending),
+    )
 
 
 def check_request(n: int) -> None:

@@ -7,14 +7,29 @@ from collections.abc import Callable
 from typing import Any
 
 from closedloop.planners.base import Planner
-from closedloop.planners.botorch_planner import BotorchPlanner
-from closedloop.planners.sobol import RandomPlanner, SobolPlanner
 
-PLANNERS: dict[str, Callable[..., Planner]] = {
-    "sobol": SobolPlanner,
-    "random": RandomPlanner,
-    "botorch": BotorchPlanner,
-}
+
+def _sobol() -> Callable[..., Planner]:
+    from closedloop.planners.sobol import SobolPlanner
+
+    return SobolPlanner
+
+
+def _random() -> Callable[..., Planner]:
+    from closedloop.planners.sobol import RandomPlanner
+
+    return RandomPlanner
+
+
+def _botorch() -> Callable[..., Planner]:
+    from closedloop.planners.botorch_planner import BotorchPlanner  # torch and BoTorch: seconds to import
+
+    return BotorchPlanner
+
+
+# Each planner's class is imported when a planner of that name is made: a command that does not plan
+# (validate, status, tell) never loads torch.
+PLANNERS: dict[str, Callable[[], Callable[..., Planner]]] = {"sobol": _sobol, "random": _random, "botorch": _botorch}
 
 
 def planner_options(name: str) -> dict[str, Any]:
@@ -53,6 +68,6 @@ def make_planner(name: str, **options: Any) -> Planner:
 
 def _factory(name: str) -> Callable[..., Planner]:
     try:
-        return PLANNERS[name]
+        return PLANNERS[name]()
     except KeyError:
         raise ValueError(f"unknown planner {name!r}; choose one of {sorted(PLANNERS)}") from None

@@ -170,6 +170,7 @@ def _project_floats(
     )
     if result.status != 0:
         return None
+    assert result.x is not None  # status 0: HiGHS found the optimum, so x is set
     return [float(min(max(u, 0.0), 1.0)) for u in result.x[:k]]
 
 

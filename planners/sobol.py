@@ -8,15 +8,16 @@ in the same batch; both return fewer than `n` proposals only when a finite space
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
 
 from closedloop.planners.encoding import SpaceEncoding, point_key
 from closedloop.planners.pool import candidate_pool
-from closedloop.planners.provenance import base_provenance, check_request
+from closedloop.planners.provenance import Proposal, base_provenance, check_request
 from closedloop.planners.sampling import derive_seed, isolated_rng, maximin_select, sample_legal
-from closedloop.planners.space import Conditions, Observation, Problem, Proposal
+from closedloop.planners.space import Conditions, Observation, Problem
 
 # Cap on the candidates a space-filling pick looks at; plenty for an initial design, cheap to rank.
 MAX_SPACE_FILLING_CANDIDATES = 4096
@@ -123,9 +124,10 @@ class _ModelFreePlanner:
         with isolated_rng(seed):
             points = (self._initial if initial else type(self).rule)(encoding, existing, n, seed, pool)
         provenance = base_provenance(self.name, self.version, seed, observations, pending)
-        provenance["acquisition"] = self.initial_method if initial else self.name
-        provenance["design"] = "initial" if initial else self.name
-        return [Proposal(conditions=p, provenance=dict(provenance)) for p in points]
+        provenance = replace(
+            provenance, acquisition=self.initial_method if initial else self.name, design="initial" if initial else self.name
+        )
+        return [Proposal(conditions=p, provenance=provenance) for p in points]
 
 
 class SobolPlanner(_ModelFreePlanner):

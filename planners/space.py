@@ -6,11 +6,11 @@ validation live in `controller.protocol.model`, which builds a `Problem` from a 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
-Value = float | int | str
-Conditions = dict[str, Value]
+from closedloop.records import Conditions, Value
 
 
 @dataclass(frozen=True)
@@ -55,11 +55,11 @@ class LinearConstraint:
     kind: Literal["<=", "=="] = "<="
     text: str = ""  # the expression as the user wrote it, for messages
 
-    def evaluate(self, conditions: Conditions) -> float:
+    def evaluate(self, conditions: Mapping[str, Value]) -> float:
         """Left-hand side minus rhs: <= 0 when an inequality holds, 0 when an equality holds."""
         return sum(c * float(conditions[n]) for n, c in self.coefficients.items()) - self.rhs
 
-    def holds(self, conditions: Conditions, tol: float = 1e-6) -> bool:
+    def holds(self, conditions: Mapping[str, Value], tol: float = 1e-6) -> bool:
         slack = self.evaluate(conditions)
         scale = tol * max(1.0, abs(self.rhs), *(abs(c) for c in self.coefficients.values()))
         return abs(slack) <= scale if self.kind == "==" else slack <= scale
@@ -143,12 +143,3 @@ class Observation:
     conditions: Conditions
     values: dict[str, float] = field(default_factory=dict)
     failed: bool = False
-
-
-@dataclass(frozen=True)
-class Proposal:
-    """A point to run and why: `provenance` holds seed, data hash, hyperparameters, acquisition value,
-    fit/optimize times and any fallback taken, so the decision can be re-derived and audited."""
-
-    conditions: Conditions
-    provenance: dict = field(default_factory=dict)

@@ -21,32 +21,31 @@ import time
 import tty
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
-from typing import Protocol, Self
+from typing import Protocol, Self, runtime_checkable
 
 import serial
 
 from closedloop.drivers.base import Clock
 from closedloop.simulators.faults import Emission, FaultInjector
-from closedloop.simulators.furnace import FurnaceModel
-from closedloop.simulators.mbe.wire import MbeWireModel
-from closedloop.simulators.trmc.wire import TrmcWireModel
 
 _POLL_S = 0.05  # how often a server looks at its stop flag while idle
 
 
 class LineModel(Protocol):
+    """A simulated instrument's command interpreter: one command line in, its reply out (None: no reply)."""
+
     def handle(self, line: str) -> str | bytes | None: ...
 
 
-MODELS: dict[str, Callable[[Clock, int], LineModel]] = {"furnace": FurnaceModel, "trmc": TrmcWireModel, "mbe": MbeWireModel}
+# Builds a model on a clock with a seed (the wire emulators in `simulators.registry`).
+ModelFactory = Callable[[Clock, int], LineModel]
 
 
-def make_model(name: str, clock: Clock, seed: int = 0) -> LineModel:
-    try:
-        factory = MODELS[name]
-    except KeyError:
-        raise KeyError(f"no emulated instrument {name!r}; known: {', '.join(sorted(MODELS))}") from None
-    return factory(clock, seed)
+@runtime_checkable
+class Resettable(Protocol):
+    """A model that can lose its state the way a power-cycled instrument does (the `reset` fault)."""
+
+    def reset(self) -> None: ...
 
 
 class ScaledClock:
@@ -119,9 +118,8 @@ class Device:
         fault = self.faults.before_command(number, line)
         held, self._held = self._held, b""
         if fault == "reset":
-            reset = getattr(self.model, "reset", None)
-            if reset is not None:
-                reset()
+            if isinstance(self.model, Resettable):
+                self.model.reset()
             return Emission()  # the output queue is lost with the reset
         if fault == "unplug":
             return Emission(unplug_s=self.faults.unplug_s)
@@ -210,12 +208,13 @@ class EmulatedPort:
         self._to_host.clear()
 
 
-def in_process_port(
-    model: str, *, seed: int = 0, faults: str = "", terminator: str = "\r\n", echo: bool = False
+def emulated_port(
+    model: ModelFactory, *, seed: int = 0, faults: str = "", terminator: str = "\r\n", echo: bool = False
 ) -> EmulatedPort:
-    """A port for `sim://MODEL`: the real driver and transport run against the model in this process."""
+    """A port with `model` inside, in this process: the real driver and transport run against it, on the
+    clock of whichever trial talks to it (`sim://MODEL`, see `simulators.registry`)."""
     clock = FollowedClock()
-    device = Device(make_model(model, clock, seed), faults=FaultInjector(faults, seed=seed), terminator=terminator, echo=echo)
+    device = Device(model(clock, seed), faults=FaultInjector(faults, seed=seed), terminator=terminator, echo=echo)
     return EmulatedPort(device, clock)
 
 

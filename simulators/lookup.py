@@ -4,6 +4,7 @@ outcome of one row of a candidate table, as in pool-based benchmarks (Liang et a
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import SupportsFloat, cast
 
 import numpy as np
 import pandas as pd
@@ -69,7 +70,8 @@ class LookupInstrument:
         if row is None:
             raise InstrumentFault(f"no candidate row matches {dict(conditions)}")
         ctx.clock.sleep(self.duration_s)
-        values = {name: float(self.table.at[row, name]) for name in self.outputs}
+        # Output cells hold numbers; pandas-stubs types a cell as any scalar (None, dates, intervals...).
+        values = {name: float(cast(SupportsFloat, self.table.at[row, name])) for name in self.outputs}
         ctx.journal("rx", " ".join(f"{k}={v!r}" for k, v in values.items()))
         return Measurement(
             values=values,

@@ -10,6 +10,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
+from pydantic import Field
 
 from closedloop.drivers.base import (
     DriverDescription,
@@ -20,6 +21,7 @@ from closedloop.drivers.base import (
     SafetyEnvelope,
     Value,
 )
+from closedloop.drivers.options import DriverOptions
 
 
 def branin(x1: float, x2: float) -> float:
@@ -76,6 +78,15 @@ TEST_FUNCTIONS: dict[str, FunctionModel] = {
         duration_s=60.0,
     ),
 }
+
+
+class FunctionOptions(DriverOptions):
+    """`instrument.options` of a test-function instrument: measurement noise, and how often a trial is an
+    instrument fault (retried) or a failed sample (data for the planner)."""
+
+    noise_sd: float = Field(0.0, ge=0.0)
+    fault_rate: float = Field(0.0, ge=0.0, le=1.0)
+    failure_rate: float = Field(0.0, ge=0.0, le=1.0)
 
 
 class FunctionInstrument:

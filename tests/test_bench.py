@@ -252,16 +252,16 @@ def test_planner_options_used_by_the_benchmarks(tmp_path: Path) -> None:
     planner = make_planner("botorch", n_initial=0, power_transform=True, kernel="matern52", analytic_ei=True)
     [proposal] = planner.propose(problem, observed, [], 1, seed=5, candidates=table)
     provenance = proposal.provenance
-    assert provenance["design"] == "model" and provenance["fallback"] is None
-    assert provenance["acquisition"] == "LogExpectedImprovement"
-    assert any("power-warped" in note for note in provenance["notes"])
-    assert len(provenance["hyperparameters"]["yield"]["lengthscale"]) == 4  # ARD: x, temp, 2 one-hot
+    assert provenance.design == "model" and provenance.fallback is None
+    assert provenance.acquisition == "LogExpectedImprovement"
+    assert any("power-warped" in note for note in provenance.notes)
+    assert len(provenance.hyperparameters["yield"]["lengthscale"]) == 4  # ARD: x, temp, 2 one-hot
     seen = {tuple(o.conditions.values()) for o in observed}
     assert tuple(proposal.conditions.values()) not in seen
     assert proposal.conditions in table.to_dict("records")
     # With a point pending (or a batch), the joint Monte-Carlo acquisition is still used.
     [batched] = planner.propose(problem, observed, [table.iloc[20].to_dict()], 1, seed=5, candidates=table)
-    assert batched.provenance["acquisition"] == "qLogNoisyExpectedImprovement"
+    assert batched.provenance.acquisition == "qLogNoisyExpectedImprovement"
 
 
 @pytest.mark.parametrize(

@@ -21,7 +21,7 @@ from closedloop.controller.engine.clock import StationClock
 from closedloop.drivers.base import EnvelopeViolation, InstrumentContext, Limit
 from closedloop.drivers.mbe_driver import MbeDriver
 from closedloop.planners.space import FloatParameter, Objective, Problem, SearchSpace
-from closedloop.simulators.emulator import in_process_port
+from closedloop.simulators.registry import in_process_port
 from tests.emulated import emulator_process
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -167,7 +167,7 @@ def test_a_step_the_safety_gate_refuses_at_dispatch_fails_the_dry_run(tmp_path: 
 def test_the_mbe_driver_refuses_a_heat_up_its_ramp_rate_cannot_make_in_time() -> None:
     # The live driver refuses too, before any setpoint; here a faster configured rate would do.
     port = in_process_port("mbe", seed=0)
-    driver = MbeDriver({"ramp_rate": {"ru_cell_temp": 5.0}, "stabilize_timeout_s": 5400.0}, port=port)
+    driver = MbeDriver("sim://mbe", {"ramp_rate": {"ru_cell_temp": 5.0}, "stabilize_timeout_s": 5400.0}, port=port)
     journal: list[tuple[str, str]] = []
     ctx = InstrumentContext(clock=StationClock(0.0), trial_id=1, journal=lambda d, t: journal.append((d, t)))
     conditions = {"sr_cell_temp": 470.0, "ru_cell_temp": 1850.0, "substrate_temp": 700.0, "ozone_flow": 5.0}
@@ -178,7 +178,7 @@ def test_the_mbe_driver_refuses_a_heat_up_its_ramp_rate_cannot_make_in_time() ->
     assert journal[-1][1].startswith("REFUSED RU_CELL:SP 1850.0: ramping from 1")
     assert port.device.model.record == []  # nothing was set on the controller
     # With the budget it needs (650 degC at 5 degC/min: 130 min), the same growth runs.
-    patient = MbeDriver({"ramp_rate": {"ru_cell_temp": 5.0}, "stabilize_timeout_s": 3 * 3600.0, "ex_situ_s": 60.0},
+    patient = MbeDriver("sim://mbe", {"ramp_rate": {"ru_cell_temp": 5.0}, "stabilize_timeout_s": 3 * 3600.0, "ex_situ_s": 60.0},
                         port=in_process_port("mbe", seed=0))
     assert patient.run(conditions, InstrumentContext(clock=StationClock(0.0), trial_id=1)).values
 

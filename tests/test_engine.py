@@ -11,7 +11,8 @@ import pytest
 
 from closedloop.controller.campaign import BadInput, Campaign
 from closedloop.controller.cli.approval import TerminalApprover
-from closedloop.controller.engine.engine import Paused
+from closedloop.controller.engine.events import EngineEvent, TrialMeasured
+from closedloop.controller.engine.halts import HaltKind
 
 
 def events_consistent(store) -> None:
@@ -31,13 +32,13 @@ def events_consistent(store) -> None:
 
 def test_campaign_runs_to_budget_with_everything_recorded(branin_protocol, tmp_path):
     c = Campaign.create(branin_protocol(trials=7, n_init=3), tmp_path / "c.sqlite")
-    reason = c.run()
-    assert reason.startswith("budget")
+    halt = c.run()
+    assert halt.kind is HaltKind.BUDGET and halt.exit_code == 0 and halt.text == "budget: 7 of 7 trials done"
     trials = c.store.trials()
     assert [t.state for t in trials] == ["measured"] * 7
     assert sum(t.origin == "initial" for t in trials) == 3
     assert all(t.origin == "planner" for t in trials[3:])
-    assert {c.store.proposal(t.id)["planner"] for t in trials[3:]} == {"botorch"}
+    assert {c.store.proposal(t.id).planner for t in trials[3:]} == {"botorch"}
     for t in trials:
         directions = [cmd["direction"] for cmd in c.store.commands(t.id)]
         assert directions == ["tx", "rx"], f"trial {t.id} commands not journaled: {directions}"
@@ -59,20 +60,20 @@ def test_botorch_beats_its_initial_design(branin_protocol, tmp_path):
 
 def test_stop_rules_target_wall_time_and_no_improvement(branin_protocol, tmp_path):
     with Campaign.create(branin_protocol(trials=30, target=8.0, name="t.yaml"), tmp_path / "t.sqlite") as c:
-        reason = c.run()
-        assert reason == "target reached: y"
+        halt = c.run()
+        assert halt.kind is HaltKind.TARGET and halt.text == "target reached: y"
         assert min(t.values["y"] for t in c.store.trials()) <= 8.0
-        assert c.store.campaign()["stop_reason"] == reason
+        assert c.store.campaign()["stop_reason"] == halt.text
     # Each Branin evaluation takes 60 s of virtual instrument time.
     with Campaign.create(branin_protocol(trials=30, wall="'5 min'", name="w.yaml"), tmp_path / "w.sqlite") as c:
-        reason = c.run()
-        assert reason.startswith("wall time")
+        halt = c.run()
+        assert halt.kind is HaltKind.WALL_TIME and halt.text.startswith("wall time")
         assert len(c.store.trials(states=["measured"])) == 5
     with Campaign.create(
         branin_protocol(trials=40, stop="no_improvement: 3", name="n.yaml"), tmp_path / "n.sqlite"
     ) as c:
-        reason = c.run()
-        assert reason == "no improvement in the last 3 trials"
+        halt = c.run()
+        assert halt.text == "no improvement in the last 3 trials" and halt.by_rule
         assert len(c.store.trials()) < 40
 
 
@@ -106,8 +107,9 @@ def test_instrument_faults_are_retried_with_a_journaled_link(branin_protocol, tm
 def test_fault_policy_pause_then_resume(branin_protocol, tmp_path):
     path = branin_protocol(trials=4, options="fault_rate: 1.0", retries=0, on_fault="pause")
     c = Campaign.create(path, tmp_path / "c.sqlite")
-    with pytest.raises(Paused, match="instrument fault"):
-        c.run()
+    halt = c.run()
+    assert halt.paused and halt.kind is HaltKind.INSTRUMENT_FAULT and halt.exit_code == 1
+    assert halt.text.startswith("paused: instrument fault on trial 1")
     assert c.status()["status"] == "paused"
     assert [t.state for t in c.store.trials()] == ["abandoned"]
     c.close()
@@ -150,22 +152,22 @@ def test_ctrl_c_pauses_cleanly_and_resume_finishes(branin_protocol, tmp_path):
     path = branin_protocol(trials=6, n_init=2, options="stations: 2")
     calls = {"n": 0}
 
-    def interrupt_on_third_measurement(kind, info):
-        if kind == "measured":
+    def interrupt_on_third_measurement(event: EngineEvent) -> None:
+        if isinstance(event, TrialMeasured):
             calls["n"] += 1
             if calls["n"] == 3:
                 raise KeyboardInterrupt
 
     c = Campaign.create(path, tmp_path / "c.sqlite")
-    with pytest.raises(Paused):
-        c.run(progress=interrupt_on_third_measurement)
+    halt = c.run(on_event=interrupt_on_third_measurement)
+    assert halt.paused and halt.kind is HaltKind.OPERATOR and halt.exit_code == 130
     info = c.status()
     assert info["status"] == "paused"
     # The trial still on the other station finished: nothing is left dispatched or running.
     assert not c.store.trials(states=["dispatched", "running"])
     c.close()
     with Campaign.open(tmp_path / "c.sqlite", writer=True) as c2:
-        assert c2.resume().startswith("budget")
+        assert c2.resume().kind is HaltKind.BUDGET
         assert len(c2.store.trials(states=["measured"])) == 6
         events_consistent(c2.store)
 
@@ -215,8 +217,9 @@ def test_a_recipe_the_driver_always_refuses_pauses_the_campaign_after_three(tmp_
     protocol = Path(__file__).parent / "data" / "mbe_ramp_too_fast.yaml"
     campaign = Campaign.create(protocol, tmp_path / "refused.sqlite", sim=True)
     try:
-        with pytest.raises(Paused, match="3 trials in a row refused by the instrument's envelope"):
-            campaign.run(sim=True)
+        halt = campaign.run(sim=True)
+        assert halt.paused and halt.kind is HaltKind.ENVELOPE_REFUSALS
+        assert "3 trials in a row refused by the instrument's envelope" in halt.text
         states = [t.state for t in campaign.store.trials()]
         refusals = [e for e in campaign.store.events() if e["kind"] == "safety_refusal"]
         assert campaign.status()["status"] == "paused"

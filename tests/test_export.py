@@ -14,6 +14,7 @@ import pytest
 from closedloop.controller.store.campaign_store import CampaignStore
 from closedloop.controller.store.export import export_campaign
 from closedloop.drivers.base import Measurement
+from closedloop.planners.provenance import Provenance
 from tests.test_store import PROTOCOL, new_store
 
 # Values whose decimal form is long or extreme: a lossy writer or reader changes their last bits.
@@ -30,7 +31,7 @@ def campaign(tmp_path: Path) -> Iterator[CampaignStore]:
                 {"anneal_temp": 60.0 + i / 7, "solvent": "chloroform", "spin_speed": 1000 + 100 * i},
                 proposer="gp",
                 origin="planner",
-                provenance={"planner_version": "1", "acquisition_value": -1.0 / (i + 3)},
+                provenance=Provenance(planner="gp", planner_version="1", acquisition_value=-1.0 / (i + 3)),
                 virtual_t=10.0 * i,
             )
             store.transition(tid, "approved", virtual_t=10.0 * i + 1)
@@ -77,7 +78,7 @@ def test_csv_export_reimports_with_pandas_to_the_same_values(campaign: CampaignS
             assert row["tau_half"] == t.values["tau_half"]
             assert row["measurement_status"] == "ok"
             proposal = campaign.proposal(t.id)
-            assert proposal is not None and row["acquisition_value"] == proposal["acquisition_value"]
+            assert proposal is not None and row["acquisition_value"] == proposal.acquisition_value
     assert table["spin_speed"].dtype == np.int64
 
 

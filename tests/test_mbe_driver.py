@@ -22,13 +22,15 @@ from hypothesis import strategies as st
 
 from closedloop.controller.campaign import Campaign
 from closedloop.controller.engine.clock import StationClock
-from closedloop.controller.engine.stations import InstrumentUnavailable, make_stations
-from closedloop.controller.protocol.model import load_protocol
+from closedloop.controller.engine.halts import HaltKind
+from closedloop.controller.engine.stations import make_stations
+from closedloop.controller.protocol.model import ProtocolError, load_protocol
 from closedloop.drivers.base import EnvelopeViolation, InstrumentContext, InstrumentFault
 from closedloop.drivers.mbe import MBE_ENVELOPE
 from closedloop.drivers.mbe_driver import SHUTTERS, Layer, MbeDriver, growth_rate_from_rheed
-from closedloop.simulators.emulator import Device, EmulatedPort, PtyServer, ScaledClock, in_process_port
+from closedloop.simulators.emulator import Device, EmulatedPort, PtyServer, ScaledClock
 from closedloop.simulators.mbe.wire import CONTROLLERS, MbeWireModel, WireRecord
+from closedloop.simulators.registry import in_process_port
 
 ROOT = Path(__file__).resolve().parent.parent
 GOOD = {"sr_cell_temp": 470.0, "ru_cell_temp": 1877.0, "substrate_temp": 758.0, "ozone_flow": 6.0, "growth_time": 60.0}
@@ -41,7 +43,7 @@ class Rig:
 
     def __init__(self, seed: int = 0, **options: object) -> None:
         self.port = in_process_port("mbe", seed=seed)
-        self.driver = MbeDriver(options, port=self.port)
+        self.driver = MbeDriver("sim://mbe", options, port=self.port)
         self.journal: list[tuple[str, str]] = []
         self.clock = StationClock(0.0)
         self.ctx = InstrumentContext(clock=self.clock, trial_id=1, journal=lambda d, t: self.journal.append((d, t)))
@@ -132,9 +134,9 @@ def test_unsafe_requests_are_refused_journaled_and_never_sent(heater: str, targe
 
 def test_unsafe_options_are_refused_when_the_driver_is_built() -> None:
     with pytest.raises(ValueError, match="max_rate 10"):
-        MbeDriver({"ramp_rate": {"ru_cell_temp": 15.0}}, port=in_process_port("mbe"))
-    with pytest.raises(ValueError, match="unknown MBE driver option"):
-        MbeDriver({"ramp_rates": {}}, port=in_process_port("mbe"))
+        MbeDriver("sim://mbe", {"ramp_rate": {"ru_cell_temp": 15.0}}, port=in_process_port("mbe"))
+    with pytest.raises(ValueError, match="(?s)ramp_rates.*Extra inputs are not permitted"):
+        MbeDriver("sim://mbe", {"ramp_rates": {}}, port=in_process_port("mbe"))
 
 
 def test_the_interlock_refuses_heating_gas_and_shutters() -> None:
@@ -212,7 +214,7 @@ class Cable:
 
 def test_a_link_lost_mid_recipe_puts_the_chamber_in_its_safe_state_once_it_answers() -> None:
     cable = Cable(in_process_port("mbe"))
-    driver = MbeDriver(FAST, port=cable)  # type: ignore[arg-type]
+    driver = MbeDriver("sim://mbe", FAST, port=cable)
     clock = StationClock(0.0)
     journal: list[tuple[str, str]] = []
     ctx = InstrumentContext(clock=clock, trial_id=1, journal=lambda d, t: journal.append((d, t)))
@@ -329,7 +331,7 @@ def pty_chamber() -> Iterator[tuple[PtyServer, MbeWireModel]]:
 def test_abort_mid_growth_over_a_pty_closes_shutters_stops_ozone_and_ramps_to_idle_safely(
         pty_chamber: tuple[PtyServer, MbeWireModel]) -> None:
     server, model = pty_chamber
-    driver = MbeDriver({"connection": server.path, "poll_s": 15.0})
+    driver = MbeDriver(server.path, {"poll_s": 15.0})
     ctx = InstrumentContext(clock=ScaledClock(SCALE), trial_id=1)
     try:
         for heater, target in (("sr_cell_temp", 470.0), ("ru_cell_temp", 1300.0), ("substrate_temp", 700.0)):
@@ -384,10 +386,10 @@ def test_a_campaign_through_the_example_protocol_runs_the_driver_and_stores_its_
     protocol = tmp_path / "mbe.yaml"
     protocol.write_text(text)
     (station,) = make_stations(load_protocol(protocol), seed=1, sim=False)
-    assert isinstance(station.driver, MbeDriver) and station.driver.virtual_time is True
+    assert isinstance(station.driver, MbeDriver) and station.virtual is True
     started = time.monotonic()
     with Campaign.create(protocol, tmp_path / "mbe.sqlite") as c:
-        assert c.run().startswith("budget")
+        assert c.run().kind is HaltKind.BUDGET
         trials = c.store.trials()
         assert len(trials) == 4 and {t.state for t in trials} <= {"measured", "failed"}
         assert all("rrr" in t.values if t.state == "measured" else t.detail.startswith("wrong phase") for t in trials)
@@ -403,18 +405,19 @@ def test_stations_pick_the_driver_by_connection_and_keep_the_whole_system_simula
     live = tmp_path / "live.yaml"
     live.write_text(text.replace("connection: sim://mbe", "connection: /dev/ttyUSB9"))
     (station,) = make_stations(load_protocol(live), seed=0, sim=False)
-    assert isinstance(station.driver, MbeDriver) and station.driver.virtual_time is False
+    assert isinstance(station.driver, MbeDriver) and station.virtual is False
     assert station.driver.transport.url == "/dev/ttyUSB9" and not station.driver.transport.is_open
     (simulated,) = make_stations(load_protocol(live), seed=0, sim=True)
-    assert isinstance(simulated.driver, MbeDriver) and simulated.driver.virtual_time is True
+    assert isinstance(simulated.driver, MbeDriver) and simulated.virtual is True
     whole = tmp_path / "whole.yaml"
     whole.write_text(text.replace("driver: mbe", "driver: sim:mbe"))
     (system,) = make_stations(load_protocol(whole), seed=0, sim=False)
     assert type(system.driver).__name__ == "SimulatedMbeSystem"
     bad = tmp_path / "bad.yaml"
     bad.write_text(text.replace("connection: sim://mbe", "connection: sim://mbe\n  options: {ramp_rate: {ru_cell_temp: 50}}"))
-    with pytest.raises(InstrumentUnavailable, match="max_rate 10"):
-        make_stations(load_protocol(bad), seed=0, sim=False)
+    with pytest.raises(ProtocolError, match="max_rate 10") as refused:  # refused when the protocol is read
+        load_protocol(bad)
+    assert refused.value.problems[0].field == "instrument.options.ramp_rate"
 
 
 def test_closedloop_emulate_serves_the_chamber_on_a_pty_for_the_driver() -> None:
@@ -424,7 +427,7 @@ def test_closedloop_emulate_serves_the_chamber_on_a_pty_for_the_driver() -> None
         assert process.stdout is not None
         first = process.stdout.readline()
         assert first.startswith("listening on /dev/"), first + (process.stderr.read() if process.stderr else "")
-        driver = MbeDriver({"connection": first.removeprefix("listening on ").strip()})
+        driver = MbeDriver(first.removeprefix("listening on ").strip())
         journal: list[tuple[str, str]] = []
         ctx = InstrumentContext(clock=ScaledClock(600.0), trial_id=1, journal=lambda d, t: journal.append((d, t)))
         driver.set_temperature("substrate_temp", 230.0, 30.0, ctx)

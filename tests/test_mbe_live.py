@@ -27,7 +27,7 @@ from closedloop.controller.campaign import BadInput, Campaign
 from closedloop.controller.cli.main import main
 from closedloop.controller.cli.signals import pause_on_signals
 from closedloop.controller.engine.clock import OperatorAbort, WallClock
-from closedloop.controller.engine.engine import Paused
+from closedloop.controller.engine.halts import HaltKind
 from closedloop.controller.store.campaign_store import CampaignStore
 from closedloop.drivers.base import InstrumentFault
 from closedloop.drivers.mbe import MBE_ENVELOPE
@@ -172,8 +172,9 @@ def test_ctrl_c_mid_growth_aborts_the_trial_makes_the_chamber_safe_and_resume_re
             started = time.monotonic()
             # The handlers `closedloop run` installs: without them a runner started with SIGINT ignored (a
             # background job of a non-interactive shell) would make interrupt_main do nothing.
-            with pytest.raises(Paused, match="operator"), pause_on_signals():
-                c.run(connection=server.path, time_scale=SCALE)
+            with pause_on_signals():
+                halt = c.run(connection=server.path, time_scale=SCALE)
+            assert halt.paused and halt.kind is HaltKind.OPERATOR
             watcher.join(timeout=1)
             assert seen, "the growth never started"
             assert time.monotonic() - started < 60
@@ -186,7 +187,7 @@ def test_ctrl_c_mid_growth_aborts_the_trial_makes_the_chamber_safe_and_resume_re
         with Campaign.open(tmp_path / "c.sqlite", writer=True) as c:
             # No --port: the link the campaign last ran against, at its time scale, never sim://mbe.
             assert c.live_link(None, None) == (server.path, SCALE)
-            assert c.resume().startswith("budget")
+            assert c.resume().kind is HaltKind.BUDGET
         assert_resumed_to_the_end(tmp_path / "c.sqlite", aborted, requeued, trials=2)
 
 
@@ -251,7 +252,7 @@ def test_time_scale_is_refused_for_an_in_process_simulator(tmp_path: Path) -> No
 
 def test_the_safe_state_at_the_end_of_a_campaign_is_journaled_for_the_campaign(tmp_path: Path) -> None:
     with Campaign.create(mbe_protocol(tmp_path), tmp_path / "c.sqlite") as c:  # sim://mbe, virtual time
-        assert c.run().startswith("budget")
+        assert c.run().kind is HaltKind.BUDGET
         (safe,) = c.store.events(kinds=["safe_state"])
         assert safe["trial_id"] is None and safe["detail"].startswith("mbe: budget")
         campaign_level = [x["text"] for x in c.store.commands() if x["trial_id"] is None and x["direction"] == "tx"]
@@ -308,7 +309,7 @@ def test_walk_through_validate_run_ctrl_c_mid_growth_status_and_resume(tmp_path:
         code, _, err = finished(run)
         assert code == 130, err
         assert f"instrument: mbe at {port} (--port); clock x{SCALE} (emulator time scale)" in err
-        assert "paused: paused by the operator" in err and f"closedloop resume {db}" in err
+        assert "paused: operator interrupt (Ctrl-C)" in err and f"closedloop resume {db}" in err
         taken = read_record(record)
         assert_chamber_made_safe(taken[before:], heater_targets(taken[:before]))
         aborted, requeued = assert_aborted_and_requeued(db)

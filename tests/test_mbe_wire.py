@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 
 from closedloop.controller.engine.clock import StationClock
-from closedloop.simulators.emulator import MODELS, EmulatedPort, in_process_port
+from closedloop.simulators.emulator import EmulatedPort, ScaledClock
 from closedloop.simulators.mbe.chamber import IDLE_CELSIUS, SR_CELL
 from closedloop.simulators.mbe.wire import IDN, MbeWireModel, WireRecord
+from closedloop.simulators.registry import EMULATORS, in_process_port, make_model
 
 
 class Wire:
@@ -37,7 +38,8 @@ class Wire:
 
 
 def test_registered_as_an_emulated_model_and_identifies_itself() -> None:
-    assert MODELS["mbe"] is MbeWireModel
+    assert EMULATORS["mbe"].driver == "mbe"
+    assert isinstance(make_model("mbe", ScaledClock()), MbeWireModel)
     wire = Wire()
     assert wire.ask("*IDN?") == IDN
     assert wire.ask("SYST:ERR?") == '0,"No error"'

@@ -12,6 +12,7 @@ import torch
 
 from closedloop.planners.botorch_planner import BotorchPlanner
 from closedloop.planners.models import fit_gp
+from closedloop.planners.provenance import Provenance
 from closedloop.planners.sobol import SobolPlanner
 from closedloop.planners.space import (
     ChoiceParameter,
@@ -69,14 +70,14 @@ def test_same_seed_and_data_give_identical_proposals() -> None:
     runs = [fast().propose(problem, observed, [design(1, 5)[0]], 2, seed=42) for _ in range(2)]
     for a, b in zip(*runs, strict=True):
         assert a.conditions == b.conditions
-        assert a.provenance["acquisition_value"] == b.provenance["acquisition_value"]
-        assert a.provenance["hyperparameters"] == b.provenance["hyperparameters"]
+        assert a.provenance.acquisition_value == b.provenance.acquisition_value
+        assert a.provenance.hyperparameters == b.provenance.hyperparameters
     provenance = runs[0][0].provenance
-    assert provenance["design"] == "model" and provenance["fallback"] is None
-    assert provenance["acquisition"] == "qLogNoisyExpectedImprovement"
-    assert isinstance(provenance["acquisition_value"], float)
-    assert len(provenance["hyperparameters"]["y"]["lengthscale"]) == 2
-    assert json.loads(json.dumps(provenance)) == provenance
+    assert provenance.design == "model" and provenance.fallback is None
+    assert provenance.acquisition == "qLogNoisyExpectedImprovement"
+    assert isinstance(provenance.acquisition_value, float)
+    assert len(provenance.hyperparameters["y"]["lengthscale"]) == 2
+    assert Provenance.from_dict(json.loads(json.dumps(provenance.to_dict()))) == provenance
 
 
 @pytest.mark.parametrize("maximize", [True, False])
@@ -146,10 +147,10 @@ def test_multi_objective_uses_hypervolume_and_gives_legal_points() -> None:
         proposals = fast().propose(problem, observed, [], 2, seed=3)
         assert len(proposals) == 2 and all(SQUARE.contains(p.conditions) for p in proposals)
         provenance = proposals[0].provenance
-        assert provenance["acquisition"] == "qLogNoisyExpectedHypervolumeImprovement"
-        assert provenance["fallback"] is None and isinstance(provenance["acquisition_value"], float)
-        assert set(provenance["hyperparameters"]) == {"strength", "cost"}
-        reference_used = provenance["acquisition_settings"]["reference_point"]
+        assert provenance.acquisition == "qLogNoisyExpectedHypervolumeImprovement"
+        assert provenance.fallback is None and isinstance(provenance.acquisition_value, float)
+        assert set(provenance.hyperparameters) == {"strength", "cost"}
+        reference_used = provenance.acquisition_settings["reference_point"]
         if reference is not None:  # model units: cost is minimized on a log scale -> -log10(100)
             assert reference_used == pytest.approx([0.0, -2.0])
 
@@ -168,8 +169,8 @@ def test_outcome_constraint_on_a_measured_quantity_steers_proposals() -> None:
     xs_bound = [p.conditions["x"] for p in proposals]
     assert np.mean(xs_free) > 0.7
     assert np.mean(xs_bound) < 0.5
-    assert "tau_half" in proposals[0].provenance["hyperparameters"]
-    assert proposals[0].provenance["acquisition_settings"]["constraints"] == ["tau_half >= 120 (model units)"]
+    assert "tau_half" in proposals[0].provenance.hyperparameters
+    assert proposals[0].provenance.acquisition_settings["constraints"] == ["tau_half >= 120 (model units)"]
 
 
 def test_planner_learns_where_samples_fail() -> None:
@@ -187,7 +188,7 @@ def test_planner_learns_where_samples_fail() -> None:
     xs = [p.conditions["x"] for p in proposals]
     assert np.mean(np.array(xs) <= 0.55) >= 0.75, xs
     assert (
-        "__feasible__ >= 0 (model units)" in proposals[0].provenance["acquisition_settings"]["constraints"]
+        "__feasible__ >= 0 (model units)" in proposals[0].provenance.acquisition_settings["constraints"]
     )
 
 
@@ -221,7 +222,7 @@ def test_mixed_space_with_constraints_gives_legal_points() -> None:
         ]
         proposals = fast().propose(problem, observed, [], 3, seed=0)
         assert len(proposals) == 3 and all(space.contains(p.conditions) for p in proposals)
-        assert all(p.provenance["design"] == "model" for p in proposals)
+        assert all(p.provenance.design == "model" for p in proposals)
 
 
 @pytest.mark.parametrize(
@@ -260,9 +261,9 @@ def test_degenerate_data_never_crashes(case: str) -> None:
     pending = [{"x": math.nan, "z": 0.1}] if case == "nan_conditions" else []
     proposals = fast(n_initial=1).propose(problem, observed, pending, 2, seed=0)
     assert len(proposals) == 2 and all(SQUARE.contains(p.conditions) for p in proposals)
-    assert proposals[0].provenance["design"] == "model"
+    assert proposals[0].provenance.design == "model"
     if case in ("some_nan_and_inf", "nan_conditions"):
-        assert any("non-finite" in note for note in proposals[0].provenance["notes"])
+        assert any("non-finite" in note for note in proposals[0].provenance.notes)
 
 
 @pytest.mark.parametrize("case", ["all_failed", "all_nan", "overflowing"])
@@ -278,9 +279,9 @@ def test_impossible_data_falls_back_and_says_so(case: str) -> None:
     proposals = fast().propose(problem, observed, [], 2, seed=0)
     assert len(proposals) == 2 and all(SQUARE.contains(p.conditions) for p in proposals)
     provenance = proposals[0].provenance
-    assert provenance["design"] == "fallback" and provenance["fallback"].endswith("used Sobol")
+    assert provenance.design == "fallback" and provenance.fallback.endswith("used Sobol")
     expected = "model-based step failed" if case == "overflowing" else "usable value of objective 'y'"
-    assert expected in provenance["fallback"]
+    assert expected in provenance.fallback
 
 
 def test_initial_design_until_enough_observations() -> None:
@@ -288,8 +289,8 @@ def test_initial_design_until_enough_observations() -> None:
     observed = observe(design(3), lambda p: {"y": p["x"]})
     [early] = fast(n_initial=4).propose(problem, observed, [], 1, seed=0)
     [late] = fast(n_initial=3).propose(problem, observed, [], 1, seed=0)
-    assert early.provenance["design"] == "initial" and early.provenance["acquisition"] == "sobol"
-    assert late.provenance["design"] == "model"
+    assert early.provenance.design == "initial" and early.provenance.acquisition == "sobol"
+    assert late.provenance.design == "model"
 
 
 def test_large_data_fits_hyperparameters_on_a_subset_but_conditions_on_all() -> None:
@@ -309,5 +310,5 @@ def test_large_data_fits_hyperparameters_on_a_subset_but_conditions_on_all() -> 
         for (a, b), y in zip(X.tolist(), Y[:, 0].tolist(), strict=True)
     ]
     [p] = fast(max_fit_points=20).propose(problem, observed, [], 1, seed=0)
-    assert p.provenance["fallback"] is None
-    assert "hyperparameters of 'y' fitted on 20 of 60 points" in p.provenance["notes"]
+    assert p.provenance.fallback is None
+    assert "hyperparameters of 'y' fitted on 20 of 60 points" in p.provenance.notes

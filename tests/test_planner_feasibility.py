@@ -56,7 +56,7 @@ def test_planner_avoids_the_edge_where_samples_fail() -> None:
         proposed.append(proposal.conditions["x"])
         observed.append(outcome(proposal.conditions))
     assert sum(x > 0.85 for x in proposed) <= 1, proposed
-    assert "__feasible__ >= 0 (model units)" in proposal.provenance["acquisition_settings"]["constraints"]
+    assert "__feasible__ >= 0 (model units)" in proposal.provenance.acquisition_settings["constraints"]
 
 
 def test_failed_samples_can_enter_the_objective_model_as_its_worst_value() -> None:

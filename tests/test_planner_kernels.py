@@ -91,8 +91,8 @@ def test_additive_planner_proposes_legal_new_points_in_a_mixed_constrained_space
         observations.append(Observation(conditions, {"y": y}))
     planner = BotorchPlanner(n_initial=4, kernel="additive", num_restarts=2, raw_samples=32, mc_samples=32)
     proposals = planner.propose(problem, observations, [], 2, seed=5)
-    assert [p.provenance["design"] for p in proposals] == ["model", "model"]
-    assert proposals[0].provenance["fallback"] is None
+    assert [p.provenance.design for p in proposals] == ["model", "model"]
+    assert proposals[0].provenance.fallback is None
     seen = [o.conditions for o in observations]
     for proposal in proposals:
         c = proposal.conditions
@@ -100,4 +100,4 @@ def test_additive_planner_proposes_legal_new_points_in_a_mixed_constrained_space
         assert c["spin"] in range(600, 4001, 100) and c["solvent"] in ("cb", "odcb", "cf")
         assert MIXED.constraints[0].evaluate(c) <= 1e-9
         assert proposal.conditions not in seen
-    assert len(proposals[0].provenance["hyperparameters"]["y"]["outputscale"]) == 5
+    assert len(proposals[0].provenance.hyperparameters["y"]["outputscale"]) == 5

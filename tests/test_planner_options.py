@@ -32,10 +32,10 @@ def test_predictive_ei_stays_in_a_noisy_good_region_and_records_its_incumbent() 
     observations = noisy_plateau()
     [proposal] = planner(predictive_ei=True).propose(LINE, observations, [], 1, seed=3, candidates=POOL)
     provenance = proposal.provenance
-    assert provenance["design"] == "model"
-    assert provenance["acquisition"] == "LogExpectedImprovement(predictive)"
+    assert provenance.design == "model"
+    assert provenance.acquisition == "LogExpectedImprovement(predictive)"
     # The incumbent is the best measured value, not a model estimate of it.
-    assert provenance["acquisition_settings"]["best_f"] == pytest.approx(
+    assert provenance.acquisition_settings["best_f"] == pytest.approx(
         max(o.values["y"] for o in observations)
     )
     # A new measurement there can beat the lucky best, so the next trial stays in the region.
@@ -46,11 +46,11 @@ def test_latent_and_predictive_ei_use_different_incumbents() -> None:
     observations = noisy_plateau()
     [latent] = planner().propose(LINE, observations, [], 1, seed=3, candidates=POOL)
     [predictive] = planner(predictive_ei=True).propose(LINE, observations, [], 1, seed=3, candidates=POOL)
-    assert latent.provenance["acquisition"] == "LogExpectedImprovement"
+    assert latent.provenance.acquisition == "LogExpectedImprovement"
     # The posterior mean shrinks the noisy best toward the region's level.
     assert (
-        latent.provenance["acquisition_settings"]["best_f"]
-        < predictive.provenance["acquisition_settings"]["best_f"]
+        latent.provenance.acquisition_settings["best_f"]
+        < predictive.provenance.acquisition_settings["best_f"]
     )
 
 
@@ -69,7 +69,7 @@ def test_predictive_ei_without_analytic_ei_keeps_noisy_log_ei() -> None:
     [proposal] = BotorchPlanner(n_initial=2, predictive_ei=True, mc_samples=32).propose(
         LINE, noisy_plateau(), [], 1, seed=0, candidates=POOL
     )
-    assert proposal.provenance["acquisition"] == "qLogNoisyExpectedImprovement"
+    assert proposal.provenance.acquisition == "qLogNoisyExpectedImprovement"
 
 
 def test_bad_option_values_name_the_option() -> None:

@@ -197,7 +197,7 @@ def test_botorch_planner_only_proposes_legal_new_points(
     else:
         assert len(points) == n or SpaceEncoding(case.space).is_finite
     for p in proposals:
-        value = p.provenance["acquisition_value"]
+        value = p.provenance.acquisition_value
         assert value is None or np.isfinite(value)
         # Only data that cannot support a model may fall back; an exception inside the step is a bug.
-        assert "step failed" not in (p.provenance["fallback"] or ""), p.provenance["fallback"]
+        assert "step failed" not in (p.provenance.fallback or ""), p.provenance.fallback

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from closedloop.planners.encoding import SpaceEncoding
+from closedloop.planners.provenance import Provenance
 from closedloop.planners.registry import make_planner, planner_options
 from closedloop.planners.repair import make_legal
 from closedloop.planners.sobol import RandomPlanner, SobolPlanner
@@ -146,17 +147,17 @@ def test_provenance_is_complete_json_and_tracks_the_data() -> None:
         "planner", "planner_version", "seed", "data_hash", "n_observations", "acquisition", "acquisition_value",
         "hyperparameters", "fit_time_s", "optimize_time_s", "fallback",
     }  # fmt: skip
-    assert required <= set(a)
-    assert json.loads(json.dumps(a)) == a
-    assert a["planner"] == "sobol" and a["seed"] == 3 and a["n_observations"] == 1
-    assert a["data_hash"] != b["data_hash"] and len(a["data_hash"]) == 64
+    assert required <= set(a.to_dict())
+    assert Provenance.from_dict(json.loads(json.dumps(a.to_dict()))) == a
+    assert a.planner == "sobol" and a.seed == 3 and a.n_observations == 1
+    assert a.data_hash != b.data_hash and a.data_hash is not None and len(a.data_hash) == 64
 
 
 def test_initial_design_then_rule_is_recorded() -> None:
     planner = RandomPlanner(n_initial=2, initial_method="sobol")
-    assert planner.propose(SQUARE, [], [], 1, seed=0)[0].provenance["design"] == "initial"
+    assert planner.propose(SQUARE, [], [], 1, seed=0)[0].provenance.design == "initial"
     observed = [Observation({"x": 0.5, "z": 0.5}, {"y": 0.0})] * 2
-    assert planner.propose(SQUARE, observed, [], 1, seed=0)[0].provenance["design"] == "random"
+    assert planner.propose(SQUARE, observed, [], 1, seed=0)[0].provenance.design == "random"
 
 
 def test_planner_leaves_global_random_state_alone() -> None:

@@ -10,7 +10,7 @@ import pytest
 
 from closedloop.controller.protocol.model import Protocol, load_protocol, parse_protocol_text
 from closedloop.controller.protocol.validate import validate_protocol
-from closedloop.drivers.trmc import TRMC_ENVELOPE
+from closedloop.drivers.trmc import TRMC_ENVELOPE, TrmcOptions
 from closedloop.planners.space import ChoiceParameter, FixedParameter, FloatParameter, IntParameter
 
 PROTOCOLS = Path(__file__).resolve().parent.parent / "protocols"
@@ -83,7 +83,9 @@ def test_conditions_go_to_the_instrument_in_its_units(tmp_path: Path) -> None:
     assert sent["spin_speed"] == 1200 and isinstance(sent["spin_speed"], int)  # same unit: untouched
     assert sent["solvent"] == "chloroform"
     TRMC_ENVELOPE.check(sent)  # what the driver receives is inside its envelope
-    assert protocol.instrument_options() == {"wavelength": pytest.approx(500.0), "averages": 64}
+    options = protocol.instrument_options()
+    assert isinstance(options, TrmcOptions)  # the driver's own options model, quantities in its units
+    assert (options.wavelength, options.averages) == (pytest.approx(500.0), 64)
 
 
 def test_identity_of_the_protocol_text(tmp_path: Path) -> None:

@@ -15,6 +15,7 @@ from click.testing import CliRunner
 
 from closedloop.controller.campaign import Campaign
 from closedloop.controller.cli.main import main
+from closedloop.controller.engine.halts import HaltKind
 from closedloop.controller.offline.audit import audit
 from closedloop.controller.offline.counterfactual import CounterfactualError, CounterfactualSpec, sweep
 from closedloop.controller.offline.executors import ExecutorError, ExecutorSpec
@@ -57,7 +58,7 @@ def trmc_pool(tmp_path_factory: pytest.TempPathFactory) -> Path:
     protocol.write_text(text)
     assert [o.name for o in load_protocol(protocol).to_problem().objectives] == ["phi_sum_mu_max"]
     with Campaign.create(protocol, folder / "trmc.sqlite") as c:
-        assert c.run().startswith("budget")
+        assert c.run().kind is HaltKind.BUDGET
     return folder / "trmc.sqlite"
 
 
@@ -81,7 +82,7 @@ def test_a_campaign_recorded_over_a_real_pty_audits_100_percent_and_edits_are_ca
     assert done.returncode == 0, done.stderr
     with Campaign.open(db) as c:
         assert [t.instrument for t in c.store.trials()] == ["serial"] * 8
-        assert {c.store.proposal(t)["provenance"]["design"] for t in range(5, 9)} == {"model"}
+        assert {c.store.proposal(t).provenance.design for t in range(5, 9)} == {"model"}
 
     # Audited on "another machine": a copy of the file, no emulator running, no instrument built.
     done = cli("replay", str(db), "--workers", "1")

@@ -24,12 +24,14 @@ from click.testing import CliRunner
 from closedloop.controller.campaign import Campaign
 from closedloop.controller.cli.main import main
 from closedloop.controller.cli.progress import ProgressReporter
-from closedloop.controller.engine.engine import Decision
+from closedloop.controller.engine.events import Abandonment, TrialAbandoned, TrialMeasured, TrialStarted
+from closedloop.controller.engine.operator import Decision
 from closedloop.controller.report.data import hypervolume_trace, load_report_data, random_expected_best
 from closedloop.controller.report.figures import Plot, progress_plot
 from closedloop.controller.report.html import build_report, default_report_path, write_report
 from closedloop.controller.report.model_view import _leave_one_out, model_view
 from closedloop.controller.store.campaign_store import CampaignStore
+from closedloop.drivers.base import Measurement
 from closedloop.planners.encoding import SpaceEncoding
 from closedloop.planners.models import fit_models
 from closedloop.planners.outcomes import build_training_data
@@ -366,10 +368,10 @@ def test_progress_lines_show_trial_n_of_n_state_best_and_eta() -> None:
     stream = io.StringIO()
     reporter = ProgressReporter(problem, total=4, done=1, stream=stream, best=5.0)
     with reporter:
-        reporter("running", {"trial": 2, "station": "s1", "conditions": {"x": 0.25}})
-        reporter("measured", {"trial": 2, "values": {"y": 3.0}, "status": "ok"})
-        reporter("measured", {"trial": 3, "values": {"y": 4.0}, "status": "ok"})
-        reporter("fault", {"trial": 4, "detail": "no reply"})
+        reporter(TrialStarted(2, "s1", {"x": 0.25}))
+        reporter(TrialMeasured(2, Measurement(values={"y": 3.0})))
+        reporter(TrialMeasured(3, Measurement(values={"y": 4.0})))
+        reporter(TrialAbandoned(4, Abandonment.FAULT, "no reply"))
     lines = stream.getvalue().splitlines()
     assert lines[0] == "[1/4] trial 2 running on s1: x=0.25"
     assert re.fullmatch(r"\[2/4\] trial 2 ok: y=3 \(best y 3; ETA \d+:\d\d:\d\d\)", lines[1])
@@ -377,7 +379,7 @@ def test_progress_lines_show_trial_n_of_n_state_best_and_eta() -> None:
     assert lines[3] == "[3/4] trial 4 fault: no reply"
     quiet = io.StringIO()
     with ProgressReporter(problem, total=2, stream=quiet, quiet=True) as r:
-        r("measured", {"trial": 1, "values": {"y": 1.0}, "status": "ok"})
-        r("fault", {"trial": 2, "detail": "x"})
+        r(TrialMeasured(1, Measurement(values={"y": 1.0})))
+        r(TrialAbandoned(2, Abandonment.FAULT, "x"))
     assert quiet.getvalue().splitlines() == ["[1/2] trial 2 fault: x"]
 

@@ -20,9 +20,9 @@ from click.testing import CliRunner
 from closedloop.controller.campaign import Campaign
 from closedloop.controller.cli.main import main
 from closedloop.controller.engine.clock import StationClock
-from closedloop.controller.engine.engine import Paused
+from closedloop.controller.engine.halts import HaltKind
 from closedloop.controller.engine.stations import InstrumentUnavailable, make_stations
-from closedloop.controller.protocol.model import load_protocol
+from closedloop.controller.protocol.model import ProtocolError, load_protocol
 from closedloop.controller.store.campaign_store import CampaignStore
 from closedloop.controller.store.reads import TrialRecord
 from closedloop.drivers.base import InstrumentContext
@@ -87,7 +87,7 @@ def assert_commands_journaled(store: CampaignStore, trial: TrialRecord) -> None:
 def test_sim_furnace_campaign_runs_the_real_driver_in_virtual_time(tmp_path: Path) -> None:
     started = time.monotonic()
     with Campaign.create(furnace_protocol(tmp_path, trials=5), tmp_path / "c.sqlite") as c:
-        assert c.run().startswith("budget")
+        assert c.run().kind is HaltKind.BUDGET
         trials = c.store.trials()
         assert [t.state for t in trials] == ["measured"] * 5
         assert_values_match_their_own_conditions(trials)
@@ -103,9 +103,10 @@ def test_sim_furnace_campaign_runs_the_real_driver_in_virtual_time(tmp_path: Pat
 def test_sim_flag_puts_the_furnace_emulator_behind_a_real_device_path(tmp_path: Path) -> None:
     protocol = furnace_protocol(tmp_path, trials=4, initial=3, connection="/dev/ttyUSB9")
     stations = make_stations(load_protocol(protocol), seed=0, sim=True)
-    assert [s.name for s in stations] == ["furnace"] and stations[0].driver.virtual_time is True
-    live = make_stations(load_protocol(protocol), seed=0, sim=False)[0].driver
-    assert isinstance(live, SerialInstrumentDriver) and live.virtual_time is False
+    assert [s.name for s in stations] == ["furnace"] and stations[0].virtual is True
+    (station,) = make_stations(load_protocol(protocol), seed=0, sim=False)
+    live = station.driver
+    assert isinstance(live, SerialInstrumentDriver) and station.virtual is False
     assert live.transport.url == "/dev/ttyUSB9" and not live.transport.is_open  # nothing opened yet
 
     result = CliRunner().invoke(main, ["run", str(protocol), "--sim", "--quiet", "--db", str(tmp_path / "s.sqlite")])
@@ -137,7 +138,7 @@ def test_an_in_process_fault_abandons_the_trial_journals_it_and_retries(tmp_path
     path = furnace_protocol(tmp_path, trials=4, options='{faults: "syst_err:once@40"}',
                             failures="{instrument_fault_retries: 1, on_fault: pause}")
     with Campaign.create(path, tmp_path / "f.sqlite") as c:
-        assert c.run().startswith("budget")
+        assert c.run().kind is HaltKind.BUDGET
         trials = c.store.trials()
         (abandoned,) = [t for t in trials if t.state == "abandoned"]
         assert abandoned.id == 1 and abandoned.values == {}
@@ -156,8 +157,8 @@ def test_a_silent_instrument_pauses_the_campaign_per_the_fault_policy(tmp_path: 
                             failures="{instrument_fault_retries: 0, on_fault: pause}")
     started = time.monotonic()
     with Campaign.create(path, tmp_path / "p.sqlite") as c:
-        with pytest.raises(Paused, match="instrument fault on trial 1"):
-            c.run()
+        halt = c.run()
+        assert halt.paused and halt.text.startswith("paused: instrument fault on trial 1")
         assert time.monotonic() - started < 60  # no wall-clock timeouts against an in-process device
         assert c.store.campaign()["status"] == "paused"
         (trial,) = c.store.trials()
@@ -166,18 +167,19 @@ def test_a_silent_instrument_pauses_the_campaign_per_the_fault_policy(tmp_path: 
 
 
 def test_unknown_emulators_and_fault_specs_are_refused_before_the_campaign(tmp_path: Path) -> None:
-    with pytest.raises(InstrumentUnavailable, match="options.faults injects faults into an emulator"):
+    with pytest.raises(InstrumentUnavailable, match="options.faults and options.stations apply to an emulated instrument"):
         make_stations(load_protocol(furnace_protocol(tmp_path, connection="/dev/ttyUSB9", options="{faults: 'no_reply:0.1'}")),
                       seed=0, sim=False)
-    with pytest.raises(InstrumentUnavailable, match="unknown fault 'no_replies'"):
-        make_stations(load_protocol(furnace_protocol(tmp_path, options="{faults: 'no_replies:0.1'}")), seed=0, sim=False)
+    with pytest.raises(ProtocolError, match="unknown fault 'no_replies'") as refused:  # refused when read
+        load_protocol(furnace_protocol(tmp_path, options="{faults: 'no_replies:0.1'}"))
+    assert refused.value.problems[0].field == "instrument.options.faults"
 
 
 @pytest.mark.parametrize(("example", "driver_class"), [("trmc_opv_blend.yaml", "TrmcDriver"),
                                                       ("mbe_srruo3.yaml", "MbeDriver")])
 def test_other_sim_connections_still_run_their_simulators(example: str, driver_class: str) -> None:
     (station,) = make_stations(load_protocol(ROOT / "protocols" / example), seed=1, sim=False)
-    assert type(station.driver).__name__ == driver_class and station.driver.virtual_time is True
+    assert type(station.driver).__name__ == driver_class and station.virtual is True
 
 
 # -- over a real pty: `closedloop emulate furnace --pty` and `closedloop run`, wall clock -----------

@@ -18,9 +18,10 @@ from closedloop.controller.engine.clock import StationClock, WallClock
 from closedloop.drivers.base import EnvelopeViolation, InstrumentContext, InstrumentFault
 from closedloop.drivers.serial_config import SerialInstrumentConfig
 from closedloop.drivers.serial_driver import SerialInstrumentDriver
-from closedloop.simulators.emulator import Device, PtyServer, ScaledClock, TcpServer, in_process_port
+from closedloop.simulators.emulator import Device, PtyServer, ScaledClock, TcpServer
 from closedloop.simulators.faults import FaultInjector
 from closedloop.simulators.furnace import IDN, R_MIN, FurnaceModel, sheet_resistance
+from closedloop.simulators.registry import in_process_port
 
 OPTIMUM = {"anneal_temp": 350.0, "anneal_time": 30.0, "gas_flow": 50.0}
 

@@ -26,6 +26,7 @@ from closedloop.controller.store.campaign_store import (
 from closedloop.controller.store.errors import ReadOnlyCampaign, StoreError
 from closedloop.controller.store.lifecycle import STATES, TRANSITIONS
 from closedloop.drivers.base import Measurement
+from closedloop.planners.provenance import Provenance
 
 PROTOCOL = "name: demo\nspace:\n  anneal_temp: {type: float, low: 60, high: 200, unit: degC}\n"
 
@@ -150,8 +151,8 @@ def test_set_status_updates_the_campaign_and_journals_it(store: CampaignStore) -
 
 
 def test_a_trial_walks_its_lifecycle_with_one_event_per_change(store: CampaignStore) -> None:
-    provenance = {"planner": "gp", "planner_version": "2", "seed": 11, "data_hash": "abc",
-                  "acquisition": "qLogNEI", "acquisition_value": -1.25, "hyperparameters": {"ls": [0.3]}}
+    provenance = Provenance(planner="gp", planner_version="2", seed=11, data_hash="abc",
+                            acquisition="qLogNEI", acquisition_value=-1.25, hyperparameters={"ls": [0.3]})
     tid = store.add_trial({"anneal_temp": 150.0, "solvent": "chloroform", "spin_speed": 1200},
                           proposer="gp", origin="planner", provenance=provenance, virtual_t=1.0)
     assert tid == 1
@@ -172,21 +173,27 @@ def test_a_trial_walks_its_lifecycle_with_one_event_per_change(store: CampaignSt
                       ("dispatched", "running", 4.0), ("running", "measured", 5.0)]
     proposal = store.proposal(tid)
     assert proposal is not None
-    assert (proposal["planner"], proposal["planner_version"], proposal["seed"]) == ("gp", "2", 11)
-    assert (proposal["data_hash"], proposal["acquisition"], proposal["acquisition_value"]) == ("abc", "qLogNEI", -1.25)
-    assert proposal["provenance"] == provenance
+    assert (proposal.planner, proposal.planner_version, proposal.seed) == ("gp", "2", 11)
+    assert (proposal.data_hash, proposal.acquisition, proposal.acquisition_value) == ("abc", "qLogNEI", -1.25)
+    assert proposal.provenance == provenance
 
 
 
 def test_provenance_may_hold_numpy_and_infinite_numbers(store: CampaignStore) -> None:
-    provenance = {"seed": np.int64(5), "acquisition_value": float("-inf"), "lengthscales": np.array([0.5]).tolist(),
-                  "noise": np.float32(0.25)}
+    provenance = Provenance(planner="gp", seed=np.int64(5), acquisition_value=float("-inf"),
+                            hyperparameters={"lengthscales": np.array([0.5]).tolist(), "noise": np.float32(0.25)})
     tid = store.add_trial({"anneal_temp": 80.0}, proposer="gp", origin="planner", provenance=provenance)
     stored = store.proposal(tid)
     assert stored is not None
-    assert (stored["seed"], stored["acquisition_value"]) == (5, float("-inf"))
-    assert stored["provenance"] == {"seed": 5, "acquisition_value": float("-inf"), "lengthscales": [0.5],
-                                    "noise": 0.25}
+    assert (stored.seed, stored.acquisition_value) == (5, float("-inf"))
+    assert stored.provenance.hyperparameters == {"lengthscales": [0.5], "noise": 0.25}
+
+
+def test_provenance_of_an_older_file_reads_with_defaults_and_keeps_unknown_fields() -> None:
+    old = {"planner": "botorch", "version": "1", "seed": 3, "data_hash": "x", "kernel_note": "from a future field"}
+    provenance = Provenance.from_dict(old)
+    assert (provenance.planner_version, provenance.seed, provenance.design, provenance.notes) == ("1", 3, None, ())
+    assert provenance.to_dict()["kernel_note"] == "from a future field"
 
 def _trial_in_state(store: CampaignStore, state: str) -> int:
     """Reach `state` through the public API only."""

@@ -11,8 +11,9 @@ import pytest
 
 from closedloop.drivers.base import InstrumentFault
 from closedloop.drivers.transport import SerialTransport, TransportSettings
-from closedloop.simulators.emulator import Device, FurnaceModel, PtyServer, ScaledClock, TcpServer
+from closedloop.simulators.emulator import Device, PtyServer, ScaledClock, TcpServer
 from closedloop.simulators.faults import FaultInjector
+from closedloop.simulators.furnace import FurnaceModel
 
 FAST = TransportSettings(
     read_terminator="\r\n", write_terminator="\r\n", timeout=0.25, retries=2, retry_backoff=0.02, reconnect_backoff=0.05

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 
 from closedloop.controller.engine.clock import VirtualClock
-from closedloop.controller.protocol.instruments import check_driver_name, driver_names
+from closedloop.controller.protocol.catalog import check_driver_name, instrument_names
 from closedloop.drivers.scpi import decode_block, parse_block, parse_error_reply
-from closedloop.simulators import catalog
-from closedloop.simulators.emulator import MODELS, Device, make_model
+from closedloop.simulators.emulator import Device
+from closedloop.simulators.registry import EMULATORS, make_model
 from closedloop.simulators.trmc.wire import LOAD_S, SPIN_COAT_S, TUNE_S, TrmcWireModel
 
 RECIPE = [
@@ -56,11 +56,10 @@ def acquire(device: Device, clock: VirtualClock, averages: int = 64) -> None:
 
 
 def test_the_model_is_registered_and_trmc_keeps_its_own_drivers() -> None:
-    assert "trmc" in MODELS
     assert isinstance(make_model("trmc", VirtualClock(), 1), TrmcWireModel)
-    # The wire model does not turn TRMC into a serial-driver instrument: both TRMC drivers stay valid.
-    assert "trmc" not in catalog.SERIAL_MODELS
-    assert {"trmc", "sim:trmc"} <= set(driver_names())
+    # The wire model speaks the TRMC driver's protocol, not the serial driver's; both TRMC drivers stay valid.
+    assert EMULATORS["trmc"].driver == "trmc"
+    assert {"trmc", "sim:trmc"} <= set(instrument_names())
     check_driver_name("sim:trmc")
 
 

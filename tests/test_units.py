@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from closedloop.controller.protocol.units import (
+from closedloop.units import (
     UnitError,
     compatible,
     convert,

@@ -8,11 +8,12 @@ from __future__ import annotations
 import sys
 from typing import TextIO
 
-from closedloop.controller.engine.engine import Decision, OperatorAbsent
+from closedloop.controller.engine.operator import Decision, OperatorAbsent
 from closedloop.planners.space import Conditions, Problem
+from closedloop.records import Value
 
 
-def _coerce(text: str, current: object) -> object:
+def _coerce(text: str, current: object) -> Value:
     """Parse an edited value like the proposed one: int stays int, float stays float, choices stay text."""
     if isinstance(current, bool | str):
         return text
@@ -53,7 +54,7 @@ class TerminalApprover:
             if answer in ("e", "edit"):
                 line = self._read("new values as name=value ...: ")
                 try:
-                    edits = {}
+                    edits: Conditions = {}
                     for pair in line.split():
                         name, _, raw = pair.partition("=")
                         if name not in conditions:

@@ -13,6 +13,7 @@ from typing import Any
 
 import click
 
+from closedloop.controller.cli.exit_codes import EXIT_BAD_INPUT
 from closedloop.controller.offline.bench_metrics import TOP_K
 from closedloop.controller.offline.executors import EXECUTORS, ExecutorError, ExecutorSpec
 from closedloop.controller.offline.pool_bench import (
@@ -22,8 +23,6 @@ from closedloop.controller.offline.pool_bench import (
     load_pool,
     run_benchmark,
 )
-
-EXIT_BAD_INPUT = 2
 
 
 def _split(text: str) -> list[str]:
@@ -138,7 +137,3 @@ def format_report(result: dict[str, Any]) -> str:
     lines.append("* random: exact medians and means of sampling without replacement, no runs needed")
     lines.append("'-': not reached within the budget by at least half the seeds (or, for AF/EF, by the mean curve)")
     return "\n".join(lines)
-
-
-def register(group: click.Group) -> None:
-    group.add_command(bench)

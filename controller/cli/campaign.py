@@ -7,60 +7,21 @@ instrument failed (or paused on a fault), 2 bad input, 130 paused by the operato
 from __future__ import annotations
 
 import csv
-import functools
 import json
 import os
 import sys
-import warnings
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Literal
 
 import click
 
 from closedloop.controller.campaign import TIME_SCALE_IN_PROCESS, BadInput, Campaign
 from closedloop.controller.cli.approval import TerminalApprover
+from closedloop.controller.cli.errors import configure_runtime, handle_errors
 from closedloop.controller.cli.progress import ProgressReporter
 from closedloop.controller.cli.signals import pause_on_signals
-from closedloop.controller.engine.engine import Paused
-from closedloop.controller.engine.stations import InstrumentUnavailable
-from closedloop.controller.protocol.instruments import emulated_model
-from closedloop.controller.protocol.model import Protocol, ProtocolError, load_protocol
-from closedloop.controller.store.errors import StoreError
-from closedloop.drivers.base import EnvelopeViolation
-
-
-def _fail(message: str, code: int) -> None:
-    click.echo(f"error: {message}", err=True)
-    sys.exit(code)
-
-
-def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Map the errors users cause to a one-line message and a stable exit code, never a traceback."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except ProtocolError as exc:
-            for problem in exc.problems:
-                click.echo(str(problem), err=True)
-            sys.exit(2)
-        except (BadInput, StoreError, InstrumentUnavailable, EnvelopeViolation, FileNotFoundError) as exc:
-            _fail(str(exc), 2)
-
-    return wrapper
-
-
-def configure_runtime() -> None:
-    """Process-wide settings for commands that plan: one torch thread (GP fits here are small, and extra
-    threads spin and slow everything on a shared 2-core lab PC; override with CLOSEDLOOP_TORCH_THREADS),
-    and BoTorch's optimizer retries/jitter warnings kept out of the operator's terminal (the planner
-    records fallbacks in each proposal's provenance)."""
-    import torch
-
-    torch.set_num_threads(int(os.environ.get("CLOSEDLOOP_TORCH_THREADS", "1")))
-    warnings.filterwarnings("ignore", module=r"(botorch|gpytorch|linear_operator)(\.|$)")
+from closedloop.controller.protocol.model import Protocol, load_protocol
+from closedloop.simulators.registry import emulator_name
 
 
 def _require_operator(protocol: Protocol, approve: bool) -> None:
@@ -78,7 +39,7 @@ def _check_link(port: str | None, time_scale: float | None, sim: bool) -> None:
     if time_scale is not None and port is None:
         raise BadInput("--time-scale paces the controller with an emulator (`closedloop emulate MODEL --pty "
                        "--time-scale N`); give that emulator's port with --port too")
-    if time_scale is not None and port is not None and emulated_model(port):
+    if time_scale is not None and port is not None and emulator_name(port):
         raise BadInput(TIME_SCALE_IN_PROCESS)
     if port is not None and port.startswith("/") and not os.path.exists(port):
         # Caught here, a typo or an emulator since restarted on another pty costs no trials.
@@ -95,7 +56,7 @@ def _link_header(campaign: Campaign, port: str | None, time_scale: float | None,
 
 def _run_engine(
     campaign: Campaign,
-    action: str,
+    action: Literal["run", "resume"],
     *,
     sim: bool,
     approve: bool,
@@ -113,23 +74,20 @@ def _run_engine(
     stored_best = (status["best"] or {}).get("values", {}).get(problem.objectives[0].name)
     reporter = ProgressReporter(problem, status["budget"], status["results"], quiet=quiet, best=stored_best)
     path = campaign.store.path
+    go = campaign.run if action == "run" else campaign.resume
     try:
         with pause_on_signals(), reporter:
-            reason = getattr(campaign, action)(
-                sim=sim, approver=approver, progress=reporter, connection=port, time_scale=time_scale
-            )
-    except Paused as exc:
-        click.echo(f"paused: {exc}\ncampaign file: {path}\ncontinue with: closedloop resume {path}", err=True)
-        campaign.close()
-        report_at_end(path, enabled=report, err=True)
-        sys.exit(130 if "operator" in str(exc) else 1)
+            halt = go(sim=sim, approver=approver, on_event=reporter, connection=port, time_scale=time_scale)
     finally:
         campaign.close()
-    click.echo(f"stopped: {reason}")
-    click.echo(f"campaign file: {path}")
-    report_at_end(path, enabled=report)
-    if reason.startswith("stopped:"):
-        sys.exit(1)
+    if halt.paused:
+        click.echo(f"{halt.headline}\ncampaign file: {path}\ncontinue with: closedloop resume {path}", err=True)
+        report_at_end(path, enabled=report, err=True)
+    else:
+        click.echo(halt.headline)
+        click.echo(f"campaign file: {path}")
+        report_at_end(path, enabled=report)
+    sys.exit(halt.exit_code)
 
 
 @click.command()
@@ -287,10 +245,5 @@ def export(campaign_file: str, fmt: str, output: str | None) -> None:
 
     out = Path(output) if output else Path(campaign_file).with_suffix(f".{fmt}")
     with Campaign.open(campaign_file) as c:
-        table, sidecar = export_campaign(c.store, out, fmt)
+        table, sidecar = export_campaign(c.store, out, "parquet" if fmt == "parquet" else "csv")
     click.echo(f"wrote {table}\nwrote {sidecar}")
-
-
-def register(group: click.Group) -> None:
-    for command in (run, resume, status, ask, tell, export):
-        group.add_command(command)

@@ -11,9 +11,10 @@ from typing import Any
 
 import click
 
+from closedloop.controller.cli.exit_codes import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK
 from closedloop.controller.dryrun.run import DryRunReport, dry_run
 
-EXIT_OK, EXIT_UNSAFE, EXIT_BAD_INPUT = 0, 1, 2
+EXIT_UNSAFE = EXIT_FAILED  # a dry run found a safety or consistency problem
 FOLD_MIN_REPEATS = 3  # a block of commands sent this many times in a row is printed once
 FOLD_MAX_BLOCK = 8  # longest block of commands looked for (a poll of every heater loop)
 
@@ -32,7 +33,7 @@ def run_dry_runs(
     """Validate each file with `validate_file` (the CLI's, whose `problem_line` prints a problem), dry-run
     the valid ones, print, and return the exit code."""
     from closedloop.controller.campaign import BadInput
-    from closedloop.controller.cli.campaign import configure_runtime
+    from closedloop.controller.cli.errors import configure_runtime
     from closedloop.controller.engine.stations import InstrumentUnavailable
     from closedloop.controller.protocol.model import ProtocolError
 

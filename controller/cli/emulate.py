@@ -15,9 +15,10 @@ from types import FrameType
 import click
 
 from closedloop.controller.cli.signals import handled_signals
-from closedloop.simulators.emulator import MODELS, Device, PtyServer, ScaledClock, TcpServer, make_model
+from closedloop.simulators.emulator import Device, PtyServer, ScaledClock, TcpServer
 from closedloop.simulators.faults import FaultInjector, FaultSpecError, parse_fault_spec
-from closedloop.simulators.mbe.wire import WireRecord
+from closedloop.simulators.mbe.wire import MbeWireModel, WireRecord
+from closedloop.simulators.registry import EMULATORS, make_model
 
 
 def _fault_spec(ctx: click.Context, param: click.Parameter, value: str) -> str:
@@ -37,7 +38,7 @@ def _terminator(ctx: click.Context, param: click.Parameter, value: str) -> str:
 
 
 @click.command()
-@click.argument("model", type=click.Choice(sorted(MODELS)))
+@click.argument("model", type=click.Choice(sorted(EMULATORS)))
 @click.option("--pty", "use_pty", is_flag=True, help="Serve on a new pseudo-terminal (the default).")
 @click.option("--tcp", "tcp_port", type=click.IntRange(0, 65535), help="Serve on 127.0.0.1:PORT instead (0: any free port).")
 @click.option("--faults", default="", callback=_fault_spec, help="Faults to inject, e.g. 'no_reply:0.1,garbage:0.05,reset:once@5'.")
@@ -92,7 +93,7 @@ def emulate(
 
 
 def _record_to(emulated: object, model: str, path: str) -> None:
-    if not hasattr(emulated, "on_record"):
+    if not isinstance(emulated, MbeWireModel):
         raise click.UsageError(f"--record: the {model} emulator keeps no record of what it was sent; only mbe does")
     # Line-buffered: a reader sees each record at once, and nothing is lost when the emulator is killed.
     out = open(path, "a", buffering=1, encoding="utf-8")  # noqa: SIM115 - open for the emulator's lifetime
@@ -100,9 +101,4 @@ def _record_to(emulated: object, model: str, path: str) -> None:
     def write(entry: WireRecord) -> None:
         out.write(json.dumps(dataclasses.asdict(entry)) + "\n")
 
-    emulated.on_record = write  # type: ignore[attr-defined]
-
-
-def register(group: click.Group) -> None:
-    group.add_command(emulate)
-
+    emulated.on_record = write

@@ -16,6 +16,13 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
+from closedloop.controller.engine.events import (
+    EngineEvent,
+    ProposalRefused,
+    TrialAbandoned,
+    TrialMeasured,
+    TrialStarted,
+)
 from closedloop.planners.space import Problem
 
 
@@ -73,25 +80,33 @@ class ProgressReporter:
         if self._progress is not None:
             self._progress.stop()
 
-    def __call__(self, kind: str, info: dict[str, Any]) -> None:
-        if kind == "measured":
-            self.done += 1
-            v = info["values"].get(self.first.name)
-            if v is not None and (
-                self.best is None or (v > self.best if self.first.maximize else v < self.best)
-            ):
-                self.best = v
-        if kind == "proposed":
-            return  # "running" follows at once and says more
-        line = self._line(kind, info)
+    def __call__(self, event: EngineEvent) -> None:
+        """One engine event: a trial started, measured, refused or ended without a result."""
+        match event:
+            case TrialMeasured(trial, m):
+                self.done += 1
+                v = m.values.get(self.first.name)
+                if v is not None and (self.best is None or (v > self.best if self.first.maximize else v < self.best)):
+                    self.best = v
+                values = " ".join(f"{k}={_fmt(v)}" for k, v in m.values.items()) or m.status
+                self._show("measured", trial, f"trial {trial} {m.status}: {values} "
+                           f"(best {self.first.name} {_best(self.best)}; {self.eta()})", alert=False)
+            case TrialStarted(trial, station, conditions):
+                cond = " ".join(f"{k}={_fmt(v)}" for k, v in conditions.items())
+                self._show("running", trial, f"trial {trial} running on {station}: {cond}", alert=False)
+            case ProposalRefused(trial, _, error):
+                self._show("refused", trial, f"trial {trial} refused: {error.message}", alert=True)
+            case TrialAbandoned(trial, _, detail):
+                self._show("fault", trial, f"trial {trial} fault: {detail}", alert=True)
+
+    def _show(self, state: str, trial: int, text: str, *, alert: bool) -> None:
+        """A line for the log (only faults and refusals with --quiet), or the live bar's state."""
+        line = f"[{self.done}/{self.total}] {text}"
         if self._progress is not None:
-            self._progress.update(self._task, completed=self.done, state=f"{kind} #{info.get('trial', '')}",
-                                  best=_fmt(self.best) if self.best is not None else "-")
-            if kind in ("refused", "fault"):
+            self._progress.update(self._task, completed=self.done, state=f"{state} #{trial}", best=_best(self.best))
+            if alert:
                 self._progress.console.print(line)
-        elif kind in ("stopped", "paused"):
-            return  # the command itself reports how the campaign ended
-        elif not self.quiet or kind in ("refused", "fault"):
+        elif not self.quiet or alert:
             print(line, file=self.stream, flush=True)
 
     def eta(self) -> str:
@@ -104,18 +119,6 @@ class ProgressReporter:
         per_result = (time.monotonic() - self.start) / finished
         return f"ETA {_duration(per_result * (self.total - self.done))}"
 
-    def _line(self, kind: str, info: dict[str, Any]) -> str:
-        trial = info.get("trial")
-        head = f"[{self.done}/{self.total}]"
-        if kind == "measured":
-            values = " ".join(f"{k}={_fmt(v)}" for k, v in info["values"].items()) or info.get("status", "")
-            best = _fmt(self.best) if self.best is not None else "-"
-            return f"{head} trial {trial} {info.get('status')}: {values} (best {self.first.name} {best}; {self.eta()})"
-        if kind == "running":
-            cond = " ".join(f"{k}={_fmt(v)}" for k, v in info["conditions"].items())
-            return f"{head} trial {trial} running on {info['station']}: {cond}"
-        if kind in ("refused", "fault"):
-            return f"{head} trial {trial} {kind}: {info.get('reason') or info.get('detail')}"
-        if kind in ("stopped", "paused"):
-            return f"{kind}: {info.get('reason')}"
-        return f"{head} trial {trial} {kind}"
+
+def _best(value: float | None) -> str:
+    return _fmt(value) if value is not None else "-"

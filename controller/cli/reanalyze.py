@@ -11,7 +11,7 @@ import math
 import click
 
 from closedloop.controller.campaign import BadInput
-from closedloop.controller.cli.campaign import handle_errors
+from closedloop.controller.cli.errors import handle_errors
 from closedloop.controller.offline.reanalyze import NoRawTransients, TrialReanalysis, reanalyze_campaign
 from closedloop.controller.store.campaign_store import CampaignStore
 
@@ -49,7 +49,3 @@ def reanalyze(campaign_file: str, trial_ids: tuple[int, ...]) -> None:
         click.echo(_row(result))
     done = sum(1 for r in results if not r.detail.startswith("not reanalyzed"))
     click.echo(f"reanalyzed {done} of {len(results)} trial(s) in {campaign_file}")
-
-
-def register(group: click.Group) -> None:
-    group.add_command(reanalyze)

@@ -16,6 +16,7 @@ from typing import Any
 
 import click
 
+from closedloop.controller.cli.exit_codes import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK
 from closedloop.controller.offline.audit import audit
 from closedloop.controller.offline.counterfactual import (
     INSTRUMENTS,
@@ -28,7 +29,7 @@ from closedloop.controller.offline.executors import EXECUTORS, ExecutorError, Ex
 from closedloop.controller.protocol.model import ProtocolError
 from closedloop.controller.store.errors import StoreError
 
-EXIT_OK, EXIT_MISMATCH, EXIT_BAD_INPUT = 0, 1, 2
+EXIT_MISMATCH = EXIT_FAILED  # an audit found a proposal it could not re-derive
 
 
 def _options(pairs: tuple[str, ...]) -> dict[str, Any]:
@@ -102,7 +103,3 @@ def replay(
         json_out.write_text(json.dumps(result, indent=1, default=str) + "\n")
         click.echo(f"wrote {json_out}")
     sys.exit(code)
-
-
-def register(group: click.Group) -> None:
-    group.add_command(replay)

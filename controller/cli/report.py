@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from closedloop.controller.cli.campaign import configure_runtime, handle_errors
+from closedloop.controller.cli.errors import configure_runtime, handle_errors
 from closedloop.controller.report.html import default_report_path, write_report
 
 
@@ -42,7 +42,3 @@ def report_at_end(campaign_path: Path, *, enabled: bool, err: bool = False) -> N
         click.echo(f"report not written ({type(exc).__name__}: {exc}); try: closedloop report {campaign_path}", err=True)
         return
     click.echo(f"report: {target}", err=err)
-
-
-def register(group: click.Group) -> None:
-    group.add_command(report)

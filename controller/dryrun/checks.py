@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from closedloop.controller.engine.stations import simulator_truth
 from closedloop.controller.protocol.model import Protocol
 from closedloop.controller.store.reads import TrialRecord
 from closedloop.drivers.base import Limit, Value
@@ -182,26 +183,6 @@ def _fill_distance(probes: np.ndarray, design: np.ndarray) -> float:
     return float(distances.min(axis=1).max())
 
 
-Truth = Callable[[Mapping[str, Value]], Mapping[str, Any]]
-
-
-def simulator_truth(protocol: Protocol, seed: int) -> Truth | None:
-    """The noise-free model of the protocol's instrument (conditions in instrument units -> values), when
-    its simulator has one."""
-    driver = protocol.instrument.driver.removeprefix("sim:")
-    options = protocol.instrument_options()
-    if driver == "mbe":
-        from closedloop.simulators.mbe.station import SimulatedMbeSystem
-
-        return SimulatedMbeSystem(seed=seed).truth
-    if driver == "trmc":
-        from closedloop.simulators.trmc.station import SimulatedTrmcStation
-
-        kwargs = {k: options[k] for k in ("averages", "wavelength") if k in options}
-        return SimulatedTrmcStation(seed=seed, **kwargs).truth
-    return None
-
-
 def reachable_best(protocol: Protocol, objective: Objective, seed: int) -> tuple[float, str] | None:
     """The best value of `objective` the instrument could give anywhere in the space, as far as can be
     known without running it: the candidate table's best row in pool mode, else the simulator's noise-free
@@ -221,7 +202,7 @@ def reachable_best(protocol: Protocol, objective: Objective, seed: int) -> tuple
             value = truth(protocol.to_instrument_units(dict(point))).get(objective.name)
         except ValueError:  # a point the model itself refuses cannot count as reachable
             continue
-        if _numeric(value):
+        if isinstance(value, int | float) and _numeric(value):
             found.append(float(value))
     if not found:
         return None

@@ -3,63 +3,53 @@ what the dry run's campaign file holds (`controller.dryrun.run` reads it and bui
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from collections.abc import Sequence
+from typing import Any
 
 from closedloop.controller.dryrun.checks import RAMP_DOMINATES, measured_best, reachable_best
+from closedloop.controller.dryrun.report import DryRunReport, Finding
+from closedloop.controller.engine.events import Abandonment, EngineEvent, ProposalRefused, TrialAbandoned
+from closedloop.controller.engine.halts import Halt, HaltKind
 from closedloop.controller.protocol.model import Protocol
 from closedloop.planners.encoding import SpaceEncoding
 
-if TYPE_CHECKING:
-    from closedloop.controller.dryrun.run import DryRunReport
-
-
-@dataclass
-class Finding:
-    """A safety or consistency problem: what happened, on which trial, at which command."""
-
-    kind: str  # "instrument refusal", "safety gate refusal", "instrument fault", "campaign"
-    trial: int | None
-    command: str | None
-    message: str
-
 
 def find_problems(
-    report: DryRunReport, protocol: Protocol, trials: list[Any], events: list[dict], commands: list[dict], halted: bool
+    report: DryRunReport, protocol: Protocol, seen: Sequence[EngineEvent], commands: list[dict], halt: Halt
 ) -> None:
     """Refusals by the gate or the driver, instrument faults (warnings only where the protocol injects
-    them), and a campaign that paused or had to be halted."""
+    them), and a campaign that paused (the engine pauses on its own when trial after trial ends without a
+    result). `seen`: the engine's events, as the dry run received them."""
     injected = _injects_faults(protocol)
     # A driver journals what it refused as "REFUSED <request>: <why>". For other faults the command is not
     # named here: the driver's safe state follows it in the journal, and the fault's detail says what failed.
     refused = {c["trial_id"]: c["text"].removeprefix("REFUSED ").partition(": ")[0]
                for c in commands if c["direction"] == "tx" and c["text"].startswith("REFUSED ")}
-    # The engine's own words on how each trial ended tell a refusal by the driver from one by the gate.
-    by_driver = {t.id for t in trials if t.detail.startswith("safety_refusal:")}
-    for e in events:
-        trial = e["trial_id"]
-        command = refused.get(trial)
-        if e["kind"] == "safety_refusal" and trial in by_driver:
-            report.problems.append(Finding("instrument refusal", trial, command, e["detail"]))
-        elif e["kind"] == "safety_refusal":
-            report.problems.append(Finding("safety gate refusal", trial, None, f"not sent: {e['detail']}"))
-        elif e["kind"] == "fault" and injected:
-            report.warnings.append(f"trial {trial}: injected fault after {command!r}: {e['detail']}")
-        elif e["kind"] == "fault":
-            report.problems.append(Finding("instrument fault", trial, command, e["detail"]))
-    reason = report.stop_reason
-    if halted or (reason.startswith("paused") and not report.problems):
-        report.problems.append(Finding("campaign", None, None, reason))
+    for event in seen:
+        match event:
+            case ProposalRefused(trial, _, error):
+                report.problems.append(Finding("safety gate refusal", trial, None, f"not sent: {error.message}"))
+            case TrialAbandoned(trial, Abandonment.GATE_AT_DISPATCH, detail):
+                report.problems.append(Finding("safety gate refusal", trial, None, f"not sent: {detail}"))
+            case TrialAbandoned(trial, Abandonment.DRIVER_REFUSED, detail):
+                report.problems.append(Finding("instrument refusal", trial, refused.get(trial), detail))
+            case TrialAbandoned(trial, Abandonment.FAULT, detail) if injected:
+                report.warnings.append(f"trial {trial}: injected fault after {refused.get(trial)!r}: {detail}")
+            case TrialAbandoned(trial, Abandonment.FAULT, detail):
+                report.problems.append(Finding("instrument fault", trial, refused.get(trial), detail))
+    if halt.kind is HaltKind.NO_RESULTS or (halt.paused and not report.problems):
+        report.problems.append(Finding("campaign", None, None, halt.text))
 
 
 def _injects_faults(protocol: Protocol) -> bool:
-    options = protocol.instrument.options
-    return bool(options.get("faults")) or float(options.get("fault_rate", 0.0) or 0.0) > 0
+    options = protocol.instrument_options()
+    fault_rate = float(getattr(options, "fault_rate", 0.0) or 0.0)  # the simulated instruments' own faults
+    return bool(protocol.station_options().faults) or fault_rate > 0
 
 
 def add_warnings(
     report: DryRunReport, protocol: Protocol, seed: int, trials: list[Any], events: list[dict],
-    ramps: dict[int, float], spans: dict[int, list[float]],
+    ramps: dict[int, float], spans: dict[int, list[float]], halt: Halt,
 ) -> None:
     """Things worth knowing that do not make the campaign unsafe: an unreachable target, dominating ramps,
     a poor initial design, planner failures, a live wall time beyond the budget."""
@@ -89,8 +79,8 @@ def add_warnings(
     if planner_errors:
         add(f"the planner failed {len(planner_errors)} time(s) and the fallback proposed instead "
             f"(first: {planner_errors[0]['detail']})")
-    if report.stop_reason.startswith("stopped: the planner has nothing left") and not report.problems:
-        add(report.stop_reason.removeprefix("stopped: "))
+    if halt.kind is HaltKind.NOTHING_TO_PROPOSE and not report.problems:
+        add(halt.reason)
     budget = report.budget_wall_time_s
     if budget is not None and report.wall_time_estimate_s > budget >= report.campaign_time_s:
         add(f"with operator time and planning the live run would take about {report.wall_time_estimate_s / 3600:.1f} h, "

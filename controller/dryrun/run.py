@@ -17,76 +17,28 @@ import contextlib
 import tempfile
 import time
 from collections.abc import Iterator, Mapping
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from closedloop.controller.campaign import BadInput, Campaign
 from closedloop.controller.dryrun.checks import (
     Coverage,
-    LimitMargin,
     initial_coverage,
     measured_best,
     ramp_seconds,
     setpoint_margins,
 )
-from closedloop.controller.dryrun.findings import Finding, add_warnings, find_problems
-from closedloop.controller.engine.engine import Decision, Paused
+from closedloop.controller.dryrun.findings import add_warnings, find_problems
+from closedloop.controller.dryrun.report import DryRunReport
+from closedloop.controller.engine.events import EngineEvent
+from closedloop.controller.engine.halts import Halt
+from closedloop.controller.engine.operator import Decision
+from closedloop.controller.engine.stations import resolve_link
 from closedloop.controller.protocol.model import Protocol, load_protocol
 from closedloop.controller.protocol.sections import FixedSpec
 from closedloop.planners.space import Conditions
 
 DEFAULT_OPERATOR_STEP_S = 300.0  # assumed operator time per approval or manual step in the wall-time estimate
-HALT_AFTER = 3  # trials in a row ending without a result (beyond fault retries) before the dry run gives up
-
-
-class DryRunHalted(Exception):
-    """The dry run stopped the campaign itself: trial after trial ended without a result."""
-
-
-@dataclass
-class DryRunReport:
-    """What a dry run found. `exit_code`: 0 the campaign would run safely, 1 a problem appeared."""
-
-    protocol: str
-    name: str
-    seed: int
-    instrument: str
-    campaign_file: str | None
-    stop_reason: str
-    states: dict[str, int]
-    trials: list[dict[str, Any]]
-    best: dict[str, Any] | None
-    instrument_time_s: float
-    campaign_time_s: float
-    ramp_time_s: float
-    operator_steps: list[dict[str, Any]]
-    approvals: list[dict[str, Any]]
-    operator_step_s: float
-    dry_run_wall_s: float
-    wall_time_estimate_s: float
-    budget_wall_time_s: float | None
-    transcript_trial: int | None
-    transcript: list[dict[str, Any]]
-    margins: list[LimitMargin]
-    gate_checks: int
-    coverage: Coverage | None
-    problems: list[Finding] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)
-
-    @property
-    def safe(self) -> bool:
-        return not self.problems
-
-    @property
-    def exit_code(self) -> int:
-        return 0 if self.safe else 1
-
-    def to_dict(self) -> dict[str, Any]:
-        out = asdict(self)
-        out["margins"] = [m.to_dict() for m in self.margins]
-        out["coverage"] = None if self.coverage is None else self.coverage.to_dict()
-        return {"safe": self.safe, "exit_code": self.exit_code, **out}
 
 
 class DryRunOperator:
@@ -96,6 +48,7 @@ class DryRunOperator:
     def __init__(self) -> None:
         self.approvals: list[dict[str, Any]] = []
         self.steps: list[dict[str, Any]] = []
+        self.seen: list[EngineEvent] = []  # every engine event of the run, for the verdict
 
     def decide(self, trial_id: int, conditions: Conditions, error: str | None = None) -> Decision:
         self.approvals.append({"trial": trial_id, "conditions": dict(conditions)})
@@ -103,27 +56,6 @@ class DryRunOperator:
 
     def confirm_step(self, trial_id: int, message: str) -> None:
         self.steps.append({"trial": trial_id, "step": message})
-
-
-class _Watch:
-    """Progress hook: ends the dry run when trial after trial ends without a result. The engine pauses by
-    itself after three envelope refusals in a row, but a protocol with `on_fault: continue` would go on
-    proposing through faults for ever, so a dry run must stop it."""
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.in_a_row = 0
-
-    def __call__(self, kind: str, info: dict[str, Any]) -> None:
-        if kind == "measured":
-            self.in_a_row = 0
-        elif kind == "fault":
-            self.in_a_row += 1
-            if self.in_a_row >= self.limit:
-                raise DryRunHalted(
-                    f"dry run halted: {self.in_a_row} trials in a row ended without a result "
-                    f"(the last: trial {info.get('trial')})"
-                )
 
 
 def dry_run(
@@ -150,21 +82,14 @@ def dry_run(
         link: dict[str, Any] = {} if port is None else {"connection": port}
         campaign = Campaign.create(protocol_path, db, seed=seed, sim=port is None, **link)
         operator = DryRunOperator()
-        watch = _Watch(HALT_AFTER + campaign.protocol.failures.instrument_fault_retries)
         if port is not None:
             link["time_scale"] = time_scale
-        halted = False
         try:
-            try:
-                reason = campaign.run(sim=port is None, approver=operator, progress=watch, **link)
-            except Paused as exc:
-                reason = str(exc)
-            except DryRunHalted as exc:
-                reason, halted = str(exc), True
+            halt = campaign.run(sim=port is None, approver=operator, on_event=operator.seen.append, **link)
             elapsed = time.perf_counter() - started
             where = f"emulator at {port}" if port else f"in-process simulator ({_simulated(campaign.protocol)})"
             return build_report(
-                campaign, operator, reason=reason, halted=halted, instrument=where, scale=time_scale or 1.0,
+                campaign, operator, halt=halt, instrument=where, scale=time_scale or 1.0,
                 wall_s=elapsed, operator_step_s=operator_step_s, keep=scratch_dir is not None,
             )
         finally:
@@ -173,7 +98,7 @@ def dry_run(
 
 def _check_port(protocol: Protocol, port: str) -> None:
     driver = protocol.instrument.driver
-    if driver.startswith("sim:"):
+    if resolve_link(protocol).url is None:
         raise BadInput(f"--port {port}: driver {driver} is a simulator in this process and speaks no wire "
                        "protocol; drop --port")
     if "://" not in port and not Path(port).exists():
@@ -193,20 +118,16 @@ def _scratch_folder(scratch_dir: str | Path | None) -> Iterator[Path]:
 
 
 def _simulated(protocol: Protocol) -> str:
-    driver, connection = protocol.instrument.driver, protocol.instrument.connection
-    if driver.startswith("sim:"):
-        return driver
-    if connection and connection.startswith("sim://"):
-        return connection
-    return f"sim://{'furnace' if driver == 'serial' else driver}"
+    """What stands in for the instrument: `sim:NAME`, or the emulator's `sim://NAME`."""
+    link = resolve_link(protocol, sim=True)
+    return protocol.instrument.driver if link.url is None else link.url
 
 
 def build_report(
     campaign: Campaign,
     operator: DryRunOperator,
     *,
-    reason: str,
-    halted: bool,
+    halt: Halt,
     instrument: str,
     scale: float,
     wall_s: float,
@@ -256,7 +177,7 @@ def build_report(
         seed=campaign.seed,
         instrument=instrument,
         campaign_file=str(store.path) if keep else None,
-        stop_reason=reason,
+        stop_reason=halt.text,
         states=states,
         trials=[_trial_row(t, spans.get(t.id)) for t in trials],
         best=_best(protocol, trials),
@@ -275,8 +196,8 @@ def build_report(
         gate_checks=sum(t.origin != "retry" for t in trials) + len(dispatched),
         coverage=_coverage(protocol, trials, campaign.seed),
     )
-    find_problems(report, protocol, trials, events, commands, halted)
-    add_warnings(report, protocol, campaign.seed, trials, events, ramps, spans)
+    find_problems(report, protocol, operator.seen, commands, halt)
+    add_warnings(report, protocol, campaign.seed, trials, events, ramps, spans, halt)
     return report
 
 
@@ -307,7 +228,7 @@ def _pool(protocol: Protocol) -> list[Conditions] | None:
         return None
     names = [n for n in protocol.to_problem().space.names if n in table.columns]
     fixed = {n: s.value for n, s in protocol.space.items() if isinstance(s, FixedSpec)}
-    return [{**fixed, **row} for row in table[names].to_dict("records")]
+    return [{**fixed, **{str(k): v for k, v in row.items()}} for row in table[names].to_dict("records")]
 
 
 def _why_approval(campaign: Campaign, conditions: Conditions) -> str:
@@ -315,8 +236,8 @@ def _why_approval(campaign: Campaign, conditions: Conditions) -> str:
     if protocol.approval_mode == "every":
         return "approval: every"
     outside = [
-        f"{name}={conditions[name]:g} outside {lo:g}..{hi:g}"
+        f"{name}={value:g} outside {lo:g}..{hi:g}"
         for name, (lo, hi) in protocol.trusted_region_bounds().items()
-        if isinstance(conditions.get(name), int | float) and not lo <= conditions[name] <= hi
+        if isinstance(value := conditions.get(name), int | float) and not lo <= value <= hi
     ]
     return "outside the trusted region: " + ", ".join(outside)

@@ -13,11 +13,10 @@ from typing import Any
 
 from closedloop.controller.engine.clock import StationClock, VirtualClock, WallClock
 from closedloop.drivers.base import (
+    Abortable,
     Clock,
     Driver,
-    EnvelopeViolation,
     InstrumentContext,
-    InstrumentFault,
     Measurement,
     Value,
 )
@@ -25,10 +24,13 @@ from closedloop.drivers.base import (
 
 @dataclass
 class Station:
-    """One place a trial can run: a driver and the name it is journaled under."""
+    """One place a trial can run: a driver and the name it is journaled under. `virtual`: the instrument
+    lives in this process (an emulator or a simulator) and takes the trial's clock, so the campaign runs
+    in virtual time."""
 
     name: str
     driver: Driver
+    virtual: bool = False
     last_setpoints: dict[str, Value] = field(default_factory=dict)
 
 
@@ -43,7 +45,7 @@ class Job:
 class Completion:
     job: Job
     measurement: Measurement | None
-    error: Exception | None  # InstrumentFault / EnvelopeViolation raised by the driver
+    error: Exception | None  # whatever the driver raised: a fault, a refusal, or a bug
     started_at: float
     finished_at: float
 
@@ -62,7 +64,9 @@ def _run(job: Job, clock: Clock, journal: Journal, confirm: Confirm) -> tuple[Me
     )
     try:
         return job.station.driver.run(job.conditions, ctx), None
-    except (InstrumentFault, EnvelopeViolation, TimeoutError, OSError) as exc:
+    except Exception as exc:  # noqa: BLE001 - the boundary to drivers: any failure is this trial's fault
+        # Whatever a driver raises ends its trial as a journaled fault, followed by the safe state; it must
+        # never end the worker silently and leave a live campaign waiting on a hot instrument.
         return None, exc
 
 
@@ -144,9 +148,8 @@ class ThreadedDispatcher:
         Each trial still comes back through `next_completion`, with the error it ended on."""
         self.clock.abort()
         for _, job in list(self._running.values()):
-            abort = getattr(job.station.driver, "abort", None)
-            if callable(abort):
-                abort()
+            if isinstance(job.station.driver, Abortable):
+                job.station.driver.abort()
 
     def abandon_all(self) -> list[Job]:
         jobs = [job for _, job in self._running.values()]

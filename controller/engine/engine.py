@@ -1,33 +1,64 @@
-"""The campaign engine: ask the planner, gate, store, approve, dispatch, ingest, decide to stop.
+"""The campaign engine: propose, gate, approve, dispatch, ingest, reconcile, decide to stop.
 
-The engine is the only writer of trial states. Every step is committed to the store before the next
-one begins, so a process killed at any moment leaves a file that `resume` can reconcile.
+Every entry point drives these operations: `run` is a loop over them, `ask`/`tell` call `propose` and
+`ingest` one at a time, `resume` starts with `reconcile`. Each step is an event written to the campaign
+file (`controller.engine.events`) before the next one begins, so a process killed at any moment leaves
+a file that `reconcile` can put right.
 """
 
 from __future__ import annotations
 
 import functools
-import traceback
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import Literal
 
 import pandas as pd
 
 from closedloop.controller.engine import history
-from closedloop.controller.engine.dispatch import Completion, Dispatcher, Job, Station, describe_error
+from closedloop.controller.engine.dispatch import Completion, Dispatcher, Job, Station
+from closedloop.controller.engine.events import (
+    Abandonment,
+    CampaignHalted,
+    CampaignRunning,
+    ErrorInfo,
+    EventLog,
+    OperatorDecided,
+    PlannerFailed,
+    ProposalRefused,
+    SafeStateEntered,
+    TrialAbandoned,
+    TrialApproved,
+    TrialHandedOut,
+    TrialMeasured,
+    TrialStarted,
+    error_of,
+)
 from closedloop.controller.engine.gate import OutsideSpace, SafetyGate
-from closedloop.drivers.base import EnvelopeViolation
+from closedloop.controller.engine.halts import Halt, HaltKind, paused, stopped
+from closedloop.controller.engine.operator import Approver, OperatorAbsent
+from closedloop.controller.store.campaign_store import CampaignStore
+from closedloop.drivers.base import EnvelopeViolation, InstrumentContext, Journaled, Measurement, Recoverable
 from closedloop.planners.base import Planner
+from closedloop.planners.provenance import Proposal
 from closedloop.planners.space import Conditions, Problem
 
 FAULT_STATUS = "instrument_fault"
+SEED_STRIDE = 1_000_003  # a planner call's seed: campaign seed * SEED_STRIDE + trials stored so far
+REFUSALS_BEFORE_STOP = 3  # proposals in a row the gate or operator turned down before the campaign gives up
+APPROVAL_ATTEMPTS = 10  # edits the operator may try on one proposal
 
 
-@dataclass
+def planner_seed(campaign_seed: int, trials_so_far: int) -> int:
+    """The seed of the planner call made when the campaign holds `trials_so_far` trials. An audit
+    (`controller.offline.audit`) recomputes it to call the planner again."""
+    return campaign_seed * SEED_STRIDE + trials_so_far
+
+
+@dataclass(frozen=True)
 class EngineSettings:
-    """The parts of a protocol the engine acts on (built by `controller.campaign`)."""
+    """The parts of a protocol the engine acts on (`controller.engine.build.settings_from` makes them)."""
 
     problem: Problem
     seed: int
@@ -43,169 +74,173 @@ class EngineSettings:
     candidates: pd.DataFrame | None = None
 
 
-@dataclass
-class Decision:
-    action: Literal["accept", "edit", "skip"]
-    conditions: Conditions | None = None
-    note: str = ""
-
-
-class Approver(Protocol):
-    """The operator: sees each proposal that needs approval and accepts, edits or skips it.
-    `problem` is passed so an edit can be re-checked; `error` says why a previous edit was refused."""
-
-    def decide(self, trial_id: int, conditions: Conditions, error: str | None = None) -> Decision: ...
-
-
-ProgressHook = Callable[[str, dict[str, Any]], None]
-
-
-class Paused(Exception):
-    """The campaign paused (operator Ctrl-C or a fault policy); `resume` continues it."""
-
-
-class OperatorAbsent(Exception):
-    """The operator's input closed while a decision was needed: pause rather than guess."""
-
-
 class CampaignEngine:
+    """One campaign's closed loop over its stores, planner, gate, stations and clock (all given)."""
+
     def __init__(
         self,
-        store: Any,
+        store: CampaignStore,
         settings: EngineSettings,
-        planner: Planner,
-        fallback_planner: Planner,
-        stations: list[Station],
+        *,
+        planner: Callable[[], Planner],
+        fallback_planner: Callable[[], Planner],
+        stations: Sequence[Station],
         gate: SafetyGate,
         dispatcher: Dispatcher,
+        log: EventLog,
         approver: Approver | None = None,
-        progress: ProgressHook | None = None,
         elapsed_origin: float = 0.0,
     ) -> None:
         self.store = store
         self.settings = settings
-        self.planner = planner
-        self.fallback_planner = fallback_planner
-        self.stations = stations
+        # Made when the engine first proposes: recording a result by hand never loads a model.
+        self._make_planner = planner
+        self._make_fallback = fallback_planner
+        self.stations = list(stations)
         self.gate = gate
         self.dispatcher = dispatcher
-        self.approver = approver
-        self.progress = progress or (lambda kind, info: None)
         self.clock = dispatcher.clock
+        self.log = log
+        self.approver = approver
         self.elapsed_origin = elapsed_origin
         self.ready: deque[int] = deque()  # approved trials waiting for a free station
         self.busy: dict[str, int] = {}  # station name -> trial id
-        self.halt: str | None = None  # set when a fault policy pauses or stops the campaign
-        self._refusals = 0
+        self.halt: Halt | None = None  # set when a fault policy pauses or stops the campaign
+        self._refusals = 0  # proposals in a row turned down by the gate or the operator
         # Trials abandoned by an envelope refusal after passing the gate (at dispatch or in the driver), with
         # no result in between: a recipe the instrument will never accept, so a person must look at it.
         self._refused_in_a_row = 0
+        # Trials in a row that used up their fault retries (on_fault: continue): a dead instrument.
+        self._exhausted_in_a_row = 0
         self._aborting = False  # the operator stopped the trials in flight (Ctrl-C, SIGTERM)
 
-    # ---- the loop -------------------------------------------------------------------------------
+    # ---- the public operations ----------------------------------------------------------------------
 
-    def run(self) -> str:
-        """Run until a stop rule fires (returns its reason) or the campaign pauses (raises Paused)."""
-        self.store.set_status("running", virtual_t=self._t())
-        self._requeue_undispatched()
-        try:
-            while True:
-                reason = self.halt or self._stop_reason()
-                if reason is None:
-                    self._fill_stations()
-                if self.dispatcher.in_flight == 0:
-                    reason = reason or self.halt or self._stop_reason() or self._why_idle()
-                    if reason is not None:
-                        return self._finish(reason)
-                    continue
-                self._ingest(self.dispatcher.next_completion())
-        except KeyboardInterrupt:
-            self._pause("operator interrupt (Ctrl-C)", abort=True)
-            raise Paused("paused by the operator") from None
-        except OperatorAbsent as exc:
-            self._pause(f"operator absent: {exc}", abort=False)
-            raise Paused(f"paused: operator absent: {exc}") from None
+    def propose(self, n: int, *, within_budget: bool = True, origin: str | None = None) -> list[int]:
+        """Ask the planner for up to `n` trials (with `within_budget`, no more than the budget has room
+        for), store each as proposed, and pass each through the safety gate. Returns the ids that passed;
+        refusals are journaled and rejected. `origin` overrides how the trials are recorded ("manual" for
+        `ask`); by default "initial" or "planner"."""
+        return self._propose(n, within_budget=within_budget, origin=origin)[1]
 
-    def _why_idle(self) -> str | None:
-        if self.ready:
-            return None
-        if self._refusals >= 3:
-            return "stopped: 3 proposals in a row refused by the safety gate"
-        return "stopped: the planner has nothing left to propose (candidate pool exhausted?)"
-
-    def _fill_stations(self) -> None:
-        for station in self.stations:
-            if station.name in self.busy:
-                continue
-            # Proposals the gate or the operator turn down do not end the campaign: ask again.
-            while not self.ready and self._refusals < 3:
-                if self._propose_batch() == 0:
-                    return
-            if not self.ready:
-                return
-            self._dispatch(self.ready.popleft(), station)
-
-    # ---- proposing ------------------------------------------------------------------------------
-
-    def _propose_batch(self) -> int:
-        """Ask the planner for the next batch; returns how many proposals it made (0: nothing left)."""
-        trials = self.store.trials()
-        in_flight = len(history.pending(trials))
-        room = self.settings.max_trials - history.n_results(trials) - in_flight
-        n = min(self.settings.batch_size, room)
-        if n <= 0:
-            return 0
-        obs = history.observations(self.settings.problem, trials)
-        seed = self.settings.seed * 1_000_003 + len(trials)
-        try:
-            proposals = self.planner.propose(
-                self.settings.problem, obs, history.pending(trials), n, seed, self.settings.candidates
-            )
-        except Exception as exc:  # a planner bug must not end an overnight campaign; it is journaled
-            self.store.record_event(
-                "planner_error", detail=f"{type(exc).__name__}: {exc}", data={"traceback": traceback.format_exc()}
-            )
-            proposals = self.fallback_planner.propose(
-                self.settings.problem, obs, history.pending(trials), n, seed, self.settings.candidates
-            )
-            for p in proposals:
-                p.provenance["fallback"] = f"planner raised {type(exc).__name__}: {exc}; used {self.fallback_planner.name}"
-        for proposal in proposals:
-            provenance = dict(proposal.provenance)
-            origin = "initial" if provenance.get("design") == "initial" else "planner"
-            trial_id = self.store.add_trial(
-                proposal.conditions,
-                proposer=str(provenance.get("planner", self.planner.name)),
-                origin=origin,
-                provenance=provenance,
-                virtual_t=self._t(),
-            )
-            self.progress("proposed", {"trial": trial_id, "conditions": proposal.conditions})
-            self._gate_and_approve(trial_id, proposal.conditions)
-        return len(proposals)
-
-    def _gate_and_approve(self, trial_id: int, conditions: Conditions) -> bool:
-        """Safety gate, then the operator if the protocol asks; queue the trial when both pass."""
-        try:
-            self.gate.check(conditions)
-        except (OutsideSpace, EnvelopeViolation) as exc:
-            self._refuse(trial_id, conditions, exc)
+    def approve(self, trial_id: int) -> bool:
+        """The operator's approval where the protocol asks for it, then queue the trial for a station.
+        False when the operator skipped it."""
+        conditions = self.store.trial(trial_id).conditions
+        if self._needs_approval(conditions) and self._ask_operator(trial_id, conditions) is None:
             return False
-        if self._needs_approval(conditions):
-            conditions = self._ask_operator(trial_id, conditions)
-            if conditions is None:
-                return False
-        self.store.transition(trial_id, "approved", virtual_t=self._t())
+        self.log.emit(TrialApproved(trial_id))
         self.ready.append(trial_id)
         self._refusals = 0
         return True
 
-    def _refuse(self, trial_id: int, conditions: Conditions, exc: Exception) -> None:
-        self._refusals += 1
-        data = {"conditions": conditions, **describe_error(exc)}
-        self.store.record_event("safety_refusal", trial_id=trial_id, detail=str(exc), data=data, virtual_t=self._t())
-        self.store.transition(trial_id, "rejected", detail=f"safety gate: {exc}", virtual_t=self._t())
-        self.progress("refused", {"trial": trial_id, "reason": str(exc)})
+    def hand_out(self, trial_id: int) -> None:
+        """`ask`: the trial is run by a person, who reports it with `tell` (`ingest`)."""
+        self.log.emit(TrialHandedOut(trial_id))
+
+    def ingest(self, trial_id: int, measurement: Measurement, *, station: Station | None = None) -> None:
+        """A trial's result: stored with its data in one transaction; an instrument fault goes through
+        the protocol's fault policy instead."""
+        if measurement.status == FAULT_STATUS:
+            self._fault(trial_id, station, measurement.detail or "the instrument reported a fault", None)
+            return
+        self._refused_in_a_row = self._exhausted_in_a_row = 0
+        self.log.emit(TrialMeasured(trial_id, measurement))
+
+    def reconcile(self) -> list[int]:
+        """After a crash: every trial left dispatched or running is recovered from its instrument if the
+        driver can, else abandoned and queued again (journaled). Returns the trials queued again."""
+        stations = {s.name: s for s in self.stations}
+        requeued = []
+        for t in self.store.trials(states=["dispatched", "running"]):
+            station = stations.get(t.instrument or "")
+            recovered: Measurement | None = None
+            if station is not None and isinstance(station.driver, Recoverable):
+                recovered = station.driver.recover(t.id, InstrumentContext(clock=self.clock, trial_id=t.id))
+            if recovered is not None:
+                self.log.emit(TrialMeasured(t.id, recovered, recovered=True))
+                continue
+            self.log.emit(TrialAbandoned(t.id, Abandonment.INTERRUPTED,
+                                         "the controller stopped before a result was stored"))
+            requeued.append(self._retry(t.id, "re-queued after interruption"))
+        return requeued
+
+    def run(self, *, resumed: bool = False) -> Halt:
+        """Run until a stop rule fires or the campaign pauses; returns why."""
+        self.log.emit(CampaignRunning(resumed=resumed))
+        self._requeue_undispatched()
+        try:
+            while True:
+                halt = self.halt or self._stop_rule()
+                if halt is None:
+                    self._fill_stations()
+                if self.dispatcher.in_flight == 0:
+                    halt = halt or self.halt or self._stop_rule() or self._why_idle()
+                    if halt is not None:
+                        return self._finish(halt)
+                    continue
+                self._complete(self.dispatcher.next_completion())
+        except KeyboardInterrupt:
+            return self._pause(paused(HaltKind.OPERATOR, "operator interrupt (Ctrl-C)"), abort=True)
+        except OperatorAbsent as exc:
+            return self._pause(paused(HaltKind.OPERATOR_ABSENT, f"operator absent: {exc}"), abort=False)
+
+    def elapsed(self) -> float:
+        # Virtual clocks count from the campaign's start (origin 0); the wall clock from its creation time.
+        return self.clock.now() - self.elapsed_origin
+
+    # ---- proposing ----------------------------------------------------------------------------------
+
+    @functools.cached_property
+    def planner(self) -> Planner:
+        return self._make_planner()
+
+    @functools.cached_property
+    def fallback_planner(self) -> Planner:
+        return self._make_fallback()
+
+    def _propose(self, n: int, *, within_budget: bool = True, origin: str | None = None) -> tuple[int, list[int]]:
+        """(how many proposals the planner made, the ids of those that passed the gate)."""
+        trials = self.store.trials()
+        pending = history.pending(trials)
+        if within_budget:
+            n = min(n, self.settings.max_trials - history.n_results(trials) - len(pending))
+        if n <= 0:
+            return 0, []
+        observations = history.observations(self.settings.problem, trials)
+        seed = planner_seed(self.settings.seed, len(trials))
+        proposals = self._ask_planner(observations, pending, n, seed)
+        passed = []
+        for proposal in proposals:
+            provenance = proposal.provenance
+            trial_id = self.log.add_trial(
+                proposal.conditions,
+                proposer=provenance.planner or self.planner.name,
+                origin=origin or ("initial" if provenance.initial else "planner"),
+                provenance=provenance,
+            )
+            if self._passes_gate(trial_id, proposal.conditions):
+                passed.append(trial_id)
+        return len(proposals), passed
+
+    def _ask_planner(self, observations: list, pending: list[Conditions], n: int, seed: int) -> list[Proposal]:
+        problem, candidates = self.settings.problem, self.settings.candidates
+        try:
+            return self.planner.propose(problem, observations, pending, n, seed, candidates)
+        except Exception as exc:  # noqa: BLE001 - a planner bug must not end an overnight campaign; it is journaled
+            why = f"planner raised {type(exc).__name__}: {exc}; used {self.fallback_planner.name}"
+            self.log.emit(PlannerFailed(ErrorInfo.of(exc, with_traceback=True), self.fallback_planner.name))
+            proposals = self.fallback_planner.propose(problem, observations, pending, n, seed, candidates)
+            return [Proposal(p.conditions, p.provenance.with_fallback(why)) for p in proposals]
+
+    def _passes_gate(self, trial_id: int, conditions: Conditions) -> bool:
+        try:
+            self.gate.check(conditions)
+        except (OutsideSpace, EnvelopeViolation) as exc:
+            self._refusals += 1
+            self.log.emit(ProposalRefused(trial_id, conditions, ErrorInfo.of(exc)))
+            return False
+        return True
 
     def _needs_approval(self, conditions: Conditions) -> bool:
         mode = self.settings.approval
@@ -220,118 +255,129 @@ class CampaignEngine:
 
     def _ask_operator(self, trial_id: int, conditions: Conditions) -> Conditions | None:
         if self.approver is None:
-            raise RuntimeError("the protocol asks for approval but no operator is attached (use --approve)")
+            raise OperatorAbsent("the protocol asks for approval but no operator is attached (use --approve)")
         error: str | None = None
-        for _ in range(10):
+        for _ in range(APPROVAL_ATTEMPTS):
             decision = self.approver.decide(trial_id, conditions, error)
-            data = {"action": decision.action, "proposed": conditions, "note": decision.note}
             if decision.action == "skip":
-                self.store.record_event("approval", trial_id=trial_id, detail="skipped by operator", data=data)
-                self.store.transition(trial_id, "rejected", detail="skipped by operator", virtual_t=self._t())
+                self.log.emit(OperatorDecided(trial_id, "skip", conditions, note=decision.note))
                 return None
             if decision.action == "accept":
-                self.store.record_event("approval", trial_id=trial_id, detail="accepted by operator", data=data)
+                self.log.emit(OperatorDecided(trial_id, "accept", conditions, note=decision.note))
                 return conditions
             edited = {**conditions, **(decision.conditions or {})}
             try:
                 self.gate.check(edited)
             except (OutsideSpace, EnvelopeViolation) as exc:
                 error = str(exc)
-                self.store.record_event(
-                    "approval", trial_id=trial_id, detail=f"edit refused: {exc}", data={**data, "edited": edited}
-                )
+                self.log.emit(OperatorDecided(trial_id, "edit", conditions, edited, decision.note, refusal=error))
                 continue
-            self.store.update_conditions(trial_id, edited, detail="edited by operator", virtual_t=self._t())
-            self.store.record_event(
-                "approval", trial_id=trial_id, detail="edited by operator", data={**data, "edited": edited}
-            )
+            self.log.emit(OperatorDecided(trial_id, "edit", conditions, edited, decision.note))
             return edited
-        self.store.transition(trial_id, "rejected", detail="no acceptable edit after 10 tries", virtual_t=self._t())
+        self.log.emit(OperatorDecided(trial_id, "give_up", conditions))
         return None
 
-    # ---- dispatching and ingesting ---------------------------------------------------------------
+    # ---- running trials -----------------------------------------------------------------------------
+
+    def _fill_stations(self) -> None:
+        for station in self.stations:
+            if station.name in self.busy:
+                continue
+            # Proposals the gate or the operator turn down do not end the campaign: ask again.
+            while not self.ready and self._refusals < REFUSALS_BEFORE_STOP:
+                made, passed = self._propose(self.settings.batch_size)
+                if made == 0:
+                    return  # nothing left to propose (or no room in the budget)
+                for trial_id in passed:
+                    self.approve(trial_id)
+            if not self.ready:
+                return
+            self._dispatch(self.ready.popleft(), station)
 
     def _dispatch(self, trial_id: int, station: Station) -> None:
         conditions = self.store.trial(trial_id).conditions
         try:
             sent = self.gate.check(conditions, station.last_setpoints or None)
         except (OutsideSpace, EnvelopeViolation) as exc:
-            self.store.record_event("safety_refusal", trial_id=trial_id, detail=str(exc), virtual_t=self._t())
-            self.store.transition(trial_id, "abandoned", detail=f"safety gate at dispatch: {exc}", virtual_t=self._t())
+            self.log.emit(TrialAbandoned(trial_id, Abandonment.GATE_AT_DISPATCH, str(exc), ErrorInfo.of(exc)))
             self._refused_after_gate(trial_id, f"safety gate at dispatch: {exc}")
             return
-        self.store.transition(trial_id, "dispatched", instrument=station.name, virtual_t=self._t())
-        self.store.transition(trial_id, "running", instrument=station.name, virtual_t=self._t())
+        self.log.emit(TrialStarted(trial_id, station.name, conditions))
         self.busy[station.name] = trial_id
-        self.progress("running", {"trial": trial_id, "station": station.name, "conditions": conditions})
         station.last_setpoints = dict(sent)
         self.dispatcher.submit(Job(trial_id, station, sent))
 
-    def _ingest(self, done: Completion) -> None:
-        trial_id = done.job.trial_id
-        self.busy.pop(done.job.station.name, None)
+    def _complete(self, done: Completion) -> None:
+        trial_id, station = done.job.trial_id, done.job.station
+        self.busy.pop(station.name, None)
+        if isinstance(done.error, OperatorAbsent):
+            # Nobody confirmed a manual step: the trial did not run. Put it safe, queue it again, pause.
+            self._operator_abort(trial_id, f"operator absent: {done.error}")
+            raise done.error
         m = done.measurement
         if done.error is not None or m is None or m.status == FAULT_STATUS:
-            detail = str(done.error) if done.error is not None else (m.detail if m else "no measurement")
+            if done.error is not None:
+                detail = str(done.error) or type(done.error).__name__
+            else:
+                detail = m.detail if m is not None else "the driver returned no measurement"
             if self._aborting:
                 self._operator_abort(trial_id, detail)
             else:
-                self._fault(trial_id, done, detail)
+                self._fault(trial_id, station, detail, done.error)
             return
-        self._refused_in_a_row = 0
         m.duration_s = m.duration_s or (done.finished_at - done.started_at)
-        self.store.record_measurement(trial_id, m, virtual_t=self._t())
-        self.progress("measured", {"trial": trial_id, "values": m.values, "status": m.status})
+        self.ingest(trial_id, m, station=station)
 
-    def _fault(self, trial_id: int, done: Completion, detail: str) -> None:
-        is_refusal = isinstance(done.error, EnvelopeViolation)
-        kind = "safety_refusal" if is_refusal else "fault"
-        self.store.record_event(kind, trial_id=trial_id, detail=detail, virtual_t=self._t())
-        self.store.transition(trial_id, "abandoned", detail=f"{kind}: {detail}", virtual_t=self._t())
-        self.progress("fault", {"trial": trial_id, "detail": detail})
-        if is_refusal:
+    def _fault(self, trial_id: int, station: Station | None, detail: str, error: Exception | None) -> None:
+        refused = isinstance(error, EnvelopeViolation)
+        cause = Abandonment.DRIVER_REFUSED if refused else Abandonment.FAULT
+        info = None if error is None else error_of(error)
+        self.log.emit(TrialAbandoned(trial_id, cause, detail, info, None if station is None else station.name))
+        if refused:
             self._refused_after_gate(trial_id, f"refused by the driver: {detail}")
             return
         # Whatever the fault left half-done (a heater ramping, a shutter open) is made safe before
         # the retry or the pause.
-        done.job.station.driver.safe_state()
-        done.job.station.last_setpoints = {}
+        if station is not None:
+            self._make_safe(station, f"fault on trial {trial_id}", journal=False)
+            station.last_setpoints = {}
         trial = self.store.trial(trial_id)
         if trial.attempt <= self.settings.fault_retries:
             self._retry(trial_id, f"instrument fault, attempt {trial.attempt + 1}")
             return
         policy = self.settings.on_fault
-        if policy != "continue":
-            self.halt = f"{'paused' if policy == 'pause' else 'stopped'}: instrument fault on trial {trial_id}: {detail}"
+        reason = f"instrument fault on trial {trial_id}: {detail}"
+        if policy == "pause":
+            self.halt = paused(HaltKind.INSTRUMENT_FAULT, reason)
+        elif policy == "stop":
+            self.halt = stopped(HaltKind.INSTRUMENT_FAULT, reason)
+        else:
+            self._exhausted_in_a_row += 1
+            if self._exhausted_in_a_row >= REFUSALS_BEFORE_STOP:
+                self.halt = paused(HaltKind.NO_RESULTS, (
+                    f"{self._exhausted_in_a_row} trials in a row used up their fault retries without a result "
+                    f"(last: trial {trial_id}, {detail}); check the instrument"))
 
     def _refused_after_gate(self, trial_id: int, detail: str) -> None:
         self._refused_in_a_row += 1
-        if self._refused_in_a_row >= 3:
-            self.halt = (f"paused: {self._refused_in_a_row} trials in a row refused by the instrument's envelope "
-                         f"(last: trial {trial_id}, {detail}); fix the protocol's ranges or instrument options")
+        if self._refused_in_a_row >= REFUSALS_BEFORE_STOP:
+            self.halt = paused(HaltKind.ENVELOPE_REFUSALS, (
+                f"{self._refused_in_a_row} trials in a row refused by the instrument's envelope "
+                f"(last: trial {trial_id}, {detail}); fix the protocol's ranges or instrument options"))
 
     def _operator_abort(self, trial_id: int, detail: str) -> None:
         """A trial the operator stopped: abandoned (never a result), and queued again with the same
         conditions. The abort says nothing about the conditions or the instrument, so it does not use up
         `instrument_fault_retries`; the new trial waits as proposed, to pass the safety gate and, where the
         protocol asks for it, the operator again when the campaign resumes."""
-        self.store.record_event("operator_abort", trial_id=trial_id, detail=detail, virtual_t=self._t())
-        self.store.transition(trial_id, "abandoned", detail=f"operator abort: {detail}", virtual_t=self._t())
-        new_id = self._retry(trial_id, f"re-queued after the operator aborted trial {trial_id}", approve=False)
-        self.progress("fault", {"trial": trial_id, "detail": f"operator abort; re-queued as trial {new_id}"})
+        self.log.emit(TrialAbandoned(trial_id, Abandonment.OPERATOR_ABORT, detail))
+        self._retry(trial_id, f"re-queued after the operator aborted trial {trial_id}", approve=False)
 
     def _retry(self, trial_id: int, why: str, *, approve: bool = True) -> int:
         old = self.store.trial(trial_id)
-        new_id = self.store.add_trial(
-            old.conditions,
-            proposer=old.proposer,
-            origin="retry",
-            retry_of=trial_id,
-            provenance={"retry_of": trial_id, "reason": why},
-            virtual_t=self._t(),
-        )
+        new_id = self.log.add_trial(old.conditions, proposer=old.proposer, origin="retry", retry_of=trial_id)
         if approve:
-            self.store.transition(new_id, "approved", detail=why, virtual_t=self._t())
+            self.log.emit(TrialApproved(new_id, why))
             self.ready.appendleft(new_id)
         return new_id
 
@@ -343,22 +389,15 @@ class CampaignEngine:
                 continue
             if t.state == "approved":
                 self.ready.append(t.id)
-            else:
-                self._gate_and_approve(t.id, t.conditions)
+            elif self._passes_gate(t.id, t.conditions):
+                self.approve(t.id)
 
-    # ---- stopping --------------------------------------------------------------------------------
+    # ---- stopping -----------------------------------------------------------------------------------
 
-    def _t(self) -> float | None:
-        return self.clock.now() if getattr(self.clock, "virtual", False) else None
-
-    def elapsed(self) -> float:
-        # Virtual clocks count from the campaign's start (origin 0); the wall clock from its creation time.
-        return self.clock.now() - self.elapsed_origin
-
-    def _stop_reason(self) -> str | None:
+    def _stop_rule(self) -> Halt | None:
         s = self.settings
         trials = self.store.trials()
-        return history.stop_reason(
+        return history.stop_rule(
             s.problem,
             history.observations(s.problem, trials),
             results=history.n_results(trials),
@@ -369,16 +408,20 @@ class CampaignEngine:
             stop_on_target=s.stop_on_target,
         )
 
-    def _finish(self, reason: str) -> str:
-        self._safe_state(reason)
-        if reason.startswith("paused"):
-            self.store.set_status("paused", stop_reason=reason, virtual_t=self._t())
-            raise Paused(reason)
-        self.store.set_status("stopped", stop_reason=reason, virtual_t=self._t())
-        self.progress("stopped", {"reason": reason})
-        return reason
+    def _why_idle(self) -> Halt | None:
+        if self.ready:
+            return None
+        if self._refusals >= REFUSALS_BEFORE_STOP:
+            return stopped(HaltKind.GATE_REFUSALS,
+                           f"{REFUSALS_BEFORE_STOP} proposals in a row refused by the safety gate")
+        return stopped(HaltKind.NOTHING_TO_PROPOSE, "the planner has nothing left to propose (candidate pool exhausted?)")
 
-    def _pause(self, why: str, *, abort: bool) -> None:
+    def _finish(self, halt: Halt) -> Halt:
+        self._safe_state(halt.text)
+        self.log.emit(CampaignHalted(halt))
+        return halt
+
+    def _pause(self, halt: Halt, *, abort: bool) -> Halt:
         """Pause, then put every instrument safe. With `abort` (Ctrl-C, SIGTERM) the trials running on live
         instruments are stopped first (virtual ones have already finished) and each is recorded as an
         operator abort and queued again; without it (nobody at the terminal) they run to their end.
@@ -388,24 +431,34 @@ class CampaignEngine:
             self.dispatcher.abort_running()
         try:
             while self.dispatcher.in_flight:
-                self._ingest(self.dispatcher.next_completion())
+                done = self.dispatcher.next_completion()
+                if isinstance(done.error, OperatorAbsent):
+                    self.busy.pop(done.job.station.name, None)
+                    self._operator_abort(done.job.trial_id, f"operator absent: {done.error}")
+                else:
+                    self._complete(done)
         except KeyboardInterrupt:
             self._aborting = True
             for job in self.dispatcher.abandon_all():
                 self._operator_abort(job.trial_id, "given up by the operator (second Ctrl-C) before the trial stopped")
-        self._safe_state(why)
-        self.store.set_status("paused", stop_reason=why, virtual_t=self._t())
-        self.progress("paused", {"reason": why})
+        return self._finish(halt)
 
     def _safe_state(self, why: str) -> None:
-        """Every instrument safe at the campaign's end or pause. Its commands belong to the campaign, not
-        to the last trial that happened to use the link, so they are journaled without a trial."""
+        """Every instrument safe at the campaign's end or pause."""
         for station in self.stations:
-            set_journal = getattr(getattr(station.driver, "transport", None), "set_journal", None)
-            if callable(set_journal):
-                set_journal(functools.partial(self._campaign_command, station.name))
-            station.driver.safe_state()
-            self.store.record_event("safe_state", detail=f"{station.name}: {why}", virtual_t=self._t())
+            self._make_safe(station, why, journal=True)
 
-    def _campaign_command(self, station: str, direction: str, text: str) -> None:
-        self.store.record_command(None, station, direction, text, virtual_t=self._t())
+    def _make_safe(self, station: Station, why: str, *, journal: bool) -> None:
+        """`station`'s safe state, journaled as a campaign event. With `journal` its commands are recorded
+        without a trial: they belong to the campaign, not to the last trial that used the link. A
+        safe_state that raises (it must not) is journaled, and the campaign goes on to pause."""
+        if journal and isinstance(station.driver, Journaled):
+            station.driver.set_journal(lambda direction, text: self.log.command(
+                None, station.name, direction, text, self.clock.now()))
+        error = None
+        try:
+            station.driver.safe_state()
+        except Exception as exc:  # noqa: BLE001 - the other instruments must still be made safe
+            error = ErrorInfo.of(exc, with_traceback=True)
+        if journal or error is not None:
+            self.log.emit(SafeStateEntered(station.name, why, error))

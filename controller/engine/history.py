@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any
 
+from closedloop.controller.engine.halts import Halt, HaltKind, stopped
+from closedloop.controller.store.reads import TrialRecord
 from closedloop.planners.space import Conditions, Observation, Problem
 
 RESULT_STATES = ("measured", "failed")  # trials that produced data and count against the budget
 IN_FLIGHT_STATES = ("proposed", "approved", "dispatched", "running")
 
 
-def observations(problem: Problem, trials: Sequence[Any]) -> list[Observation]:
+def observations(problem: Problem, trials: Sequence[TrialRecord]) -> list[Observation]:
     """Measured trials with their values, and failed samples as failures, in trial order.
 
     Only finite values are passed on: the store already turns NaN/inf into failed samples.
@@ -31,11 +32,11 @@ def observations(problem: Problem, trials: Sequence[Any]) -> list[Observation]:
     return out
 
 
-def pending(trials: Sequence[Any]) -> list[Conditions]:
+def pending(trials: Sequence[TrialRecord]) -> list[Conditions]:
     return [dict(t.conditions) for t in trials if t.state in IN_FLIGHT_STATES]
 
 
-def n_results(trials: Sequence[Any]) -> int:
+def n_results(trials: Sequence[TrialRecord]) -> int:
     return sum(t.state in RESULT_STATES for t in trials)
 
 
@@ -98,7 +99,7 @@ def target_reached(problem: Problem, obs: Sequence[Observation]) -> str | None:
     return None
 
 
-def stop_reason(
+def stop_rule(
     problem: Problem,
     obs: Sequence[Observation],
     *,
@@ -108,18 +109,18 @@ def stop_reason(
     max_wall_time_s: float | None,
     no_improvement: int | None,
     stop_on_target: bool,
-) -> str | None:
-    """Why the campaign should stop now, or None. The text is stored as the campaign's stop reason."""
+) -> Halt | None:
+    """The protocol's stop rule that fires now, or None."""
     if results >= max_trials:
-        return f"budget: {results} of {max_trials} trials done"
+        return stopped(HaltKind.BUDGET, f"budget: {results} of {max_trials} trials done")
     if max_wall_time_s is not None and elapsed_s >= max_wall_time_s:
-        return f"wall time: {elapsed_s / 3600:.2f} h of {max_wall_time_s / 3600:.2f} h used"
+        return stopped(HaltKind.WALL_TIME, f"wall time: {elapsed_s / 3600:.2f} h of {max_wall_time_s / 3600:.2f} h used")
     if stop_on_target:
         name = target_reached(problem, obs)
         if name is not None:
-            return f"target reached: {name}"
+            return stopped(HaltKind.TARGET, f"target reached: {name}")
     if no_improvement:
         flags = improvement_flags(problem, obs)
         if any(flags) and len(flags) >= no_improvement and not any(flags[-no_improvement:]):
-            return f"no improvement in the last {no_improvement} trials"
+            return stopped(HaltKind.NO_IMPROVEMENT, f"no improvement in the last {no_improvement} trials")
     return None

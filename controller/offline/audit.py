@@ -24,16 +24,17 @@ from typing import Any
 
 import pandas as pd
 
-from closedloop.controller.campaign import Campaign, planner_spec, settings_from
+from closedloop.controller.campaign import Campaign
 from closedloop.controller.engine import history
+from closedloop.controller.engine.build import planner_spec, settings_from
+from closedloop.controller.engine.engine import SEED_STRIDE
 from closedloop.controller.offline.executors import ExecutorSpec, run_jobs
 from closedloop.controller.store.reads import TrialRecord
-from closedloop.planners.provenance import data_hash
+from closedloop.planners.provenance import Provenance, data_hash
 from closedloop.planners.registry import make_planner, options_as_of
 from closedloop.planners.space import Conditions, Observation, Problem
 
 REL_TOLERANCE = 1e-9
-SEED_STRIDE = 1_000_003  # the engine's per-call seed: campaign seed * SEED_STRIDE + trials so far
 
 
 @dataclass(frozen=True)
@@ -206,7 +207,7 @@ def planner_calls(campaign: Campaign) -> tuple[list[PlannerCall], list[ProposalC
     journal = _Journal({t.id: t for t in store.trials()}, store.events(), _measurement_versions(store.path))
     calls: list[PlannerCall] = []
     skipped: list[ProposalCheck] = []
-    batch: list[tuple[int, dict]] = []
+    batch: list[tuple[int, Provenance]] = []
 
     def flush() -> None:
         if batch:
@@ -215,14 +216,14 @@ def planner_calls(campaign: Campaign) -> tuple[list[PlannerCall], list[ProposalC
 
     for tid in sorted(journal.trials):
         record = store.proposal(tid)
-        provenance = None if record is None else record["provenance"]
-        if provenance is None or provenance.get("seed") is None:
+        provenance = None if record is None else record.provenance
+        if provenance is None or provenance.seed is None:
             flush()
             why = journal.trials[tid].origin + (f" of trial {journal.trials[tid].retry_of}" if journal.trials[tid].retry_of else "")
             skipped.append(ProposalCheck(tid, journal.trials[tid].proposer, "skipped", (why,)))
             continue
-        key = (provenance.get("seed"), provenance.get("data_hash"), provenance.get("planner"))
-        if batch and key != (batch[0][1].get("seed"), batch[0][1].get("data_hash"), batch[0][1].get("planner")):
+        key = (provenance.seed, provenance.data_hash, provenance.planner)
+        if batch and key != (batch[0][1].seed, batch[0][1].data_hash, batch[0][1].planner):
             flush()
         batch.append((tid, provenance))
     flush()
@@ -230,12 +231,13 @@ def planner_calls(campaign: Campaign) -> tuple[list[PlannerCall], list[ProposalC
 
 
 def _reconstruct(
-    journal: _Journal, problem: Problem, settings: Any, campaign_seed: int, batch: list[tuple[int, dict]]
+    journal: _Journal, problem: Problem, settings: Any, campaign_seed: int, batch: list[tuple[int, Provenance]]
 ) -> PlannerCall:
     first, provenance = batch[0]
     trial_ids = tuple(tid for tid, _ in batch)
     recorded = tuple(journal.proposed_conditions(tid) for tid in trial_ids)
-    seed = int(provenance["seed"])
+    assert provenance.seed is not None  # calls without a seed were skipped above
+    seed = int(provenance.seed)
     existing = seed - campaign_seed * SEED_STRIDE  # how many trials the campaign had when it asked
     problems: list[str] = []
     if existing != first - 1:
@@ -255,17 +257,17 @@ def _reconstruct(
     return PlannerCall(
         trial_ids,
         recorded,
-        str(provenance.get("planner")),
+        provenance.planner,
         seed,
         n,
         tuple(observations),
         tuple(pending),
-        provenance.get("data_hash"),
+        provenance.data_hash,
         data_hash(observations, pending),
         frozenset(t.id for t in snapshot if t.state in (*history.RESULT_STATES, *history.IN_FLIGHT_STATES)),
-        provenance.get("fallback"),
+        provenance.fallback,
         tuple(problems),
-        provenance.get("planner_version"),
+        provenance.planner_version,
     )
 
 
@@ -293,7 +295,7 @@ def replay_call(job: _Job) -> list[ProposalCheck]:
             checks.append(ProposalCheck(tid, call.planner, "mismatch", (f"replay proposed only {len(replayed)} point(s)",)))
             continue
         differences, worst = compare_conditions(call.recorded[i], replayed[i].conditions)
-        fallback = replayed[i].provenance.get("fallback")
+        fallback = replayed[i].provenance.fallback
         if differences and fallback and fallback != call.recorded_fallback:
             differences.append(f"the replayed planner fell back where the recorded one did not: {fallback}")
         checks.append(ProposalCheck(tid, call.planner, "mismatch" if differences else "match", tuple(differences), worst))

@@ -27,13 +27,14 @@ from typing import Any
 
 from closedloop.controller.campaign import Campaign
 from closedloop.controller.engine.history import RESULT_STATES
+from closedloop.controller.engine.stations import stand_in
 from closedloop.controller.offline.bench_metrics import censored_median
 from closedloop.controller.offline.pool_bench import configure_worker, software_versions
 from closedloop.controller.protocol.model import Protocol, load_protocol
-from closedloop.controller.protocol.sections import ChoiceSpec, FixedSpec
+from closedloop.controller.protocol.sections import ChoiceSpec, FixedSpec, IntSpec
 from closedloop.controller.protocol.yaml_source import edit_protocol_text
 from closedloop.drivers.base import Value
-from closedloop.planners.space import Conditions
+from closedloop.simulators.truth import GroundTruth, SearchRegion
 
 REACH_FRACTION = 0.9  # a trial "reaches" the optimum when its true value is >= 90 % of it
 DEFAULT_BUDGETS: dict[str, int] = {"botorch": 60, "random": 150}
@@ -51,20 +52,8 @@ class IssueTarget:
 
 
 # What the issues ask of each instrument's example campaign.
-ISSUE_TARGETS: dict[str, IssueTarget] = {"trmc": IssueTarget(6, 25), "mbe": IssueTarget(7, 35)}
-
-
-@dataclass(frozen=True)
-class GroundTruth:
-    """The simulator's noise-free answer for one protocol: `value(conditions)` of the judged quantity
-    (0 where the sample cannot have one, e.g. a wrong phase) and its best value over the protocol's space."""
-
-    quantity: str
-    unit: str
-    value: Callable[[Conditions], float]
-    optimum_conditions: dict[str, Value]
-    optimum_value: float
-    method: str
+# By the quantity the simulator judges (the TRMC film's phi_sum_mu_max, the MBE film's RRR).
+ISSUE_TARGETS: dict[str, IssueTarget] = {"phi_sum_mu_max": IssueTarget(6, 25), "rrr": IssueTarget(7, 35)}
 
 
 @dataclass(frozen=True)
@@ -105,18 +94,41 @@ _TRUTHS: dict[str, GroundTruth] = {}  # by protocol text: the optimum search tak
 
 
 def ground_truth(protocol: Protocol) -> GroundTruth:
-    """The simulator's truth for the protocol's instrument (TRMC or MBE), over the protocol's space."""
+    """The simulator's truth for the protocol's instrument over the protocol's space, from the simulator
+    that stands in for it (`simulators.registry`: the TRMC film model, the SrRuO3 growth model)."""
     _require_instrument_units(protocol)
-    driver = protocol.instrument.driver.removeprefix("sim:")
-    makers = {"trmc": _trmc_truth, "mbe": _mbe_truth}
-    if driver in makers:
-        if protocol.sha256 not in _TRUTHS:
-            _TRUTHS[protocol.sha256] = makers[driver](protocol)
-        return _TRUTHS[protocol.sha256]
-    raise CampaignBenchError(
-        f"{protocol.path}: campaign benchmarks judge TRMC and MBE campaigns by their simulator's truth; "
-        f"instrument driver {protocol.instrument.driver!r} has none (use `closedloop bench` for pool data)"
-    )
+    simulator = stand_in(protocol)
+    if simulator is None or simulator.ground_truth is None:
+        raise CampaignBenchError(
+            f"{protocol.path}: campaign benchmarks judge a campaign by its simulator's noise-free optimum; the "
+            f"simulator of instrument driver {protocol.instrument.driver!r} has none (use `closedloop bench` "
+            "for pool data)"
+        )
+    if protocol.sha256 not in _TRUTHS:
+        try:
+            _TRUTHS[protocol.sha256] = simulator.ground_truth(
+                protocol.instrument_options(), search_region(protocol), protocol.objective_units()
+            )
+        except ValueError as e:
+            raise CampaignBenchError(f"{protocol.path}: {e}") from None
+    return _TRUTHS[protocol.sha256]
+
+
+def search_region(protocol: Protocol) -> SearchRegion:
+    """The protocol's space as the simulators' optimizers take it (in the protocol's units, which
+    `_require_instrument_units` has checked are the instrument's)."""
+    ranges, steps, choices, fixed = {}, {}, {}, {}
+    for name, spec in protocol.space.items():
+        if isinstance(spec, ChoiceSpec):
+            choices[name] = tuple(str(v) for v in spec.values)
+        elif isinstance(spec, FixedSpec):
+            fixed[name] = spec.value
+        else:
+            ranges[name] = (float(spec.low), float(spec.high))
+            if isinstance(spec, IntSpec):
+                steps[name] = spec.step
+    constraints = tuple(c.evaluate for c in protocol.linear_constraints())
+    return SearchRegion(ranges, steps, choices, fixed, constraints)
 
 
 def _require_instrument_units(protocol: Protocol) -> None:
@@ -130,79 +142,6 @@ def _require_instrument_units(protocol: Protocol) -> None:
                 f"{protocol.path}: space.{name} is in {unit!r} but the instrument takes {limit.unit!r}; "
                 f"write the range in {limit.unit} for the benchmark"
             )
-
-
-def _trmc_truth(protocol: Protocol) -> GroundTruth:
-    from closedloop.simulators.trmc.process import DEFAULT_FLUENCE, SearchBox, TrmcProcessModel
-
-    options = protocol.instrument_options()
-    model = TrmcProcessModel(
-        fluence=float(options.get("fluence", DEFAULT_FLUENCE)), wavelength=float(options.get("wavelength", 500.0))
-    )
-    box = SearchBox(
-        acceptor_fraction=_range(protocol, "acceptor_fraction"),
-        anneal_temp=_range(protocol, "anneal_temp"),
-        anneal_time=_range(protocol, "anneal_time"),
-        spin_speed=(*(int(v) for v in _range(protocol, "spin_speed")), int(getattr(protocol.space["spin_speed"], "step", 1))),
-        solvents=tuple(_choices(protocol, "solvent")),
-    )
-    constraints = [c.evaluate for c in protocol.linear_constraints()]
-    conditions, value = model.optimum(constraints, box)
-    return GroundTruth(
-        quantity="phi_sum_mu_max",
-        unit=protocol.objective_units().get("phi_sum_mu_max", "cm^2/(V*s)"),
-        value=lambda c: float(model.true_phi_sum_mu_max(c)),
-        optimum_conditions=conditions,
-        optimum_value=float(value),
-        method=(
-            "TrmcProcessModel.optimum over the protocol's space and linear constraints at the protocol's "
-            "wavelength and fluence: per solvent, a 9x12x8 grid over (acceptor_fraction, anneal_temp, "
-            "anneal_time) x 9 spin speeds, then COBYLA on the continuous parameters, a full sweep of the "
-            "spin speeds and COBYLA again from the best grid point; value = noise-free phi_sum_mu_max "
-            "(every sample-scatter factor 1, no acquisition noise)"
-        ),
-    )
-
-
-def _mbe_truth(protocol: Protocol) -> GroundTruth:
-    from closedloop.simulators.mbe.station import SimulatedMbeSystem, best_rrr_over
-
-    system = SimulatedMbeSystem(seed=0)
-    ranges = {name: _range(protocol, name) for name, spec in protocol.space.items() if not isinstance(spec, FixedSpec)}
-    fixed = {name: float(spec.value) for name, spec in protocol.space.items() if isinstance(spec, FixedSpec)}
-    if protocol.constraints:
-        raise CampaignBenchError(f"{protocol.path}: the MBE truth's optimizer searches a box; remove `constraints`")
-    conditions, value = best_rrr_over(system.truth, ranges, fixed)
-
-    def rrr(c: Conditions) -> float:
-        return float(system.truth(c).get("rrr", 0.0))
-
-    return GroundTruth(
-        quantity="rrr",
-        unit=protocol.objective_units().get("rrr", ""),
-        value=rrr,
-        optimum_conditions=conditions,
-        optimum_value=float(value),
-        method=(
-            "simulators.mbe.station.best_rrr_over on the protocol's ranges (fixed parameters held): a 21^3 "
-            "grid, then Nelder-Mead from its best point; value = noise-free RRR at the nominal temperatures "
-            "(fresh charges, no flux or measurement scatter), 0 for a wrong phase"
-        ),
-    )
-
-
-def _range(protocol: Protocol, name: str) -> tuple[float, float]:
-    spec = protocol.space.get(name)
-    if spec is None or isinstance(spec, ChoiceSpec | FixedSpec):
-        raise CampaignBenchError(f"{protocol.path}: the truth needs {name!r} as a float or int parameter of the space")
-    return float(spec.low), float(spec.high)  # type: ignore[union-attr]
-
-
-def _choices(protocol: Protocol, name: str) -> list[str]:
-    spec = protocol.space.get(name)
-    if not isinstance(spec, ChoiceSpec):
-        raise CampaignBenchError(f"{protocol.path}: the truth needs {name!r} as a choice parameter of the space")
-    return [str(v) for v in spec.values]
 
 
 # ---- one benchmark run -------------------------------------------------------------------------
@@ -241,7 +180,7 @@ def run_seed(spec: RunSpec) -> SeedRun:
     db.unlink(missing_ok=True)
     started = time.perf_counter()
     with Campaign.create(protocol_path, db, seed=spec.seed, sim=True) as campaign:
-        stop_reason = campaign.run(sim=True)
+        stop_reason = campaign.run(sim=True).text
         trials = campaign.store.trials()
         errors = len(campaign.store.events(kinds=["planner_error"]))
     wall_s = time.perf_counter() - started
@@ -353,7 +292,7 @@ def run_campaign_benchmark(
     for planner in planners:
         records = [judge(r, truth, protocol.to_instrument_units) for r in runs if r.planner == planner]
         per_planner[planner] = summarize(sorted(records, key=lambda r: r["seed"]), budgets[planner])
-    target = ISSUE_TARGETS.get(protocol.instrument.driver.removeprefix("sim:"))
+    target = ISSUE_TARGETS.get(truth.quantity)
     return {
         "benchmark": "campaign",
         "protocol": {"name": protocol.name, "path": str(protocol_path), "sha256": protocol.sha256},

@@ -35,7 +35,9 @@ from closedloop.controller.campaign import Campaign
 from closedloop.controller.engine import history
 from closedloop.controller.engine.dispatch import Station
 from closedloop.controller.engine.gate import SafetyGate
+from closedloop.controller.engine.halts import Halt
 from closedloop.controller.offline.executors import ExecutorSpec, run_jobs
+from closedloop.controller.protocol.catalog import SIM
 from closedloop.controller.protocol.model import Protocol, load_protocol
 from closedloop.controller.protocol.yaml_source import edit_protocol_text
 from closedloop.controller.store.campaign_store import CampaignStore, software_versions
@@ -207,8 +209,6 @@ class SurrogateInstrument:
     so a reader can tell surrogate results from measurements and see how uncertain each one was.
     """
 
-    virtual_time = True
-
     def __init__(self, problem: Problem, observations: Sequence[Observation], seed: int, duration_s: float) -> None:
         self.problem = problem
         self.encoding = SpaceEncoding(problem.space)
@@ -242,11 +242,12 @@ class SurrogateInstrument:
         means, f_var, y_var = [], [], []
         with torch.no_grad():
             for outcome, model in zip(self.outcomes, self.fitted.submodels(), strict=True):
-                latent = model.posterior(X)
+                # Posterior's base class declares no mean/variance; the GPyTorch posteriors have them.
+                latent: Any = model.posterior(X)
                 means.append(float(latent.mean))
                 f_var.append(float(latent.variance))
                 # The feasibility classifier's likelihood is Bernoulli: its noise is the coin flip below.
-                observed = latent if outcome.name == FEASIBILITY else model.posterior(X, observation_noise=True)
+                observed: Any = latent if outcome.name == FEASIBILITY else model.posterior(X, observation_noise=True)
                 y_var.append(float(observed.variance))
         rng = np.random.default_rng(derive_seed(self.seed, "surrogate-noise", str(ctx.trial_id)))
         values: dict[str, float] = {}
@@ -313,7 +314,7 @@ def _protocol_text(original: Protocol, spec: CounterfactualSpec, seed: int, budg
         data["approval"] = "none"
         data.setdefault("failures", {})["on_fault"] = "continue"
         if pool is not None:
-            data["instrument"] = {"driver": "sim:lookup", "connection": "sim://lookup"}
+            data["instrument"] = {"driver": f"{SIM}lookup"}
             data["candidates"] = {"path": str(pool)}
 
     return edit_protocol_text(original.text, edit)[0]
@@ -379,15 +380,11 @@ def run_counterfactual(job: _Run) -> str:
     return str(out)
 
 
-def _run_with_driver(campaign: Campaign, driver: SurrogateInstrument) -> str:
-    """The campaign's own engine (virtual time), with `driver` as its only station."""
-    engine = campaign.engine(sim=True)
-    for station in engine.stations:
-        station.driver.close()
-    engine.stations = [Station(name="surrogate", driver=driver)]
-    # The surrogate takes conditions in the protocol's units: no conversion to an instrument's units.
-    engine.gate = SafetyGate(engine.settings.problem.space, driver.describe().envelope, dict)
-    return engine.run()
+def _run_with_driver(campaign: Campaign, driver: SurrogateInstrument) -> Halt:
+    """The campaign's engine in virtual time, with `driver` as its only station. The surrogate takes
+    conditions in the protocol's units, so its gate converts nothing."""
+    gate = SafetyGate(campaign.protocol.to_problem().space, driver.describe().envelope, dict)
+    return campaign.run_with([Station(name="surrogate", driver=driver, virtual=True)], gate=gate)
 
 
 def sweep(

@@ -29,7 +29,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from closedloop import __version__
 from closedloop.controller.offline.bench_metrics import summarize_pool, summarize_runs
 from closedloop.controller.offline.executors import ExecutorSpec, configure_worker, run_jobs  # noqa: F401 - configure_worker re-exported
 from closedloop.planners.encoding import point_key
@@ -45,6 +44,7 @@ from closedloop.planners.space import (
     Problem,
     SearchSpace,
 )
+from closedloop.version import __version__
 
 DIRECTIONS = {"max": True, "maximize": True, "min": False, "minimize": False}
 PACKAGES = ("torch", "botorch", "gpytorch", "numpy", "pandas", "scipy")
@@ -188,7 +188,7 @@ def run_pool(pool: PoolTable, planner_name: str, seed: int, settings: BenchSetti
     space = problem.space
     planner = make_planner(planner_name, **_options(settings, planner_name))
     candidates = pool.table[list(pool.inputs)]
-    conditions = candidates.to_dict("records")
+    conditions: list[Conditions] = [{str(k): v for k, v in row.items()} for row in candidates.to_dict("records")]
     row_of = {point_key(space, c): row for row, c in enumerate(conditions)}
     values = pool.values
     initial_rng = np.random.default_rng(derive_seed(seed, "bench-initial"))
@@ -209,9 +209,9 @@ def run_pool(pool: PoolTable, planner_name: str, seed: int, settings: BenchSetti
                 f"planner {planner_name!r} proposed {proposal.conditions}, which is "
                 f"{'not a pool row' if row is None else 'already revealed'} (seed {seed}, trial {trial})"
             )
-        if proposal.provenance.get("design") == "fallback":
+        if proposal.provenance.design == "fallback":
             fallbacks += 1
-            first_fallback = first_fallback or proposal.provenance.get("fallback")
+            first_fallback = first_fallback or proposal.provenance.fallback
         order.append(row)
         revealed[row] = True
         observations.append(_observation(conditions[row], pool.objective, values[row]))

@@ -16,8 +16,8 @@ import re
 from collections.abc import Collection, Mapping
 from difflib import get_close_matches
 
-from closedloop.controller.protocol.units import UnitError, parse_quantity_to
 from closedloop.planners.space import LinearConstraint, OutcomeConstraint
+from closedloop.units import UnitError, parse_quantity_to
 
 MAX_LENGTH = 1000  # deeply nested input can exhaust the parser's recursion; constraints are short
 

@@ -1,31 +1,48 @@
-"""Which instrument a protocol names, and what that instrument accepts and measures.
+"""What the instrument a protocol names accepts, measures and takes as options.
 
-`instrument.driver` is one of:
-- "trmc", "mbe": the drivers' declared envelopes (drivers/trmc.py, drivers/mbe.py);
-- "serial": a generic instrument described in the protocol itself, validated by the serial driver's own
-  model (`drivers.serial_config`), which also says what it accepts and measures;
-- "sim:<model>": a simulator model from `simulators.catalog`;
-- "sim:lookup": a real-data pool: each trial reveals the objective columns of one candidate-table row.
+`instrument.driver` is a registered driver (`drivers.registry`: serial, trmc, mbe) or a simulated
+instrument `sim:NAME` (`simulators.registry`); `catalog` joins the two. Each declares the model its
+options are validated with, so `closedloop validate` refuses what `run` could not use, at FILE:LINE:COL.
+
+Two options belong to the engine, not to any driver: `stations` (how many of the instrument run side by
+side) and `faults` (faults injected into an in-process emulator, see `simulators.faults`).
+
+Everything here takes the protocol's parts as arguments (`controller.protocol.model.Protocol` calls it
+with its own), so the model and this module do not import each other.
 """
 
 from __future__ import annotations
 
-from difflib import get_close_matches
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from closedloop.controller.protocol.sections import ChoiceSpec, FixedSpec
-from closedloop.controller.protocol.yaml_source import FieldPath
-from closedloop.drivers.base import DriverDescription, Limit, SafetyEnvelope
-from closedloop.drivers.mbe import MBE_DESCRIPTION
+from pydantic import BaseModel, Field, ValidationError, field_validator
+
+from closedloop.controller.protocol.catalog import SIM, instrument
+from closedloop.controller.protocol.sections import (
+    ChoiceSpec,
+    FixedSpec,
+    InstrumentSection,
+    ObjectiveSpec,
+    Section,
+)
+from closedloop.controller.protocol.yaml_source import (
+    FieldPath,
+    ProtocolProblem,
+    SourceMap,
+    problems_from_validation_error,
+)
+from closedloop.drivers.base import DriverDescription, DriverEntry, Limit, SafetyEnvelope
 from closedloop.drivers.serial_config import EnvelopeLimit, EnvelopeSection, SerialInstrumentConfig
-from closedloop.drivers.trmc import TRMC_DESCRIPTION
-from closedloop.simulators import catalog
+from closedloop.records import Conditions, Value
+from closedloop.simulators.faults import FaultSpecError, parse_fault_spec
+from closedloop.simulators.registry import EMULATORS, SimulatedInstrument, emulator_name
+from closedloop.units import convert
 
 if TYPE_CHECKING:
-    from closedloop.controller.protocol.model import Protocol
+    import pandas as pd
 
-LOOKUP = "sim:lookup"
-_DECLARED = {"trmc": TRMC_DESCRIPTION, "mbe": MBE_DESCRIPTION}
+ENGINE_OPTIONS = ("stations", "faults")
 
 
 class InstrumentDescriptionError(ValueError):
@@ -36,51 +53,112 @@ class InstrumentDescriptionError(ValueError):
         self.path = path
 
 
-def driver_names() -> list[str]:
-    simulated = [f"sim:{model}" for model in catalog.MODELS if model not in catalog.SERIAL_MODELS]
-    return sorted({*_DECLARED, "serial", *simulated, LOOKUP})
+class StationOptions(Section):
+    """The engine's part of `instrument.options`."""
+
+    stations: int = Field(1, ge=1)  # stations of this instrument running side by side
+    faults: str = ""  # faults injected into an in-process emulator (sim://), e.g. "no_reply:0.1"
+
+    @field_validator("faults")
+    @classmethod
+    def _fault_spec(cls, spec: str) -> str:
+        try:
+            parse_fault_spec(spec)
+        except FaultSpecError as e:
+            raise ValueError(str(e)) from None
+        return spec
 
 
-def check_driver_name(driver: str) -> None:
-    """Raise ValueError naming the known drivers (and the closest one) unless `driver` is known."""
-    known = driver_names()
-    model = driver.removeprefix("sim:")
-    if driver.startswith("sim:") and model in catalog.SERIAL_MODELS:
-        raise ValueError(f"the {model} emulator speaks SCPI: use driver: serial with connection: sim://{model}")
-    if driver not in known:
-        close = get_close_matches(driver, known, n=1)
-        hint = f"did you mean {close[0]!r}? " if close else ""
-        raise ValueError(f"unknown driver {driver!r}; {hint}known drivers: {', '.join(known)}")
+def split_options(options: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(the engine's options, the driver's options) of an `instrument.options` mapping."""
+    engine = {k: v for k, v in options.items() if k in ENGINE_OPTIONS}
+    return engine, {k: v for k, v in options.items() if k not in ENGINE_OPTIONS}
 
 
-def emulated_model(connection: str | None) -> str | None:
-    """The simulator model a `sim://MODEL` connection names, or None for a real port."""
-    if connection is None or not connection.startswith("sim://"):
+def station_options(section: InstrumentSection) -> StationOptions:
+    """The engine's options; raises pydantic's ValidationError (`option_problems` locates it)."""
+    return StationOptions.model_validate(split_options(section.options)[0])
+
+
+def driver_options(section: InstrumentSection) -> BaseModel:
+    """The driver's validated config: its options model, or the whole section for a driver described in
+    the protocol (serial). Raises pydantic's ValidationError (`option_problems` locates it)."""
+    entry = instrument(section.driver)
+    if isinstance(entry, DriverEntry) and entry.section:
+        return section
+    model = entry.config if isinstance(entry, DriverEntry) else entry.options
+    return model.model_validate(split_options(section.options)[1])
+
+
+def option_problems(section: InstrumentSection, source: SourceMap) -> list[ProtocolProblem]:
+    """Every problem with `instrument.options`, located: unknown names, wrong types, unsafe values."""
+    found: list[ProtocolProblem] = []
+    at: FieldPath = ("instrument", "options")
+    engine, own = split_options(section.options)
+    entry = instrument(section.driver)
+    checks: list[tuple[type[BaseModel], dict[str, Any]]] = [(StationOptions, engine)]
+    if isinstance(entry, SimulatedInstrument) or not entry.section:
+        checks.append((entry.options if isinstance(entry, SimulatedInstrument) else entry.config, own))
+    else:
+        found += [source.problem((*at, key), f"unknown option {key!r}; the {section.driver} driver takes "
+                                 f"its settings in its own sections; options takes: {', '.join(ENGINE_OPTIONS)}")
+                  for key in own]
+    for model, given in checks:
+        try:
+            model.model_validate(given)
+        except ValidationError as e:
+            found += problems_from_validation_error(e, source, model, prefix=at)
+    return found
+
+
+# ---- what the instrument accepts and measures -----------------------------------------------------
+
+
+def described_by_protocol(section: InstrumentSection) -> bool:
+    """True for an instrument whose envelope the protocol itself gives (a lookup pool's table)."""
+    entry = instrument(section.driver)
+    return isinstance(entry, SimulatedInstrument) and entry.description is None
+
+
+def emulator_problem(driver: str, connection: str | None) -> str | None:
+    """What is wrong with a `sim://NAME` connection for `driver`: no such emulator, or one that speaks
+    another driver's wire protocol. None when the connection is fine (or not sim://)."""
+    name = emulator_name(connection)
+    entry = instrument(driver)
+    if name is None or not isinstance(entry, DriverEntry):
         return None
-    return connection.removeprefix("sim://").strip("/")
+    speaking = [e.name for e in EMULATORS.values() if e.driver == entry.name]
+    if name not in EMULATORS:
+        return f"no emulated instrument {name!r}; known for driver {entry.name}: {', '.join(speaking) or 'none'}"
+    if EMULATORS[name].driver != entry.name:
+        return (f"the {name} emulator speaks the {EMULATORS[name].driver} driver's wire protocol, not {entry.name}'s; "
+                f"use {', '.join('sim://' + n for n in speaking) or 'a real connection'}")
+    return None
 
 
-def describe_instrument(protocol: Protocol) -> DriverDescription:
+def describe_instrument(
+    section: InstrumentSection,
+    space: Mapping[str, Any],
+    objectives: Mapping[str, ObjectiveSpec],
+    candidates: Callable[[], pd.DataFrame | None],
+) -> DriverDescription:
     """The envelope and measured quantities of the protocol's instrument.
 
-    For a lookup pool this reads the candidate table: `InstrumentDescriptionError` when the protocol has
-    none, `ProtocolError` (located at candidates.path) when it cannot be read.
+    For a lookup pool (a simulated instrument the protocol describes) this reads the candidate table:
+    `InstrumentDescriptionError` when the protocol has none, `ProtocolError` (located at candidates.path)
+    when it cannot be read.
     """
-    driver = protocol.instrument.driver
-    if driver in _DECLARED:
-        return _DECLARED[driver]
-    if driver == "serial":
-        return _serial_description(protocol)
-    if driver == LOOKUP:
-        return _lookup_description(protocol)
-    return catalog.describe(driver.removeprefix("sim:"))
+    entry = instrument(section.driver)
+    if isinstance(entry, SimulatedInstrument):
+        if entry.description is not None:
+            return entry.description
+        return _pool_description(section.driver, space, objectives, candidates)
+    if entry.section:
+        return entry.describe(serial_instrument_config(section, space))
+    return entry.describe(driver_options(section))
 
 
-def _serial_description(protocol: Protocol) -> DriverDescription:
-    return serial_instrument_config(protocol).describe()
-
-
-def serial_instrument_config(protocol: Protocol) -> SerialInstrumentConfig:
+def serial_instrument_config(section: InstrumentSection, space: Mapping[str, Any]) -> SerialInstrumentConfig:
     """The protocol's serial section, completed from the space: the one config both the description
     (validate, the safety gate, unit conversion) and the driver that runs the campaign are built from.
 
@@ -89,19 +167,34 @@ def serial_instrument_config(protocol: Protocol) -> SerialInstrumentConfig:
     envelope nor the set command states is sent in the space's unit. The protocol author chose not to
     limit such a parameter, so it has no bounds.
     """
-    config = protocol.instrument
-    if not isinstance(config, SerialInstrumentConfig):
-        raise TypeError(f"driver {config.driver!r} is not a serial instrument")
-    limits = config.envelope.limits
-    for name in config.set:
-        spec = protocol.space.get(name)
+    if not isinstance(section, SerialInstrumentConfig):
+        raise TypeError(f"driver {section.driver!r} is not a serial instrument")
+    limits = dict(section.envelope.limits)
+    for name in section.set:
+        spec = space.get(name)
         labels = _labels(spec)
         if labels is not None and name not in limits:
             limits[name] = EnvelopeLimit(allowed=list(labels))
-        elif labels is None and not config.parameter_unit(name) and getattr(spec, "unit", ""):
-            limits[name] = limits.get(name, EnvelopeLimit()).model_copy(update={"unit": spec.unit})
-    envelope = EnvelopeSection(min_interval=config.envelope.min_interval, **limits)
-    return config.model_copy(update={"envelope": envelope})
+        elif labels is None and not section.parameter_unit(name) and (unit := str(getattr(spec, "unit", "") or "")):
+            limits[name] = limits.get(name, EnvelopeLimit()).model_copy(update={"unit": unit})
+    envelope = EnvelopeSection.model_validate({"min_interval": section.envelope.min_interval, **limits})
+    return section.model_copy(update={"envelope": envelope})
+
+
+def to_instrument_units(
+    limits: Mapping[str, Limit], space: Mapping[str, Any], conditions: Mapping[str, Value]
+) -> Conditions:
+    """Each numeric condition converted from the protocol's unit to the unit the envelope declares
+    (K -> degC with offsets handled); labels, and values whose units already agree, pass unchanged."""
+    sent: Conditions = {}
+    for name, value in conditions.items():
+        unit = getattr(space.get(name), "unit", None)
+        limit = limits.get(name)
+        numeric = isinstance(value, int | float) and not isinstance(value, bool)
+        if numeric and unit is not None and limit is not None and limit.allowed is None and limit.unit != unit:
+            value = convert(float(value), unit, limit.unit)
+        sent[name] = value
+    return sent
 
 
 def _labels(spec: Any) -> tuple[str, ...] | None:
@@ -113,27 +206,41 @@ def _labels(spec: Any) -> tuple[str, ...] | None:
     return None
 
 
-def _lookup_description(protocol: Protocol) -> DriverDescription:
+def _pool_description(
+    driver: str,
+    space: Mapping[str, Any],
+    objectives: Mapping[str, ObjectiveSpec],
+    candidates: Callable[[], pd.DataFrame | None],
+) -> DriverDescription:
     """Accepts the space's parameters at the values of the table; measures the objective columns it has."""
-    if protocol.candidates is None:
+    table = candidates()
+    if table is None:
         raise InstrumentDescriptionError(
-            ("instrument", "driver"), "sim:lookup reveals rows of a candidate table: add candidates: {path: FILE.csv}"
+            ("instrument", "driver"),
+            f"{driver} reveals rows of a candidate table: add candidates: {{path: FILE.csv}}",
         )
-    table = protocol.candidates_frame()
-    assert table is not None
     limits: dict[str, Limit] = {}
-    for name in protocol.space:
-        limits[name] = _unlimited(protocol, name)
+    for name, spec in space.items():
+        values = getattr(spec, "values", None)
+        limits[name] = Limit(allowed=tuple(values)) if values is not None else Limit(unit=getattr(spec, "unit", ""))
         if name in table.columns and limits[name].allowed is not None:
             limits[name] = Limit(allowed=tuple(str(v) for v in table[name].dropna().unique()))
-    measures = {name: spec.unit for name, spec in protocol.objectives.items() if name in table.columns}
-    return DriverDescription(LOOKUP, SafetyEnvelope(limits), measures)
+    measures = {name: spec.unit for name, spec in objectives.items() if name in table.columns}
+    return DriverDescription(driver, SafetyEnvelope(limits), measures)
 
 
-def _unlimited(protocol: Protocol, name: str) -> Limit:
-    """A limit with no bounds, in the parameter's own unit; categorical parameters list their values."""
-    spec = protocol.space[name]
-    values = getattr(spec, "values", None)
-    if values is not None:
-        return Limit(allowed=tuple(values))
-    return Limit(unit=getattr(spec, "unit", ""))
+__all__ = [
+    "ENGINE_OPTIONS",
+    "SIM",
+    "InstrumentDescriptionError",
+    "StationOptions",
+    "described_by_protocol",
+    "describe_instrument",
+    "driver_options",
+    "emulator_problem",
+    "option_problems",
+    "serial_instrument_config",
+    "split_options",
+    "station_options",
+    "to_instrument_units",
+]

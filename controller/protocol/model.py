@@ -13,11 +13,11 @@ candidate table live in `controller.protocol.validate`.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
-import pandas as pd
-from pydantic import Field, PrivateAttr, ValidationError
+from pydantic import BaseModel, Field, PrivateAttr, ValidationError
 
 from closedloop.controller.protocol import instruments
 from closedloop.controller.protocol.expressions import (
@@ -41,7 +41,6 @@ from closedloop.controller.protocol.sections import (
     Text,
     is_identifier,
 )
-from closedloop.controller.protocol.units import UnitError, convert, parse_quantity_to
 from closedloop.controller.protocol.yaml_source import (
     FieldPath,
     ProtocolError,
@@ -50,8 +49,13 @@ from closedloop.controller.protocol.yaml_source import (
     load_yaml,
     problems_from_validation_error,
 )
-from closedloop.drivers.base import DriverDescription, Value
+from closedloop.drivers.base import DriverDescription
 from closedloop.planners.space import LinearConstraint, Objective, OutcomeConstraint, Problem, SearchSpace
+from closedloop.records import Conditions, Value
+from closedloop.units import UnitError, parse_quantity_to
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 __all__ = ["Protocol", "ProtocolError", "ProtocolProblem", "load_protocol", "parse_protocol_text"]
 
@@ -166,6 +170,8 @@ class Protocol(Section):
         path = self.candidates_path
         if path is None:
             return None
+        import pandas as pd  # only pool-mode protocols need it: `validate` of the others stays fast
+
         try:
             table = pd.read_csv(path)
         except FileNotFoundError:
@@ -173,13 +179,14 @@ class Protocol(Section):
         except (OSError, ValueError, pd.errors.ParserError) as e:
             reason = str(e).splitlines()[0] if str(e) else type(e).__name__
             raise self._error(("candidates", "path"), f"cannot read candidate table {str(path)!r}: {reason}") from None
-        missing = {name: header for name, header in self.candidates.columns.items() if header not in table.columns}
+        columns = self.candidates.columns if self.candidates is not None else {}
+        missing = {name: header for name, header in columns.items() if header not in table.columns}
         if missing:
             raise ProtocolError([
                 self.problem(("candidates", "columns", name), f"the candidate table has no column {header!r}")
                 for name, header in missing.items()
             ])
-        return table.rename(columns={header: name for name, header in self.candidates.columns.items()})
+        return table.rename(columns={header: name for name, header in columns.items()})
 
     def _error(self, path: FieldPath, message: str) -> ProtocolError:
         return ProtocolError([self.problem(path, message)])
@@ -189,33 +196,23 @@ class Protocol(Section):
     def description_of_instrument(self) -> DriverDescription:
         """What the instrument accepts and measures (computed once; a lookup pool reads its table)."""
         if self._description is None:
-            self._description = instruments.describe_instrument(self)
+            self._description = instruments.describe_instrument(
+                self.instrument, self.space, self.objectives, self.candidates_frame
+            )
         return self._description
 
-    def to_instrument_units(self, conditions: dict[str, Value]) -> dict[str, Value]:
+    def to_instrument_units(self, conditions: Mapping[str, Value]) -> Conditions:
         """Each numeric condition converted from the protocol's unit to the unit the envelope declares
         (K -> degC with offsets handled); labels, and values whose units already agree, pass unchanged."""
-        limits = self.description_of_instrument().envelope.limits
-        sent: dict[str, Value] = {}
-        for name, value in conditions.items():
-            unit = getattr(self.space.get(name), "unit", None)
-            limit = limits.get(name)
-            numeric = isinstance(value, int | float) and not isinstance(value, bool)
-            if numeric and unit is not None and limit is not None and limit.allowed is None and limit.unit != unit:
-                value = convert(value, unit, limit.unit)
-            sent[name] = value
-        return sent
+        return instruments.to_instrument_units(self.description_of_instrument().envelope.limits, self.space, conditions)
 
-    def instrument_options(self) -> dict[str, Any]:
-        """`instrument.options`, with quantities for settings the envelope declares ("500 nm") converted
-        to the envelope's unit; every other option as written."""
-        limits = self.description_of_instrument().envelope.limits
-        return {
-            name: parse_quantity_to(value, limits[name].unit)
-            if name in limits and limits[name].allowed is None and not isinstance(value, bool)
-            else value
-            for name, value in self.instrument.options.items()
-        }
+    def instrument_options(self) -> BaseModel:
+        """The driver's validated options (its own pydantic model; for `driver: serial`, the section)."""
+        return instruments.driver_options(self.instrument)
+
+    def station_options(self) -> instruments.StationOptions:
+        """The engine's part of `instrument.options`: how many stations, which faults to inject."""
+        return instruments.station_options(self.instrument)
 
 
 def load_protocol(path: str | Path) -> Protocol:
@@ -266,6 +263,8 @@ def _cross_section_problems(protocol: Protocol) -> list[ProtocolProblem]:
     if (acquisition == "qLogNEI" and n_objectives > 1) or (acquisition == "qLogNEHVI" and n_objectives < 2):
         wanted = "one objective" if acquisition == "qLogNEI" else "two or more objectives"
         found.append(protocol.problem(("planner", "acquisition"), f"{acquisition} needs {wanted}; this protocol has {n_objectives} (use auto)"))
+    if protocol._source is not None:
+        found += instruments.option_problems(protocol.instrument, protocol._source)
     return found + _trusted_region_problems(protocol)
 
 

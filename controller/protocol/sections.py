@@ -17,9 +17,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
-    BaseModel,
     BeforeValidator,
-    ConfigDict,
     Discriminator,
     Field,
     Tag,
@@ -27,22 +25,21 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from pydantic_core import PydanticCustomError
 
-from closedloop.controller.protocol.units import UnitError, parse_duration_s, parse_quantity_to, parse_unit
+from closedloop.controller.protocol.catalog import SIM, check_driver_name
+from closedloop.drivers.options import Strict, located
+from closedloop.drivers.registry import DRIVERS
 from closedloop.drivers.serial_config import SERIAL_KEYS, SerialInstrumentConfig, check_connection
 from closedloop.planners.space import ChoiceParameter, FixedParameter, FloatParameter, IntParameter, Parameter
+from closedloop.units import UnitError, parse_duration_s, parse_quantity_to, parse_unit
 
 _NUMBER_WITH_UNIT = re.compile(r"^\s*[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?\s*[^\s\d.]")
 
 
-class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-def problem_at(path: str | tuple[str | int, ...], message: str) -> PydanticCustomError:
-    """An error for a model validator that points at one of the model's own keys, not the model."""
-    return PydanticCustomError("protocol", "{message}", {"message": message, "at": path})
+# Every section refuses unknown keys and never changes once read; a model validator's problem with one of
+# the section's own keys is raised with `problem_at`, which names that key so the error points at it.
+Section = Strict
+problem_at = located
 
 
 def _duration(value: Any) -> float:
@@ -257,10 +254,6 @@ def is_identifier(name: str) -> bool:
 
 
 def _known_driver(driver: Any) -> Any:
-    from closedloop.controller.protocol.instruments import (
-        check_driver_name,  # instruments reads this module's types
-    )
-
     if isinstance(driver, str):
         check_driver_name(driver)
     return driver
@@ -299,14 +292,16 @@ class DeclaredInstrumentSection(Section):
 
     @model_validator(mode="after")
     def _connection_unless_simulated(self) -> DeclaredInstrumentSection:
-        if self.connection is None and not self.driver.startswith("sim:"):
+        if self.connection is None and not self.driver.startswith(SIM):
             raise problem_at("connection", f"driver {self.driver} needs a connection (a device path or URL)")
         return self
 
 
 def _instrument_kind(section: Any) -> str:
     driver = section.get("driver") if isinstance(section, dict) else getattr(section, "driver", None)
-    return SerialInstrumentConfig.__name__ if driver == "serial" else DeclaredInstrumentSection.__name__
+    entry = DRIVERS.get(driver) if isinstance(driver, str) else None
+    # A driver described in the protocol (serial) validates the whole section with its own model.
+    return entry.config.__name__ if entry is not None and entry.section else DeclaredInstrumentSection.__name__
 
 
 # The `instrument` key of a protocol: the serial driver's model for `driver: serial`, else the declared one.

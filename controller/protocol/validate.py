@@ -12,21 +12,25 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from difflib import get_close_matches
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
-from scipy.optimize import linprog
 
-from closedloop.controller.protocol.instruments import LOOKUP, InstrumentDescriptionError, emulated_model
+from closedloop.controller.protocol.instruments import (
+    InstrumentDescriptionError,
+    described_by_protocol,
+    emulator_problem,
+)
 from closedloop.controller.protocol.model import Protocol
 from closedloop.controller.protocol.sections import ChoiceSpec, FixedSpec, FloatSpec, IntSpec
-from closedloop.controller.protocol.units import UnitError, compatible, convert, parse_quantity_to
 from closedloop.controller.protocol.yaml_source import FieldPath, ProtocolError, ProtocolProblem
 from closedloop.drivers.base import DriverDescription, Limit
 from closedloop.drivers.serial_config import SerialInstrumentConfig
 from closedloop.planners.space import LinearConstraint
-from closedloop.simulators import catalog
+from closedloop.units import UnitError, compatible, convert, parse_quantity_to
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 _TOLERANCE = 1e-9  # relative: unit conversion round-off must not turn 250 degC into "above 250"
 
@@ -86,9 +90,9 @@ def _check_envelope(found: _Findings, description: DriverDescription) -> None:
     protocol, limits = found.protocol, description.envelope.limits
     instrument = f"the {description.name} instrument"
     section = protocol.instrument
-    serial = isinstance(section, SerialInstrumentConfig)
+    serial = section if isinstance(section, SerialInstrumentConfig) else None
     for name, spec in protocol.space.items():
-        if serial and name not in section.set:
+        if serial is not None and name not in serial.set:
             found.add(("space", name), f"{instrument} has no command for {name!r}: add instrument.set.{name}")
         elif name not in limits:
             hint = get_close_matches(name, list(limits), n=1)
@@ -96,10 +100,13 @@ def _check_envelope(found: _Findings, description: DriverDescription) -> None:
             found.add(("space", name), f"{instrument} does not accept {name!r}; {guess}it accepts: {', '.join(limits)}")
         else:
             _check_parameter(found, name, spec, limits[name], instrument)
-    if serial:
-        _check_serial(found, section)
+    if serial is not None:
+        _check_serial(found, serial)
     _check_options(found, limits, instrument)
-    if not serial and section.driver != LOOKUP:
+    problem = emulator_problem(section.driver, section.connection)
+    if problem is not None:
+        found.add(("instrument", "connection"), problem)
+    if serial is None and not described_by_protocol(section):
         given = set(protocol.space) | set(protocol.instrument.options) | set(description.optional_settings)
         for name in limits:
             if name not in given:
@@ -107,15 +114,10 @@ def _check_envelope(found: _Findings, description: DriverDescription) -> None:
 
 
 def _check_serial(found: _Findings, section: SerialInstrumentConfig) -> None:
-    """What only a serial section can get wrong: commands for parameters the space lacks, and an
-    in-process emulator (sim://MODEL) that does not exist."""
+    """What only a serial section can get wrong: commands for parameters the space lacks."""
     for name in section.set:
         if name not in found.protocol.space:
             found.add(("instrument", "set", name), f"{name!r} is not a parameter of the space")
-    model = emulated_model(section.connection)
-    if model is not None and model not in catalog.SERIAL_MODELS:
-        found.add(("instrument", "connection"), f"no emulated serial instrument {model!r}; "
-                  f"known: {', '.join(catalog.SERIAL_MODELS)} (or a device path / socket://HOST:PORT for a real one)")
 
 
 def _check_parameter(found: _Findings, name: str, spec: Any, limit: Limit, instrument: str) -> None:
@@ -136,7 +138,7 @@ def _check_parameter(found: _Findings, name: str, spec: Any, limit: Limit, instr
     if not _units_agree(unit, limit.unit):
         found.add((*at, "unit"), f"unit {unit or '(none)'!r} is not compatible with {instrument}'s unit {limit.unit or '(none)'!r} for {name}")
         return
-    ends = {"value": spec.value} if isinstance(spec, FixedSpec) else {"low": spec.low, "high": spec.high}
+    ends = {"value": float(spec.value)} if isinstance(spec, FixedSpec) else {"low": spec.low, "high": spec.high}
     inside = {key: convert(value, unit, limit.unit) for key, value in ends.items()}
     for key, value in ends.items():
         label = f"{key} {_show(value, unit)}" + (f" (= {_show(inside[key], limit.unit)})" if unit != limit.unit else "")
@@ -191,7 +193,7 @@ def _check_objectives(found: _Findings, description: DriverDescription) -> None:
     measures = description.measures
     for name, spec in found.protocol.objectives.items():
         if name not in measures:
-            if description.name == LOOKUP:
+            if described_by_protocol(found.protocol.instrument):
                 found.add(("objectives", name), f"the candidate table has no column {name!r} to reveal")
                 continue
             hint = get_close_matches(name, list(measures), n=1)
@@ -225,12 +227,14 @@ def _check_feasibility(found: _Findings) -> dict[str, Any]:
     names = list(box)
     a_ub, b_ub = _stack(satisfiable, "<=", names)
     a_eq, b_eq = _stack(satisfiable, "==", names)
+    from scipy.optimize import linprog  # a second or so to import: only protocols with constraints pay it
+
     result = linprog(np.zeros(len(names)), A_ub=a_ub, b_ub=b_ub, A_eq=a_eq, b_eq=b_eq, bounds=list(box.values()), method="highs")
     if result.status != 0:
         found.add(("constraints",), "the constraints cannot all hold at once inside the parameter bounds "
                   "(the linear program has no solution); relax a constraint or widen the bounds")
     feasible = result.status == 0 and len(satisfiable) == len(constraints)
-    example = dict(zip(names, map(float, result.x), strict=True)) if feasible else None
+    example = dict(zip(names, map(float, result.x), strict=True)) if feasible and result.x is not None else None
     return {"feasible": feasible, "constraints": rows, "example": example}
 
 
@@ -271,6 +275,7 @@ def _check_candidates(found: _Findings) -> int | None:
 
 def _check_column(found: _Findings, name: str, spec: Any, column: pd.Series) -> None:
     """Every row's value of `name` must be a legal value of the parameter."""
+    import pandas as pd  # the table was read with it already
     if isinstance(spec, ChoiceSpec):
         bad = ~column.astype(str).isin(spec.values)
         allowed = f"one of the listed values of space.{name}"

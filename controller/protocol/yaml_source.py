@@ -71,12 +71,13 @@ class SourceMap:
         Path elements the file does not contain (pydantic's union tags, a missing key) are skipped; a
         trailing missing key is kept in the returned path so the message can name it.
         """
-        node, found, line, col = self.root, (), 0, 0
+        node, line, col = self.root, 0, 0
+        found: FieldPath = ()
         for i, part in enumerate(path):
             position = _child_position(node, part)
             if position is None:
                 missing_key = i == len(path) - 1 and isinstance(node, CommentedMap) and isinstance(part, str)
-                if missing_key and not part.startswith("["):
+                if missing_key and isinstance(part, str) and not part.startswith("["):
                     found += (part,)
                 continue
             line, col = position
@@ -221,22 +222,23 @@ _NON_EMPTY_HINT = {"space": "declare at least one parameter", "objectives": "dec
 
 
 def problems_from_validation_error(
-    error: ValidationError, source: SourceMap, model: type[BaseModel]
+    error: ValidationError, source: SourceMap, model: type[BaseModel], prefix: FieldPath = ()
 ) -> list[ProtocolProblem]:
-    """One located problem per pydantic error of validating `source`'s data as `model`."""
+    """One located problem per pydantic error of validating `source`'s data as `model`; `prefix` is
+    where that data sits in the file when it is not the whole document (e.g. instrument.options)."""
     problems = []
     for e in error.errors():
         loc: FieldPath = tuple(e["loc"])
         at = (e.get("ctx") or {}).get("at")
         if at is not None:  # a model validator naming one of its own keys (protocol_sections.problem_at)
             loc += at if isinstance(at, tuple) else (at,)
-        problems.append(source.problem(loc, _message(e, loc, model)))
+        problems.append(source.problem((*prefix, *loc), _message(e, loc, model)))
     return sorted(problems, key=lambda p: (p.line, p.col))
 
 
 def _message(e: ErrorDetails, loc: FieldPath, model: type[BaseModel]) -> str:
     kind, ctx, value, last = e["type"], e.get("ctx") or {}, e.get("input"), loc[-1] if loc else ""
-    if kind == "protocol":
+    if kind == "located":  # drivers.options.located: a validator's own words about one key
         return str(ctx["message"])
     if kind == "missing":
         return f"required key {last!r} is missing"

@@ -18,7 +18,7 @@ import pandas as pd
 
 from closedloop.controller.engine import history
 from closedloop.controller.protocol.model import Protocol, ProtocolError, parse_protocol_text
-from closedloop.controller.store.reads import CampaignReads, TrialRecord
+from closedloop.controller.store.reads import CampaignReads, ProposalRecord, TrialRecord
 from closedloop.planners.space import ChoiceParameter, FixedParameter, Objective, Problem
 
 # Journal entries a reader of the report must see, with the heading each gets.
@@ -41,7 +41,7 @@ class ReportData:
     protocol: Protocol
     problem: Problem
     trials: list[TrialRecord]
-    proposals: dict[int, dict[str, Any] | None]
+    proposals: dict[int, ProposalRecord | None]
     events: list[dict[str, Any]]
     candidates: pd.DataFrame | None = None
     notes: list[str] = field(default_factory=list)
@@ -74,20 +74,20 @@ class ReportData:
         return self.protocol.objective_units().get(name, "")
 
     def planner_time_s(self, trial_id: int) -> float:
-        provenance = (self.proposals.get(trial_id) or {}).get("provenance") or {}
-        return float(provenance.get("fit_time_s") or 0.0) + float(provenance.get("optimize_time_s") or 0.0)
+        proposal = self.proposals.get(trial_id)
+        return 0.0 if proposal is None else proposal.provenance.planning_s
 
     def acquisition_value(self, trial_id: int) -> float | None:
-        value = (self.proposals.get(trial_id) or {}).get("acquisition_value")
-        return None if value is None else float(value)
+        proposal = self.proposals.get(trial_id)
+        return None if proposal is None or proposal.acquisition_value is None else float(proposal.acquisition_value)
 
     def design(self, trial_id: int) -> str:
         """How the planner chose the point, e.g. "model (qLogNoisyExpectedImprovement)" or "initial (sobol)"."""
-        provenance = (self.proposals.get(trial_id) or {}).get("provenance") or {}
-        design, acquisition = provenance.get("design"), provenance.get("acquisition")
-        if not design:
+        proposal = self.proposals.get(trial_id)
+        if proposal is None or not proposal.provenance.design:
             return ""
-        return f"{design} ({acquisition})" if acquisition else str(design)
+        design, acquisition = proposal.provenance.design, proposal.provenance.acquisition
+        return f"{design} ({acquisition})" if acquisition else design
 
     def notable_events(self) -> list[dict[str, Any]]:
         return [e for e in self.events if e["kind"] in NOTABLE_EVENTS]
@@ -136,7 +136,7 @@ def best_so_far(data: ReportData, objective: Objective) -> list[float | None]:
     for t in data.results:
         v = t.values.get(objective.name)
         usable = t.state == "measured" and v is not None and math.isfinite(v) and _feasible(data.problem, t.values)
-        if usable and (best is None or _better(objective, v, best)):
+        if usable and v is not None and (best is None or _better(objective, v, best)):
             best = v
         out.append(best)
     return out
@@ -185,7 +185,7 @@ def random_expected_best(values: np.ndarray, n: int, maximize: bool) -> list[flo
         # log C(j-1, k-1) - log C(N, k) with lgamma, stable for pools of thousands of rows.
         with np.errstate(invalid="ignore"):
             logp = np.array([
-                _log_comb(jj - 1, k - 1) - _log_comb(size, k) if jj >= k else -np.inf for jj in j
+                _log_comb(jj - 1, k - 1) - _log_comb(size, k) if jj >= k else -np.inf for jj in j.tolist()
             ])
         out.append(float(np.sum(np.exp(logp) * v)))
     return out

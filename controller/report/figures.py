@@ -158,7 +158,9 @@ def parallel_coordinates_plot(data: ReportData) -> Block:
             dimensions.append({"label": p, "values": [choices.index(v) if v in choices else -1 for v in raw],
                                "tickvals": list(range(len(choices))), "ticktext": choices})
         else:
-            dimensions.append({"label": label(p, data.unit_of_parameter(p)), "values": [float(v) for v in raw]})
+            # Every result holds a value of every searched parameter.
+            numbers = [float(t.conditions[p]) for t in data.results]
+            dimensions.append({"label": label(p, data.unit_of_parameter(p)), "values": numbers})
     colour = _colour_values(data, first)
     dimensions.append({"label": "result", "values": [1 if t.state == "measured" else 0 for t in data.results],
                        "tickvals": [0, 1], "ticktext": ["failed", "measured"]})

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -28,8 +29,10 @@ from closedloop.drivers.trmc_analysis import ELEMENTARY_CHARGE, _biexponential, 
 FEATURED = 4  # trials shown per instrument view: the best and a few others for contrast
 _READBACK = re.compile(r"^([A-Z][A-Z0-9_]*):PV\?$")
 _SETPOINT = re.compile(r"^([A-Z][A-Z0-9_]*):SP ([-+0-9.eE]+)$")
-_FIT_CURVES = {"biexponential": (_biexponential, ("A1", "tau1", "A2", "tau2")),
-               "stretched_exponential": (_stretched, ("A", "tau", "beta"))}
+_FIT_CURVES: dict[str, tuple[Callable[..., np.ndarray], tuple[str, ...]]] = {
+    "biexponential": (_biexponential, ("A1", "tau1", "A2", "tau2")),
+    "stretched_exponential": (_stretched, ("A", "tau", "beta")),
+}
 
 
 def featured_trials(data: ReportData) -> list[tuple[TrialRecord, str]]:
@@ -181,15 +184,16 @@ def temperature_history_plot(store: CampaignReads, trial: TrialRecord) -> Block 
     names = sorted(readbacks)
     fig = make_subplots(rows=len(names), cols=1, shared_xaxes=True, vertical_spacing=0.06, subplot_titles=names)
     end = max(max(xs) for xs, _ in readbacks.values())
-    for row, name in enumerate(names, start=1):
+    for panel, name in enumerate(names, start=1):
         xs, ys = readbacks[name]
         fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines", name="readback", line={"color": "#d62728"},
-                                 showlegend=row == 1), row=row, col=1)
+                                 showlegend=panel == 1), row=panel, col=1)
         if name in setpoints:
             sx, sy = setpoints[name]
-            fig.add_trace(go.Scatter(x=[*sx, end], y=[*sy, sy[-1]], mode="lines", line={"shape": "hv", "dash": "dash",
-                                     "color": "black"}, name="setpoint", showlegend=row == 1), row=row, col=1)
-        fig.update_yaxes(title_text="T [degC]", row=row, col=1)
+            fig.add_trace(go.Scatter(x=[*sx, end], y=[*sy, sy[-1]], mode="lines",
+                                     line={"shape": "hv", "dash": "dash", "color": "black"}, name="setpoint",
+                                     showlegend=panel == 1), row=panel, col=1)
+        fig.update_yaxes(title_text="T [degC]", row=panel, col=1)
     fig.update_xaxes(title_text=f"minutes since trial {trial.id} started", row=len(names), col=1)
     caption = (f"Heater temperatures of trial {trial.id} (the best) as read back during the run, and the setpoints "
                "sent; the slope of each ramp is limited by the driver's declared ramp rate.")

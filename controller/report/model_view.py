@@ -16,8 +16,8 @@ import math
 from dataclasses import dataclass, field
 
 import torch
-from botorch.models import ModelListGP
-from botorch.models.model import Model
+from botorch.models import ModelListGP, SingleTaskGP
+from botorch.models.transforms.outcome import Standardize
 from torch import Tensor
 
 from closedloop.controller.engine import history
@@ -99,6 +99,8 @@ def model_view(data: ReportData) -> ModelView:
     result_ids = [t.id for t in sorted(data.results, key=lambda t: t.id)]
     for i, outcome in enumerate(fitted.outcomes[: len(problem.objectives)]):
         gp = fitted.model.models[i] if isinstance(fitted.model, ModelListGP) else fitted.model
+        # An objective is always a SingleTaskGP (`fit_gp`); only the feasibility outcome is a classifier.
+        assert isinstance(gp, SingleTaskGP)
         if view.best is not None:
             view.slices += _slices(encoding, gp, outcome, view.best)
         view.loo.append(_leave_one_out(gp, outcome, _training_ids(obs, result_ids, outcome)))
@@ -122,7 +124,7 @@ def _band(outcome: Outcome, mean: Tensor, var: Tensor) -> tuple[list[float], lis
     return mid, lower, upper
 
 
-def _slices(encoding: SpaceEncoding, gp: Model, outcome: Outcome, best: Conditions) -> list[Slice]:
+def _slices(encoding: SpaceEncoding, gp: SingleTaskGP, outcome: Outcome, best: Conditions) -> list[Slice]:
     x0 = encoding.encode([best])[0]
     out = []
     for p in encoding.space.parameters:
@@ -156,7 +158,7 @@ def _training_ids(obs: list, result_ids: list[int], outcome: Outcome) -> list[in
     ]
 
 
-def _leave_one_out(gp: Model, outcome: Outcome, trial_ids: list[int]) -> LeaveOneOut:
+def _leave_one_out(gp: SingleTaskGP, outcome: Outcome, trial_ids: list[int]) -> LeaveOneOut:
     gp.eval()
     X = gp.train_inputs[0]
     y = gp.train_targets  # standardized model units
@@ -167,8 +169,11 @@ def _leave_one_out(gp: Model, outcome: Outcome, trial_ids: list[int]) -> LeaveOn
         precision = torch.diagonal(K_inv)
         mu = y - (K_inv @ residual) / precision
         var = 1.0 / precision
-        mean, variance = gp.outcome_transform.untransform(mu.unsqueeze(-1), var.unsqueeze(-1))
-        measured, _ = gp.outcome_transform.untransform(y.unsqueeze(-1))
+        standardize = gp.outcome_transform
+        assert isinstance(standardize, Standardize)  # `planners.models._new_gp` always standardizes
+        mean, variance = standardize.untransform(mu.unsqueeze(-1), var.unsqueeze(-1))
+        assert variance is not None  # given a variance, Standardize returns one
+        measured, _ = standardize.untransform(y.unsqueeze(-1))
     mid, lower, upper = _band(outcome, mean.squeeze(-1), variance.squeeze(-1))
     truth = [to_objective_units(outcome, float(v)) for v in measured.squeeze(-1)]
     if len(trial_ids) != len(truth):  # a GP conditioned on a subset; ids would mislead

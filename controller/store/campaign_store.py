@@ -49,6 +49,7 @@ from closedloop.controller.store.lifecycle import (
 from closedloop.controller.store.locking import WriterLock
 from closedloop.controller.store.reads import CampaignReads, TrialRecord
 from closedloop.drivers.base import Measurement
+from closedloop.planners.provenance import Provenance
 
 __all__ = [
     "AlreadyMeasured",
@@ -180,7 +181,7 @@ class CampaignStore(CampaignReads):
         *,
         proposer: str,
         origin: str,
-        provenance: dict | None = None,
+        provenance: Provenance | None = None,
         state: str = "proposed",
         retry_of: int | None = None,
         virtual_t: float | None = None,
@@ -189,7 +190,7 @@ class CampaignStore(CampaignReads):
         check_new_trial(state, origin, proposer, retry_of)
         attempt = 1 if retry_of is None else self._trial_row(retry_of)["attempt"] + 1
         now = time.time()
-        trial_id = self._db["trials"].insert(
+        trial_id = self._db.table("trials").insert(
             {
                 "conditions": conditions_json(conditions),
                 "state": state,
@@ -202,21 +203,22 @@ class CampaignStore(CampaignReads):
             }
         ).last_pk
         if provenance is not None:
-            acquisition_value = provenance.get("acquisition_value")
-            self._db["proposals"].insert(
+            value = provenance.acquisition_value
+            self._db.table("proposals").insert(
                 {
                     "trial_id": trial_id,
                     "planner": proposer,
-                    "planner_version": _text_or_none(provenance.get("planner_version", provenance.get("version"))),
-                    "seed": None if provenance.get("seed") is None else int(provenance["seed"]),
-                    "data_hash": _text_or_none(provenance.get("data_hash")),
-                    "acquisition": _text_or_none(provenance.get("acquisition")),
-                    "acquisition_value": None if acquisition_value is None else float(acquisition_value),
-                    "provenance": to_json(provenance, f"provenance of trial {trial_id}"),
+                    "planner_version": _text_or_none(provenance.planner_version),
+                    "seed": None if provenance.seed is None else int(provenance.seed),
+                    "data_hash": _text_or_none(provenance.data_hash),
+                    "acquisition": _text_or_none(provenance.acquisition),
+                    "acquisition_value": None if value is None else float(value),
+                    "provenance": to_json(provenance.to_dict(), f"provenance of trial {trial_id}"),
                 }
             )
         detail = f"{origin} trial from {proposer}" + (f", retry {attempt} of trial {retry_of}" if retry_of else "")
         self._append_event("state", trial_id, None, state, detail, None, virtual_t)
+        assert trial_id is not None  # sqlite always assigns an id to a new row
         return int(trial_id)
 
     @_writes
@@ -262,7 +264,7 @@ class CampaignStore(CampaignReads):
             raise ValueError(f"direction must be 'tx' (sent) or 'rx' (received), got {direction!r}")
         if trial_id is not None:
             self._trial_row(trial_id)
-        self._db["commands"].insert(
+        self._db.table("commands").insert(
             {
                 "t": time.time(),
                 "virtual_t": virtual_t,
@@ -392,7 +394,7 @@ class CampaignStore(CampaignReads):
         data: dict | None,
         virtual_t: float | None,
     ) -> None:
-        self._db["events"].insert(
+        self._db.table("events").insert(
             {
                 "t": time.time(),
                 "virtual_t": virtual_t,

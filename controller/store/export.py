@@ -127,7 +127,7 @@ def _tidy_table(
         row.update({column: t.conditions.get(name) for name, column in condition_columns.items()})
         row.update({column: t.values.get(name) for name, column in measured_columns.items()})
         row.update(
-            acquisition_value=None if proposal is None else proposal["acquisition_value"],
+            acquisition_value=None if proposal is None else proposal.acquisition_value,
             created_at=t.created_at, updated_at=t.updated_at, duration_s=t.duration_s, detail=t.detail, **marks,
         )
         rows.append(row)

@@ -133,8 +133,8 @@ def build_new_file(path: Path, campaign_row: dict) -> None:
         db.enable_wal()  # persistent: recorded in the file header
         with db.atomic():
             create_schema(db)
-            db["campaign"].insert(campaign_row)
-            db["events"].insert(
+            db.table("campaign").insert(campaign_row)
+            db.table("events").insert(
                 {"t": campaign_row["created_at"], "kind": "created", "detail": f"campaign {campaign_row['name']}",
                  "data": json.dumps({"protocol_sha256": campaign_row["protocol_sha256"]})}
             )

@@ -91,7 +91,7 @@ def insert_measurement(
 ) -> None:
     """Status row, scalar rows and artifact rows of one (re)analysis; current versions must be superseded first."""
     now = time.time()
-    db["measurement_info"].insert(
+    db.table("measurement_info").insert(
         {
             "trial_id": trial_id,
             "status": vetted.status,
@@ -103,7 +103,7 @@ def insert_measurement(
             "created_at": now,
         }
     )
-    db["measurements"].insert_all(
+    db.table("measurements").insert_all(
         {
             "trial_id": trial_id,
             "name": name,
@@ -118,7 +118,7 @@ def insert_measurement(
     )
     for name, artifact in encoded.items():
         external = len(artifact.payload) > inline_limit
-        db["artifacts"].insert(
+        db.table("artifacts").insert(
             {
                 "trial_id": trial_id,
                 "name": name,

@@ -22,6 +22,7 @@ from closedloop.controller.store.errors import CampaignFileError, StoreError, Un
 from closedloop.controller.store.lifecycle import STATES
 from closedloop.controller.store.locking import WriterLock
 from closedloop.controller.store.measurements import read_artifacts
+from closedloop.planners.provenance import Provenance
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -50,6 +51,20 @@ class TrialRecord:
     measurement_status: str | None = None
     detail: str = ""
     duration_s: float | None = None
+
+
+@dataclass(frozen=True)
+class ProposalRecord:
+    """The planner's record of how a trial was proposed (columns for queries, and the whole provenance)."""
+
+    trial_id: int
+    planner: str
+    planner_version: str | None
+    seed: int | None
+    data_hash: str | None
+    acquisition: str | None
+    acquisition_value: float | None
+    provenance: Provenance
 
 
 def _reads(method: Callable[Concatenate[CampaignReads, P], R]) -> Callable[Concatenate[CampaignReads, P], R]:
@@ -147,13 +162,22 @@ class CampaignReads:
         return list(self._db.query("SELECT * FROM commands WHERE trial_id = ? ORDER BY id", [trial_id]))
 
     @_reads
-    def proposal(self, trial_id: int) -> dict | None:
+    def proposal(self, trial_id: int) -> ProposalRecord | None:
         """The planner's record for a trial (None for manual trials without provenance)."""
         self._trial_row(trial_id)
         row = next(self._db.query("SELECT * FROM proposals WHERE trial_id = ?", [trial_id]), None)
-        if row is not None:
-            row["provenance"] = json.loads(row["provenance"])
-        return row
+        if row is None:
+            return None
+        return ProposalRecord(
+            trial_id=trial_id,
+            planner=row["planner"],
+            planner_version=row["planner_version"],
+            seed=row["seed"],
+            data_hash=row["data_hash"],
+            acquisition=row["acquisition"],
+            acquisition_value=row["acquisition_value"],
+            provenance=Provenance.from_dict(json.loads(row["provenance"])),
+        )
 
     @_reads
     def artifacts(self, trial_id: int) -> dict[str, Any]:
@@ -183,7 +207,8 @@ class CampaignReads:
 
 
 def _read_trials(db: sqlite_utils.Database, states: list[str] | None, trial_id: int | None = None) -> list[TrialRecord]:
-    where, params = ["1"], []
+    where: list[str] = ["1"]
+    params: list[str | int] = []
     if states is not None:
         where.append(f"t.state IN ({', '.join('?' * len(states))})")
         params.extend(states)
@@ -231,7 +256,8 @@ def _read_trials(db: sqlite_utils.Database, states: list[str] | None, trial_id: 
 def _read_events(
     db: sqlite_utils.Database, trial_id: int | None, kinds: list[str] | None, limit: int | None
 ) -> list[dict]:
-    where, params = ["1"], []
+    where: list[str] = ["1"]
+    params: list[str | int] = []
     if trial_id is not None:
         where.append("trial_id = ?")
         params.append(trial_id)

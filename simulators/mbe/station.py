@@ -355,8 +355,12 @@ def best_rrr_over(
     axes = np.linspace(0.0, 1.0, 21)
     grid = np.stack(np.meshgrid(*[axes] * len(names), indexing="ij"), axis=-1).reshape(-1, len(names))
     start = grid[int(np.argmax([rrr_at(u) for u in grid]))]
+
+    def negative_rrr(unit: np.ndarray) -> float:
+        return -rrr_at(unit)
+
     polished = minimize(
-        lambda u: -rrr_at(u),
+        negative_rrr,
         start,
         method="Nelder-Mead",
         bounds=[(0.0, 1.0)] * len(names),

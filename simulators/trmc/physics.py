@@ -189,7 +189,7 @@ def choose_timebase(film: Film, excitation: Excitation, cavity: Cavity, n_points
 
 
 def carrier_fraction(
-    time_s: np.ndarray, weights: np.ndarray, k1: np.ndarray, kappa: np.ndarray
+    time_s: np.ndarray, weights: np.ndarray, k1: float | np.ndarray, kappa: float | np.ndarray
 ) -> np.ndarray:
     """u(t) = n(t)/n_gen for each row of (k1, kappa = k2 * n_gen), shape (rows, len(time_s)).
 

@@ -245,7 +245,7 @@ class TrmcProcessModel:
         observed = cavity_filter(u, time_s[1] - time_s[0], self.cavity.tau_cav_s)
         peak, _, _ = transient_figures(time_s, observed)
         values = peak * np.array([f.phi * f.sum_mu for f in films])
-        for i in np.flatnonzero(np.argmax(observed, axis=1) >= time_s.size - 2):
+        for i in np.flatnonzero(np.argmax(observed, axis=1) >= time_s.size - 2).tolist():
             values[i] = self.true_phi_sum_mu_max(points[i])
         return values
 
@@ -289,7 +289,7 @@ def _maximize(
     spins = list(range(low, high + 1, step))
     bounds = [box.acceptor_fraction, box.anneal_temp, box.anneal_time]
     axes = [np.linspace(lo, hi, n) for (lo, hi), n in zip(bounds, (9, 12, 8), strict=True)]
-    grid = [
+    grid: list[dict[str, Value]] = [
         {**dict(zip(_CONTINUOUS, map(float, x), strict=True)), "spin_speed": s, "solvent": solvent}
         for solvent in box.solvents
         for s in spins[:: max(1, len(spins) // 8)]
@@ -332,13 +332,17 @@ def _refine_continuous(
     def objective(z: np.ndarray) -> float:
         return -math.log(max(float(model.peak_values([point(z)])[0]), 1e-30))
 
+    def holds(c: Constraint) -> Callable[[np.ndarray], float]:
+        """`c` as COBYLA's inequality: >= 0 where the constraint holds."""
+        return lambda z: -c(point(z))
+
     z0 = (np.array([float(start[n]) for n in _CONTINUOUS]) - lows) / spans
     result = minimize(
         objective,
         z0,
         method="COBYLA",
         bounds=[(0.0, 1.0)] * 3,
-        constraints=[{"type": "ineq", "fun": lambda z, c=c: -c(point(z))} for c in constraints],
+        constraints=[{"type": "ineq", "fun": holds(c)} for c in constraints],
         options={"rhobeg": 0.1, "tol": 1e-4, "maxiter": 300},
     )
     candidate = point(result.x)

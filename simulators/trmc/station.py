@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 
 from closedloop.drivers.base import DriverDescription, InstrumentContext, Measurement, Value
 from closedloop.drivers.trmc import TRMC_DESCRIPTION, TRMC_ENVELOPE
 from closedloop.simulators.trmc.physics import Acquisition, Cavity, simulate_transient
-from closedloop.simulators.trmc.process import Constraint, SearchBox, TrmcProcessModel
+from closedloop.simulators.trmc.process import DEFAULT_FLUENCE, Constraint, SearchBox, TrmcProcessModel
 
 ANALYSIS_NAME = "trmc-sim-truth"
 ANALYSIS_VERSION = "1.0"
@@ -54,8 +55,11 @@ class SimulatedTrmcStation:
         self.name = name
         self.averages = int(averages)
         self.wavelength = wavelength
-        kwargs = {} if fluence is None else {"fluence": fluence}
-        self.model = TrmcProcessModel(wavelength=wavelength, failure_rate_scale=failure_rate_scale, **kwargs)
+        self.model = TrmcProcessModel(
+            wavelength=wavelength,
+            failure_rate_scale=failure_rate_scale,
+            fluence=DEFAULT_FLUENCE if fluence is None else fluence,
+        )
         self.closed = False
 
     def describe(self) -> DriverDescription:
@@ -101,7 +105,7 @@ class SimulatedTrmcStation:
         ctx.journal(
             "rx", f"CURVE {transient.time_s.size} POINTS DT {transient.time_s[1] - transient.time_s[0]:.3e} S"
         )
-        common = {
+        common: dict[str, Any] = {
             "artifacts": {
                 "time_s": transient.time_s.astype(np.float64),
                 "dPr_over_Pr": transient.dPr_over_Pr.astype(np.float64),

@@ -1,0 +1,140 @@
+"""`closedloop validate PROTOCOL...`: check protocol files before any hardware moves; with --dry-run, run
+each campaign against its simulator too (`controller.cli.dryrun`)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import click
+
+from closedloop.controller.cli.exit_codes import EXIT_BAD_INPUT, EXIT_OK
+from closedloop.controller.protocol.model import ProtocolError, load_protocol
+from closedloop.controller.protocol.validate import validate_protocol
+
+
+@click.command("validate")
+@click.argument("protocols", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document (a list of per-file results).")
+@click.option("--dry-run", is_flag=True, help="Then run each campaign against the instrument's simulator, in virtual time.")
+@click.option("--port", help="With --dry-run: the emulator's port (`closedloop emulate MODEL --pty` prints it).")
+@click.option("--time-scale", type=float, help="With --port: the emulator's --time-scale.")
+@click.option("--seed", type=int, help="With --dry-run: override the protocol's planner seed.")
+@click.option("--scratch-dir", type=click.Path(file_okay=False), help="With --dry-run: keep the dry-run campaign files here.")
+def validate_command(
+    protocols: tuple[Path, ...], as_json: bool, dry_run: bool, port: str | None, time_scale: float | None,
+    seed: int | None, scratch_dir: str | None,
+) -> None:
+    """Check protocol files before any hardware moves: schema, units, safety envelope, constraint
+    feasibility, objectives, budget and candidate table. Exit 0 if every file is valid, 2 otherwise.
+
+    With --dry-run, each valid file's whole campaign then runs through the real engine and driver against
+    the instrument's simulator: exit 1 if a safety or consistency problem appears."""
+    if not dry_run:
+        extra = [name for name, given in (("--port", port), ("--time-scale", time_scale), ("--seed", seed),
+                                          ("--scratch-dir", scratch_dir)) if given is not None]
+        if extra:
+            raise click.UsageError(f"{', '.join(extra)} only apply with --dry-run")
+        sys.exit(run_validate(protocols, as_json=as_json))
+    if time_scale is not None and port is None:
+        raise click.UsageError("--time-scale paces the dry run with an emulator on --port; give --port too")
+    from closedloop.controller.cli.dryrun import run_dry_runs
+
+    sys.exit(run_dry_runs(protocols, validate_file, _problem_line, as_json=as_json, port=port,
+                          time_scale=time_scale, seed=seed, scratch_dir=scratch_dir))
+
+
+def validate_file(path: Path) -> dict[str, Any]:
+    """One file's result: {"file", "valid", "problems": [{file, line, col, field, message}], "summary"}."""
+    try:
+        protocol = load_protocol(path)
+    except OSError as e:
+        reason = e.strerror or str(e)
+        return _result(path, [{"file": str(path), "line": None, "col": None, "field": "", "message": f"cannot read: {reason}"}])
+    except ProtocolError as e:
+        return _result(path, [vars(p) for p in e.problems])
+    report = validate_protocol(protocol)
+    return _result(path, [vars(p) for p in report.problems], report.summary)
+
+
+def run_validate(paths: Sequence[Path], *, as_json: bool = False) -> int:
+    """Validate each file, print the outcome (problems to stderr, summaries to stdout), return the exit code."""
+    results = [validate_file(Path(p)) for p in paths]
+    if as_json:
+        click.echo(json.dumps(results, indent=2, default=str))
+    else:
+        for result in results:
+            if result["valid"]:
+                click.echo(format_summary(result["file"], result["summary"]))
+            for problem in result["problems"]:
+                click.echo(_problem_line(problem), err=True)
+    return EXIT_OK if all(r["valid"] for r in results) else EXIT_BAD_INPUT
+
+
+def _result(path: Path, problems: list[dict[str, Any]], summary: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {"file": str(path), "valid": not problems, "problems": problems, "summary": summary if not problems else None}
+
+
+def _problem_line(problem: dict[str, Any]) -> str:
+    if problem["line"] is None:
+        return f"{problem['file']}: {problem['message']}"
+    where = f"{problem['file']}:{problem['line']}:{problem['col']}"
+    return f"{where}: {problem['field']}: {problem['message']}" if problem["field"] else f"{where}: {problem['message']}"
+
+
+def format_summary(file: str, s: dict[str, Any]) -> str:
+    """The short human summary `closedloop validate` prints for a valid protocol."""
+    lines = [f"{file}: valid: {s['name']}" + (f" ({s['description']})" if s["description"] else ""), "  parameters:"]
+    width = max(len(p["name"]) for p in s["parameters"])
+    for p in s["parameters"]:
+        lines.append(f"    {p['name']:<{width}}  {p['type']:<6}  {_range(p)}")
+    if s["constraints"]:
+        lines.append(f"  constraints ({'feasible' if s['feasible'] else 'INFEASIBLE'}):")
+        lines += [f"    {c['text']}" + ("   (always holds inside the bounds)" if c["redundant"] else "") for c in s["constraints"]]
+    lines.append("  objectives:")
+    for o in s["objectives"]:
+        extras = ["log scale" if o["log"] else "", f"target {o['target']:g} {o['unit']}".rstrip() if o["target"] is not None else ""]
+        lines.append(f"    {o['direction']} {o['name']}{_unit(o['unit'])}" + "".join(f", {x}" for x in extras if x))
+    lines += [f"    subject to {text}" for text in s["outcome_constraints"]]
+    instrument = s["instrument"]
+    measured = ", ".join(f"{name} [{unit}]" if unit else name for name, unit in instrument["measures"].items())
+    lines.append(f"  instrument: {instrument['driver']} at {instrument['connection'] or 'an in-process simulator'}; measures {measured}")
+    if s["envelope_margins"]:
+        lines.append("  envelope margins (distance from each bound to the instrument's limit):")
+        for m in s["envelope_margins"]:
+            below = "-" if m["low_margin"] is None else f"{m['low_margin']:g}"
+            above = "-" if m["high_margin"] is None else f"{m['high_margin']:g}"
+            lines.append(f"    {m['parameter']:<{width}}  {below} below, {above} above {m['unit']}".rstrip())
+    budget, planner = s["budget"], s["planner"]
+    wall = f", at most {_duration(budget['wall_time_s'])}" if budget["wall_time_s"] is not None else ""
+    lines.append(f"  budget: {budget['trials']} trials ({planner['initial']} initial, {planner['method']}){wall}; approval: {s['approval']}")
+    if s["candidates"]:
+        lines.append(f"  pool: {s['candidates']['rows']} candidate rows from {s['candidates']['path']}")
+    lines += [f"  note: {note}" for note in s["notes"]]
+    return "\n".join(lines)
+
+
+def _range(p: dict[str, Any]) -> str:
+    if p["type"] == "choice":
+        return " | ".join(p["values"])
+    if p["type"] == "fixed":
+        value = p["value"]
+        return f"{value:g} {p['unit']}".rstrip() if isinstance(value, float) else str(value)
+    text = f"{p['low']:g} .. {p['high']:g} {p['unit']}".rstrip()
+    if p["type"] == "int" and p["step"] != 1:
+        text += f", step {p['step']}"
+    return text + (", log scale" if p.get("log") else "")
+
+
+def _unit(unit: str) -> str:
+    return f" [{unit}]" if unit else ""
+
+
+def _duration(seconds: float) -> str:
+    for size, name in ((86400, "day"), (3600, "h"), (60, "min")):
+        if seconds >= size:
+            return f"{seconds / size:g} {name}"
+    return f"{seconds:g} s"

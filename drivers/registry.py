@@ -1,0 +1,73 @@
+"""The drivers a protocol can name in `instrument.driver`, by name.
+
+Adding a driver: write it in its own module(s) with its envelope and options model, and add one
+`DriverEntry` here. Nothing else in the project names a driver. Each entry imports its driver only when
+a campaign connects to it, so `closedloop validate` never loads what only a running instrument needs.
+"""
+
+from __future__ import annotations
+
+from difflib import get_close_matches
+from typing import Any
+
+from closedloop.drivers.base import Driver, DriverEntry
+from closedloop.drivers.mbe import MBE_DESCRIPTION, MbeOptions
+from closedloop.drivers.serial_config import SerialInstrumentConfig
+from closedloop.drivers.trmc import TRMC_DESCRIPTION, TrmcOptions
+
+
+def _serial(connection: str, config: SerialInstrumentConfig) -> Driver:
+    from closedloop.drivers.serial_driver import SerialInstrumentDriver
+
+    return SerialInstrumentDriver(config.model_copy(update={"connection": connection}))
+
+
+def _trmc(connection: str, options: TrmcOptions) -> Driver:
+    from closedloop.drivers.trmc_driver import TrmcDriver  # scipy, for the transient analysis
+
+    return TrmcDriver(connection, options)
+
+
+def _mbe(connection: str, options: MbeOptions) -> Driver:
+    from closedloop.drivers.mbe_driver import MbeDriver
+
+    return MbeDriver(connection, options)
+
+
+SERIAL = DriverEntry(
+    name="serial",
+    summary="a generic serial/SCPI instrument described in the protocol (set, start, wait, measure, envelope)",
+    config=SerialInstrumentConfig,
+    describe=SerialInstrumentConfig.describe,
+    connect=_serial,
+    emulator="furnace",
+    section=True,
+)
+TRMC = DriverEntry(
+    name="trmc",
+    summary="TRMC station: spin-coat, anneal, microwave photoconductance transient",
+    config=TrmcOptions,
+    describe=lambda options: TRMC_DESCRIPTION,
+    connect=_trmc,
+    emulator="trmc",
+)
+MBE = DriverEntry(
+    name="mbe",
+    summary="oxide MBE growth controller: cells, substrate, ozone, shutters, RHEED, ex-situ results",
+    config=MbeOptions,
+    describe=lambda options: MBE_DESCRIPTION,
+    connect=_mbe,
+    emulator="mbe",
+)
+
+DRIVERS: dict[str, DriverEntry[Any]] = {entry.name: entry for entry in (SERIAL, TRMC, MBE)}
+
+
+def driver_entry(name: str) -> DriverEntry[Any]:
+    """The registered driver `name`; KeyError naming the known ones (and the closest) otherwise."""
+    try:
+        return DRIVERS[name]
+    except KeyError:
+        close = get_close_matches(name, list(DRIVERS), n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        raise KeyError(f"unknown driver {name!r}; {hint}known drivers: {', '.join(sorted(DRIVERS))}") from None
