@@ -26,11 +26,11 @@ demo: $(STAMP)
 
 # Everything: lint, type check, every test (slow end-to-end ones included). CI runs this.
 test: lint typecheck
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2
 
 # The inner loop: lint and the tests not marked slow (real subprocess campaigns, kill-and-resume, ...).
 test-fast: lint
-	$(BIN)/python -m pytest -q -m "not slow"
+	$(BIN)/python -m pytest -q -n 2 -m "not slow"
 
 lint: $(STAMP)
 	$(BIN)/ruff check $(SOURCES)

@@ -1,0 +1,66 @@
+"""Campaign files written before the restructure (issue #18) open, report, resume and audit today.
+
+tests/data/legacy/ holds a TRMC campaign written by closedloop 0.1.0 and SIGKILLed while trial 6 was
+running (how it was made is in its README). Each test works on a copy: the fixture stays as it was written.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from closedloop.controller.campaign import Campaign
+from closedloop.controller.engine.halts import HaltKind
+from closedloop.controller.offline.audit import audit
+from tests import paths
+
+LEGACY = paths.DATA / "legacy" / "trmc-killed-v0.1.0.sqlite"
+
+
+@pytest.fixture
+def legacy(tmp_path: Path) -> Path:
+    copy = tmp_path / "old.sqlite"
+    shutil.copy(LEGACY, copy)
+    return copy
+
+
+def test_the_fixture_is_what_its_readme_says() -> None:
+    with sqlite3.connect(f"file:{LEGACY}?mode=ro", uri=True) as db:
+        states = dict(db.execute("SELECT id, state FROM trials").fetchall())
+        versions = db.execute("SELECT versions FROM campaign").fetchone()[0]
+    assert states == {1: "failed", 2: "measured", 3: "measured", 4: "measured", 5: "failed", 6: "running"}
+    assert "closedloop" in versions
+
+
+def test_an_old_file_opens_and_reports_its_status(legacy: Path) -> None:
+    with Campaign.open(legacy) as c:
+        status = c.status()
+        proposal = c.store.proposal(6)
+    assert (status["status"], status["results"], status["budget"]) == ("running", 5, 10)
+    assert status["counts"] == {"failed": 2, "measured": 3, "running": 1}
+    assert status["best"]["values"]["phi_sum_mu_max"] == pytest.approx(0.000978674, rel=1e-5)
+    assert proposal is not None and proposal.provenance.design == "model" and proposal.provenance.seed is not None
+
+
+@pytest.mark.slow
+def test_an_old_file_audits_every_proposal_identically(legacy: Path) -> None:
+    report = audit(legacy)
+    assert report.all_match and report.matched == 6, report.lines()
+
+
+@pytest.mark.slow
+def test_an_old_killed_campaign_resumes_to_its_budget(legacy: Path) -> None:
+    with Campaign.open(legacy, writer=True) as c:
+        halt = c.resume()
+        trials = c.store.trials()
+        kinds = [e["kind"] for e in c.store.events()]
+    assert halt.kind is HaltKind.BUDGET and halt.text == "budget: 10 of 10 trials done"
+    # Trial 6 was running when the process died: abandoned, journaled, and run again as a retry.
+    assert trials[5].state == "abandoned" and trials[5].detail.startswith("interrupted")
+    retry = next(t for t in trials if t.retry_of == 6)
+    assert retry.conditions == trials[5].conditions and retry.state in ("measured", "failed")
+    assert sum(t.state in ("measured", "failed") for t in trials) == 10
+    assert "resume" in kinds and kinds[-1] == "stop"
