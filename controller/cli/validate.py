@@ -13,7 +13,8 @@ import click
 
 from closedloop.controller.cli.exit_codes import EXIT_BAD_INPUT, EXIT_OK
 from closedloop.controller.protocol.model import ProtocolError, load_protocol
-from closedloop.controller.protocol.validate import validate_protocol
+from closedloop.controller.protocol.summary import ParameterSummary, ValidationSummary
+from closedloop.controller.protocol.validate import ValidationReport, validate_protocol
 
 
 @click.command("validate")
@@ -48,7 +49,13 @@ def validate_command(
 
 
 def validate_file(path: Path) -> dict[str, Any]:
-    """One file's result: {"file", "valid", "problems": [{file, line, col, field, message}], "summary"}."""
+    """One file's result as `--json` prints it: {"file", "valid", "problems", "summary"}."""
+    return check_file(path)[0]
+
+
+def check_file(path: Path) -> tuple[dict[str, Any], ValidationSummary | None]:
+    """One file's result ({"file", "valid", "problems": [{file, line, col, field, message}], "summary"}) and
+    its summary as a record (None when the file is not valid)."""
     try:
         protocol = load_protocol(path)
     except OSError as e:
@@ -57,25 +64,31 @@ def validate_file(path: Path) -> dict[str, Any]:
     except ProtocolError as e:
         return _result(path, [vars(p) for p in e.problems])
     report = validate_protocol(protocol)
-    return _result(path, [vars(p) for p in report.problems], report.summary)
+    return _result(path, [vars(p) for p in report.problems], report)
 
 
 def run_validate(paths: Sequence[Path], *, as_json: bool = False) -> int:
     """Validate each file, print the outcome (problems to stderr, summaries to stdout), return the exit code."""
-    results = [validate_file(Path(p)) for p in paths]
+    checked = [check_file(Path(p)) for p in paths]
+    results = [result for result, _ in checked]
     if as_json:
         click.echo(json.dumps(results, indent=2, default=str))
     else:
-        for result in results:
-            if result["valid"]:
-                click.echo(format_summary(result["file"], result["summary"]))
+        for result, summary in checked:
+            if summary is not None:
+                click.echo(format_summary(result["file"], summary))
             for problem in result["problems"]:
                 click.echo(_problem_line(problem), err=True)
     return EXIT_OK if all(r["valid"] for r in results) else EXIT_BAD_INPUT
 
 
-def _result(path: Path, problems: list[dict[str, Any]], summary: dict[str, Any] | None = None) -> dict[str, Any]:
-    return {"file": str(path), "valid": not problems, "problems": problems, "summary": summary if not problems else None}
+def _result(
+    path: Path, problems: list[dict[str, Any]], report: ValidationReport | None = None
+) -> tuple[dict[str, Any], ValidationSummary | None]:
+    summary = report.summary if report is not None and not problems else None
+    result = {"file": str(path), "valid": not problems, "problems": problems,
+              "summary": None if summary is None else summary.to_dict()}
+    return result, summary
 
 
 def _problem_line(problem: dict[str, Any]) -> str:
@@ -85,48 +98,47 @@ def _problem_line(problem: dict[str, Any]) -> str:
     return f"{where}: {problem['field']}: {problem['message']}" if problem["field"] else f"{where}: {problem['message']}"
 
 
-def format_summary(file: str, s: dict[str, Any]) -> str:
+def format_summary(file: str, s: ValidationSummary) -> str:
     """The short human summary `closedloop validate` prints for a valid protocol."""
-    lines = [f"{file}: valid: {s['name']}" + (f" ({s['description']})" if s["description"] else ""), "  parameters:"]
-    width = max(len(p["name"]) for p in s["parameters"])
-    for p in s["parameters"]:
-        lines.append(f"    {p['name']:<{width}}  {p['type']:<6}  {_range(p)}")
-    if s["constraints"]:
-        lines.append(f"  constraints ({'feasible' if s['feasible'] else 'INFEASIBLE'}):")
-        lines += [f"    {c['text']}" + ("   (always holds inside the bounds)" if c["redundant"] else "") for c in s["constraints"]]
+    lines = [f"{file}: valid: {s.name}" + (f" ({s.description})" if s.description else ""), "  parameters:"]
+    width = max(len(p.name) for p in s.parameters)
+    for p in s.parameters:
+        lines.append(f"    {p.name:<{width}}  {p.type:<6}  {_range(p)}")
+    if s.constraints:
+        lines.append(f"  constraints ({'feasible' if s.feasible else 'INFEASIBLE'}):")
+        lines += [f"    {c.text}" + ("   (always holds inside the bounds)" if c.redundant else "") for c in s.constraints]
     lines.append("  objectives:")
-    for o in s["objectives"]:
-        extras = ["log scale" if o["log"] else "", f"target {o['target']:g} {o['unit']}".rstrip() if o["target"] is not None else ""]
-        lines.append(f"    {o['direction']} {o['name']}{_unit(o['unit'])}" + "".join(f", {x}" for x in extras if x))
-    lines += [f"    subject to {text}" for text in s["outcome_constraints"]]
-    instrument = s["instrument"]
-    measured = ", ".join(f"{name} [{unit}]" if unit else name for name, unit in instrument["measures"].items())
-    lines.append(f"  instrument: {instrument['driver']} at {instrument['connection'] or 'an in-process simulator'}; measures {measured}")
-    if s["envelope_margins"]:
+    for o in s.objectives:
+        extras = ["log scale" if o.log else "", f"target {o.target:g} {o.unit}".rstrip() if o.target is not None else ""]
+        lines.append(f"    {o.direction} {o.name}{_unit(o.unit)}" + "".join(f", {x}" for x in extras if x))
+    lines += [f"    subject to {text}" for text in s.outcome_constraints]
+    measured = ", ".join(f"{name} [{unit}]" if unit else name for name, unit in s.instrument.measures.items())
+    where = s.instrument.connection or "an in-process simulator"
+    lines.append(f"  instrument: {s.instrument.driver} at {where}; measures {measured}")
+    if s.envelope_margins:
         lines.append("  envelope margins (distance from each bound to the instrument's limit):")
-        for m in s["envelope_margins"]:
-            below = "-" if m["low_margin"] is None else f"{m['low_margin']:g}"
-            above = "-" if m["high_margin"] is None else f"{m['high_margin']:g}"
-            lines.append(f"    {m['parameter']:<{width}}  {below} below, {above} above {m['unit']}".rstrip())
-    budget, planner = s["budget"], s["planner"]
-    wall = f", at most {_duration(budget['wall_time_s'])}" if budget["wall_time_s"] is not None else ""
-    lines.append(f"  budget: {budget['trials']} trials ({planner['initial']} initial, {planner['method']}){wall}; approval: {s['approval']}")
-    if s["candidates"]:
-        lines.append(f"  pool: {s['candidates']['rows']} candidate rows from {s['candidates']['path']}")
-    lines += [f"  note: {note}" for note in s["notes"]]
+        for m in s.envelope_margins:
+            below = "-" if m.low_margin is None else f"{m.low_margin:g}"
+            above = "-" if m.high_margin is None else f"{m.high_margin:g}"
+            lines.append(f"    {m.parameter:<{width}}  {below} below, {above} above {m.unit}".rstrip())
+    wall = f", at most {_duration(s.budget.wall_time_s)}" if s.budget.wall_time_s is not None else ""
+    lines.append(f"  budget: {s.budget.trials} trials ({s.planner.initial} initial, {s.planner.method}){wall}; "
+                 f"approval: {s.approval}")
+    if s.candidates:
+        lines.append(f"  pool: {s.candidates.rows} candidate rows from {s.candidates.path}")
+    lines += [f"  note: {note}" for note in s.notes]
     return "\n".join(lines)
 
 
-def _range(p: dict[str, Any]) -> str:
-    if p["type"] == "choice":
-        return " | ".join(p["values"])
-    if p["type"] == "fixed":
-        value = p["value"]
-        return f"{value:g} {p['unit']}".rstrip() if isinstance(value, float) else str(value)
-    text = f"{p['low']:g} .. {p['high']:g} {p['unit']}".rstrip()
-    if p["type"] == "int" and p["step"] != 1:
-        text += f", step {p['step']}"
-    return text + (", log scale" if p.get("log") else "")
+def _range(p: ParameterSummary) -> str:
+    if p.type == "choice":
+        return " | ".join(p.values or ())
+    if p.type == "fixed":
+        return f"{p.value:g} {p.unit}".rstrip() if isinstance(p.value, float) else str(p.value)
+    text = f"{p.low:g} .. {p.high:g} {p.unit}".rstrip()
+    if p.type == "int" and p.step != 1:
+        text += f", step {p.step}"
+    return text + (", log scale" if p.log else "")
 
 
 def _unit(unit: str) -> str:

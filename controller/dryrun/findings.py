@@ -12,6 +12,8 @@ from closedloop.controller.engine.events import Abandonment, EngineEvent, Propos
 from closedloop.controller.engine.halts import Halt, HaltKind
 from closedloop.controller.protocol.model import Protocol
 from closedloop.planners.encoding import SpaceEncoding
+from closedloop.simulators.registry import SimulatedMbeOptions
+from closedloop.simulators.testfunctions import FunctionOptions
 
 
 def find_problems(
@@ -43,8 +45,9 @@ def find_problems(
 
 def _injects_faults(protocol: Protocol) -> bool:
     options = protocol.instrument_options()
-    fault_rate = float(getattr(options, "fault_rate", 0.0) or 0.0)  # the simulated instruments' own faults
-    return bool(protocol.station_options().faults) or fault_rate > 0
+    # Simulated instruments may fail on purpose too (their own fault_rate option).
+    simulated_faults = isinstance(options, FunctionOptions | SimulatedMbeOptions) and options.fault_rate > 0
+    return bool(protocol.station_options().faults) or simulated_faults
 
 
 def add_warnings(

@@ -298,7 +298,10 @@ class DeclaredInstrumentSection(Section):
 
 
 def _instrument_kind(section: Any) -> str:
-    driver = section.get("driver") if isinstance(section, dict) else getattr(section, "driver", None)
+    if isinstance(section, dict):
+        driver = section.get("driver")
+    else:
+        driver = section.driver if isinstance(section, SerialInstrumentConfig | DeclaredInstrumentSection) else None
     entry = DRIVERS.get(driver) if isinstance(driver, str) else None
     # A driver described in the protocol (serial) validates the whole section with its own model.
     return entry.config.__name__ if entry is not None and entry.section else DeclaredInstrumentSection.__name__

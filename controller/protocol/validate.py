@@ -23,6 +23,17 @@ from closedloop.controller.protocol.instruments import (
 )
 from closedloop.controller.protocol.model import Protocol
 from closedloop.controller.protocol.sections import ChoiceSpec, FixedSpec, FloatSpec, IntSpec
+from closedloop.controller.protocol.summary import (
+    BudgetSummary,
+    CandidatesSummary,
+    ConstraintSummary,
+    EnvelopeMargin,
+    InstrumentSummary,
+    ObjectiveSummary,
+    ParameterSummary,
+    PlannerSummary,
+    ValidationSummary,
+)
 from closedloop.controller.protocol.yaml_source import FieldPath, ProtocolError, ProtocolProblem
 from closedloop.drivers.base import DriverDescription, Limit
 from closedloop.drivers.serial_config import SerialInstrumentConfig
@@ -38,7 +49,7 @@ _TOLERANCE = 1e-9  # relative: unit conversion round-off must not turn 250 degC 
 @dataclass
 class ValidationReport:
     problems: list[ProtocolProblem]
-    summary: dict[str, Any]
+    summary: ValidationSummary
 
     @property
     def valid(self) -> bool:
@@ -51,7 +62,7 @@ class _Findings:
 
     protocol: Protocol
     problems: list[ProtocolProblem] = field(default_factory=list)
-    margins: list[dict[str, Any]] = field(default_factory=list)
+    margins: list[EnvelopeMargin] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
     def add(self, path: FieldPath, message: str) -> None:
@@ -145,11 +156,11 @@ def _check_parameter(found: _Findings, name: str, spec: Any, limit: Limit, instr
         _check_limit(found, (*at, key), label, inside[key], limit, instrument)
     low, high = min(inside.values()), max(inside.values())
     if limit.min is not None or limit.max is not None:
-        found.margins.append({
-            "parameter": name, "unit": limit.unit, "low": low, "high": high, "min": limit.min, "max": limit.max,
-            "low_margin": None if limit.min is None else low - limit.min,
-            "high_margin": None if limit.max is None else limit.max - high,
-        })
+        found.margins.append(EnvelopeMargin(
+            name, limit.unit, low, high, limit.min, limit.max,
+            low_margin=None if limit.min is None else low - limit.min,
+            high_margin=None if limit.max is None else limit.max - high,
+        ))
     if limit.max_step is not None and high - low > limit.max_step:
         found.notes.append(f"{name}: the range spans {_show(high - low, limit.unit)} but setpoints may change by at most "
                            f"{_show(limit.max_step, limit.unit)} per trial; larger jumps are refused at dispatch")
@@ -206,7 +217,14 @@ def _check_objectives(found: _Findings, description: DriverDescription) -> None:
 # --- constraints: a linear program over the bounds ---
 
 
-def _check_feasibility(found: _Findings) -> dict[str, Any]:
+@dataclass(frozen=True)
+class _Feasibility:
+    feasible: bool
+    constraints: list[ConstraintSummary]
+    example: dict[str, float] | None
+
+
+def _check_feasibility(found: _Findings) -> _Feasibility:
     protocol = found.protocol
     box = {n: (s.low, s.high) for n, s in protocol.space.items() if isinstance(s, FloatSpec | IntSpec)}
     constraints = protocol.linear_constraints()
@@ -214,15 +232,14 @@ def _check_feasibility(found: _Findings) -> dict[str, Any]:
     for i, c in enumerate(constraints):
         lo = sum(min(k * box[n][0], k * box[n][1]) for n, k in c.coefficients.items())
         hi = sum(max(k * box[n][0], k * box[n][1]) for n, k in c.coefficients.items())
-        rows.append({"text": c.text, "kind": c.kind, "rhs": c.rhs, "lhs_range": [lo, hi],
-                     "redundant": c.kind == "<=" and hi <= c.rhs})
+        rows.append(ConstraintSummary(c.text, c.kind, c.rhs, (lo, hi), redundant=c.kind == "<=" and hi <= c.rhs))
         if (c.kind == "<=" and lo > c.rhs) or (c.kind == "==" and not lo <= c.rhs <= hi):
             found.add(("constraints", i), f"cannot hold inside the parameter bounds: the left side ranges over "
                       f"[{lo:g}, {hi:g}] there, the right side is {c.rhs:g}")
         else:
             satisfiable.append(c)
     if not constraints:
-        return {"feasible": True, "constraints": rows, "example": None}
+        return _Feasibility(True, rows, None)
     # Each remaining constraint holds somewhere in the box; a linear program tells whether all do at once.
     names = list(box)
     a_ub, b_ub = _stack(satisfiable, "<=", names)
@@ -235,7 +252,7 @@ def _check_feasibility(found: _Findings) -> dict[str, Any]:
                   "(the linear program has no solution); relax a constraint or widen the bounds")
     feasible = result.status == 0 and len(satisfiable) == len(constraints)
     example = dict(zip(names, map(float, result.x), strict=True)) if feasible and result.x is not None else None
-    return {"feasible": feasible, "constraints": rows, "example": example}
+    return _Feasibility(feasible, rows, example)
 
 
 def _stack(constraints: Sequence[LinearConstraint], kind: str, names: list[str]) -> tuple[np.ndarray | None, np.ndarray | None]:
@@ -297,36 +314,41 @@ def _check_column(found: _Findings, name: str, spec: Any, column: pd.Series) -> 
 # --- summary ---
 
 
-def _summary(found: _Findings, description: DriverDescription | None, feasibility: dict[str, Any], rows: int | None) -> dict[str, Any]:
+def _summary(
+    found: _Findings, description: DriverDescription | None, feasibility: _Feasibility, rows: int | None
+) -> ValidationSummary:
     p = found.protocol
-    parameters = []
-    for name, spec in p.space.items():
-        entry: dict[str, Any] = {"name": name, **spec.model_dump(exclude_defaults=False)}
-        parameters.append(entry)
-    return {
-        "name": p.name,
-        "description": p.description,
-        "file": str(p.path) if p.path else None,
-        "sha256": p.sha256,
-        "parameters": parameters,
-        "constraints": feasibility["constraints"],
-        "feasible": feasibility["feasible"],
-        "feasible_example": feasibility["example"],
-        "objectives": [{"name": n, **s.model_dump()} for n, s in p.objectives.items()],
-        "outcome_constraints": list(p.outcome_constraints),
-        "instrument": {
-            "driver": p.instrument.driver,
-            "connection": p.instrument.connection,
-            "measures": dict(description.measures) if description else {},
-        },
-        "envelope_margins": found.margins,
-        "planner": {"initial": p.planner.initial.n, "method": p.planner.initial.method, "acquisition": p.planner.acquisition,
-                    "batch_size": p.planner.batch_size, "seed": p.planner.seed},
-        "budget": {"trials": p.budget.trials, "wall_time_s": p.budget.wall_time},
-        "approval": p.approval.mode,
-        "candidates": None if rows is None else {"path": str(p.candidates_path), "rows": rows},
-        "notes": found.notes,
-    }
+    return ValidationSummary(
+        name=p.name,
+        description=p.description,
+        file=str(p.path) if p.path else None,
+        sha256=p.sha256,
+        parameters=[_parameter(name, spec) for name, spec in p.space.items()],
+        constraints=feasibility.constraints,
+        feasible=feasibility.feasible,
+        feasible_example=feasibility.example,
+        objectives=[ObjectiveSummary(n, s.direction, s.unit, s.log, s.target) for n, s in p.objectives.items()],
+        outcome_constraints=list(p.outcome_constraints),
+        instrument=InstrumentSummary(p.instrument.driver, p.instrument.connection,
+                                     dict(description.measures) if description else {}),
+        envelope_margins=found.margins,
+        planner=PlannerSummary(p.planner.initial.n, p.planner.initial.method, p.planner.acquisition,
+                               p.planner.batch_size, p.planner.seed),
+        budget=BudgetSummary(p.budget.trials, p.budget.wall_time),
+        approval=p.approval.mode,
+        candidates=None if rows is None else CandidatesSummary(str(p.candidates_path), rows),
+        notes=found.notes,
+    )
+
+
+def _parameter(name: str, spec: Any) -> ParameterSummary:
+    if isinstance(spec, ChoiceSpec):
+        return ParameterSummary(name, "choice", values=tuple(spec.values))
+    if isinstance(spec, FixedSpec):
+        return ParameterSummary(name, "fixed", spec.unit, value=spec.value)
+    if isinstance(spec, IntSpec):
+        return ParameterSummary(name, "int", spec.unit, spec.low, spec.high, step=spec.step)
+    return ParameterSummary(name, "float", spec.unit, spec.low, spec.high, log=spec.log)
 
 
 def _units_agree(a: str, b: str) -> bool:

@@ -33,7 +33,7 @@ def test_the_example_protocols_ship() -> None:
 def test_every_example_protocol_is_valid(path: Path) -> None:
     report = validate_protocol(load_protocol(path))
     assert report.valid, [str(p) for p in report.problems]
-    assert report.summary["feasible"] is True
+    assert report.summary.feasible is True
 
 
 def test_summary_of_the_trmc_example() -> None:
@@ -58,10 +58,10 @@ def test_margins_are_in_the_envelope_unit_when_the_protocol_uses_another(tmp_pat
     text = text.replace("anneal_temp + 2 * anneal_time <= 220", "anneal_temp + 2 * anneal_time <= 500")
     report = validate_protocol(parse_protocol_text(text, tmp_path / "k.yaml"))
     assert report.valid, [str(p) for p in report.problems]
-    (margin,) = [m for m in report.summary["envelope_margins"] if m["parameter"] == "anneal_temp"]
-    assert margin["unit"] == "degC"
-    assert margin["low_margin"] == pytest.approx(350 - 273.15 - 20)
-    assert margin["high_margin"] == pytest.approx(250 - (450 - 273.15))
+    (margin,) = [m for m in report.summary.envelope_margins if m.parameter == "anneal_temp"]
+    assert margin.unit == "degC"
+    assert margin.low_margin == pytest.approx(350 - 273.15 - 20)
+    assert margin.high_margin == pytest.approx(250 - (450 - 273.15))
 
 
 def test_feasible_region_is_proved_with_a_point_that_satisfies_every_constraint(tmp_path: Path) -> None:
@@ -72,10 +72,10 @@ def test_feasible_region_is_proved_with_a_point_that_satisfies_every_constraint(
     protocol = parse_protocol_text(text, tmp_path / "c.yaml")
     report = validate_protocol(protocol)
     assert report.valid
-    point = report.summary["feasible_example"]
+    point = report.summary.feasible_example
     space = protocol.to_problem().space
     assert all(c.holds(point) for c in space.constraints)
-    assert [c["redundant"] for c in report.summary["constraints"]] == [False, False, True]
+    assert [c.redundant for c in report.summary.constraints] == [False, False, True]
 
 
 def test_json_output_is_one_document_for_all_files(tmp_path: Path) -> None:
@@ -102,7 +102,7 @@ def test_step_limits_narrower_than_the_range_are_noted(tmp_path: Path) -> None:
     text = (ROOT / "protocols" / "serial_furnace.yaml").read_text().replace("max_step: 300", "max_step: 100")
     report = validate_protocol(parse_protocol_text(text, tmp_path / "s.yaml"))
     assert report.valid
-    assert any("anneal_temp: the range spans 250 degC" in note and "at most 100 degC" in note for note in report.summary["notes"])
+    assert any("anneal_temp: the range spans 250 degC" in note and "at most 100 degC" in note for note in report.summary.notes)
 
 
 def test_the_pool_summary_counts_candidate_rows() -> None:
