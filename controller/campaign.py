@@ -2,10 +2,24 @@
 
 The CLI is a thin layer over this class, after sqlite-utils: a library first.
 
-    >>> c = Campaign.create("protocols/trmc_opv_blend.yaml", "opv.sqlite", sim=True)
-    >>> halt = c.run(sim=True)       # until a stop rule fires or the campaign pauses
+    >>> c = Campaign.open("opv.sqlite", writer=True)    # a TRMC campaign that was interrupted
+    >>> c.status()["results"], c.status()["budget"]
+    (5, 10)
+    >>> halt = c.resume()    # put the interrupted trial right, then run until a stop rule fires or it pauses
     >>> halt.text, halt.exit_code
-    >>> Campaign.open("opv.sqlite").status()["best"]
+    ('budget: 10 of 10 trials done', 0)
+    >>> c.close()
+
+By hand (`ask` proposes, a person measures, `tell` records):
+
+    >>> c = Campaign.create("protocols/trmc_opv_blend.yaml", "by-hand.sqlite")
+    >>> [(trial, round(conditions["anneal_temp"], 1)) for trial, conditions in c.ask(2)]
+    [(1, ...), (2, ...)]
+    >>> c.tell(1, {"phi_sum_mu_max": "2.1e-3 cm^2/(V*s)", "tau_half": "180 ns"})
+    >>> c.tell(2, {}, failed=True, note="the film dewetted")
+    >>> c.status()["counts"]
+    {'measured': 1, 'failed': 1}
+    >>> c.close()
 """
 
 from __future__ import annotations

@@ -56,8 +56,12 @@ class BotorchPlanner:
     run, see `provenance.fallback`; a space-filling point was used instead).
 
     Example:
-        >>> planner = BotorchPlanner(n_initial=6)
-        >>> proposals = planner.propose(problem, observations, pending=[], n=1, seed=7)
+        >>> from closedloop.planners.space import FloatParameter, Objective, Observation, Problem, SearchSpace
+        >>> problem = Problem(SearchSpace((FloatParameter("x", 0.0, 1.0),)), (Objective("y"),))
+        >>> seen = [Observation({"x": x}, {"y": -(x - 0.3) ** 2}) for x in (0.0, 0.5, 0.9)]
+        >>> (proposal,) = BotorchPlanner(n_initial=2).propose(problem, seen, pending=[], n=1, seed=7)
+        >>> proposal.provenance.design, 0.0 <= proposal.conditions["x"] <= 1.0
+        ('model', True)
     """
 
     name = "botorch"

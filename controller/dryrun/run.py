@@ -6,9 +6,9 @@ the real engine, safety gate and driver against the simulator (in process in vir
 emulator on a pty with `port`), and an operator stand-in accepts every proposal that would need
 approval while noting it. Everything in the report is then read back from the scratch file.
 
-    >>> report = dry_run("protocols/mbe_srruo3.yaml")
-    >>> report.exit_code, report.stop_reason
-    (0, 'target reached: rrr')
+    >>> report = dry_run("protocols/serial_furnace.yaml")
+    >>> report.exit_code, report.stop_reason, report.instrument
+    (0, 'no improvement in the last 8 trials', 'in-process simulator (sim://furnace)')
 """
 
 from __future__ import annotations

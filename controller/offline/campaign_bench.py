@@ -7,8 +7,10 @@ planner, as in the lab; the benchmark judges every trial by the simulator's nois
 conditions that were run, against the best value reachable in the protocol's space. Failed samples are
 trials like any other: they cost an experiment and count.
 
-    >>> report = run_campaign_benchmark("protocols/trmc_opv_blend.yaml", seeds=range(10))
-    >>> report["planners"]["botorch"]["median_trials_to_target"]
+    >>> report = run_campaign_benchmark("protocols/mbe_srruo3.yaml", seeds=[0], planners=["random"],
+    ...                                 budgets={"random": 3})
+    >>> report["truth"]["quantity"], report["planners"]["random"]["budget"], len(report["planners"]["random"]["seeds"])
+    ('rrr', 3, 1)
 """
 
 from __future__ import annotations

@@ -14,8 +14,12 @@ and `metadata["counterfactual"]` with the original's path, identity and the data
 Every run is a pure function of (original, spec, seed), so sweeps over seeds go to any executor
 (controller.offline.executors) and give the same campaign files.
 
-    >>> result = sweep("opv.sqlite", "cf/", CounterfactualSpec("random", "lookup"), seeds=[0, 1, 2])
-    >>> print("\\n".join(result.lines()))
+    >>> result = sweep("opv.sqlite", "cf/", CounterfactualSpec("random", "lookup", budget=3), seeds=[0, 1])
+    >>> [run.results for run in result.runs]
+    [3, 3]
+    >>> print("\\n".join(result.lines()[:2]))
+                                                 original (botorch)  ...
+    trials (results)                             5 ...
 """
 
 from __future__ import annotations

@@ -6,7 +6,8 @@ finish; the results are the same whichever executor ran them, because every job 
 its arguments and every worker uses one torch thread (see `configure_worker`).
 
     >>> spec = ExecutorSpec("process", workers=2)
-    >>> results = dict(run_jobs(square, [1, 2, 3], spec))
+    >>> sorted(run_jobs(abs, [-1, 2, -3], spec))      # (index, result) as each job finishes
+    [(0, 1), (1, 2), (2, 3)]
 
 - "process": `concurrent.futures.ProcessPoolExecutor` (spawned workers); with `workers=1`, this process.
 - "dask": `dask.distributed` (the `dask` extra). With `scheduler` ("tcp://host:8786") the jobs go to that

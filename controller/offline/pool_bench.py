@@ -8,9 +8,13 @@ revealed rows as its candidate table, until the budget is spent. A run is a pure
 result as a serial loop.
 
 Example:
-    >>> pool = load_pool("s5-210.csv", ["dx", "gb", "dz"], "gb_energy", "min")
-    >>> settings = BenchSettings(planners=("botorch", "random"), seeds=tuple(range(20)), budget=150, init=20)
-    >>> report = run_benchmark(pool, settings, tolerance=1e-4)
+    >>> inputs = ["x_A", "Z_mean", "X_pauling_mean", "X_pauling_absdiff", "period_mean", "group_mean",
+    ...           "atomic_radius_mean", "IE1_mean", "EA_mean"]
+    >>> pool = load_pool("protocols/data/melting_points.csv", inputs, "Tm_K", "max")
+    >>> settings = BenchSettings(planners=("botorch", "random"), seeds=(0, 1), budget=12, init=4)
+    >>> report = run_benchmark(pool, settings)
+    >>> sorted(report["planners"]), len(report["planners"]["botorch"]["runs"])
+    (['botorch', 'random'], 2)
 """
 
 from __future__ import annotations

@@ -1,8 +1,10 @@
 """A protocol file: the whole definition of a campaign, loaded from YAML into a validated model.
 
-    >>> protocol = load_protocol("protocols/trmc_opv_blend.yaml")
-    >>> problem = protocol.to_problem()          # what the planner sees
-    >>> protocol.to_instrument_units({...})      # a proposal in the units the driver declares
+    >>> protocol = load_protocol("protocols/mbe_srruo3.yaml")
+    >>> protocol.to_problem().space.names        # what the planner sees
+    ['ru_cell_temp', 'substrate_temp', 'ozone_flow', 'sr_cell_temp', 'growth_time']
+    >>> protocol.description_of_instrument().envelope.limits["substrate_temp"].max   # degC
+    900.0
 
 Loading collects every problem it can find in one pass (schema errors from pydantic, then checks that
 span sections: constraints, outcome constraints, trusted region) and raises `ProtocolError`, each
@@ -15,9 +17,9 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, Field, PrivateAttr, ValidationError
+from pydantic import BaseModel, Field, PrivateAttr, TypeAdapter, ValidationError
 
 from closedloop.controller.protocol import instruments
 from closedloop.controller.protocol.expressions import (
@@ -233,7 +235,8 @@ def parse_protocol_text(text: str, path: str | Path = "<protocol>") -> Protocol:
     try:
         protocol = Protocol.model_validate(data)
     except ValidationError as e:
-        raise ProtocolError(problems_from_validation_error(e, source, Protocol)) from None
+        problems = problems_from_validation_error(e, source, Protocol) + _option_problems(data, source)
+        raise ProtocolError(sorted(problems, key=lambda p: (p.line, p.col))) from None
     protocol._path = Path(path)
     protocol._text = text
     protocol._source = source
@@ -266,6 +269,19 @@ def _cross_section_problems(protocol: Protocol) -> list[ProtocolProblem]:
     if protocol._source is not None:
         found += instruments.option_problems(protocol.instrument, protocol._source)
     return found + _trusted_region_problems(protocol)
+
+
+def _option_problems(data: Any, source: SourceMap) -> list[ProtocolProblem]:
+    """The instrument's options, when the rest of the file has problems of its own: reported in the same
+    pass as long as the instrument section itself is well formed (its own errors are already listed)."""
+    try:
+        section = _INSTRUMENT.validate_python(data.get("instrument") if isinstance(data, dict) else None)
+    except (ValidationError, ValueError):
+        return []
+    return instruments.option_problems(section, source)
+
+
+_INSTRUMENT: TypeAdapter[InstrumentSection] = TypeAdapter(InstrumentSection)
 
 
 def _constraint_problems(protocol: Protocol) -> list[ProtocolProblem]:

@@ -1,8 +1,10 @@
 """A campaign report: one self-contained HTML file (plotly's JavaScript inlined once, no network).
 
-    >>> from closedloop.controller.report.html import write_report
-    >>> write_report("campaigns/opv.sqlite")          # -> campaigns/opv.html
-    >>> html = build_report(store)                     # an open CampaignStore works too
+    >>> write_report("opv.sqlite")                   # next to the campaign file
+    PosixPath('opv.html')
+    >>> html = build_report("opv.sqlite")            # an open CampaignStore works too
+    >>> html.startswith("<!DOCTYPE html>"), "opv-blend-trmc" in html
+    (True, True)
 
 Sections: header (protocol and its hash, instrument, planner, dates, stop reason, versions), progress,
 objectives vs parameters, parallel coordinates, Pareto front and hypervolume, the model's view, the

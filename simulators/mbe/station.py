@@ -13,11 +13,11 @@ noise comes from `np.random.default_rng([seed, trial_id])` and the chamber's slo
 id (`aging_for_growth`), so a trial gives the same values whatever ran before it.
 
 Example:
-    >>> from closedloop.controller.engine.clock import StationClock
     >>> from closedloop.drivers.base import InstrumentContext
+    >>> from closedloop.simulators.emulator import FollowedClock   # a clock that only counts
     >>> mbe = SimulatedMbeSystem(seed=1)
     >>> m = mbe.run({**EXAMPLE_FIXED, "ru_cell_temp": 1877.0, "substrate_temp": 758.0, "ozone_flow": 6.0},
-    ...             InstrumentContext(clock=StationClock(0.0), trial_id=1))
+    ...             InstrumentContext(clock=FollowedClock(), trial_id=1))
     >>> m.status, round(m.values["rrr"])
     ('ok', 78)
 """
