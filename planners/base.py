@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Protocol
-
-import pandas as pd
+from typing import TYPE_CHECKING, Protocol
 
 from closedloop.planners.provenance import Proposal
 from closedloop.planners.space import Conditions, Observation, Problem
+
+if TYPE_CHECKING:
+    import pandas as pd  # for annotations only: importing it costs a third of a second
 
 
 class Planner(Protocol):
