@@ -44,6 +44,22 @@ approval: none
 failures: {instrument_fault_retries: 2, on_fault: pause}
 """
 
+MBE = """\
+name: bad-input-mbe
+space:
+  ru_cell_temp: {type: float, low: 1750, high: 1900, unit: degC}
+  substrate_temp: {type: float, low: 560, high: 800, unit: degC}
+  ozone_flow: {type: float, low: 0.5, high: 10, unit: sccm}
+  sr_cell_temp: {type: fixed, value: 470, unit: degC}
+objectives:
+  rrr: {direction: maximize}
+instrument:
+  driver: mbe
+  connection: sim://mbe
+  options: {poll_s: 15 s}
+budget: {trials: 20}
+"""
+
 POOL = """\
 name: pool-base
 space:
@@ -161,6 +177,15 @@ CASES: dict[str, Case] = {
                                                 "space.solvent.values[1]", "'water' is not accepted by the trmc instrument"),
     "parameter_the_instrument_does_not_accept": case("  solvent: {type: choice", "  thickness: {type: float, low: 50, high: 200, unit: nm}\n  solvent: {type: choice",
                                                      "space.thickness", "the trmc instrument does not accept 'thickness'", at="thickness"),
+    "driver_option_of_the_wrong_kind": case("options: {averages: 64}", "options: {averages: 64, poll_s: often}",
+                                            "instrument.options.poll_s", "expected a duration such as '2 s'", at="often"),
+    "unknown_driver_option": case("options: {averages: 64}", "options: {averages: 64, avrages: 32}",
+                                  "instrument.options.avrages", "unknown key 'avrages'; did you mean 'averages'?", at="avrages"),
+    "mbe_option_of_the_wrong_kind": case("options: {poll_s: 15 s}", "options: {poll_s: often}",
+                                         "instrument.options.poll_s", "expected a duration such as '2 s'",
+                                         at="often", base=MBE),
+    "fault_spec_that_does_not_parse": case("options: {averages: 64}", "options: {averages: 64, faults: 'no_replies:0.1'}",
+                                           "instrument.options.faults", "unknown fault 'no_replies'", at="faults"),
     "option_outside_envelope": case("options: {averages: 64}", "options: {averages: 64, wavelength: 2 um}",
                                     "instrument.options.wavelength", "wavelength = 2000 nm is outside the station's envelope (above the maximum 1100.0 nm)"),
     "equality_constraint_infeasible_with_bounds": case('  - "anneal_temp + 2 * anneal_time <= 220"',
