@@ -77,7 +77,7 @@ def run_ours(seed: int, evaluations: int) -> Trace:
         started = time.perf_counter()
         [proposal] = planner.propose(problem, observations, [], 1, seed=1000 * seed + i)
         trace.seconds.append(time.perf_counter() - started)
-        trace.model_based.append(proposal.provenance["design"] == "model")
+        trace.model_based.append(proposal.provenance.design == "model")
         x = [float(proposal.conditions[n]) for n in NAMES]
         y = noisy_value(x, seed, i)
         trace.points.append(x)

@@ -52,9 +52,9 @@ def measure(planner: BotorchPlanner, n: int, repeats: int) -> dict[str, float]:
         started = time.perf_counter()
         [proposal] = planner.propose(PROBLEM, data, [], 1, seed=r)
         totals.append(time.perf_counter() - started)
-        fits.append(proposal.provenance["fit_time_s"])
-        optimizes.append(proposal.provenance["optimize_time_s"])
-        assert proposal.provenance["fallback"] is None, proposal.provenance["fallback"]
+        fits.append(proposal.provenance.fit_time_s)
+        optimizes.append(proposal.provenance.optimize_time_s)
+        assert proposal.provenance.fallback is None, proposal.provenance.fallback
     return {
         "median_s": statistics.median(totals),
         "median_fit_s": statistics.median(fits),
