@@ -28,10 +28,9 @@ import math
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from closedloop.controller.engine import history
-from closedloop.controller.engine.build import build_engine
 from closedloop.controller.engine.clock import VirtualClock, WallClock
 from closedloop.controller.engine.dispatch import Station
 from closedloop.controller.engine.engine import REFUSALS_BEFORE_STOP, CampaignEngine
@@ -39,13 +38,15 @@ from closedloop.controller.engine.events import Subscriber
 from closedloop.controller.engine.gate import SafetyGate
 from closedloop.controller.engine.halts import Halt
 from closedloop.controller.engine.operator import Approver
-from closedloop.controller.engine.stations import make_stations, resolve_link
 from closedloop.controller.protocol.model import Protocol, load_protocol, parse_protocol_text
 from closedloop.controller.store.campaign_store import CampaignStore, software_versions
 from closedloop.controller.store.errors import UnknownTrial
 from closedloop.drivers.base import Measurement
 from closedloop.planners.space import Conditions
 from closedloop.units import parse_quantity_to
+
+if TYPE_CHECKING:
+    from closedloop.controller.engine.stations import Link
 
 
 class BadInput(ValueError):
@@ -94,7 +95,7 @@ class Campaign:
             protocol_path=str(Path(protocol_path).resolve()),
             seed=protocol.planner.seed if seed is None else seed,
             versions=software_versions(),
-            durable=not resolve_link(protocol, sim=sim, connection=connection).in_process,
+            durable=not _link(protocol, sim=sim, connection=connection).in_process,
         )
         return cls(store, protocol)
 
@@ -130,6 +131,8 @@ class Campaign:
         connection (a device path or pyserial URL); `time_scale` runs the wall clock that many times
         faster, in step with an emulator started with the same `--time-scale` (only on a live link:
         in-process simulators run in virtual time)."""
+        from closedloop.controller.engine.stations import make_stations  # see _link
+
         stations = make_stations(self.protocol, seed=self.seed, sim=sim, connection=connection)
         return self._engine(stations, approver=approver, on_event=on_event, time_scale=time_scale)
 
@@ -155,6 +158,8 @@ class Campaign:
                 clock = WallClock(1.0 if time_scale is None else time_scale, origin=origin)
             except ValueError as e:
                 raise BadInput(f"--time-scale: {e}") from None
+        from closedloop.controller.engine.build import build_engine  # see _link
+
         return build_engine(
             self.protocol, self.store, seed=self.seed, stations=stations, clock=clock, gate=gate,
             approver=approver, subscribers=() if on_event is None else (on_event,), elapsed_origin=origin,
@@ -339,6 +344,14 @@ class Campaign:
         times = [e["virtual_t"] for e in events if e.get("virtual_t") is not None]
         return max(times) if times else 0.0
 
+
+
+def _link(protocol: Protocol, *, sim: bool, connection: str | None) -> Link:
+    # Building stations and engines loads the drivers' simulators and the planners; reading a campaign
+    # (`closedloop status`, `Campaign.open(...).status()`) must not, so those modules load when used.
+    from closedloop.controller.engine.stations import resolve_link
+
+    return resolve_link(protocol, sim=sim, connection=connection)
 
 
 def _close(stations: list[Station]) -> None:

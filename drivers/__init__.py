@@ -3,6 +3,8 @@ envelopes and options, the registry protocols name them by, and the analysis of 
 
 Never imports planners, simulators or the controller."""
 
+from typing import TYPE_CHECKING, Any
+
 from closedloop.drivers.base import (
     Driver,
     DriverDescription,
@@ -14,7 +16,20 @@ from closedloop.drivers.base import (
     Measurement,
     SafetyEnvelope,
 )
-from closedloop.drivers.registry import DRIVERS, driver_entry
+
+if TYPE_CHECKING:
+    from closedloop.drivers.registry import DRIVERS, driver_entry
+
+
+def __getattr__(name: str) -> Any:
+    # The registry imports every driver and with them pint; `from closedloop.drivers.base import ...`
+    # (the store, `closedloop status`) must not pay for that, so the registry loads on first use.
+    if name in ("DRIVERS", "driver_entry"):
+        from closedloop.drivers import registry
+
+        return getattr(registry, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "DRIVERS",

@@ -14,10 +14,9 @@ import sqlite3
 from importlib import metadata as importlib_metadata
 from pathlib import Path
 
-import sqlite_utils
-
 from closedloop.controller.store.errors import CampaignFileError, damaged_file_error
 from closedloop.controller.store.schema import APPLICATION_ID, SCHEMA_VERSION, create_schema, migrate
+from closedloop.controller.store.sqlite import Database
 
 BUSY_TIMEOUT_MS = 10_000
 
@@ -66,7 +65,7 @@ def check_header(path: Path) -> None:
         raise damaged_file_error(path, f"truncated: {size} bytes on disk, the header promises {pages * page_size}")
 
 
-def connect(path: Path, *, writer: bool, durable: bool = True) -> sqlite_utils.Database:
+def connect(path: Path, *, writer: bool, durable: bool = True) -> Database:
     """A connection with our pragmas. Readers cannot write (`query_only`, or `mode=ro` on read-only media).
 
     durable: fsync the WAL at every commit (`synchronous=FULL`), so an acknowledged write survives a power cut.
@@ -77,7 +76,7 @@ def connect(path: Path, *, writer: bool, durable: bool = True) -> sqlite_utils.D
         conn = sqlite3.connect(str(path), check_same_thread=False, timeout=BUSY_TIMEOUT_MS / 1000)
     else:
         conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False)
-    db = sqlite_utils.Database(conn, execute_plugins=False)
+    db = Database(conn, execute_plugins=False)
     db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
     db.execute("PRAGMA foreign_keys = ON")
     if writer:
@@ -91,7 +90,7 @@ def _writable(path: Path) -> bool:
     return os.access(path, os.W_OK) and os.access(path.parent, os.W_OK)
 
 
-def check_campaign(db: sqlite_utils.Database, path: Path, *, writer: bool) -> int:
+def check_campaign(db: Database, path: Path, *, writer: bool) -> int:
     """Verify an opened file is a campaign this code can read; migrate an older one when writing.
 
     Returns the schema version now in the file.
@@ -127,7 +126,7 @@ def build_new_file(path: Path, campaign_row: dict) -> None:
     temporary = path.with_name(f".{path.name}.{os.getpid()}.creating")
     for leftover in (temporary, Path(f"{temporary}-wal"), Path(f"{temporary}-shm")):
         leftover.unlink(missing_ok=True)
-    db = sqlite_utils.Database(sqlite3.connect(str(temporary)), execute_plugins=False)
+    db = Database(sqlite3.connect(str(temporary)), execute_plugins=False)
     try:
         db.execute("PRAGMA synchronous = FULL")
         db.enable_wal()  # persistent: recorded in the file header

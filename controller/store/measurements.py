@@ -13,8 +13,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import sqlite_utils
-
 from closedloop.controller.store.artifacts import (
     EncodedArtifact,
     decode_artifact,
@@ -23,6 +21,7 @@ from closedloop.controller.store.artifacts import (
     verify_inline,
     write_external,
 )
+from closedloop.controller.store.sqlite import Database
 from closedloop.drivers.base import Measurement
 
 # Where a trial goes when its measurement has this status.
@@ -81,7 +80,7 @@ def encode_all(trial_id: int, artifacts: dict[str, Any]) -> dict[str, EncodedArt
 
 
 def insert_measurement(
-    db: sqlite_utils.Database,
+    db: Database,
     campaign_path: Path,
     trial_id: int,
     measurement: Measurement,
@@ -135,7 +134,7 @@ def insert_measurement(
         )
 
 
-def supersede(db: sqlite_utils.Database, trial_id: int, artifact_names: list[str]) -> None:
+def supersede(db: Database, trial_id: int, artifact_names: list[str]) -> None:
     """Mark the current analysis of a trial superseded: all scalars and status, and same-named artifacts."""
     db.execute("UPDATE measurements SET superseded = 1 WHERE trial_id = ? AND superseded = 0", [trial_id])
     db.execute("UPDATE measurement_info SET superseded = 1 WHERE trial_id = ? AND superseded = 0", [trial_id])
@@ -146,7 +145,7 @@ def supersede(db: sqlite_utils.Database, trial_id: int, artifact_names: list[str
     )
 
 
-def read_artifacts(db: sqlite_utils.Database, campaign_path: Path, trial_id: int) -> dict[str, Any]:
+def read_artifacts(db: Database, campaign_path: Path, trial_id: int) -> dict[str, Any]:
     """Current artifacts of a trial, decoded, each verified against its sha256."""
     out: dict[str, Any] = {}
     for row in db.query(

@@ -16,12 +16,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Concatenate, ParamSpec, Self, TypeVar
 
-import sqlite_utils
-
 from closedloop.controller.store.errors import CampaignFileError, StoreError, UnknownTrial, damaged_file_error
 from closedloop.controller.store.lifecycle import STATES
 from closedloop.controller.store.locking import WriterLock
 from closedloop.controller.store.measurements import read_artifacts
+from closedloop.controller.store.sqlite import Database
 from closedloop.planners.provenance import Provenance
 
 P = ParamSpec("P")
@@ -81,7 +80,7 @@ def _reads(method: Callable[Concatenate[CampaignReads, P], R]) -> Callable[Conca
 class CampaignReads:
     """Reads of an open campaign file; a base of `CampaignStore`, not made directly."""
 
-    def __init__(self, path: Path, db: sqlite_utils.Database, lock: WriterLock | None, schema_version: int) -> None:
+    def __init__(self, path: Path, db: Database, lock: WriterLock | None, schema_version: int) -> None:
         self.path = path
         self.schema_version = schema_version
         self._db = db
@@ -206,7 +205,7 @@ class CampaignReads:
         return row
 
 
-def _read_trials(db: sqlite_utils.Database, states: list[str] | None, trial_id: int | None = None) -> list[TrialRecord]:
+def _read_trials(db: Database, states: list[str] | None, trial_id: int | None = None) -> list[TrialRecord]:
     where: list[str] = ["1"]
     params: list[str | int] = []
     if states is not None:
@@ -254,7 +253,7 @@ def _read_trials(db: sqlite_utils.Database, states: list[str] | None, trial_id: 
 
 
 def _read_events(
-    db: sqlite_utils.Database, trial_id: int | None, kinds: list[str] | None, limit: int | None
+    db: Database, trial_id: int | None, kinds: list[str] | None, limit: int | None
 ) -> list[dict]:
     where: list[str] = ["1"]
     params: list[str | int] = []

@@ -10,9 +10,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-import sqlite_utils
-
 from closedloop.controller.store.errors import CampaignFileError
+from closedloop.controller.store.sqlite import Database
 
 SCHEMA_VERSION = 1
 APPLICATION_ID = int.from_bytes(b"CLop", "big")  # "closedloop"; distinguishes our files from any SQLite file
@@ -134,17 +133,17 @@ CREATE UNIQUE INDEX artifacts_current ON artifacts(trial_id, name) WHERE superse
 """
 
 # version produced -> step that upgrades a file from the version before it (run inside one transaction).
-MIGRATIONS: dict[int, Callable[[sqlite_utils.Database], None]] = {}
+MIGRATIONS: dict[int, Callable[[Database], None]] = {}
 
 
-def create_schema(db: sqlite_utils.Database) -> None:
+def create_schema(db: Database) -> None:
     """Lay out a new, empty campaign file. Runs on a private temporary file, never on a user's file."""
     db.executescript(DDL)
     db.execute(f"PRAGMA application_id = {APPLICATION_ID}")
     db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
 
-def migrate(db: sqlite_utils.Database, path: Path, version: int) -> int:
+def migrate(db: Database, path: Path, version: int) -> int:
     for target in range(version + 1, SCHEMA_VERSION + 1):
         step = MIGRATIONS.get(target)
         if step is None:
