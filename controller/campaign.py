@@ -126,15 +126,18 @@ class Campaign:
         on_event: Subscriber | None = None,
         connection: str | None = None,
         time_scale: float | None = None,
+        approve_every: bool = False,
     ) -> CampaignEngine:
         """The engine on this campaign's instrument. `connection` replaces the protocol's instrument
         connection (a device path or pyserial URL); `time_scale` runs the wall clock that many times
         faster, in step with an emulator started with the same `--time-scale` (only on a live link:
-        in-process simulators run in virtual time)."""
+        in-process simulators run in virtual time). `approve_every`: `approver` decides every proposal
+        even where the protocol needs no approval (what `--approve` means); journaled at the start."""
         from closedloop.controller.engine.stations import make_stations  # see _link
 
         stations = make_stations(self.protocol, seed=self.seed, sim=sim, connection=connection)
-        return self._engine(stations, approver=approver, on_event=on_event, time_scale=time_scale)
+        return self._engine(stations, approver=approver, on_event=on_event, time_scale=time_scale,
+                            approve_every=approve_every)
 
     def _engine(
         self,
@@ -144,6 +147,7 @@ class Campaign:
         on_event: Subscriber | None = None,
         time_scale: float | None = None,
         gate: SafetyGate | None = None,
+        approve_every: bool = False,
     ) -> CampaignEngine:
         # Trials measured by hand (no stations) run on the wall clock, like the person measuring them.
         virtual = bool(stations) and all(s.virtual for s in stations)
@@ -163,6 +167,7 @@ class Campaign:
         return build_engine(
             self.protocol, self.store, seed=self.seed, stations=stations, clock=clock, gate=gate,
             approver=approver, subscribers=() if on_event is None else (on_event,), elapsed_origin=origin,
+            approve_every=approve_every,
         )
 
     def run(
@@ -173,10 +178,12 @@ class Campaign:
         on_event: Subscriber | None = None,
         connection: str | None = None,
         time_scale: float | None = None,
+        approve_every: bool = False,
     ) -> Halt:
         """Run until a stop rule fires or the campaign pauses, and return why (`Halt`: `paused`, `kind`,
         `text`). `connection` and `time_scale`: see `engine`; both are journaled as a "connection" event."""
-        engine = self.engine(sim=sim, approver=approver, on_event=on_event, connection=connection, time_scale=time_scale)
+        engine = self.engine(sim=sim, approver=approver, on_event=on_event, connection=connection,
+                             time_scale=time_scale, approve_every=approve_every)
         try:
             self._record_link(connection, time_scale)
             return engine.run()
@@ -191,12 +198,14 @@ class Campaign:
         on_event: Subscriber | None = None,
         connection: str | None = None,
         time_scale: float | None = None,
+        approve_every: bool = False,
     ) -> Halt:
         """Reconcile trials a crash left dispatched/running, then continue the campaign. Without
         `connection` (and without `sim`) it continues on the link the campaign last ran against with
         `--port`, at that time scale: a live campaign never falls back silently to an in-process simulator."""
         connection, time_scale = self.live_link(connection, time_scale, sim=sim)
-        engine = self.engine(sim=sim, approver=approver, on_event=on_event, connection=connection, time_scale=time_scale)
+        engine = self.engine(sim=sim, approver=approver, on_event=on_event, connection=connection,
+                             time_scale=time_scale, approve_every=approve_every)
         try:
             self._record_link(connection, time_scale)
             return self._continue(engine)

@@ -77,7 +77,9 @@ def _run_engine(
     go = campaign.run if action == "run" else campaign.resume
     try:
         with pause_on_signals(), reporter:
-            halt = go(sim=sim, approver=approver, on_event=reporter, connection=port, time_scale=time_scale)
+            # --approve shows the operator every proposal: on an `approval: none` protocol too
+            halt = go(sim=sim, approver=approver, on_event=reporter, connection=port, time_scale=time_scale,
+                      approve_every=approve and campaign.protocol.approval_mode == "none")
     finally:
         campaign.close()
     if halt.paused:

@@ -4,6 +4,7 @@ clock passed in, so nothing has to be changed on an engine after it is built."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
@@ -75,10 +76,16 @@ def build_engine(
     approver: Approver | None = None,
     subscribers: Sequence[Subscriber] = (),
     elapsed_origin: float = 0.0,
+    approve_every: bool = False,
 ) -> CampaignEngine:
     """The engine for `protocol` over `store`. `stations` may be empty for a campaign run by hand
     (`ask`/`tell`). `gate` and `planner` default to the protocol's; `clock` decides how trials run: on a
-    `VirtualClock` one after another in simulated time, on a `WallClock` each in its own thread."""
+    `VirtualClock` one after another in simulated time, on a `WallClock` each in its own thread.
+    `approve_every`: the operator approves every proposal, whatever the protocol's `approval` says (an
+    operator who asked to see each proposal must never find one went out unseen)."""
+    settings = settings_from(protocol, seed)
+    if approve_every and settings.approval != "every":
+        settings = dataclasses.replace(settings, approval="every", approval_raised=True)
     log = EventLog(store, clock, tuple(subscribers))
     confirm = _confirm_step(approver, log)
     dispatcher: Dispatcher
@@ -88,7 +95,7 @@ def build_engine(
         dispatcher = ThreadedDispatcher(clock, log.command, confirm)
     return CampaignEngine(
         store,
-        settings_from(protocol, seed),
+        settings,
         planner=(lambda: planner) if planner is not None else (lambda: protocol_planner(protocol)),
         fallback_planner=lambda: make_planner("sobol"),
         stations=stations,

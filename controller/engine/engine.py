@@ -69,6 +69,7 @@ class EngineSettings:
     no_improvement: int | None = None
     stop_on_target: bool = True
     approval: Literal["none", "every", "outside_region"] = "none"
+    approval_raised: bool = False  # `approval` is "every" because this run asked for it, not the protocol
     trusted_region: dict[str, tuple[float, float]] = field(default_factory=dict)
     fault_retries: int = 0
     on_fault: Literal["pause", "continue", "stop"] = "pause"
@@ -168,7 +169,8 @@ class CampaignEngine:
 
     def run(self, *, resumed: bool = False) -> Halt:
         """Run until a stop rule fires or the campaign pauses; returns why."""
-        self.log.emit(CampaignRunning(resumed=resumed))
+        raised = self.settings.approval if self.settings.approval_raised else None
+        self.log.emit(CampaignRunning(resumed=resumed, approval_raised_to=raised))
         self._requeue_undispatched()
         try:
             while True:

@@ -135,6 +135,9 @@ class TrialAbandoned:
 @dataclass(frozen=True)
 class CampaignRunning:
     resumed: bool = False
+    # Set when this run asks the operator about more proposals than the protocol says (`--approve` on an
+    # `approval: none` protocol): the journal must show who gated what.
+    approval_raised_to: str | None = None
 
 
 @dataclass(frozen=True)
@@ -251,9 +254,12 @@ class EventLog:
                 store.record_measurement(trial_id, measurement, virtual_t=t)
             case TrialAbandoned(trial_id, cause, detail, error, _):
                 self._write_abandoned(trial_id, cause, detail, error, t)
-            case CampaignRunning(resumed):
+            case CampaignRunning(resumed, raised):
                 if resumed:
                     store.record_event("resume", detail="campaign resumed", virtual_t=t)
+                if raised is not None:
+                    store.record_event("approval", detail=f"this run asks the operator about {raised} proposal "
+                                       "(raised from the protocol's approval: none)", virtual_t=t)
                 store.set_status("running", virtual_t=t)
             case CampaignHalted(halt):
                 store.set_status("paused" if halt.paused else "stopped", stop_reason=halt.text, virtual_t=t)
