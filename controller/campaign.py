@@ -188,7 +188,7 @@ class Campaign:
             self._record_link(connection, time_scale)
             return engine.run()
         finally:
-            _close(engine.stations)
+            self._close(engine.stations)
 
     def resume(
         self,
@@ -210,7 +210,7 @@ class Campaign:
             self._record_link(connection, time_scale)
             return self._continue(engine)
         finally:
-            _close(engine.stations)
+            self._close(engine.stations)
 
     def run_with(self, stations: list[Station], *, gate: SafetyGate, on_event: Subscriber | None = None) -> Halt:
         """Run (or continue) on stations built elsewhere, with their own gate: a stand-in instrument such as
@@ -219,7 +219,7 @@ class Campaign:
         try:
             return self._continue(engine) if self.store.trials() else engine.run()
         finally:
-            _close(engine.stations)
+            self._close(engine.stations)
 
     def _continue(self, engine: CampaignEngine) -> Halt:
         engine.reconcile()
@@ -348,6 +348,17 @@ class Campaign:
 
     # ---- helpers ----------------------------------------------------------------------------------
 
+    def _close(self, stations: list[Station]) -> None:
+        """Close every station's driver, each even if another's close raised; a failure is journaled (the
+        instrument was made safe before, so nothing is left running)."""
+        for station in stations:
+            try:
+                station.driver.close()
+            except BaseException as exc:  # noqa: BLE001 - the other stations must still be closed
+                if isinstance(exc, KeyboardInterrupt):
+                    raise
+                self.store.record_event("driver_error", detail=f"{station.name}: close: {type(exc).__name__}: {exc}")
+
     def _last_virtual_time(self) -> float:
         events = self.store.events()
         times = [e["virtual_t"] for e in events if e.get("virtual_t") is not None]
@@ -361,11 +372,6 @@ def _link(protocol: Protocol, *, sim: bool, connection: str | None) -> Link:
     from closedloop.controller.engine.stations import resolve_link
 
     return resolve_link(protocol, sim=sim, connection=connection)
-
-
-def _close(stations: list[Station]) -> None:
-    for station in stations:
-        station.driver.close()
 
 
 __all__ = ["BadInput", "Campaign", "Halt"]

@@ -45,7 +45,7 @@ class Job:
 class Completion:
     job: Job
     measurement: Measurement | None
-    error: Exception | None  # whatever the driver raised: a fault, a refusal, or a bug
+    error: BaseException | None  # whatever the driver raised: a fault, a refusal, or a bug
     started_at: float
     finished_at: float
 
@@ -55,7 +55,14 @@ Journal = Callable[[int, str, str, str, float], None]
 Confirm = Callable[[int, str], None]
 
 
-def _run(job: Job, clock: Clock, journal: Journal, confirm: Confirm) -> tuple[Measurement | None, Exception | None]:
+def _run(
+    job: Job, clock: Clock, journal: Journal, confirm: Confirm, *, main_thread: bool
+) -> tuple[Measurement | None, BaseException | None]:
+    """Run one trial on its driver. Whatever the driver raises or returns instead of a `Measurement` comes
+    back as the trial's error: a worker that ended silently would leave a live campaign waiting on a hot
+    instrument. Only a real Ctrl-C (KeyboardInterrupt on the main thread, in virtual time) passes through,
+    to pause the campaign; in a worker thread a KeyboardInterrupt or SystemExit can only come from the
+    driver itself, and is its fault like any other."""
     ctx = InstrumentContext(
         clock=clock,
         trial_id=job.trial_id,
@@ -63,11 +70,16 @@ def _run(job: Job, clock: Clock, journal: Journal, confirm: Confirm) -> tuple[Me
         confirm=lambda message: confirm(job.trial_id, message),
     )
     try:
-        return job.station.driver.run(job.conditions, ctx), None
-    except Exception as exc:  # noqa: BLE001 - the boundary to drivers: any failure is this trial's fault
-        # Whatever a driver raises ends its trial as a journaled fault, followed by the safe state; it must
-        # never end the worker silently and leave a live campaign waiting on a hot instrument.
+        result = job.station.driver.run(job.conditions, ctx)
+    except KeyboardInterrupt:
+        if main_thread:
+            raise
+        return None, RuntimeError("the driver raised KeyboardInterrupt")
+    except BaseException as exc:  # noqa: BLE001 - the boundary to drivers: any failure is this trial's fault
         return None, exc
+    if not isinstance(result, Measurement):
+        return None, TypeError(f"the driver returned {type(result).__name__}, not a Measurement")
+    return result, None
 
 
 class VirtualDispatcher:
@@ -83,7 +95,7 @@ class VirtualDispatcher:
 
     def submit(self, job: Job) -> None:
         station_clock = StationClock(self.clock.now())
-        measurement, error = _run(job, station_clock, self.journal, self.confirm)
+        measurement, error = _run(job, station_clock, self.journal, self.confirm, main_thread=True)
         done = Completion(job, measurement, error, station_clock.start, station_clock.now())
         heapq.heappush(self._heap, (done.finished_at, next(self._order), done))
 
@@ -91,13 +103,15 @@ class VirtualDispatcher:
     def in_flight(self) -> int:
         return len(self._heap)
 
-    def next_completion(self) -> Completion:
+    def next_completion(self, timeout: float | None = None) -> Completion:
+        """The earliest finished trial (every virtual trial has finished: `timeout` never applies)."""
         _, _, done = heapq.heappop(self._heap)
         self.clock.advance_to(done.finished_at)
         return done
 
-    def abort_running(self) -> None:
+    def abort_running(self) -> list[tuple[Station, BaseException]]:
         """Nothing to stop: a virtual trial has already run to its end when it was submitted."""
+        return []
 
     def abandon_all(self) -> list[Job]:
         """Results not yet released are lost, as they would be if the controller died mid-measurement."""
@@ -119,8 +133,12 @@ class ThreadedDispatcher:
     def submit(self, job: Job) -> None:
         def work() -> None:
             start = self.clock.now()
-            measurement, error = _run(job, self.clock, self.journal, self.confirm)
-            self._done.put(Completion(job, measurement, error, start, self.clock.now()))
+            measurement: Measurement | None = None
+            error: BaseException | None = RuntimeError("the trial's worker thread ended without a result")
+            try:
+                measurement, error = _run(job, self.clock, self.journal, self.confirm, main_thread=False)
+            finally:  # a completion always arrives: the engine waits for one per trial
+                self._done.put(Completion(job, measurement, error, start, self.clock.now()))
 
         thread = threading.Thread(target=work, name=f"trial-{job.trial_id}", daemon=True)
         self._running[job.trial_id] = (thread, job)
@@ -142,14 +160,22 @@ class ThreadedDispatcher:
             self._running.pop(done.job.trial_id, None)
             return done
 
-    def abort_running(self) -> None:
+    def abort_running(self) -> list[tuple[Station, BaseException]]:
         """Stop every trial in flight now (operator abort): each one's next wait raises `OperatorAbort`,
         and a driver with its own `abort()` (the MBE watchdog) stops its recipe and goes safe at once.
-        Each trial still comes back through `next_completion`, with the error it ended on."""
+        Each trial still comes back through `next_completion`, with the error it ended on. Returns the
+        stations whose `abort()` raised, with what it raised (the others are still aborted)."""
         self.clock.abort()
+        failed: list[tuple[Station, BaseException]] = []
         for _, job in list(self._running.values()):
             if isinstance(job.station.driver, Abortable):
-                job.station.driver.abort()
+                try:
+                    job.station.driver.abort()
+                except KeyboardInterrupt:
+                    raise
+                except BaseException as exc:  # noqa: BLE001 - every other station must still be stopped
+                    failed.append((job.station, exc))
+        return failed
 
     def abandon_all(self) -> list[Job]:
         jobs = [job for _, job in self._running.values()]

@@ -9,6 +9,8 @@ a file that `reconcile` can put right.
 from __future__ import annotations
 
 import functools
+import queue
+import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -20,6 +22,7 @@ from closedloop.controller.engine.events import (
     Abandonment,
     CampaignHalted,
     CampaignRunning,
+    DriverFailed,
     ErrorInfo,
     EventLog,
     OperatorDecided,
@@ -49,6 +52,10 @@ FAULT_STATUS = "instrument_fault"
 SEED_STRIDE = 1_000_003  # a planner call's seed: campaign seed * SEED_STRIDE + trials stored so far
 REFUSALS_BEFORE_STOP = 3  # proposals in a row the gate or operator turned down before the campaign gives up
 APPROVAL_ATTEMPTS = 10  # edits the operator may try on one proposal
+# After Ctrl-C/SIGTERM, how long trials may take to stop before they are given up and every instrument is
+# made safe anyway: a service manager sends SIGKILL some seconds after SIGTERM (systemd: 90 s), and a
+# driver stuck in a call that ignores the abort must not keep the instrument hot until then.
+ABORT_GRACE_S = 10.0
 
 
 def planner_seed(campaign_seed: int, trials_so_far: int) -> int:
@@ -158,7 +165,11 @@ class CampaignEngine:
             station = stations.get(t.instrument or "")
             recovered: Measurement | None = None
             if station is not None and isinstance(station.driver, Recoverable):
-                recovered = station.driver.recover(t.id, InstrumentContext(clock=self.clock, trial_id=t.id))
+                try:
+                    recovered = station.driver.recover(t.id, InstrumentContext(clock=self.clock, trial_id=t.id))
+                except BaseException as exc:  # noqa: BLE001 - a driver bug: the trial is abandoned and re-run
+                    _reraise_interrupt(exc)
+                    self.log.emit(DriverFailed(station.name, f"recover trial {t.id}", ErrorInfo.of(exc, with_traceback=True)))
             if recovered is not None:
                 self.log.emit(TrialMeasured(t.id, recovered, recovered=True))
                 continue
@@ -320,7 +331,9 @@ class CampaignEngine:
         m = done.measurement
         if done.error is not None or m is None or m.status == FAULT_STATUS:
             if done.error is not None:
-                detail = str(done.error) or type(done.error).__name__
+                info = error_of(done.error)  # a bug in the driver is named by its type: "'x'" says nothing
+                detail = info.message if info.traceback is None else f"{info.type}: {info.message}"
+                detail = detail or info.type
             else:
                 detail = m.detail if m is not None else "the driver returned no measurement"
             if self._aborting:
@@ -331,7 +344,7 @@ class CampaignEngine:
         m.duration_s = m.duration_s or (done.finished_at - done.started_at)
         self.ingest(trial_id, m, station=station)
 
-    def _fault(self, trial_id: int, station: Station | None, detail: str, error: Exception | None) -> None:
+    def _fault(self, trial_id: int, station: Station | None, detail: str, error: BaseException | None) -> None:
         refused = isinstance(error, EnvelopeViolation)
         cause = Abandonment.DRIVER_REFUSED if refused else Abandonment.FAULT
         info = None if error is None else error_of(error)
@@ -429,12 +442,23 @@ class CampaignEngine:
         instruments are stopped first (virtual ones have already finished) and each is recorded as an
         operator abort and queued again; without it (nobody at the terminal) they run to their end.
         Another Ctrl-C while waiting gives up on them at once."""
+        deadline = None
         if abort:
             self._aborting = True
-            self.dispatcher.abort_running()
+            for station, exc in self.dispatcher.abort_running():
+                self.log.emit(DriverFailed(station.name, "abort", ErrorInfo.of(exc, with_traceback=True)))
+            deadline = time.monotonic() + ABORT_GRACE_S
         try:
             while self.dispatcher.in_flight:
-                done = self.dispatcher.next_completion()
+                try:
+                    done = self.dispatcher.next_completion(
+                        timeout=None if deadline is None else max(0.0, deadline - time.monotonic()))
+                except queue.Empty:  # the grace period is over: give the trials up, make everything safe
+                    for job in self.dispatcher.abandon_all():
+                        self.log.emit(DriverFailed(job.station.name, f"stop trial {job.trial_id}", ErrorInfo(
+                            "TimeoutError", f"still running {ABORT_GRACE_S:g} s after the abort")))
+                        self._operator_abort(job.trial_id, f"did not stop within {ABORT_GRACE_S:g} s of the abort")
+                    break
                 if isinstance(done.error, OperatorAbsent):
                     self.busy.pop(done.job.station.name, None)
                     self._operator_abort(done.job.trial_id, f"operator absent: {done.error}")
@@ -455,13 +479,25 @@ class CampaignEngine:
         """`station`'s safe state, journaled as a campaign event. With `journal` its commands are recorded
         without a trial: they belong to the campaign, not to the last trial that used the link. A
         safe_state that raises (it must not) is journaled, and the campaign goes on to pause."""
-        if journal and isinstance(station.driver, Journaled):
-            station.driver.set_journal(lambda direction, text: self.log.command(
-                None, station.name, direction, text, self.clock.now()))
         error = None
         try:
+            if journal and isinstance(station.driver, Journaled):
+                station.driver.set_journal(lambda direction, text: self.log.command(
+                    None, station.name, direction, text, self.clock.now()))
+        except BaseException as exc:  # noqa: BLE001 - unjournaled commands beat an instrument left hot
+            _reraise_interrupt(exc)
+            self.log.emit(DriverFailed(station.name, "set_journal", ErrorInfo.of(exc, with_traceback=True)))
+        try:
             station.driver.safe_state()
-        except Exception as exc:  # noqa: BLE001 - the other instruments must still be made safe
+        except BaseException as exc:  # noqa: BLE001 - the other instruments must still be made safe
+            _reraise_interrupt(exc)
             error = ErrorInfo.of(exc, with_traceback=True)
         if journal or error is not None:
             self.log.emit(SafeStateEntered(station.name, why, error))
+
+
+def _reraise_interrupt(exc: BaseException) -> None:
+    """Around a driver call on the engine's thread: a real Ctrl-C goes on to pause the campaign; anything
+    else the driver raised (asyncio's CancelledError and SystemExit are BaseExceptions too) is its fault."""
+    if isinstance(exc, KeyboardInterrupt):
+        raise exc

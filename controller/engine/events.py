@@ -161,6 +161,17 @@ class SafeStateEntered:
 
 
 @dataclass(frozen=True)
+class DriverFailed:
+    """A driver call outside a trial's run raised: `abort` on an operator interrupt, `recover` while
+    reconciling after a crash, `close`, or a trial that would not stop after an abort (`action` says which).
+    The engine goes on as if the call had done nothing (the trial is abandoned, the station made safe)."""
+
+    station: str
+    action: str
+    error: ErrorInfo
+
+
+@dataclass(frozen=True)
 class OperatorStep:
     """The operator confirmed a manual step of a trial (e.g. put the film into the cavity)."""
 
@@ -171,6 +182,7 @@ class OperatorStep:
 EngineEvent = (
     TrialProposed | ProposalRefused | OperatorDecided | TrialApproved | TrialHandedOut | TrialStarted | TrialMeasured
     | TrialAbandoned | CampaignRunning | CampaignHalted | PlannerFailed | SafeStateEntered | OperatorStep
+    | DriverFailed
 )
 Subscriber = Callable[[EngineEvent], None]
 
@@ -270,6 +282,9 @@ class EventLog:
                 detail = f"{station}: {why}" + (f" (safe_state raised {error.type}: {error.message})" if error else "")
                 store.record_event("safe_state", detail=detail, data=None if error is None else error.as_data(),
                                    virtual_t=t)
+            case DriverFailed(station, action, error):
+                store.record_event("driver_error", detail=f"{station}: {action}: {error.type}: {error.message}",
+                                   data=error.as_data(), virtual_t=t)
             case OperatorStep(trial_id, message):
                 store.record_event("operator_step", trial_id=trial_id, detail=message)
             case TrialProposed():
