@@ -82,7 +82,8 @@ class WireEmulator:
     """An instrument's command set, served behind a port.
 
     `driver`: the registered driver that speaks it. `accepts`: what the simulated device itself takes,
-    for drivers whose description comes from the protocol (a serial instrument described in YAML).
+    for drivers whose description comes from the protocol (a serial instrument described in YAML), and
+    `identity` what it answers to `*IDN?`: a protocol for another instrument must not run against it.
     `truth(seed, options)`: the model without noise, where it has one (dry-run and benchmark checks).
     """
 
@@ -91,6 +92,7 @@ class WireEmulator:
     summary: str
     model: ModelFactory
     accepts: DriverDescription | None = None
+    identity: str | None = None
     truth: Callable[[int, Any], Truth] | None = None
     ground_truth: GroundTruthMaker | None = None
 
@@ -109,6 +111,7 @@ EMULATORS: dict[str, WireEmulator] = {
                 }),
                 measures={"sheet_resistance": "ohm", "furnace_temp": "degC"},
             ),
+            identity=furnace.IDN,
         ),
         WireEmulator("trmc", "trmc", "the TRMC station's control PC", _trmc_model,
                      truth=_trmc_truth, ground_truth=trmc_ground_truth),

@@ -66,7 +66,7 @@ def resolve_link(protocol: Protocol, *, sim: bool = False, connection: str | Non
         url = f"sim://{entry.emulator}"
     if url is None:
         raise InstrumentUnavailable(f"driver {entry.name} needs a connection (a device path or URL)")
-    problem = emulator_problem(entry.name, url)
+    problem = emulator_problem(entry.name, url, protocol.instrument)
     if problem is not None:
         raise InstrumentUnavailable(f"connection {url}: {problem}")
     return Link(url, in_process=emulator_name(url) is not None)

@@ -13,6 +13,7 @@ with its own), so the model and this module do not import each other.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -36,7 +37,7 @@ from closedloop.drivers.base import DriverDescription, DriverEntry, Limit, Safet
 from closedloop.drivers.serial_config import EnvelopeLimit, EnvelopeSection, SerialInstrumentConfig
 from closedloop.records import Conditions, Value
 from closedloop.simulators.faults import FaultSpecError, parse_fault_spec
-from closedloop.simulators.registry import EMULATORS, SimulatedInstrument, emulator_name
+from closedloop.simulators.registry import EMULATORS, SimulatedInstrument, WireEmulator, emulator_name
 from closedloop.units import convert
 
 if TYPE_CHECKING:
@@ -120,9 +121,10 @@ def described_by_protocol(section: InstrumentSection) -> bool:
     return isinstance(entry, SimulatedInstrument) and entry.description is None
 
 
-def emulator_problem(driver: str, connection: str | None) -> str | None:
-    """What is wrong with a `sim://NAME` connection for `driver`: no such emulator, or one that speaks
-    another driver's wire protocol. None when the connection is fine (or not sim://)."""
+def emulator_problem(driver: str, connection: str | None, section: InstrumentSection | None = None) -> str | None:
+    """What is wrong with a `sim://NAME` connection for `driver`: no such emulator, one that speaks
+    another driver's wire protocol, or (for an instrument the protocol describes, `section`) an emulator
+    of another instrument. None when the connection is fine (or not sim://)."""
     name = emulator_name(connection)
     entry = instrument(driver)
     if name is None or not isinstance(entry, DriverEntry):
@@ -133,6 +135,32 @@ def emulator_problem(driver: str, connection: str | None) -> str | None:
     if EMULATORS[name].driver != entry.name:
         return (f"the {name} emulator speaks the {EMULATORS[name].driver} driver's wire protocol, not {entry.name}'s; "
                 f"use {', '.join('sim://' + n for n in speaking) or 'a real connection'}")
+    if isinstance(section, SerialInstrumentConfig):
+        return _another_instrument(EMULATORS[name], section)
+    return None
+
+
+def _another_instrument(emulator: WireEmulator, section: SerialInstrumentConfig) -> str | None:
+    """Why `emulator` cannot stand in for the instrument `section` describes, or None.
+
+    A generic serial driver talks to whatever answers; a dry run against the built-in furnace of a
+    protocol written for some other instrument would only "find" that the furnace is not that
+    instrument, and blame the real one. So the stand-in must identify as what the protocol expects and
+    take every parameter it sets and quantity it measures."""
+    stand_in = f"sim://{emulator.name} ({emulator.summary})"
+    remedy = (f"sim://{emulator.name} and --sim stand in for that instrument only; dry-run this protocol with "
+              "--port pointing at an emulator of this instrument (or the instrument itself)")
+    expect = section.identify.expect if section.identify is not None else None
+    if expect is not None and emulator.identity is not None and not re.search(expect, emulator.identity):
+        return (f"the protocol expects an instrument identifying as {expect!r} (identify.expect), but "
+                f"{stand_in} identifies as {emulator.identity!r}; {remedy}")
+    if emulator.accepts is None:
+        return None
+    foreign = [f"set.{n}" for n in section.set if n not in emulator.accepts.envelope.limits]
+    foreign += [f"measure.{n}" for n in section.measure if n not in emulator.accepts.measures]
+    if foreign:
+        return (f"{stand_in} has no {', '.join(foreign)} (it takes {', '.join(emulator.accepts.envelope.limits)} "
+                f"and measures {', '.join(emulator.accepts.measures)}); {remedy}")
     return None
 
 

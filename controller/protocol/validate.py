@@ -114,7 +114,7 @@ def _check_envelope(found: _Findings, description: DriverDescription) -> None:
     if serial is not None:
         _check_serial(found, serial)
     _check_options(found, limits, instrument)
-    problem = emulator_problem(section.driver, section.connection)
+    problem = emulator_problem(section.driver, section.connection, section)
     if problem is not None:
         found.add(("instrument", "connection"), problem)
     if serial is None and not described_by_protocol(section):
