@@ -121,10 +121,10 @@ def parse_error_reply(text: str) -> tuple[int, str]:
 MAX_QUEUED_ERRORS = 16  # an error queue that never empties is itself a fault
 
 
-def check_error_queue(query: Callable[[str], str], error_query: str, after: str, instrument: str) -> None:
-    """Drain an SCPI error queue (`SYST:ERR?` until `0,...`) and raise `InstrumentFault` naming every
-    queued error and the command `after` which they were found. `query` sends one query, returns its reply."""
-    errors = []
+def drain_error_queue(query: Callable[[str], str], error_query: str, after: str) -> list[str]:
+    """Empty an SCPI error queue (`SYST:ERR?` until `0,...`) and return the queued errors, oldest first.
+    `InstrumentFault` when a reply is not an error-queue reply or the queue does not empty."""
+    errors: list[str] = []
     for _ in range(MAX_QUEUED_ERRORS):
         reply = query(error_query)
         try:
@@ -132,7 +132,15 @@ def check_error_queue(query: Callable[[str], str], error_query: str, after: str,
         except ScpiParseError as e:
             raise InstrumentFault(f"after {after!r}: {error_query} gave {e}") from None
         if code == 0:
-            break
+            return errors
         errors.append(reply)
+    raise InstrumentFault(f"after {after!r}: {error_query} still reports errors after {MAX_QUEUED_ERRORS} reads: "
+                          f"{'; '.join(errors[-3:])}")
+
+
+def check_error_queue(query: Callable[[str], str], error_query: str, after: str, instrument: str) -> None:
+    """Drain an SCPI error queue and raise `InstrumentFault` naming every queued error and the command
+    `after` which they were found. `query` sends one query, returns its reply."""
+    errors = drain_error_queue(query, error_query, after)
     if errors:
         raise InstrumentFault(f"{instrument} reported an error after {after!r}: {'; '.join(errors)}")

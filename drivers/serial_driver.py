@@ -30,6 +30,7 @@ from closedloop.drivers.scpi import (
     ScpiParseError,
     check_error_queue,
     decode_block,
+    drain_error_queue,
     parse_list,
     parse_number,
     parse_regex,
@@ -121,6 +122,7 @@ class SerialInstrumentDriver:
         self.transport.set_journal(ctx.journal)
         self.transport.follow_clock(ctx.clock)
         self._identify()
+        self._clear_errors_left_over(f"before trial {ctx.trial_id}")
         reconnects_before = self.transport.reconnects
         for command in self.config.setup:
             self._send(command)
@@ -192,6 +194,17 @@ class SerialInstrumentDriver:
         if self.config.error_query is not None:
             check_error_queue(self.transport.query, self.config.error_query, after, "the instrument")
 
+    def _clear_errors_left_over(self, when: str) -> None:
+        """Empty the error queue of what earlier commands left there (the safe state, a previous trial, a
+        previous process), so those errors are not blamed on this trial's first command. The queries and
+        replies are journaled with the trial's commands; the leftovers are logged."""
+        if self.config.error_query is None:
+            return
+        leftover = drain_error_queue(self.transport.query, self.config.error_query, when)
+        if leftover:
+            log.warning("%s: errors left in the queue %s (not from this trial's commands): %s",
+                        self.config.connection, when, "; ".join(leftover))
+
     def _wait(self, conditions: Mapping[str, Value], clock: Clock) -> None:
         wait = self.config.wait
         if wait is None:
@@ -255,6 +268,10 @@ class SerialInstrumentDriver:
                 self.transport.write(command)
             except Exception as e:  # safe_state must never raise, whatever the link does
                 log.warning("safe_state: %r to %s failed: %s", command, self.config.connection, e)
+        try:
+            self._clear_errors_left_over("after the safe-state commands")
+        except Exception as e:
+            log.warning("safe_state: reading the error queue of %s failed: %s", self.config.connection, e)
 
     def set_journal(self, journal: Journal | None) -> None:
         """Journal the link's commands and replies from now on (see `drivers.base.Journaled`)."""

@@ -225,7 +225,7 @@ def test_an_unconfirmed_setpoint_keeps_both_values_for_the_step_check() -> None:
     driver.run({**OPTIMUM, "anneal_temp": 150.0}, context(StationClock(0.0)))
     # The next trial's error query after SOUR:TEMP 350.0 reports an error: did the furnace take 350 or not?
     n = len(port.device.commands)
-    port.device.faults = FaultInjector(f"syst_err:once@{n + 5}")
+    port.device.faults = FaultInjector(f"syst_err:once@{n + 6}")  # after *IDN? is skipped: SYST:ERR? *CLS SYST:ERR? CONF:RES SYST:ERR? SOUR:TEMP
     with pytest.raises(InstrumentFault, match="after 'SOUR:TEMP 350.0'"):
         driver.run(OPTIMUM, context(StationClock(1e4)))
     with pytest.raises(EnvelopeViolation, match="step from 150.0 exceeds max_step 200"):
@@ -262,7 +262,7 @@ def test_in_process_trial_in_virtual_time_reaches_the_known_optimum() -> None:
     # ramp 25 -> 350 degC at 20 degC/min, then the 30 min dwell; polled once a minute.
     assert 16.25 * 60 + 1800 <= measurement.duration_s <= 16.25 * 60 + 1800 + 60
     sent = journal.sent()
-    assert sent[:2] == ["*IDN?", "*CLS"]
+    assert sent[:3] == ["*IDN?", "SYST:ERR?", "*CLS"]  # errors left from before the trial are cleared first
     assert "SOUR:DWEL 1800" in sent  # 30 min converted to seconds by the driver
     assert "SOUR:TEMP 350.0" in sent and "SOUR:FLOW 50.00" in sent
     assert sent.index("SOUR:FLOW 50.00") < sent.index("INIT") < sent.index("FETC:RES?")
@@ -307,7 +307,7 @@ def test_trial_over_a_real_pty_in_scaled_wall_time() -> None:
         assert device.commands.count("*IDN?") == 1  # identified once per connection
         driver.safe_state()
         time.sleep(0.05)
-        assert device.commands[-2:] == ["SOUR:TEMP 25", "ABOR"]
+        assert device.commands[-3:] == ["SOUR:TEMP 25", "ABOR", "SYST:ERR?"]
         driver.close()
         assert not driver.transport.is_open
 
@@ -354,7 +354,7 @@ def test_an_overloaded_reading_is_a_failed_sample_not_a_number() -> None:
 
 
 def test_in_process_faults_are_retried_in_virtual_time() -> None:
-    port = in_process_port("furnace", seed=0, faults="no_reply:once@1,garbage:once@3,partial:once@5,slow_reply:once@7")
+    port = in_process_port("furnace", seed=0, faults="no_reply:once@1,garbage:once@4,partial:once@6,slow_reply:once@8")
     driver = SerialInstrumentDriver(furnace_config(), port=port)
     started = time.monotonic()
     measurement = driver.run(OPTIMUM, context(StationClock(0.0)))
@@ -370,6 +370,28 @@ def test_in_process_unplug_reconnects_and_abandons_the_trial() -> None:
         driver.run(OPTIMUM, context(StationClock(0.0)))
     assert driver.run(OPTIMUM, context(StationClock(1e4))).status == "ok"
     assert driver.transport.reconnects == 1
+
+
+@pytest.mark.parametrize("left_by", ["safe_state", "someone else"])
+def test_errors_left_in_the_queue_before_a_trial_are_not_blamed_on_its_first_command(
+    caplog: pytest.LogCaptureFixture, left_by: str
+) -> None:
+    # No *CLS in setup: the first command's error check would read whatever the queue held.
+    driver = sim_driver(furnace_config(setup=["CONF:RES"], safe_state=["SOUR:TEMP 25", "SOUR:BOGUS 1"]))
+    journal = Journal()
+    with caplog.at_level(logging.WARNING, logger="closedloop.drivers.serial_driver"):
+        if left_by == "safe_state":
+            driver.transport.open()
+            driver.safe_state()
+            assert "after the safe-state commands" in caplog.text and "SOUR:BOGUS 1" in caplog.text
+        else:
+            driver.transport.open()
+            driver.transport.write("SOUR:BOGUS 2")  # e.g. typed at the front panel's remote console
+        measurement = driver.run(OPTIMUM, context(StationClock(0.0), journal, trial_id=7))
+    assert measurement.status == "ok"
+    if left_by != "safe_state":
+        assert "before trial 7" in caplog.text and "SOUR:BOGUS 2" in caplog.text
+    assert journal.sent()[:2] == ["*IDN?", "SYST:ERR?"]
 
 
 def test_safe_state_never_raises_even_when_the_instrument_is_gone(caplog: pytest.LogCaptureFixture) -> None:

@@ -185,7 +185,7 @@ def serial_driver(url: str) -> SerialInstrumentDriver:
 
 @pytest.mark.parametrize("server_type", SERVERS)
 def test_a_reset_during_a_setpoint_stops_the_trial_then_the_next_trial_runs(server_type: type[PtyServer]) -> None:
-    device = furnace_device("reset:once@6")
+    device = furnace_device("reset:once@7")  # *IDN? SYST:ERR? *CLS SYST:ERR? CONF:RES SYST:ERR? SOUR:TEMP
     with server_type(device) as server:
         driver = serial_driver(server.url)
         with pytest.raises(InstrumentFault, match=r"""after 'SOUR:TEMP 350.0': -315,"Configuration memory lost\""""):
