@@ -263,11 +263,15 @@ class SerialInstrumentDriver:
 
     def safe_state(self) -> None:
         """Send the protocol's safe-state commands; failures are logged, never raised."""
+        reached = True
         for command in self.config.safe_state:
             try:
                 self.transport.write(command)
             except Exception as e:  # safe_state must never raise, whatever the link does
+                reached = False
                 log.warning("safe_state: %r to %s failed: %s", command, self.config.connection, e)
+        if not reached:
+            return  # the link is down: querying its error queue would only wait out the timeouts
         try:
             self._clear_errors_left_over("after the safe-state commands")
         except Exception as e:
