@@ -50,7 +50,14 @@ if TYPE_CHECKING:
 
 
 class BadInput(ValueError):
-    """A user error (unknown trial, wrong unit, ...): exit code 2, nothing stored was changed."""
+    """A user error (unknown trial, wrong unit, ...): exit code 2, nothing stored was changed.
+
+    `field` names the value at fault when there is one, so a reader of a results file can point at its column.
+    """
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
 
 
 TIME_SCALE_IN_PROCESS = (
@@ -257,7 +264,8 @@ class Campaign:
         return out
 
     def tell(self, trial_id: int, values: Mapping[str, str | float], *, failed: bool = False, note: str = "") -> None:
-        """Record a result entered by hand. Values may carry units ("120 ns"); NaN/inf become a failed sample."""
+        """Record a result entered by hand. Values may carry units ("120 ns"). Every value must be a finite
+        number (and > 0 for a log-scale objective): a sample that gave none is told with `failed=True`."""
         self.tell_many([(trial_id, values, failed)], note=note)
 
     def tell_many(self, entries: Sequence[tuple[int, Mapping[str, str | float], bool]], *, note: str = "") -> None:
@@ -284,34 +292,53 @@ class Campaign:
             raise BadInput(f"trial {trial_id} is already {trial.state}; nothing changed")
         if trial.state not in ("dispatched", "running"):
             raise BadInput(f"trial {trial_id} is {trial.state}, not waiting for a result")
-        problem = self.protocol.to_problem()
-        units_of = self.protocol.objective_units() | dict(self.protocol.description_of_instrument().measures)
-        parsed: dict[str, float] = {}
-        units: dict[str, str] = {}
-        for name, raw in values.items():
-            if name not in units_of:
-                known = ", ".join(sorted(units_of))
-                raise BadInput(f"trial {trial_id}: {name}: not a measured quantity of this campaign ({known})")
-            try:
-                parsed[name] = parse_quantity_to(raw, units_of[name])
-            except ValueError as exc:
-                raise BadInput(f"trial {trial_id}: {name}={raw!r}: {exc}") from None
-            units[name] = units_of[name]
-        nonfinite = [k for k, v in parsed.items() if not math.isfinite(v)]
-        missing = [o.name for o in problem.objectives if o.name not in parsed]
-        if not failed and not nonfinite and missing:
+        if failed and values:
+            # The values of one trial are stored together or not at all: never some kept, some dropped.
+            raise BadInput(f"trial {trial_id}: a failed sample (--failed) is recorded without values; "
+                           f"drop {', '.join(values)} or drop --failed", field=next(iter(values)))
+        parsed = {name: self._operator_value(trial_id, name, raw) for name, raw in values.items()}
+        missing = [o.name for o in self.protocol.to_problem().objectives if o.name not in parsed]
+        if not failed and missing:
             raise BadInput(f"trial {trial_id}: missing a value for {', '.join(missing)} (or mark it --failed)")
-        ok = not failed and not nonfinite
-        detail = note or (f"non-finite value for {', '.join(nonfinite)}" if nonfinite else "entered by the operator")
+        units_of = self._measured_units()
         return Measurement(
-            values=parsed if ok else {},
-            units=units if ok else {},
-            status="ok" if ok else "failed_sample",
+            values=parsed,
+            units={name: units_of[name] for name in parsed},
+            status="failed_sample" if failed else "ok",
             analysis="manual",
             analysis_version="1",
             instrument=trial.instrument or "manual",
-            detail=detail,
+            detail=note or "entered by the operator",
         )
+
+    def _measured_units(self) -> dict[str, str]:
+        return self.protocol.objective_units() | dict(self.protocol.description_of_instrument().measures)
+
+    def _operator_value(self, trial_id: int, name: str, raw: str | float) -> float:
+        """One value typed by a person, in the campaign's unit for it; refused unless it can be a measurement."""
+        units_of = self._measured_units()
+        if name not in units_of:
+            known = ", ".join(sorted(units_of))
+            raise BadInput(f"trial {trial_id}: {name}: not a measured quantity of this campaign ({known})", field=name)
+        try:
+            value = parse_quantity_to(raw, units_of[name])
+        except ValueError as exc:
+            raise BadInput(f"trial {trial_id}: {name}={raw!r}: {exc}", field=name) from None
+        if not math.isfinite(value):
+            # A NaN typed by hand is more often a spreadsheet gap than a verdict on the sample: a failed
+            # sample teaches the planner to avoid a region, so it must be said explicitly.
+            raise BadInput(
+                f"trial {trial_id}: {name}={raw!r}: not a finite number. If the sample gave no usable value, "
+                "record it as failed explicitly: --failed (a CSV row: status `failed`; Python: failed=True)",
+                field=name,
+            )
+        if name in {o.name for o in self.protocol.to_problem().objectives if o.log} and value <= 0:
+            raise BadInput(
+                f"trial {trial_id}: {name}={raw!r}: {name} is modelled on a log scale (log: true in the protocol), "
+                "which needs a value > 0; check the number and its unit, or record a failed sample with --failed",
+                field=name,
+            )
+        return value
 
     # ---- reading ----------------------------------------------------------------------------------
 
