@@ -253,6 +253,7 @@ class Campaign:
         Proposals the safety gate refuses are journaled and proposed again (three in a row end it)."""
         if n < 1:
             raise BadInput(f"-n must be at least 1, got {n}")
+        self._check_room_for(n)
         engine = self._engine([])
         out: list[tuple[int, Conditions]] = []
         for _ in range(REFUSALS_BEFORE_STOP):
@@ -262,6 +263,23 @@ class Campaign:
             if len(out) == n:
                 break
         return out
+
+    def _check_room_for(self, n: int) -> None:
+        """Refuse (rather than cap) an `ask` beyond the trial budget. Handed-out trials are a commitment that
+        cannot be taken back, and an -n past the budget is most likely a typo: refusing changes nothing, and
+        the message says how many can be asked for."""
+        trials = self.store.trials()
+        budget = self.protocol.budget.trials
+        results, pending = history.n_results(trials), len(history.pending(trials))
+        left = budget - results - pending
+        if n <= left:
+            return
+        used = f"{_count(results, 'result')} told, {pending} pending"
+        if left <= 0:
+            raise BadInput(f"no trials left in the budget of {budget} ({used}); to measure more, start a new "
+                           "campaign from a protocol with a larger budget.trials")
+        raise BadInput(f"-n {n}: {_count(left, 'trial')} left in the budget of {budget} ({used}); "
+                       f"ask for at most {left} (-n {left})")
 
     def tell(self, trial_id: int, values: Mapping[str, str | float], *, failed: bool = False, note: str = "") -> None:
         """Record a result entered by hand. Values may carry units ("120 ns"). Every value must be a finite
@@ -379,6 +397,10 @@ def _link(protocol: Protocol, *, sim: bool, connection: str | None) -> Link:
     from closedloop.controller.engine.stations import resolve_link
 
     return resolve_link(protocol, sim=sim, connection=connection)
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 def _close(stations: list[Station]) -> None:
