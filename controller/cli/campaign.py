@@ -106,6 +106,9 @@ def _run_engine(
 def run(protocol: str, db: str | None, sim: bool, approve: bool, seed: int | None, quiet: bool,
         port: str | None, time_scale: float | None, no_report: bool) -> None:
     """Run a campaign from PROTOCOL until a stop rule fires."""
+    if db is not None and os.path.lexists(db):
+        raise BadInput(f"--db {db}: a file already exists there, and `run` never overwrites one. To continue "
+                       f"that campaign: closedloop resume {db}; to start a new one, give --db another path")
     _check_link(port, time_scale, sim)
     _require_operator(load_protocol(protocol), approve)
     campaign = Campaign.create(protocol, db, seed=seed, sim=sim, connection=port)

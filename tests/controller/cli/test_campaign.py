@@ -1,5 +1,5 @@
-"""`ask`, `tell`, `run`, `export`, `status` on real campaign files: bad input is exit 2 with a line that
-says what is wrong and what to do, and nothing already stored changes."""
+"""`ask` and `tell` on real campaign files: bad input is exit 2 with a line that says what is wrong and
+what to do, and nothing already stored changes."""
 
 from __future__ import annotations
 
@@ -7,43 +7,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner, Result
 
 from closedloop.controller.campaign import Campaign
-from closedloop.controller.cli.main import main
-from tests import paths
-
-TRMC = paths.PROTOCOLS / "trmc_opv_blend.yaml"  # phi_sum_mu_max is a log-scale objective; budget 40
-
-
-def invoke(*args: object) -> Result:
-    return CliRunner().invoke(main, [str(a) for a in args])
-
-
-def refused(result: Result, *phrases: str) -> str:
-    """The command ended with exit 2 and one `error:` line holding every phrase; returns that line."""
-    assert result.exit_code == 2, (result.exit_code, result.output, result.exception)
-    assert "Traceback" not in result.output
-    assert result.stdout == ""
-    for phrase in phrases:
-        assert phrase in result.stderr, (phrase, result.stderr)
-    return result.stderr
-
-
-def stored(db: Path) -> tuple[list[tuple[int, str, dict]], int]:
-    """What the campaign file holds: each trial's id, state and values, and how many events."""
-    with Campaign.open(db) as c:
-        return [(t.id, t.state, t.values) for t in c.store.trials()], len(c.store.events())
-
-
-@pytest.fixture
-def handed_out(tmp_path: Path) -> Path:
-    """A TRMC campaign measured by hand: trials 1-3 handed out with `ask`, no result told yet."""
-    db = tmp_path / "opv.sqlite"
-    with Campaign.create(TRMC, db) as c:
-        c.ask(3)
-    return db
-
+from tests.controller.cli.campaigns import invoke, refused, stored
 
 # ---- tell: values that are not measurements ---------------------------------------------------------
 
