@@ -39,6 +39,7 @@ from closedloop.controller.engine.gate import SafetyGate
 from closedloop.controller.engine.halts import Halt
 from closedloop.controller.engine.operator import Approver
 from closedloop.controller.protocol.model import Protocol, load_protocol, parse_protocol_text
+from closedloop.controller.results_csv import ResultsFileError, read_results
 from closedloop.controller.store.campaign_store import CampaignStore, software_versions
 from closedloop.controller.store.errors import UnknownTrial
 from closedloop.drivers.base import Measurement
@@ -52,11 +53,13 @@ if TYPE_CHECKING:
 class BadInput(ValueError):
     """A user error (unknown trial, wrong unit, ...): exit code 2, nothing stored was changed.
 
-    `field` names the value at fault when there is one, so a reader of a results file can point at its column.
+    `trial` and `field` name the trial and value at fault when there are, so a results file can point at
+    its line and column.
     """
 
-    def __init__(self, message: str, *, field: str | None = None) -> None:
+    def __init__(self, message: str, *, trial: int | None = None, field: str | None = None) -> None:
         super().__init__(message)
+        self.trial = trial
         self.field = field
 
 
@@ -287,17 +290,38 @@ class Campaign:
         self.tell_many([(trial_id, values, failed)], note=note)
 
     def tell_many(self, entries: Sequence[tuple[int, Mapping[str, str | float], bool]], *, note: str = "") -> None:
-        """Check every entry first, then record them: a bad entry changes nothing at all."""
+        """Check every entry first, then record them in one transaction: all entries or none."""
         seen: set[int] = set()
         checked = []
         for trial_id, values, failed in entries:
             if trial_id in seen:
-                raise BadInput(f"trial {trial_id} appears twice")
+                raise BadInput(f"trial {trial_id} appears twice", trial=trial_id)
             seen.add(trial_id)
-            checked.append((trial_id, self._measurement_from_operator(trial_id, values, failed, note)))
+            try:
+                checked.append((trial_id, self._measurement_from_operator(trial_id, values, failed, note)))
+            except BadInput as exc:
+                raise BadInput(str(exc), trial=trial_id, field=exc.field) from None
         engine = self._engine([])
-        for trial_id, m in checked:
-            engine.ingest(trial_id, m)
+        with self.store.batch():
+            for trial_id, m in checked:
+                engine.ingest(trial_id, m)
+
+    def tell_csv(self, path: str | Path, *, note: str = "") -> int:
+        """Record the results of a CSV file (see `controller.results_csv`): every row or none. Returns how
+        many rows were recorded; a problem is a BadInput naming the file and line."""
+        try:
+            rows = read_results(path, measured=self.measured_units(),
+                                objectives=[o.name for o in self.protocol.to_problem().objectives])
+        except ResultsFileError as exc:
+            raise BadInput(str(exc)) from None
+        try:
+            self.tell_many([(r.trial, r.values, r.failed) for r in rows], note=note)
+        except BadInput as exc:
+            where = next((f"{path}:{r.line}" for r in rows if r.trial == exc.trial), str(path))
+            untouched = f" (none of its {len(rows)} rows was recorded)" if len(rows) > 1 else ""
+            raise BadInput(f"{where}: {exc}{untouched}",
+                           trial=exc.trial, field=exc.field) from None
+        return len(rows)
 
     def _measurement_from_operator(
         self, trial_id: int, values: Mapping[str, str | float], failed: bool, note: str
@@ -318,7 +342,7 @@ class Campaign:
         missing = [o.name for o in self.protocol.to_problem().objectives if o.name not in parsed]
         if not failed and missing:
             raise BadInput(f"trial {trial_id}: missing a value for {', '.join(missing)} (or mark it --failed)")
-        units_of = self._measured_units()
+        units_of = self.measured_units()
         return Measurement(
             values=parsed,
             units={name: units_of[name] for name in parsed},
@@ -329,12 +353,13 @@ class Campaign:
             detail=note or "entered by the operator",
         )
 
-    def _measured_units(self) -> dict[str, str]:
+    def measured_units(self) -> dict[str, str]:
+        """Each quantity a result may give (the objectives and what the instrument measures) -> its unit."""
         return self.protocol.objective_units() | dict(self.protocol.description_of_instrument().measures)
 
     def _operator_value(self, trial_id: int, name: str, raw: str | float) -> float:
         """One value typed by a person, in the campaign's unit for it; refused unless it can be a measurement."""
-        units_of = self._measured_units()
+        units_of = self.measured_units()
         if name not in units_of:
             known = ", ".join(sorted(units_of))
             raise BadInput(f"trial {trial_id}: {name}: not a measured quantity of this campaign ({known})", field=name)

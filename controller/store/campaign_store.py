@@ -12,12 +12,13 @@ any number read, even while the writer runs. Trial state changes and their journ
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import json
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
@@ -175,6 +176,15 @@ class CampaignStore(CampaignReads):
         return cls(path, db, lock, version)
 
     # ----------------------------------------------------------------- writes
+
+    @contextlib.contextmanager
+    def batch(self) -> Iterator[None]:
+        """Several writes as one transaction: the writes inside join it, and all are kept or none (`tell`
+        of a results file). Other threads' writes wait until it ends."""
+        if self._lock is None:
+            raise ReadOnlyCampaign(f"{self.path}: opened read-only; open it with writer=True to record")
+        with self._mutex, self._translated_errors(), self._db.atomic():
+            yield
 
     @_writes
     def add_trial(

@@ -390,6 +390,24 @@ def test_record_measurement_is_one_transaction(store: CampaignStore, monkeypatch
     assert store.trial(tid).state == "measured"
 
 
+def test_a_batch_of_writes_is_kept_whole_or_not_at_all(store: CampaignStore) -> None:
+    first, second = dispatched_trial(store), dispatched_trial(store)
+    events = len(store.events())
+    with pytest.raises(AlreadyMeasured), store.batch():
+        store.record_measurement(first, ok({"y": 1.0}))
+        store.record_measurement(second, ok({"y": 2.0}))
+        store.record_measurement(first, ok({"y": 3.0}))  # the third write fails: the first two go too
+    assert [store.trial(t).state for t in (first, second)] == ["dispatched", "dispatched"]
+    assert table_rows(store.path, "SELECT count(*) FROM measurements") == [(0,)]
+    assert len(store.events()) == events
+    with store.batch():
+        store.record_measurement(first, ok({"y": 1.0}))
+        store.record_measurement(second, ok({"y": 2.0}))
+    assert [store.trial(t).values for t in (first, second)] == [{"y": 1.0}, {"y": 2.0}]
+    with CampaignStore.open(store.path) as reader, pytest.raises(ReadOnlyCampaign), reader.batch():
+        pass
+
+
 def test_reanalysis_supersedes_old_values_without_deleting_them(store: CampaignStore) -> None:
     tid = dispatched_trial(store)
     store.record_measurement(tid, ok({"tau_half": 10.0, "phi": 0.5}, artifacts={"trace": np.arange(3.0),
