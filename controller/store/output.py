@@ -27,6 +27,8 @@ def check_output_path(target: Path, campaign: Path) -> None:
         raise OutputPathError(target, f"the folder {folder} does not exist; create it, or write to another path")
     if not folder.is_dir():
         raise OutputPathError(target, f"{folder} is not a folder; write to a path inside a folder")
+    if target.is_dir():
+        raise OutputPathError(target, "is a folder; give a file name")
     if target.resolve() in {p.resolve() for p in campaign_files(campaign)}:
         raise OutputPathError(target, "that is the campaign file itself (or one beside it that SQLite keeps); "
                                       "write to another path")
