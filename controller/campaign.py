@@ -39,6 +39,7 @@ from closedloop.controller.engine.gate import SafetyGate
 from closedloop.controller.engine.halts import Halt
 from closedloop.controller.engine.operator import Approver
 from closedloop.controller.protocol.model import Protocol, load_protocol, parse_protocol_text
+from closedloop.controller.results_csv import ResultsFileError, read_results
 from closedloop.controller.store.campaign_store import CampaignStore, software_versions
 from closedloop.controller.store.errors import UnknownTrial
 from closedloop.drivers.base import Measurement
@@ -50,7 +51,16 @@ if TYPE_CHECKING:
 
 
 class BadInput(ValueError):
-    """A user error (unknown trial, wrong unit, ...): exit code 2, nothing stored was changed."""
+    """A user error (unknown trial, wrong unit, ...): exit code 2, nothing stored was changed.
+
+    `trial` and `field` name the trial and value at fault when there are, so a results file can point at
+    its line and column.
+    """
+
+    def __init__(self, message: str, *, trial: int | None = None, field: str | None = None) -> None:
+        super().__init__(message)
+        self.trial = trial
+        self.field = field
 
 
 TIME_SCALE_IN_PROCESS = (
@@ -255,6 +265,7 @@ class Campaign:
         Proposals the safety gate refuses are journaled and proposed again (three in a row end it)."""
         if n < 1:
             raise BadInput(f"-n must be at least 1, got {n}")
+        self._check_room_for(n)
         engine = self._engine([])
         out: list[tuple[int, Conditions]] = []
         for _ in range(REFUSALS_BEFORE_STOP):
@@ -265,22 +276,61 @@ class Campaign:
                 break
         return out
 
+    def _check_room_for(self, n: int) -> None:
+        """Refuse (rather than cap) an `ask` beyond the trial budget. Handed-out trials are a commitment that
+        cannot be taken back, and an -n past the budget is most likely a typo: refusing changes nothing, and
+        the message says how many can be asked for."""
+        trials = self.store.trials()
+        budget = self.protocol.budget.trials
+        results, pending = history.n_results(trials), len(history.pending(trials))
+        left = budget - results - pending
+        if n <= left:
+            return
+        used = f"{_count(results, 'result')} told, {pending} pending"
+        if left <= 0:
+            raise BadInput(f"no trials left in the budget of {budget} ({used}); to measure more, start a new "
+                           "campaign from a protocol with a larger budget.trials")
+        raise BadInput(f"-n {n}: {_count(left, 'trial')} left in the budget of {budget} ({used}); "
+                       f"ask for at most {left} (-n {left})")
+
     def tell(self, trial_id: int, values: Mapping[str, str | float], *, failed: bool = False, note: str = "") -> None:
-        """Record a result entered by hand. Values may carry units ("120 ns"); NaN/inf become a failed sample."""
+        """Record a result entered by hand. Values may carry units ("120 ns"). Every value must be a finite
+        number (and > 0 for a log-scale objective): a sample that gave none is told with `failed=True`."""
         self.tell_many([(trial_id, values, failed)], note=note)
 
     def tell_many(self, entries: Sequence[tuple[int, Mapping[str, str | float], bool]], *, note: str = "") -> None:
-        """Check every entry first, then record them: a bad entry changes nothing at all."""
+        """Check every entry first, then record them in one transaction: all entries or none."""
         seen: set[int] = set()
         checked = []
         for trial_id, values, failed in entries:
             if trial_id in seen:
-                raise BadInput(f"trial {trial_id} appears twice")
+                raise BadInput(f"trial {trial_id} appears twice", trial=trial_id)
             seen.add(trial_id)
-            checked.append((trial_id, self._measurement_from_operator(trial_id, values, failed, note)))
+            try:
+                checked.append((trial_id, self._measurement_from_operator(trial_id, values, failed, note)))
+            except BadInput as exc:
+                raise BadInput(str(exc), trial=trial_id, field=exc.field) from None
         engine = self._engine([])
-        for trial_id, m in checked:
-            engine.ingest(trial_id, m)
+        with self.store.batch():
+            for trial_id, m in checked:
+                engine.ingest(trial_id, m)
+
+    def tell_csv(self, path: str | Path, *, note: str = "") -> int:
+        """Record the results of a CSV file (see `controller.results_csv`): every row or none. Returns how
+        many rows were recorded; a problem is a BadInput naming the file and line."""
+        try:
+            rows = read_results(path, measured=self.measured_units(),
+                                objectives=[o.name for o in self.protocol.to_problem().objectives])
+        except ResultsFileError as exc:
+            raise BadInput(str(exc)) from None
+        try:
+            self.tell_many([(r.trial, r.values, r.failed) for r in rows], note=note)
+        except BadInput as exc:
+            where = next((f"{path}:{r.line}" for r in rows if r.trial == exc.trial), str(path))
+            untouched = f" (none of its {len(rows)} rows was recorded)" if len(rows) > 1 else ""
+            raise BadInput(f"{where}: {exc}{untouched}",
+                           trial=exc.trial, field=exc.field) from None
+        return len(rows)
 
     def _measurement_from_operator(
         self, trial_id: int, values: Mapping[str, str | float], failed: bool, note: str
@@ -293,34 +343,54 @@ class Campaign:
             raise BadInput(f"trial {trial_id} is already {trial.state}; nothing changed")
         if trial.state not in ("dispatched", "running"):
             raise BadInput(f"trial {trial_id} is {trial.state}, not waiting for a result")
-        problem = self.protocol.to_problem()
-        units_of = self.protocol.objective_units() | dict(self.protocol.description_of_instrument().measures)
-        parsed: dict[str, float] = {}
-        units: dict[str, str] = {}
-        for name, raw in values.items():
-            if name not in units_of:
-                known = ", ".join(sorted(units_of))
-                raise BadInput(f"trial {trial_id}: {name}: not a measured quantity of this campaign ({known})")
-            try:
-                parsed[name] = parse_quantity_to(raw, units_of[name])
-            except ValueError as exc:
-                raise BadInput(f"trial {trial_id}: {name}={raw!r}: {exc}") from None
-            units[name] = units_of[name]
-        nonfinite = [k for k, v in parsed.items() if not math.isfinite(v)]
-        missing = [o.name for o in problem.objectives if o.name not in parsed]
-        if not failed and not nonfinite and missing:
+        if failed and values:
+            # The values of one trial are stored together or not at all: never some kept, some dropped.
+            raise BadInput(f"trial {trial_id}: a failed sample (--failed) is recorded without values; "
+                           f"drop {', '.join(values)} or drop --failed", field=next(iter(values)))
+        parsed = {name: self._operator_value(trial_id, name, raw) for name, raw in values.items()}
+        missing = [o.name for o in self.protocol.to_problem().objectives if o.name not in parsed]
+        if not failed and missing:
             raise BadInput(f"trial {trial_id}: missing a value for {', '.join(missing)} (or mark it --failed)")
-        ok = not failed and not nonfinite
-        detail = note or (f"non-finite value for {', '.join(nonfinite)}" if nonfinite else "entered by the operator")
+        units_of = self.measured_units()
         return Measurement(
-            values=parsed if ok else {},
-            units=units if ok else {},
-            status="ok" if ok else "failed_sample",
+            values=parsed,
+            units={name: units_of[name] for name in parsed},
+            status="failed_sample" if failed else "ok",
             analysis="manual",
             analysis_version="1",
             instrument=trial.instrument or "manual",
-            detail=detail,
+            detail=note or "entered by the operator",
         )
+
+    def measured_units(self) -> dict[str, str]:
+        """Each quantity a result may give (the objectives and what the instrument measures) -> its unit."""
+        return self.protocol.objective_units() | dict(self.protocol.description_of_instrument().measures)
+
+    def _operator_value(self, trial_id: int, name: str, raw: str | float) -> float:
+        """One value typed by a person, in the campaign's unit for it; refused unless it can be a measurement."""
+        units_of = self.measured_units()
+        if name not in units_of:
+            known = ", ".join(sorted(units_of))
+            raise BadInput(f"trial {trial_id}: {name}: not a measured quantity of this campaign ({known})", field=name)
+        try:
+            value = parse_quantity_to(raw, units_of[name])
+        except ValueError as exc:
+            raise BadInput(f"trial {trial_id}: {name}={raw!r}: {exc}", field=name) from None
+        if not math.isfinite(value):
+            # A NaN typed by hand is more often a spreadsheet gap than a verdict on the sample: a failed
+            # sample teaches the planner to avoid a region, so it must be said explicitly.
+            raise BadInput(
+                f"trial {trial_id}: {name}={raw!r}: not a finite number. If the sample gave no usable value, "
+                "record it as failed explicitly: --failed (a CSV row: status `failed`; Python: failed=True)",
+                field=name,
+            )
+        if name in {o.name for o in self.protocol.to_problem().objectives if o.log} and value <= 0:
+            raise BadInput(
+                f"trial {trial_id}: {name}={raw!r}: {name} is modelled on a log scale (log: true in the protocol), "
+                "which needs a value > 0; check the number and its unit, or record a failed sample with --failed",
+                field=name,
+            )
+        return value
 
     # ---- reading ----------------------------------------------------------------------------------
 
@@ -372,6 +442,10 @@ def _link(protocol: Protocol, *, sim: bool, connection: str | None) -> Link:
     from closedloop.controller.engine.stations import resolve_link
 
     return resolve_link(protocol, sim=sim, connection=connection)
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 __all__ = ["BadInput", "Campaign", "Halt"]

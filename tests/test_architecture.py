@@ -34,6 +34,7 @@ ALLOWED_LAYERS = {
 # controller's parts by rank: a part imports only parts of a lower rank (and itself).
 CONTROLLER_RANKS = {
     "protocol": 0,
+    "results_csv": 0,  # reads a results file; imports no other part
     "store": 0,
     "engine": 1,
     "campaign": 2,

@@ -108,6 +108,9 @@ def _run_engine(
 def run(protocol: str, db: str | None, sim: bool, approve: bool, seed: int | None, quiet: bool,
         port: str | None, time_scale: float | None, no_report: bool) -> None:
     """Run a campaign from PROTOCOL until a stop rule fires."""
+    if db is not None and os.path.lexists(db):
+        raise BadInput(f"--db {db}: a file already exists there, and `run` never overwrites one. To continue "
+                       f"that campaign: closedloop resume {db}; to start a new one, give --db another path")
     _check_link(port, time_scale, sim)
     _require_operator(load_protocol(protocol), approve)
     campaign = Campaign.create(protocol, db, seed=seed, sim=sim, connection=port)
@@ -214,26 +217,19 @@ def _parse_assignments(pairs: tuple[str, ...]) -> dict[str, str]:
 @handle_errors
 def tell(campaign_file: str, values: tuple[str, ...], trial_id: int | None, failed: bool, csv_path: str | None) -> None:
     """Record results measured by hand: `--trial ID name=value ...` or `--csv results.csv`."""
-    if csv_path:
-        with open(csv_path, newline="") as f:
-            rows = list(csv.DictReader(f))
-        if not rows or "trial" not in rows[0]:
-            raise BadInput(f"{csv_path}: needs a header with a `trial` column and one column per measured value")
-        entries = []
-        for i, row in enumerate(rows, start=2):
-            try:
-                tid = int(row.pop("trial"))
-            except (TypeError, ValueError):
-                raise BadInput(f"{csv_path}:{i}: trial: not a trial number") from None
-            status_word = (row.pop("status", "") or "").strip().lower()
-            entries.append((tid, {k: v for k, v in row.items() if v not in ("", None)}, status_word == "failed"))
-    else:
-        if trial_id is None:
-            raise BadInput("give --trial ID with name=value pairs, or --csv FILE")
-        entries = [(trial_id, _parse_assignments(values), failed)]
+    if csv_path and (values or trial_id is not None or failed):
+        raise BadInput("--csv takes the results from the file: drop --trial, --failed and name=value")
+    if not csv_path and trial_id is None:
+        raise BadInput("give --trial ID with name=value pairs, or --csv FILE")
+    assignments = _parse_assignments(values)
     with Campaign.open(campaign_file, writer=True) as c:
-        c.tell_many(entries)
-    click.echo(f"recorded {len(entries)} result(s) in {campaign_file}")
+        if csv_path:
+            recorded = c.tell_csv(csv_path)
+        else:
+            assert trial_id is not None
+            c.tell(trial_id, assignments, failed=failed)
+            recorded = 1
+    click.echo(f"recorded {recorded} result(s) in {campaign_file}")
 
 
 @click.command()

@@ -39,6 +39,8 @@ from closedloop.controller.report.figures import (
 from closedloop.controller.report.instruments import instrument_blocks
 from closedloop.controller.report.model_view import model_view
 from closedloop.controller.store.campaign_store import CampaignStore
+from closedloop.controller.store.errors import OutputPathError
+from closedloop.controller.store.output import check_output_path, write_atomically
 from closedloop.controller.store.reads import CampaignReads
 
 PLOT_CONFIG = {"displaylogo": False, "responsive": True}
@@ -71,14 +73,14 @@ def write_report(source: str | os.PathLike[str] | CampaignReads, output: str | o
     """Write the report (default `<campaign>.html`) atomically and return its path."""
     campaign_path = source.path if isinstance(source, CampaignReads) else Path(source)
     target = Path(output) if output is not None else default_report_path(campaign_path)
-    document = build_report(source)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_name(f".{target.name}.{os.getpid()}.partial")
     try:
-        partial.write_text(document, encoding="utf-8")
-        os.replace(partial, target)  # a reader never sees half a report
-    finally:
-        partial.unlink(missing_ok=True)
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputPathError(target, f"cannot create the folder {target.parent} ({exc.strerror}); "
+                                      "write the report to another path") from None
+    check_output_path(target, campaign_path)
+    document = build_report(source)
+    write_atomically(target, lambda partial: partial.write_text(document, encoding="utf-8"))
     return target
 
 

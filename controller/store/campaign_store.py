@@ -12,12 +12,13 @@ any number read, even while the writer runs. Trial state changes and their journ
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import json
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
@@ -25,6 +26,7 @@ from closedloop.controller.store import measurements
 from closedloop.controller.store.artifacts import INLINE_LIMIT_BYTES
 from closedloop.controller.store.errors import (
     AlreadyMeasured,
+    CampaignExists,
     CampaignFileError,
     CampaignLocked,
     InvalidTransition,
@@ -53,6 +55,7 @@ from closedloop.planners.provenance import Provenance
 
 __all__ = [
     "AlreadyMeasured",
+    "CampaignExists",
     "CampaignFileError",
     "CampaignLocked",
     "CampaignStore",
@@ -111,8 +114,8 @@ class CampaignStore(CampaignReads):
         """
         path = Path(path)
         if path.exists():
-            raise FileExistsError(
-                f"{path}: a campaign file already exists and is never overwritten; "
+            raise CampaignExists(
+                f"{path}: a file already exists there and is never overwritten; "
                 "choose another file name, or `resume` that campaign"
             )
         if not name or not isinstance(name, str):
@@ -173,6 +176,15 @@ class CampaignStore(CampaignReads):
         return cls(path, db, lock, version)
 
     # ----------------------------------------------------------------- writes
+
+    @contextlib.contextmanager
+    def batch(self) -> Iterator[None]:
+        """Several writes as one transaction: the writes inside join it, and all are kept or none (`tell`
+        of a results file). Other threads' writes wait until it ends."""
+        if self._lock is None:
+            raise ReadOnlyCampaign(f"{self.path}: opened read-only; open it with writer=True to record")
+        with self._mutex, self._translated_errors(), self._db.atomic():
+            yield
 
     @_writes
     def add_trial(

@@ -59,3 +59,15 @@ class UnknownTrial(StoreError, KeyError):
     def __str__(self) -> str:
         # KeyError would quote the message; this reads as a sentence.
         return str(self.args[0]) if self.args else "unknown trial"
+
+
+class CampaignExists(StoreError, FileExistsError):
+    """A new campaign was asked for at a path that already holds a file; campaign files are never overwritten."""
+
+
+class OutputPathError(StoreError):
+    """An export or report cannot be written where asked (no such folder, not writable, the campaign itself)."""
+
+    def __init__(self, path: Path | str, problem: str) -> None:
+        super().__init__(f"{path}: {problem}")
+        self.path = Path(path)

@@ -14,7 +14,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -23,6 +22,7 @@ from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 
 from closedloop.controller.store.lifecycle import FINAL_STATES
+from closedloop.controller.store.output import check_output_path, write_atomically
 from closedloop.controller.store.reads import CampaignReads, TrialRecord
 
 ExportFormat = Literal["csv", "parquet"]
@@ -61,14 +61,15 @@ def export_campaign(
     fmt = format or _SUFFIXES.get(out.suffix.lower())
     if fmt not in ("csv", "parquet"):
         raise ValueError(f"{out}: cannot tell the export format; use a .csv or .parquet name or pass format=")
+    check_output_path(out, store.path)
     campaign = store.campaign()
     trials = store.trials()
     units = condition_units if condition_units is not None else _units_from_protocol(campaign["protocol_text"])
     table, columns = _tidy_table(store, trials, units)
     if fmt == "csv":
-        _write_atomically(out, lambda tmp: table.to_csv(tmp, index=False))
+        write_atomically(out, lambda tmp: table.to_csv(tmp, index=False))
     else:
-        _write_atomically(out, lambda tmp: table.to_parquet(tmp, index=False, engine="pyarrow"))
+        write_atomically(out, lambda tmp: table.to_parquet(tmp, index=False, engine="pyarrow"))
     sidecar = out.with_name(out.name + ".json")
     document = {
         "campaign": campaign["name"],
@@ -90,7 +91,7 @@ def export_campaign(
     }
     if fmt == "csv":
         document["floats"] = "shortest round-trip (repr) form: parsing them back gives the exact same doubles"
-    _write_atomically(sidecar, lambda tmp: Path(tmp).write_text(json.dumps(document, indent=2) + "\n"))
+    write_atomically(sidecar, lambda tmp: Path(tmp).write_text(json.dumps(document, indent=2) + "\n"))
     return out, sidecar
 
 
@@ -174,13 +175,3 @@ def _units_from_protocol(protocol_text: str) -> dict[str, str]:
     if not isinstance(space, dict):
         return {}
     return {str(name): str(spec["unit"]) for name, spec in space.items() if isinstance(spec, dict) and "unit" in spec}
-
-
-def _write_atomically(target: Path, write: Callable[[Path], object]) -> None:
-    """Write to a temporary sibling, then rename: a reader never sees half an export."""
-    partial = target.with_name(f".{target.name}.{os.getpid()}.partial")
-    try:
-        write(partial)
-        os.replace(partial, target)
-    finally:
-        partial.unlink(missing_ok=True)

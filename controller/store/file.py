@@ -14,8 +14,14 @@ import sqlite3
 from importlib import metadata as importlib_metadata
 from pathlib import Path
 
-from closedloop.controller.store.errors import CampaignFileError, damaged_file_error
-from closedloop.controller.store.schema import APPLICATION_ID, SCHEMA_VERSION, create_schema, migrate
+from closedloop.controller.store.errors import CampaignExists, CampaignFileError, damaged_file_error
+from closedloop.controller.store.schema import (
+    APPLICATION_ID,
+    SCHEMA_VERSION,
+    create_schema,
+    layout_problems,
+    migrate,
+)
 from closedloop.controller.store.sqlite import Database
 
 BUSY_TIMEOUT_MS = 10_000
@@ -111,6 +117,8 @@ def check_campaign(db: Database, path: Path, *, writer: bool) -> int:
                     path, f"uses the older schema {version}; open it once as a writer (e.g. `resume`) to upgrade it"
                 )
             version = migrate(db, path, version)
+        if problems := layout_problems(db, writer=writer):
+            raise damaged_file_error(path, "; ".join(problems))
         if db.execute("SELECT count(*) FROM campaign").fetchone()[0] != 1:
             raise damaged_file_error(path, "the campaign row is missing")
     except sqlite3.DatabaseError as exc:
@@ -145,7 +153,7 @@ def build_new_file(path: Path, campaign_row: dict) -> None:
         finally:
             os.close(directory)
     except FileExistsError:
-        raise FileExistsError(f"{path}: a campaign file appeared while this one was being created; not replaced") from None
+        raise CampaignExists(f"{path}: a file appeared there while this campaign was being created; not replaced") from None
     finally:
         with contextlib.suppress(sqlite3.ProgrammingError):
             db.close()

@@ -7,6 +7,8 @@ campaign so a stray SQLite file is refused by name. A future schema adds a funct
 
 from __future__ import annotations
 
+import functools
+import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 
@@ -141,6 +143,46 @@ def create_schema(db: Database) -> None:
     db.executescript(DDL)
     db.execute(f"PRAGMA application_id = {APPLICATION_ID}")
     db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+
+@functools.cache
+def _expected_layout() -> dict[tuple[str, str], frozenset[str]]:
+    """(type, name) -> columns of every table, index and trigger the DDL lays out (no columns for the
+    latter two), read from a scratch in-memory database so it cannot drift from the DDL."""
+    scratch = sqlite3.connect(":memory:")
+    try:
+        scratch.executescript(DDL)
+        return _layout(scratch)
+    finally:
+        scratch.close()
+
+
+def _layout(conn: sqlite3.Connection) -> dict[tuple[str, str], frozenset[str]]:
+    objects = conn.execute(
+        "SELECT type, name FROM sqlite_master WHERE type IN ('table', 'index', 'trigger') AND name NOT LIKE 'sqlite_%'"
+    ).fetchall()
+    return {
+        (kind, name): frozenset(row[1] for row in conn.execute("SELECT * FROM pragma_table_info(?)", [name]))
+        if kind == "table" else frozenset()
+        for kind, name in objects
+    }
+
+
+def layout_problems(db: Database, *, writer: bool) -> list[str]:
+    """What the current schema needs and this file lacks: a dropped table or column, and for a writer
+    also a dropped index or trigger (they keep the journal append-only and each value current once).
+    Read-only. Checked on open because sqlite-utils creates a missing table on the first insert: a
+    campaign whose `events` table was dropped would otherwise get a new, empty journal."""
+    found = _layout(db.conn)
+    tables: list[str] = []
+    others: list[str] = []
+    for (kind, name), columns in _expected_layout().items():
+        if (kind, name) not in found:
+            (tables if kind == "table" else others).append(f"{kind} {name} is missing")
+        elif missing := sorted(columns - found[(kind, name)]):
+            tables.append(f"table {name} has no column {', '.join(missing)}")
+    # A dropped table takes its indexes and triggers with it: name the table only.
+    return tables or (others if writer else [])
 
 
 def migrate(db: Database, path: Path, version: int) -> int:

@@ -181,7 +181,7 @@ def test_ask_and_tell_round_trip(branin_protocol, tmp_path):
         assert [t.state for t in c.store.trials()] == ["dispatched", "dispatched"]
         (t1, _), (t2, _) = asked
         c.tell(t1, {"y": "3.25"})
-        c.tell(t2, {"y": "nan"})
+        c.tell(t2, {}, failed=True)
         assert c.store.trial(t1).values == {"y": 3.25}
         assert c.store.trial(t2).state == "failed"
         # A third proposal sees both results and does not repeat them.
@@ -196,6 +196,7 @@ def test_ask_and_tell_round_trip(branin_protocol, tmp_path):
         ((2, {"z": "1"}), "not a measured quantity"),
         ((2, {"y": "abc"}), "y="),
         ((2, {"y": "3 ns"}), "y="),
+        ((2, {"y": "nan"}), "not a finite number"),
         ((2, {}), "missing a value"),
         ((1, {"y": "4"}), "appears twice"),
     ],

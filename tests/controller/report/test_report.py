@@ -363,7 +363,8 @@ def test_a_paused_campaign_gets_its_report_and_a_report_failure_is_only_a_warnin
     db.with_suffix(".html").unlink()
     db.with_suffix(".html").mkdir()  # the report cannot be written there
     result = CliRunner().invoke(main, ["resume", str(db), "--quiet"])
-    assert result.exit_code == 1 and "report not written (IsADirectoryError" in result.stderr
+    assert result.exit_code == 1 and "report not written (OutputPathError" in result.stderr
+    assert f"{db.with_suffix('.html')}: is a folder" in result.stderr
     assert f"try: closedloop report {db}" in result.stderr and "Traceback" not in result.output
     assert not list(tmp_path.glob(".*.partial"))
 

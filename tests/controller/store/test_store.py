@@ -128,6 +128,34 @@ def test_open_refuses_files_that_are_not_campaigns(tmp_path: Path) -> None:
         CampaignStore.open(other, writer=True)
 
 
+@pytest.mark.parametrize(("sql", "missing", "readable"), [
+    ("DROP TABLE events", "table events is missing", False),
+    ("ALTER TABLE trials DROP COLUMN detail", "table trials has no column detail", False),
+    ("DROP INDEX measurements_current", "index measurements_current is missing", True),
+    ("DROP TRIGGER events_append_only_update", "trigger events_append_only_update is missing", True),
+])
+def test_a_campaign_altered_outside_closedloop_is_refused_by_what_it_lacks(
+    tmp_path: Path, sql: str, missing: str, readable: bool
+) -> None:
+    path = tmp_path / "altered.sqlite"
+    new_store(path).close()
+    conn = sqlite3.connect(path)
+    conn.execute(sql)
+    conn.commit()
+    conn.close()
+    before = path.read_bytes()
+    # Without the check, sqlite-utils would create a dropped table again, empty, on the next insert.
+    with pytest.raises(CampaignFileError, match=f"damaged \\({missing}\\)"):
+        CampaignStore.open(path, writer=True)
+    if readable:  # an index or trigger guards writes; the data are all there for reading
+        with CampaignStore.open(path) as reader:
+            assert [e["kind"] for e in reader.events()] == ["created"]
+    else:
+        with pytest.raises(CampaignFileError, match=missing):
+            CampaignStore.open(path)
+    assert path.read_bytes() == before
+
+
 def test_set_status_updates_the_campaign_and_journals_it(store: CampaignStore) -> None:
     store.set_status("paused", virtual_t=5.0)
     store.set_status("stopped", stop_reason="budget: 40 trials", virtual_t=9.0)
@@ -360,6 +388,24 @@ def test_record_measurement_is_one_transaction(store: CampaignStore, monkeypatch
     monkeypatch.undo()
     store.record_measurement(tid, ok({"y": 1.0}))
     assert store.trial(tid).state == "measured"
+
+
+def test_a_batch_of_writes_is_kept_whole_or_not_at_all(store: CampaignStore) -> None:
+    first, second = dispatched_trial(store), dispatched_trial(store)
+    events = len(store.events())
+    with pytest.raises(AlreadyMeasured), store.batch():
+        store.record_measurement(first, ok({"y": 1.0}))
+        store.record_measurement(second, ok({"y": 2.0}))
+        store.record_measurement(first, ok({"y": 3.0}))  # the third write fails: the first two go too
+    assert [store.trial(t).state for t in (first, second)] == ["dispatched", "dispatched"]
+    assert table_rows(store.path, "SELECT count(*) FROM measurements") == [(0,)]
+    assert len(store.events()) == events
+    with store.batch():
+        store.record_measurement(first, ok({"y": 1.0}))
+        store.record_measurement(second, ok({"y": 2.0}))
+    assert [store.trial(t).values for t in (first, second)] == [{"y": 1.0}, {"y": 2.0}]
+    with CampaignStore.open(store.path) as reader, pytest.raises(ReadOnlyCampaign), reader.batch():
+        pass
 
 
 def test_reanalysis_supersedes_old_values_without_deleting_them(store: CampaignStore) -> None:
