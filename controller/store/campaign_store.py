@@ -25,6 +25,7 @@ from closedloop.controller.store import measurements
 from closedloop.controller.store.artifacts import INLINE_LIMIT_BYTES
 from closedloop.controller.store.errors import (
     AlreadyMeasured,
+    CampaignExists,
     CampaignFileError,
     CampaignLocked,
     InvalidTransition,
@@ -53,6 +54,7 @@ from closedloop.planners.provenance import Provenance
 
 __all__ = [
     "AlreadyMeasured",
+    "CampaignExists",
     "CampaignFileError",
     "CampaignLocked",
     "CampaignStore",
@@ -111,7 +113,7 @@ class CampaignStore(CampaignReads):
         """
         path = Path(path)
         if path.exists():
-            raise FileExistsError(
+            raise CampaignExists(
                 f"{path}: a campaign file already exists and is never overwritten; "
                 "choose another file name, or `resume` that campaign"
             )

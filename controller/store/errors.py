@@ -27,6 +27,10 @@ def damaged_file_error(path: Path | str, reason: str) -> CampaignFileError:
     )
 
 
+class CampaignExists(StoreError, FileExistsError):
+    """A new campaign was asked for at a path that already holds a file: campaigns are never overwritten."""
+
+
 class CampaignLocked(StoreError):
     """Another process (or another store object in this one) is recording into the campaign."""
 

@@ -14,7 +14,7 @@ import sqlite3
 from importlib import metadata as importlib_metadata
 from pathlib import Path
 
-from closedloop.controller.store.errors import CampaignFileError, damaged_file_error
+from closedloop.controller.store.errors import CampaignExists, CampaignFileError, damaged_file_error
 from closedloop.controller.store.schema import APPLICATION_ID, SCHEMA_VERSION, create_schema, migrate
 from closedloop.controller.store.sqlite import Database
 
@@ -145,7 +145,7 @@ def build_new_file(path: Path, campaign_row: dict) -> None:
         finally:
             os.close(directory)
     except FileExistsError:
-        raise FileExistsError(f"{path}: a campaign file appeared while this one was being created; not replaced") from None
+        raise CampaignExists(f"{path}: a campaign file appeared while this one was being created; not replaced") from None
     finally:
         with contextlib.suppress(sqlite3.ProgrammingError):
             db.close()
