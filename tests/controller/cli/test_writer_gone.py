@@ -99,6 +99,10 @@ def test_a_recycled_pid_does_not_bring_a_dead_writer_back(killed_run) -> None:
     _, text, gone = status(db)
     assert gone["status"] == "interrupted" and gone["writer"]["pid"] == os.getpid()
     assert "interrupted (writer gone; last heard" in text and f"pid {os.getpid()} on {host}" in text
+    # The HTML report says so too.
+    html = db.with_suffix(".html")
+    assert CliRunner().invoke(main, ["report", str(db), "-o", str(html)]).exit_code == 0
+    assert "status</th><td>interrupted" in html.read_text()
 
 
 def test_a_campaign_only_ever_driven_by_hand_is_idle_not_interrupted(branin_protocol, tmp_path: Path) -> None:
