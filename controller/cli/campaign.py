@@ -6,6 +6,7 @@ instrument failed (or paused on a fault), 2 bad input, 130 paused by the operato
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import os
@@ -22,6 +23,7 @@ from closedloop.controller.cli.errors import configure_runtime, handle_errors
 from closedloop.controller.cli.progress import ProgressReporter
 from closedloop.controller.cli.signals import pause_on_signals
 from closedloop.controller.protocol.model import Protocol, load_protocol
+from closedloop.controller.store.errors import StorageFailed, StoreError
 from closedloop.simulators.registry import emulator_name
 
 
@@ -79,6 +81,11 @@ def _run_engine(
     try:
         with pause_on_signals(), reporter:
             halt = go(sim=sim, approver=approver, on_event=reporter, connection=port, time_scale=time_scale)
+    except StorageFailed as exc:
+        # Try to say why in the file (a small write may still fit); if not, `status` finds its writer gone.
+        with contextlib.suppress(StoreError):
+            campaign.store.set_status("paused", stop_reason=f"paused: the campaign file could not be written ({exc.reason})")
+        raise
     finally:
         campaign.close()
     if halt.paused:

@@ -30,6 +30,7 @@ from closedloop.controller.store.errors import (
     CampaignLocked,
     InvalidTransition,
     ReadOnlyCampaign,
+    StorageFailed,
     StoreError,
     UnknownTrial,
 )
@@ -60,6 +61,7 @@ __all__ = [
     "CampaignStore",
     "InvalidTransition",
     "ReadOnlyCampaign",
+    "StorageFailed",
     "StoreError",
     "TrialRecord",
     "UnknownTrial",
@@ -79,7 +81,7 @@ def _writes(method: Callable[Concatenate[CampaignStore, P], R]) -> Callable[Conc
     def wrapper(self: CampaignStore, *args: P.args, **kwargs: P.kwargs) -> R:
         if self._lock is None:
             raise ReadOnlyCampaign(f"{self.path}: opened read-only; open it with writer=True to record")
-        with self._mutex, self._translated_errors(), self._db.atomic():
+        with self._mutex, self._translated_errors(writing=True), self._db.atomic():
             return method(self, *args, **kwargs)
 
     return wrapper

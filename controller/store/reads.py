@@ -19,7 +19,13 @@ from pathlib import Path
 from typing import Any, Concatenate, ParamSpec, Self, TypeVar
 
 from closedloop.controller.store.activity import ENGINE_STARTS, Activity, activity_of
-from closedloop.controller.store.errors import CampaignFileError, StoreError, UnknownTrial, damaged_file_error
+from closedloop.controller.store.errors import (
+    CampaignFileError,
+    StorageFailed,
+    StoreError,
+    UnknownTrial,
+    damaged_file_error,
+)
 from closedloop.controller.store.lifecycle import STATES
 from closedloop.controller.store.locking import WriterInfo, WriterLock, probe_writer
 from closedloop.controller.store.measurements import read_artifacts
@@ -109,13 +115,19 @@ class CampaignReads:
         return self._lock is not None and self._lock.held
 
     @contextlib.contextmanager
-    def _translated_errors(self) -> Iterator[None]:
+    def _translated_errors(self, *, writing: bool = False) -> Iterator[None]:
         try:
             yield
         except sqlite3.OperationalError as exc:
             text = str(exc)
-            if "disk is full" in text or "disk I/O" in text or "readonly" in text:
+            if "disk is full" in text or "disk I/O" in text:
+                raise StorageFailed(self.path, text) from exc
+            if "readonly" in text:
                 raise CampaignFileError(self.path, f"{text}; nothing from this write was kept") from exc
+            raise
+        except OSError as exc:
+            if writing:  # an artifact file next to the campaign (a full disk, a failing one)
+                raise StorageFailed(self.path, f"{exc.strerror or exc} writing {exc.filename or 'a file'}") from exc
             raise
         except sqlite3.ProgrammingError as exc:
             if "closed" in str(exc):
