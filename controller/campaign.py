@@ -395,7 +395,11 @@ class Campaign:
     # ---- reading ----------------------------------------------------------------------------------
 
     def status(self) -> dict[str, Any]:
+        """Counts, best, last events, and `status`: the stored status checked against the writer lock, so
+        a run that was killed reads `interrupted` (see `store.activity`), never `running`."""
         info = self.store.campaign()
+        activity = self.store.activity()
+        writer = activity.writer
         trials = self.store.trials()
         problem = self.protocol.to_problem()
         obs = history.observations(problem, trials)
@@ -406,7 +410,10 @@ class Campaign:
         return {
             "campaign": str(self.store.path),
             "name": info["name"],
-            "status": info["status"],
+            "status": activity.status,
+            "stored_status": activity.stored,
+            "writer": {"alive": writer.alive, "pid": writer.pid, "host": writer.host, "since": writer.since},
+            "last_heard": activity.last_heard,
             "stop_reason": info["stop_reason"],
             "trials": len(trials),
             "results": history.n_results(trials),

@@ -6,10 +6,12 @@ instrument failed (or paused on a fault), 2 bad input, 130 paused by the operato
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import os
 import sys
+from datetime import datetime
 from pathlib import Path
 from typing import Literal
 
@@ -21,6 +23,7 @@ from closedloop.controller.cli.errors import configure_runtime, handle_errors
 from closedloop.controller.cli.progress import ProgressReporter
 from closedloop.controller.cli.signals import pause_on_signals
 from closedloop.controller.protocol.model import Protocol, load_protocol
+from closedloop.controller.store.errors import StorageFailed, StoreError
 from closedloop.simulators.registry import emulator_name
 
 
@@ -80,6 +83,11 @@ def _run_engine(
             # --approve shows the operator every proposal: on an `approval: none` protocol too
             halt = go(sim=sim, approver=approver, on_event=reporter, connection=port, time_scale=time_scale,
                       approve_every=approve and campaign.protocol.approval_mode == "none")
+    except StorageFailed as exc:
+        # Try to say why in the file (a small write may still fit); if not, `status` finds its writer gone.
+        with contextlib.suppress(StoreError):
+            campaign.store.set_status("paused", stop_reason=f"paused: the campaign file could not be written ({exc.reason})")
+        raise
     finally:
         campaign.close()
     if halt.paused:
@@ -147,6 +155,31 @@ def resume(campaign_file: str, sim: bool, approve: bool, quiet: bool, port: str 
                 report=not no_report)
 
 
+def _clock(t: float | None) -> str:
+    if t is None:
+        return "never"
+    when = datetime.fromtimestamp(t)
+    return when.strftime("%H:%M" if when.date() == datetime.now().date() else "%Y-%m-%d %H:%M")
+
+
+def _status_line(s: dict, campaign_file: str) -> str:
+    """The status, and for a running one whether its writer is alive: a killed run must not read `running`."""
+    writer = s["writer"]
+    who = f"pid {writer['pid']} on {writer['host']}" if writer["pid"] is not None else "writer unknown"
+    if s["status"] == "interrupted":
+        return (f"interrupted (writer gone; last heard {_clock(s['last_heard'])}, {who}) - resume with "
+                f"closedloop resume {campaign_file}")
+    if s["status"] == "idle":
+        return (f"idle (no process is running it; last heard {_clock(s['last_heard'])}) - run it with closedloop "
+                f"resume {campaign_file}, or record results by hand with ask/tell")
+    if s["status"] == "running":
+        if writer["alive"] is None:
+            return "running (cannot tell whether its writer is alive: the lock file cannot be read)"
+        since = f" since {_clock(writer['since'])}" if writer["since"] is not None else ""
+        return f"running ({who}{since}; last heard {_clock(s['last_heard'])})"
+    return s["status"] + (f" - {s['stop_reason']}" if s["stop_reason"] else "")
+
+
 @click.command()
 @click.argument("campaign_file", type=click.Path(dir_okay=False))
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
@@ -159,7 +192,7 @@ def status(campaign_file: str, as_json: bool) -> None:
         click.echo(json.dumps(s, indent=2, default=str))
         return
     click.echo(f"{s['name']}  ({s['campaign']})")
-    click.echo(f"status: {s['status']}" + (f" - {s['stop_reason']}" if s["stop_reason"] else ""))
+    click.echo(f"status: {_status_line(s, campaign_file)}")
     click.echo(f"results: {s['results']} of {s['budget']}; trials by state: "
                + ", ".join(f"{k} {v}" for k, v in sorted(s["counts"].items())))
     if s["best"]:

@@ -12,10 +12,10 @@ from typing import Any, NoReturn
 import click
 
 from closedloop.controller.campaign import BadInput
-from closedloop.controller.cli.exit_codes import EXIT_BAD_INPUT
+from closedloop.controller.cli.exit_codes import EXIT_BAD_INPUT, EXIT_FAILED
 from closedloop.controller.engine.stations import InstrumentUnavailable
 from closedloop.controller.protocol.model import ProtocolError
-from closedloop.controller.store.errors import StoreError
+from closedloop.controller.store.errors import StorageFailed, StoreError
 from closedloop.drivers.base import EnvelopeViolation
 
 
@@ -35,6 +35,8 @@ def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
             for problem in exc.problems:
                 click.echo(str(problem), err=True)
             sys.exit(EXIT_BAD_INPUT)
+        except StorageFailed as exc:  # a full or failing disk under a campaign: not the user's input
+            fail(str(exc), EXIT_FAILED)
         except (BadInput, StoreError, InstrumentUnavailable, EnvelopeViolation, FileNotFoundError) as exc:
             fail(str(exc), EXIT_BAD_INPUT)
 

@@ -201,7 +201,8 @@ class CampaignEngine:
 
     def elapsed(self) -> float:
         # Virtual clocks count from the campaign's start (origin 0); the wall clock from its creation time.
-        return self.clock.now() - self.elapsed_origin
+        # A scaled wall clock charges only the instrument's waits at its scale (see clock.py).
+        return self.clock.elapsed_since(self.elapsed_origin)
 
     # ---- proposing ----------------------------------------------------------------------------------
 

@@ -95,7 +95,8 @@ class ReportData:
 
 def load_report_data(store: CampaignReads) -> ReportData:
     """Read everything a report needs from an open campaign store (read-only)."""
-    info = store.campaign()
+    # The status checked against the writer lock: a killed run's file says "running" (store.activity).
+    info = {**store.campaign(), "status": store.activity().status}
     protocol = parse_protocol_text(info["protocol_text"], info["protocol_path"])
     trials = store.trials()
     data = ReportData(

@@ -99,11 +99,15 @@ def write_external(campaign_path: Path, encoded: EncodedArtifact) -> str:
     target = folder / (encoded.sha256 + _EXTENSIONS[encoded.kind])
     if not (target.exists() and _sha256(target.read_bytes()) == encoded.sha256):
         partial = target.with_name(f".{target.name}.{os.getpid()}.partial")
-        with open(partial, "wb") as handle:
-            handle.write(encoded.payload)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(partial, target)
+        try:
+            with open(partial, "wb") as handle:
+                handle.write(encoded.payload)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(partial, target)
+        except BaseException:
+            partial.unlink(missing_ok=True)  # a full disk must not keep what little room is left
+            raise
         _fsync_dir(folder)
     return str(target.relative_to(campaign_path.parent))
 

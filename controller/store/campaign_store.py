@@ -31,6 +31,7 @@ from closedloop.controller.store.errors import (
     CampaignLocked,
     InvalidTransition,
     ReadOnlyCampaign,
+    StorageFailed,
     StoreError,
     UnknownTrial,
 )
@@ -61,6 +62,7 @@ __all__ = [
     "CampaignStore",
     "InvalidTransition",
     "ReadOnlyCampaign",
+    "StorageFailed",
     "StoreError",
     "TrialRecord",
     "UnknownTrial",
@@ -80,7 +82,7 @@ def _writes(method: Callable[Concatenate[CampaignStore, P], R]) -> Callable[Conc
     def wrapper(self: CampaignStore, *args: P.args, **kwargs: P.kwargs) -> R:
         if self._lock is None:
             raise ReadOnlyCampaign(f"{self.path}: opened read-only; open it with writer=True to record")
-        with self._mutex, self._translated_errors(), self._db.atomic():
+        with self._mutex, self._translated_errors(writing=True), self._db.atomic():
             return method(self, *args, **kwargs)
 
     return wrapper

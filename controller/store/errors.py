@@ -27,6 +27,24 @@ def damaged_file_error(path: Path | str, reason: str) -> CampaignFileError:
     )
 
 
+class StorageFailed(StoreError):
+    """Writing the campaign file failed (disk full, I/O error): a campaign failure, not bad input. The write
+    that failed was rolled back whole; everything committed before it is in the file, which stays usable."""
+
+    def __init__(self, path: Path | str, reason: str) -> None:
+        super().__init__(
+            f"{path}: could not write the campaign file ({reason}). That write was not kept; every result "
+            f"recorded before it is in the file. Free disk space (or fix the disk), then continue with: "
+            f"closedloop resume {path}"
+        )
+        self.path = Path(path)
+        self.reason = reason
+
+
+class CampaignExists(StoreError, FileExistsError):
+    """A new campaign was asked for at a path that already holds a file: campaigns are never overwritten."""
+
+
 class CampaignLocked(StoreError):
     """Another process (or another store object in this one) is recording into the campaign."""
 
@@ -59,10 +77,6 @@ class UnknownTrial(StoreError, KeyError):
     def __str__(self) -> str:
         # KeyError would quote the message; this reads as a sentence.
         return str(self.args[0]) if self.args else "unknown trial"
-
-
-class CampaignExists(StoreError, FileExistsError):
-    """A new campaign was asked for at a path that already holds a file; campaign files are never overwritten."""
 
 
 class OutputPathError(StoreError):

@@ -9,6 +9,8 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
+import os
+import socket
 import sqlite3
 import threading
 from collections.abc import Callable, Iterable, Iterator
@@ -16,9 +18,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Concatenate, ParamSpec, Self, TypeVar
 
-from closedloop.controller.store.errors import CampaignFileError, StoreError, UnknownTrial, damaged_file_error
+from closedloop.controller.store.activity import ENGINE_STARTS, Activity, activity_of
+from closedloop.controller.store.errors import (
+    CampaignFileError,
+    StorageFailed,
+    StoreError,
+    UnknownTrial,
+    damaged_file_error,
+)
 from closedloop.controller.store.lifecycle import STATES
-from closedloop.controller.store.locking import WriterLock
+from closedloop.controller.store.locking import WriterInfo, WriterLock, probe_writer
 from closedloop.controller.store.measurements import read_artifacts
 from closedloop.controller.store.sqlite import Database
 from closedloop.planners.provenance import Provenance
@@ -106,13 +115,19 @@ class CampaignReads:
         return self._lock is not None and self._lock.held
 
     @contextlib.contextmanager
-    def _translated_errors(self) -> Iterator[None]:
+    def _translated_errors(self, *, writing: bool = False) -> Iterator[None]:
         try:
             yield
         except sqlite3.OperationalError as exc:
             text = str(exc)
-            if "disk is full" in text or "disk I/O" in text or "readonly" in text:
+            if "disk is full" in text or "disk I/O" in text:
+                raise StorageFailed(self.path, text) from exc
+            if "readonly" in text:
                 raise CampaignFileError(self.path, f"{text}; nothing from this write was kept") from exc
+            raise
+        except OSError as exc:
+            if writing:  # an artifact file next to the campaign (a full disk, a failing one)
+                raise StorageFailed(self.path, f"{exc.strerror or exc} writing {exc.filename or 'a file'}") from exc
             raise
         except sqlite3.ProgrammingError as exc:
             if "closed" in str(exc):
@@ -153,6 +168,18 @@ class CampaignReads:
     ) -> list[dict]:
         """Journal entries, oldest first; `limit` keeps the most recent ones."""
         return _read_events(self._db, trial_id, None if kinds is None else list(kinds), limit)
+
+    @_reads
+    def activity(self) -> Activity:
+        """What the campaign is doing now: its stored status, checked against its writer lock."""
+        stored = self._db.execute("SELECT status FROM campaign").fetchone()[0]
+        writer = WriterInfo(True, os.getpid(), socket.gethostname()) if self.writable else probe_writer(self.path)
+        kinds = ", ".join(f"'{k}'" for k in ENGINE_STARTS)
+        started = self._db.execute(f"SELECT 1 FROM events WHERE kind IN ({kinds}) LIMIT 1").fetchone() is not None
+        last = self._db.execute(
+            "SELECT max(t) FROM (SELECT max(t) AS t FROM events UNION ALL SELECT max(t) FROM commands)"
+        ).fetchone()[0]
+        return activity_of(stored, writer, engine_started=started, last_heard=last)
 
     @_reads
     def commands(self, trial_id: int | None = None) -> list[dict]:
