@@ -66,7 +66,7 @@ def test_status_says_interrupted_after_a_sigkill_and_resume_continues(killed_run
     protocol = Campaign.open(db).protocol.path
     twice = subprocess.run([*CLI, "run", str(protocol), "--db", str(db), "--no-report"], capture_output=True,
                            text=True, cwd=paths.ROOT)
-    assert twice.returncode == 2 and "already exists and is never overwritten" in twice.stderr
+    assert twice.returncode == 2 and "`run` never overwrites one" in twice.stderr
     assert "Traceback" not in again.stderr + twice.stderr
 
     run.send_signal(signal.SIGKILL)
