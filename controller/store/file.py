@@ -28,14 +28,27 @@ BUSY_TIMEOUT_MS = 10_000
 
 
 def software_versions() -> dict[str, str]:
-    """Versions worth recording with a campaign, read from package metadata (nothing heavy is imported)."""
-    versions = {"python": platform.python_version(), "sqlite": sqlite3.sqlite_version}
-    for package in ("closedloop", "torch", "botorch", "gpytorch", "numpy"):
+    """Versions worth recording with a campaign, read from package metadata (nothing heavy is imported),
+    and the processor: a GP fit's last digits depend on it, so an audit says when it differs."""
+    versions = {"python": platform.python_version(), "sqlite": sqlite3.sqlite_version, "cpu": processor_model()}
+    for package in ("closedloop", "torch", "botorch", "gpytorch", "linear_operator", "numpy", "scipy"):
         try:
             versions[package] = importlib_metadata.version(package)
         except importlib_metadata.PackageNotFoundError:
             versions[package] = "not installed"
     return versions
+
+
+def processor_model() -> str:
+    """The CPU model as the OS names it ('AMD EPYC 7B13'), else the architecture ('x86_64')."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as info:
+            for line in info:
+                if line.startswith("model name"):
+                    return f"{line.partition(':')[2].strip()} ({platform.machine()})"
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown"
 
 
 def check_header(path: Path) -> None:
