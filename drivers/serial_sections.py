@@ -346,7 +346,7 @@ class EnvelopeSection(BaseModel):
     """Per-parameter limits, plus `min_interval`: the shortest time allowed between setpoint changes."""
 
     # Parameter names are the keys, so they are extras validated as limits (error paths stay as written).
-    model_config = ConfigDict(extra="allow", frozen=True)
+    model_config = ConfigDict(extra="allow", frozen=True, allow_inf_nan=False)
     __pydantic_extra__: dict[str, EnvelopeLimit]
 
     min_interval: Duration = 0.0

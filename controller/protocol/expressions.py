@@ -12,6 +12,7 @@ An outcome constraint is `OBJECTIVE >= VALUE [UNIT]` (or `<=`), e.g. "tau_half >
 from __future__ import annotations
 
 import ast
+import math
 import re
 from collections.abc import Collection, Mapping
 from difflib import get_close_matches
@@ -94,6 +95,8 @@ def parse_outcome_constraint(text: str, objective_units: Mapping[str, str]) -> O
         bound = parse_quantity_to(value, objective_units[name])
     except UnitError as e:
         raise ExpressionError(f"bound of {name}: {e}") from None
+    if not math.isfinite(bound):
+        raise ExpressionError(f"the bound of {name} must be a finite number, got {value!r}")
     return OutcomeConstraint(name, op, bound)  # type: ignore[arg-type]
 
 

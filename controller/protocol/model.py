@@ -15,11 +15,13 @@ candidate table live in `controller.protocol.validate`.
 from __future__ import annotations
 
 import hashlib
+import math
+import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-from pydantic import BaseModel, Field, PrivateAttr, TypeAdapter, ValidationError
+from pydantic import BaseModel, BeforeValidator, Field, PrivateAttr, TypeAdapter, ValidationError
 
 from closedloop.controller.protocol import instruments
 from closedloop.controller.protocol.expressions import (
@@ -41,15 +43,18 @@ from closedloop.controller.protocol.sections import (
     Section,
     StopSection,
     Text,
+    at_most_max_parameters,
     is_identifier,
 )
 from closedloop.controller.protocol.yaml_source import (
+    MAX_BYTES,
     FieldPath,
     ProtocolError,
     ProtocolProblem,
     SourceMap,
     load_yaml,
     problems_from_validation_error,
+    size_problem,
 )
 from closedloop.drivers.base import DriverDescription
 from closedloop.planners.space import LinearConstraint, Objective, OutcomeConstraint, Problem, SearchSpace
@@ -66,7 +71,7 @@ class Protocol(Section):
     name: Text
     description: str = ""
     version: Text = "1"
-    space: dict[str, ParameterSpec] = Field(min_length=1)
+    space: Annotated[dict[str, ParameterSpec], BeforeValidator(at_most_max_parameters)] = Field(min_length=1)
     constraints: list[str] = Field(default_factory=list)  # linear, e.g. "anneal_temp + 2 * anneal_time <= 220"
     objectives: dict[str, ObjectiveSpec] = Field(min_length=1)
     outcome_constraints: list[str] = Field(default_factory=list)  # e.g. "tau_half >= 100 ns"
@@ -221,7 +226,15 @@ def load_protocol(path: str | Path) -> Protocol:
     """Read and check a protocol file. Raises `ProtocolError` listing every problem found, and OSError
     (FileNotFoundError, IsADirectoryError, ...) when the file cannot be read."""
     path = Path(path)
-    raw = path.read_bytes()
+    with path.open("rb") as f:
+        # Refused by its size before anything is parsed; read no further than the limit (a device such
+        # as /dev/zero has no size to look at and no end).
+        size = os.fstat(f.fileno()).st_size
+        if size > MAX_BYTES:
+            raise ProtocolError([size_problem(str(path), size)])
+        raw = f.read(MAX_BYTES + 1)
+    if len(raw) > MAX_BYTES:
+        raise ProtocolError([size_problem(str(path), len(raw), at_least=True)])
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
@@ -312,6 +325,10 @@ def _trusted_region_problems(protocol: Protocol) -> list[ProtocolProblem]:
             low, high = (protocol._in_parameter_unit(name, v) for v in (bounds.low, bounds.high))
         except UnitError as e:
             found.append(protocol.problem(at, str(e)))
+            continue
+        infinite = [key for key, value in (("low", low), ("high", high)) if not math.isfinite(value)]
+        if infinite:
+            found.append(protocol.problem((*at, infinite[0]), f"must be a finite number, got {getattr(bounds, infinite[0])!r}"))
             continue
         if low > high:
             found.append(protocol.problem((*at, "low"), f"low ({low}) is above high ({high})"))
