@@ -21,6 +21,11 @@ from closedloop.controller.protocol.instruments import (
     described_by_protocol,
     emulator_problem,
 )
+from closedloop.controller.protocol.limits import (
+    missing_limit_problems,
+    setpoint_command_problems,
+    unchecked_warning,
+)
 from closedloop.controller.protocol.model import Protocol
 from closedloop.controller.protocol.sections import ChoiceSpec, FixedSpec, FloatSpec, IntSpec
 from closedloop.controller.protocol.summary import (
@@ -77,11 +82,23 @@ def validate_protocol(protocol: Protocol) -> ValidationReport:
         _check_objectives(found, description)
     n_initial, trials = protocol.planner.initial.n, protocol.budget.trials
     if n_initial >= trials:
-        found.add(("budget", "trials"), f"the budget ({trials} trials) must exceed the initial design (planner.initial.n = {n_initial})")
+        # A note, not a problem: a campaign of space-filling points only (a screen) is a campaign, and
+        # `run` refuses whatever validate refuses.
+        found.notes.append(f"the budget ({trials} trials) ends within the initial design (planner.initial.n = {n_initial}): "
+                           "no trial will be chosen by the model; lower planner.initial.n to let the planner learn")
     feasibility = _check_feasibility(found)
     candidate_rows = _check_candidates(found)
     problems = sorted(dict.fromkeys(found.problems), key=lambda p: (p.line, p.col))
     return ValidationReport(problems, _summary(found, description, feasibility, candidate_rows))
+
+
+def require_valid(protocol: Protocol) -> ValidationReport:
+    """`validate_protocol`, raising `ProtocolError` with every problem it finds: `run` and `resume` call it
+    before a campaign file is created or continued, so they refuse exactly what `validate` refuses."""
+    report = validate_protocol(protocol)
+    if report.problems:
+        raise ProtocolError(report.problems)
+    return report
 
 
 def _description(found: _Findings) -> DriverDescription | None:
@@ -113,6 +130,11 @@ def _check_envelope(found: _Findings, description: DriverDescription) -> None:
             _check_parameter(found, name, spec, limits[name], instrument)
     if serial is not None:
         _check_serial(found, serial)
+    found.problems += missing_limit_problems(protocol, description)
+    found.problems += setpoint_command_problems(protocol, description)
+    warning = unchecked_warning(protocol)
+    if warning is not None:
+        found.notes.append(warning)
     _check_options(found, limits, instrument)
     problem = emulator_problem(section.driver, section.connection)
     if problem is not None:
