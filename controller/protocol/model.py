@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 from pydantic import BaseModel, BeforeValidator, Field, PrivateAttr, TypeAdapter, ValidationError
 
 from closedloop.controller.protocol import instruments
+from closedloop.controller.protocol.candidates import CandidateFileError, read_candidate_table
 from closedloop.controller.protocol.expressions import (
     ExpressionError,
     parse_linear_constraint,
@@ -57,6 +58,7 @@ from closedloop.controller.protocol.yaml_source import (
     size_problem,
 )
 from closedloop.drivers.base import DriverDescription
+from closedloop.planners.options import PLANNER_OPTIONS
 from closedloop.planners.space import LinearConstraint, Objective, OutcomeConstraint, Problem, SearchSpace
 from closedloop.records import Conditions, Value
 from closedloop.units import UnitError, parse_quantity_to
@@ -177,15 +179,10 @@ class Protocol(Section):
         path = self.candidates_path
         if path is None:
             return None
-        import pandas as pd  # only pool-mode protocols need it: `validate` of the others stays fast
-
         try:
-            table = pd.read_csv(path)
-        except FileNotFoundError:
-            raise self._error(("candidates", "path"), f"candidate table {str(path)!r} does not exist") from None
-        except (OSError, ValueError, pd.errors.ParserError) as e:
-            reason = str(e).splitlines()[0] if str(e) else type(e).__name__
-            raise self._error(("candidates", "path"), f"cannot read candidate table {str(path)!r}: {reason}") from None
+            table = read_candidate_table(path)
+        except CandidateFileError as e:
+            raise self._error(("candidates", "path"), str(e)) from None
         columns = self.candidates.columns if self.candidates is not None else {}
         missing = {name: header for name, header in columns.items() if header not in table.columns}
         if missing:
@@ -281,6 +278,7 @@ def _cross_section_problems(protocol: Protocol) -> list[ProtocolProblem]:
         found.append(protocol.problem(("planner", "acquisition"), f"{acquisition} needs {wanted}; this protocol has {n_objectives} (use auto)"))
     if protocol._source is not None:
         found += instruments.option_problems(protocol.instrument, protocol._source)
+        found += _planner_option_problems(protocol.planner, protocol._source)
     return found + _trusted_region_problems(protocol)
 
 
@@ -295,6 +293,16 @@ def _option_problems(data: Any, source: SourceMap) -> list[ProtocolProblem]:
 
 
 _INSTRUMENT: TypeAdapter[InstrumentSection] = TypeAdapter(InstrumentSection)
+
+
+def _planner_option_problems(planner: PlannerSection, source: SourceMap) -> list[ProtocolProblem]:
+    """`planner.options` checked by the options model of the planner that will run (names, types, values)."""
+    model = PLANNER_OPTIONS[planner.planner_name]
+    try:
+        model.model_validate(planner.options)
+    except ValidationError as e:
+        return problems_from_validation_error(e, source, model, prefix=("planner", "options"))
+    return []
 
 
 def _constraint_problems(protocol: Protocol) -> list[ProtocolProblem]:

@@ -216,7 +216,12 @@ class PlannerSection(Section):
     batch_size: int = Field(1, ge=1)
     acquisition: Literal["auto", "qLogNEI", "qLogNEHVI", "random"] = "auto"
     seed: int = 0
-    options: dict[str, Any] = Field(default_factory=dict)
+    options: dict[str, Any] = Field(default_factory=dict)  # checked by the planner's model, planners.options
+
+    @property
+    def planner_name(self) -> str:
+        """The planner that runs the campaign: BoTorch, or random points with `acquisition: random`."""
+        return "random" if self.acquisition == "random" else "botorch"
 
 
 class BudgetSection(Section):

@@ -305,8 +305,11 @@ def _check_candidates(found: _Findings) -> int | None:
     for name, spec in protocol.space.items():
         if name not in table.columns:
             if not isinstance(spec, FixedSpec):
-                found.add(at, f"the candidate table has no column for parameter {name!r} (it has: {', '.join(map(str, table.columns[:12]))}"
-                          f"{', ...' if len(table.columns) > 12 else ''}); add it or map a header in candidates.columns")
+                # The headers are the file's content: only one close to the name is offered, never the list.
+                close = get_close_matches(name, [str(c) for c in table.columns], n=1, cutoff=0.75)
+                guess = f"the header {close[0]!r} may be it: " if close else ""
+                found.add(at, f"the candidate table has no column for parameter {name!r} ({len(table.columns)} columns); "
+                          f"{guess}add it or map a header in candidates.columns")
             continue
         _check_column(found, name, spec, table[name])
     return len(table)
@@ -330,7 +333,7 @@ def _check_column(found: _Findings, name: str, spec: Any, column: pd.Series) -> 
     if bad.any():
         first = int(np.flatnonzero(bad.to_numpy())[0])
         found.add(("candidates", "path"), f"{int(bad.sum())} candidate rows have {name} not {allowed} "
-                  f"(first: data row {first + 1}, {name} = {column.iloc[first]!r}); fix the rows or the space")
+                  f"(first: data row {first + 1}); fix the rows or the space")
 
 
 # --- summary ---
