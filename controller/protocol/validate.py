@@ -9,6 +9,7 @@ in the protocol file; the summary is what `closedloop validate` prints for a val
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from difflib import get_close_matches
@@ -255,7 +256,10 @@ def _check_feasibility(found: _Findings) -> _Feasibility:
         lo = sum(min(k * box[n][0], k * box[n][1]) for n, k in c.coefficients.items())
         hi = sum(max(k * box[n][0], k * box[n][1]) for n, k in c.coefficients.items())
         rows.append(ConstraintSummary(c.text, c.kind, c.rhs, (lo, hi), redundant=c.kind == "<=" and hi <= c.rhs))
-        if (c.kind == "<=" and lo > c.rhs) or (c.kind == "==" and not lo <= c.rhs <= hi):
+        if not (math.isfinite(lo) and math.isfinite(hi)):
+            found.add(("constraints", i), "over the parameter bounds the left side overflows to infinity; scale the "
+                      "constraint down, e.g. divide both sides by the same power of ten")
+        elif (c.kind == "<=" and lo > c.rhs) or (c.kind == "==" and not lo <= c.rhs <= hi):
             found.add(("constraints", i), f"cannot hold inside the parameter bounds: the left side ranges over "
                       f"[{lo:g}, {hi:g}] there, the right side is {c.rhs:g}")
         else:

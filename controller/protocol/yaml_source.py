@@ -141,6 +141,11 @@ def load_yaml(text: str, file: str) -> tuple[dict[str, Any], SourceMap]:
     size = len(text.encode("utf-8", errors="replace"))
     if size > MAX_BYTES:
         raise ProtocolError([size_problem(file, size)])
+    # Deep nesting is refused from the scanner's tokens, which stop at the first level too deep: the
+    # composer would take seconds on 60 KB of brackets before failing with a RecursionError.
+    too_deep = _first_too_deep(text)
+    if too_deep is not None:
+        raise ProtocolError([ProtocolProblem(file, *too_deep, "", _TOO_DEEP)])
     yaml = YAML(typ="rt", pure=True)
     try:
         node = yaml.compose(text)
@@ -152,9 +157,8 @@ def load_yaml(text: str, file: str) -> tuple[dict[str, Any], SourceMap]:
             raise ProtocolError([ProtocolProblem(file, *where, format_field(path), msg) for path, where, msg in duplicates])
         root = None if node is None else yaml.constructor.construct_document(node)  # built from the nodes read once
     except RecursionError:
-        # Nesting so deep the reader itself gave up (e.g. 100,000 '['): say where it passed the limit.
-        line, col = _first_too_deep(text)
-        raise ProtocolError([ProtocolProblem(file, line, col, "", _TOO_DEEP)]) from None
+        # Nesting the scanner did not count (it runs out of stack all the same): the limit, unlocated.
+        raise ProtocolError([ProtocolProblem(file, 1, 1, "", _TOO_DEEP)]) from None
     except MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
         line, col = (mark.line + 1, mark.column + 1) if mark is not None else (1, 1)
@@ -243,9 +247,10 @@ def _shape_problems(node: Node | None) -> Iterable[tuple[FieldPath, tuple[int, i
             stack.extend((item, (*path, i), depth + 1) for i, item in reversed(list(enumerate(current.value))))
 
 
-def _first_too_deep(text: str) -> tuple[int, int]:
+def _first_too_deep(text: str) -> tuple[int, int] | None:
     """(line, col) where the text's nesting first passes MAX_DEPTH, from the YAML scanner's tokens (which
-    keeps no stack of its own); (1, 1) when the scanner cannot tell."""
+    keeps no stack of its own, and stops there); None when it never does, or when the scanner finds a
+    syntax error first (the composer then reports it, located)."""
     opening = (BlockMappingStartToken, BlockSequenceStartToken, FlowMappingStartToken, FlowSequenceStartToken)
     closing = (BlockEndToken, FlowMappingEndToken, FlowSequenceEndToken)
     depth = 0
@@ -259,7 +264,7 @@ def _first_too_deep(text: str) -> tuple[int, int]:
                 depth -= 1
     except (YAMLError, RecursionError):
         pass
-    return 1, 1
+    return None
 
 
 MAX_VALUES = 100_000  # a protocol is small; aliases nested in aliases could otherwise expand exponentially

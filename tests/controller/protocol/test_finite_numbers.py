@@ -59,3 +59,19 @@ def test_a_driver_cannot_declare_a_non_finite_limit(limit: dict[str, float]) -> 
     # Below the protocol: an envelope written in code is held to the same rule.
     with pytest.raises(ValueError, match="finite"):
         Limit(unit="degC", **limit)
+
+
+CONSTRAINT = '"anneal_temp + 1.5 * anneal_time <= 550"'
+
+
+@pytest.mark.parametrize("constraint", [
+    "anneal_temp + 1e200 * 1e200 * anneal_time <= 550",  # a product of finite numbers
+    "anneal_temp <= 1e400",  # a literal that reads as infinity
+    "anneal_temp <= 1" + "0" * 400,  # an integer literal no float can hold
+    "anneal_temp / 1e-320 <= 5",  # a division
+    "1e308 * anneal_temp + 1e308 * anneal_time <= 1e308",  # finite terms whose range over the bounds is not
+])
+def test_a_constraint_that_overflows_is_refused_at_the_constraint(tmp_path: Path, constraint: str) -> None:
+    # It used to end in linprog's ValueError traceback (or an OverflowError while reading the number).
+    bad = edited(tmp_path, FURNACE, (CONSTRAINT, f'"{constraint}"'))
+    refused_at(validate_cli(str(bad.path)), bad.path, bad.line_of(constraint[:12]), "constraints[0]", "overflow")

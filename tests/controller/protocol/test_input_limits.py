@@ -45,6 +45,15 @@ def test_nesting_that_overflows_the_yaml_reader_is_located_in_a_real_process(tmp
     assert f"nested more than {MAX_DEPTH} levels deep" in done.stderr
 
 
+def test_deep_nesting_is_refused_before_the_yaml_reader_composes_it(tmp_path: Path) -> None:
+    # The composer took about 5 s on these 60 KB before its RecursionError; the scanner stops at level 17.
+    bad = nested_lists(tmp_path, 30_000)
+    started = time.perf_counter()
+    with pytest.raises(ProtocolError, match=f"nested more than {MAX_DEPTH} levels deep"):
+        load_protocol(bad.path)
+    assert time.perf_counter() - started < 2
+
+
 def test_nesting_past_the_limit_is_located_at_the_first_level_too_deep(tmp_path: Path) -> None:
     # Deep enough to refuse, shallow enough that the YAML reader itself would cope: the check is ours.
     levels = MAX_DEPTH + 5
