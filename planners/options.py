@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, model_validator
 from pydantic_core import PydanticCustomError
 
 # The planner takes these from planner.initial, where the protocol writes them once.
@@ -73,5 +73,16 @@ def checked_options(name: str, options: dict[str, Any]) -> dict[str, Any]:
     if model is None:
         return options  # a planner registered without an options model checks its own
     own = {k: v for k, v in options.items() if k not in FROM_INITIAL}
-    checked = model.model_validate(own).model_dump(include=set(own))
+    try:
+        checked = model.model_validate(own).model_dump(include=set(own))
+    except ValidationError as e:
+        raise ValueError(_said(name, e.errors()[0])) from None
     return {**options, **checked}
+
+
+def _said(planner: str, error: Any) -> str:
+    """One pydantic error as the planners' own checks word theirs ("unknown kernel 'cubic'; choose ...")."""
+    option = ".".join(str(part) for part in error["loc"]) or "options"
+    if error["type"] == "literal_error":
+        return f"unknown {option} {error['input']!r}; choose one of {error['ctx']['expected']}"
+    return f"planner {planner!r} option {option}: {error['msg'][:1].lower()}{error['msg'][1:]}, got {error['input']!r}"
