@@ -66,7 +66,7 @@ def test_unchecked_is_the_explicit_way_out_and_the_summary_says_so(tmp_path: Pat
 @pytest.mark.parametrize("value", ["true", '""'])
 def test_unchecked_needs_a_reason_not_a_flag(tmp_path: Path, value: str) -> None:
     bad = edited(tmp_path, FURNACE, (GAS_LIMIT, f"    unchecked: {value}\n"))
-    refused_at(validate_cli(str(bad.path)), bad.path, bad.line_of("unchecked:"), "instrument.envelope.unchecked",
+    refused_at(validate_cli(str(bad.path)), bad.path, bad.line_of("    unchecked: "), "instrument.envelope.unchecked",
                "takes the reason")
 
 
