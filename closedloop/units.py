@@ -92,8 +92,14 @@ def parse_quantity_to(value: float | int | str, unit: str) -> float:
     """
     if isinstance(value, bool):
         raise UnitError(f"expected a number, got {value!r}")
-    if isinstance(value, int | float):
+    if isinstance(value, float):
         return float(value)
+    if isinstance(value, int):
+        try:
+            return float(value)
+        except OverflowError:  # an int beyond any float: no unit makes sense of it
+            digits = int(value.bit_length() * 0.30103)
+            raise UnitError(f"expected a finite number, got an integer of about {digits} digits") from None
     match = _QUANTITY.match(str(value))
     if match is None:
         example = f"'10 {unit}'" if unit.strip() else "'10'"

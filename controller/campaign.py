@@ -38,7 +38,9 @@ from closedloop.controller.engine.events import Subscriber
 from closedloop.controller.engine.gate import SafetyGate
 from closedloop.controller.engine.halts import Halt
 from closedloop.controller.engine.operator import Approver
+from closedloop.controller.protocol.limits import unchecked_warning
 from closedloop.controller.protocol.model import Protocol, load_protocol, parse_protocol_text
+from closedloop.controller.protocol.validate import require_valid
 from closedloop.controller.results_csv import ResultsFileError, read_results
 from closedloop.controller.store.campaign_store import CampaignStore, software_versions
 from closedloop.controller.store.errors import UnknownTrial
@@ -94,8 +96,10 @@ class Campaign:
     ) -> Campaign:
         """A new campaign file for a protocol. A simulated campaign's file is written without a disk
         flush per commit: it still survives a killed process, only a power cut may lose its last writes.
-        `connection` is the instrument link the campaign will run against, if not the protocol's."""
+        `connection` is the instrument link the campaign will run against, if not the protocol's.
+        Raises `ProtocolError`, before any file is written, for anything `closedloop validate` refuses."""
         protocol = load_protocol(protocol_path)
+        require_valid(protocol)
         path = Path(db_path) if db_path else default_db_path(protocol)
         path.parent.mkdir(parents=True, exist_ok=True)
         store = CampaignStore.create(
@@ -196,6 +200,7 @@ class Campaign:
                              time_scale=time_scale, approve_every=approve_every)
         try:
             self._record_link(connection, time_scale)
+            self._record_unchecked()
             return engine.run()
         finally:
             self._close(engine.stations)
@@ -213,11 +218,13 @@ class Campaign:
         """Reconcile trials a crash left dispatched/running, then continue the campaign. Without
         `connection` (and without `sim`) it continues on the link the campaign last ran against with
         `--port`, at that time scale: a live campaign never falls back silently to an in-process simulator."""
+        require_valid(self.protocol)  # what validate refuses today does not continue either
         connection, time_scale = self.live_link(connection, time_scale, sim=sim)
         engine = self.engine(sim=sim, approver=approver, on_event=on_event, connection=connection,
                              time_scale=time_scale, approve_every=approve_every)
         try:
             self._record_link(connection, time_scale)
+            self._record_unchecked()
             return self._continue(engine)
         finally:
             self._close(engine.stations)
@@ -257,6 +264,12 @@ class Campaign:
             detail=f"instrument {self.protocol.instrument.driver} at {where}{pace}",
             data={"connection": where, "time_scale": time_scale},
         )
+
+    def _record_unchecked(self) -> None:
+        """Journal, at each start, that parameters run without envelope limits (`envelope.unchecked`)."""
+        warning = unchecked_warning(self.protocol)
+        if warning is not None:
+            self.store.record_event("envelope_unchecked", detail=warning)
 
     # ---- manual instruments: ask / tell ------------------------------------------------------------
 

@@ -46,6 +46,13 @@ class Limit:
     max_rate: float | None = None  # unit per minute
     allowed: tuple[str, ...] | None = None
 
+    def __post_init__(self) -> None:
+        # NaN compares false with everything and nothing exceeds inf: either would make a limit no limit.
+        for label in ("min", "max", "max_step", "max_rate"):
+            value = getattr(self, label)
+            if value is not None and not math.isfinite(value):
+                raise ValueError(f"a limit's {label} must be a finite number, got {value!r}")
+
     def check(self, name: str, value: Value, previous: Value | None = None) -> None:
         """Raise `EnvelopeViolation` unless `value` (after `previous`) is inside this limit."""
         if self.allowed is not None:

@@ -17,9 +17,10 @@ from closedloop.units import UnitError, duration_seconds, parse_quantity_to
 
 
 class Strict(BaseModel):
-    """Unknown keys are refused (with the known ones listed), and a model never changes once built."""
+    """Unknown keys are refused (with the known ones listed), and a model never changes once built.
+    Float fields refuse inf and NaN: a limit of `.inf` or `.nan` compares as no limit at all."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class DriverOptions(Strict):

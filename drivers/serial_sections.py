@@ -343,13 +343,27 @@ class EnvelopeLimit(Strict):
 
 
 class EnvelopeSection(BaseModel):
-    """Per-parameter limits, plus `min_interval`: the shortest time allowed between setpoint changes."""
+    """Per-parameter limits, plus `min_interval`: the shortest time allowed between setpoint changes, and
+    `unchecked`: why parameters without a limit may be sent anyway (a bench instrument that limits itself).
+
+    Every parameter the planner moves needs a limit (`controller.protocol.limits`); `unchecked` is the one,
+    explicit way out, and its reason is shown at start and journaled in the campaign file."""
 
     # Parameter names are the keys, so they are extras validated as limits (error paths stay as written).
-    model_config = ConfigDict(extra="allow", frozen=True)
+    model_config = ConfigDict(extra="allow", frozen=True, allow_inf_nan=False)
     __pydantic_extra__: dict[str, EnvelopeLimit]
 
     min_interval: Duration = 0.0
+    unchecked: str | None = None
+
+    @field_validator("unchecked", mode="before")
+    @classmethod
+    def _a_reason(cls, value: Any) -> Any:
+        # A flag would be too easy to copy from protocol to protocol: the opt-out is the reason itself.
+        if value is None or (isinstance(value, str) and value.strip()):
+            return value
+        raise ValueError("unchecked takes the reason no limit is needed, e.g. unchecked: \"bench supply, "
+                         "current-limited in hardware\"; or remove it and give each parameter {min: ..., max: ...}")
 
     @property
     def limits(self) -> dict[str, EnvelopeLimit]:

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 from closedloop.planners.base import Planner
+from closedloop.planners.options import checked_options
 
 
 def _sobol() -> Callable[..., Planner]:
@@ -63,7 +64,7 @@ def make_planner(name: str, **options: Any) -> Planner:
     if unknown:
         listing = ", ".join(f"{k}={v!r}" for k, v in accepted.items()) or "none"
         raise ValueError(f"planner {name!r} has no option(s) {unknown}; it accepts: {listing}")
-    return factory(**options)
+    return factory(**checked_options(name, options))
 
 
 def _factory(name: str) -> Callable[..., Planner]:

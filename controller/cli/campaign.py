@@ -22,6 +22,7 @@ from closedloop.controller.cli.approval import TerminalApprover
 from closedloop.controller.cli.errors import configure_runtime, handle_errors
 from closedloop.controller.cli.progress import ProgressReporter
 from closedloop.controller.cli.signals import pause_on_signals
+from closedloop.controller.protocol.limits import unchecked_warning
 from closedloop.controller.protocol.model import Protocol, load_protocol
 from closedloop.controller.store.errors import StorageFailed, StoreError
 from closedloop.simulators.registry import emulator_name
@@ -71,6 +72,9 @@ def _run_engine(
     from closedloop.controller.cli.report import report_at_end  # plotly loads only when a report is written
 
     configure_runtime()
+    warning = unchecked_warning(campaign.protocol)
+    if warning is not None:  # even with --quiet: the operator must know nothing limits these values
+        click.echo(f"WARNING: {warning}", err=True)
     status = campaign.status()
     approver = TerminalApprover(campaign.protocol.to_problem()) if approve else None
     problem = campaign.protocol.to_problem()

@@ -48,8 +48,7 @@ def planner_spec(protocol: Protocol) -> tuple[str, dict[str, Any]]:
     """The planner name and options a protocol asks for. Audits rebuild their planners from this too, so
     a re-derived proposal comes from exactly the planner the campaign used."""
     p = protocol.planner
-    name = "botorch" if p.acquisition != "random" else "random"
-    return name, {"n_initial": p.initial.n, "initial_method": p.initial.method, **(p.options or {})}
+    return p.planner_name, {"n_initial": p.initial.n, "initial_method": p.initial.method, **(p.options or {})}
 
 
 def protocol_planner(protocol: Protocol) -> Planner:

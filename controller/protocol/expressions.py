@@ -12,6 +12,7 @@ An outcome constraint is `OBJECTIVE >= VALUE [UNIT]` (or `<=`), e.g. "tau_half >
 from __future__ import annotations
 
 import ast
+import math
 import re
 from collections.abc import Collection, Mapping
 from difflib import get_close_matches
@@ -73,6 +74,12 @@ def parse_linear_constraint(
         if c != 0.0:
             coefficients[name] = c
     rhs = sign * (right_const - left_const)
+    # Each number is finite, but products and sums of them may not be (1e200 * 1e200): such a constraint
+    # compares nothing, and the planner's linear algebra would fail on it.
+    overflowing = [name for name, c in coefficients.items() if not math.isfinite(c)] + ([] if math.isfinite(rhs) else ["the constant"])
+    if overflowing:
+        raise ExpressionError(f"the numbers overflow to infinity (in the term of {overflowing[0]}); "
+                              "scale the constraint down, e.g. divide both sides by the same power of ten")
     if not coefficients:
         holds = rhs >= 0.0 if op != "==" else rhs == 0.0
         verdict = "always true" if holds else "always false, so no point can satisfy it"
@@ -94,6 +101,8 @@ def parse_outcome_constraint(text: str, objective_units: Mapping[str, str]) -> O
         bound = parse_quantity_to(value, objective_units[name])
     except UnitError as e:
         raise ExpressionError(f"bound of {name}: {e}") from None
+    if not math.isfinite(bound):
+        raise ExpressionError(f"the bound of {name} must be a finite number, got {value!r}")
     return OutcomeConstraint(name, op, bound)  # type: ignore[arg-type]
 
 
@@ -149,7 +158,14 @@ class _LinearReader:
     def _constant(self, node: ast.Constant) -> LinearForm:
         if isinstance(node.value, bool) or not isinstance(node.value, int | float):
             raise ExpressionError(f"only numbers and parameter names are allowed, not {node.value!r}")
-        return {}, float(node.value)
+        try:
+            value = float(node.value)
+        except OverflowError:  # an integer literal beyond any float
+            value = math.inf
+        if not math.isfinite(value):
+            raise ExpressionError("a number in the constraint is too large for a float (it overflows to infinity); "
+                                  "scale the constraint down")
+        return {}, value
 
     def _name(self, name: str) -> LinearForm:
         if name in self.variables:

@@ -205,7 +205,8 @@ def serial_instrument_config(section: InstrumentSection, space: Mapping[str, Any
             limits[name] = EnvelopeLimit(allowed=list(labels))
         elif labels is None and not section.parameter_unit(name) and (unit := str(getattr(spec, "unit", "") or "")):
             limits[name] = limits.get(name, EnvelopeLimit()).model_copy(update={"unit": unit})
-    envelope = EnvelopeSection.model_validate({"min_interval": section.envelope.min_interval, **limits})
+    envelope = EnvelopeSection.model_validate(
+        {"min_interval": section.envelope.min_interval, "unchecked": section.envelope.unchecked, **limits})
     return section.model_copy(update={"envelope": envelope})
 
 

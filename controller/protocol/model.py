@@ -15,13 +15,16 @@ candidate table live in `controller.protocol.validate`.
 from __future__ import annotations
 
 import hashlib
+import math
+import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-from pydantic import BaseModel, Field, PrivateAttr, TypeAdapter, ValidationError
+from pydantic import BaseModel, BeforeValidator, Field, PrivateAttr, TypeAdapter, ValidationError
 
 from closedloop.controller.protocol import instruments
+from closedloop.controller.protocol.candidates import CandidateFileError, read_candidate_table
 from closedloop.controller.protocol.expressions import (
     ExpressionError,
     parse_linear_constraint,
@@ -41,17 +44,21 @@ from closedloop.controller.protocol.sections import (
     Section,
     StopSection,
     Text,
+    at_most_max_parameters,
     is_identifier,
 )
 from closedloop.controller.protocol.yaml_source import (
+    MAX_BYTES,
     FieldPath,
     ProtocolError,
     ProtocolProblem,
     SourceMap,
     load_yaml,
     problems_from_validation_error,
+    size_problem,
 )
 from closedloop.drivers.base import DriverDescription
+from closedloop.planners.options import PLANNER_OPTIONS
 from closedloop.planners.space import LinearConstraint, Objective, OutcomeConstraint, Problem, SearchSpace
 from closedloop.records import Conditions, Value
 from closedloop.units import UnitError, parse_quantity_to
@@ -66,7 +73,7 @@ class Protocol(Section):
     name: Text
     description: str = ""
     version: Text = "1"
-    space: dict[str, ParameterSpec] = Field(min_length=1)
+    space: Annotated[dict[str, ParameterSpec], BeforeValidator(at_most_max_parameters)] = Field(min_length=1)
     constraints: list[str] = Field(default_factory=list)  # linear, e.g. "anneal_temp + 2 * anneal_time <= 220"
     objectives: dict[str, ObjectiveSpec] = Field(min_length=1)
     outcome_constraints: list[str] = Field(default_factory=list)  # e.g. "tau_half >= 100 ns"
@@ -172,15 +179,10 @@ class Protocol(Section):
         path = self.candidates_path
         if path is None:
             return None
-        import pandas as pd  # only pool-mode protocols need it: `validate` of the others stays fast
-
         try:
-            table = pd.read_csv(path)
-        except FileNotFoundError:
-            raise self._error(("candidates", "path"), f"candidate table {str(path)!r} does not exist") from None
-        except (OSError, ValueError, pd.errors.ParserError) as e:
-            reason = str(e).splitlines()[0] if str(e) else type(e).__name__
-            raise self._error(("candidates", "path"), f"cannot read candidate table {str(path)!r}: {reason}") from None
+            table = read_candidate_table(path)
+        except CandidateFileError as e:
+            raise self._error(("candidates", "path"), str(e)) from None
         columns = self.candidates.columns if self.candidates is not None else {}
         missing = {name: header for name, header in columns.items() if header not in table.columns}
         if missing:
@@ -221,7 +223,15 @@ def load_protocol(path: str | Path) -> Protocol:
     """Read and check a protocol file. Raises `ProtocolError` listing every problem found, and OSError
     (FileNotFoundError, IsADirectoryError, ...) when the file cannot be read."""
     path = Path(path)
-    raw = path.read_bytes()
+    with path.open("rb") as f:
+        # Refused by its size before anything is parsed; read no further than the limit (a device such
+        # as /dev/zero has no size to look at and no end).
+        size = os.fstat(f.fileno()).st_size
+        if size > MAX_BYTES:
+            raise ProtocolError([size_problem(str(path), size)])
+        raw = f.read(MAX_BYTES + 1)
+    if len(raw) > MAX_BYTES:
+        raise ProtocolError([size_problem(str(path), len(raw), at_least=True)])
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
@@ -268,6 +278,7 @@ def _cross_section_problems(protocol: Protocol) -> list[ProtocolProblem]:
         found.append(protocol.problem(("planner", "acquisition"), f"{acquisition} needs {wanted}; this protocol has {n_objectives} (use auto)"))
     if protocol._source is not None:
         found += instruments.option_problems(protocol.instrument, protocol._source)
+        found += _planner_option_problems(protocol.planner, protocol._source)
     return found + _trusted_region_problems(protocol)
 
 
@@ -282,6 +293,16 @@ def _option_problems(data: Any, source: SourceMap) -> list[ProtocolProblem]:
 
 
 _INSTRUMENT: TypeAdapter[InstrumentSection] = TypeAdapter(InstrumentSection)
+
+
+def _planner_option_problems(planner: PlannerSection, source: SourceMap) -> list[ProtocolProblem]:
+    """`planner.options` checked by the options model of the planner that will run (names, types, values)."""
+    model = PLANNER_OPTIONS[planner.planner_name]
+    try:
+        model.model_validate(planner.options)
+    except ValidationError as e:
+        return problems_from_validation_error(e, source, model, prefix=("planner", "options"))
+    return []
 
 
 def _constraint_problems(protocol: Protocol) -> list[ProtocolProblem]:
@@ -312,6 +333,10 @@ def _trusted_region_problems(protocol: Protocol) -> list[ProtocolProblem]:
             low, high = (protocol._in_parameter_unit(name, v) for v in (bounds.low, bounds.high))
         except UnitError as e:
             found.append(protocol.problem(at, str(e)))
+            continue
+        infinite = [key for key, value in (("low", low), ("high", high)) if not math.isfinite(value)]
+        if infinite:
+            found.append(protocol.problem((*at, infinite[0]), f"must be a finite number, got {getattr(bounds, infinite[0])!r}"))
             continue
         if low > high:
             found.append(protocol.problem((*at, "low"), f"low ({low}) is above high ({high})"))

@@ -171,6 +171,20 @@ class FixedSpec(_Unit):
 
 ParameterSpec = Annotated[FloatSpec | IntSpec | ChoiceSpec | FixedSpec, Field(discriminator="type")]
 
+# The planner fits one Gaussian process over every parameter (a choice adds one column per value). Such
+# models are used up to about 20 dimensions; past a few dozen, a budget of tens of trials learns little
+# more than random search would, and the high-dimensional methods made for hundreds (SAASBO, trust
+# regions) are not what `planners` ships. 50 leaves room for any real campaign.
+MAX_PARAMETERS = 50
+
+
+def at_most_max_parameters(space: Any) -> Any:
+    """Refuse a space too large for the planner before its parameters are read one by one."""
+    if isinstance(space, dict) and len(space) > MAX_PARAMETERS:
+        raise ValueError(f"{len(space)} parameters; a protocol may search at most {MAX_PARAMETERS} (a GP planner "
+                         "learns little in more dimensions): fix some with type: fixed, or split the campaign")
+    return space
+
 
 class ObjectiveSpec(_Unit):
     direction: Literal["maximize", "minimize"]
@@ -202,7 +216,12 @@ class PlannerSection(Section):
     batch_size: int = Field(1, ge=1)
     acquisition: Literal["auto", "qLogNEI", "qLogNEHVI", "random"] = "auto"
     seed: int = 0
-    options: dict[str, Any] = Field(default_factory=dict)
+    options: dict[str, Any] = Field(default_factory=dict)  # checked by the planner's model, planners.options
+
+    @property
+    def planner_name(self) -> str:
+        """The planner that runs the campaign: BoTorch, or random points with `acquisition: random`."""
+        return "random" if self.acquisition == "random" else "botorch"
 
 
 class BudgetSection(Section):

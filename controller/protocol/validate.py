@@ -9,6 +9,7 @@ in the protocol file; the summary is what `closedloop validate` prints for a val
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from difflib import get_close_matches
@@ -20,6 +21,11 @@ from closedloop.controller.protocol.instruments import (
     InstrumentDescriptionError,
     described_by_protocol,
     emulator_problem,
+)
+from closedloop.controller.protocol.limits import (
+    missing_limit_problems,
+    setpoint_command_problems,
+    unchecked_warning,
 )
 from closedloop.controller.protocol.model import Protocol
 from closedloop.controller.protocol.sections import ChoiceSpec, FixedSpec, FloatSpec, IntSpec
@@ -77,11 +83,23 @@ def validate_protocol(protocol: Protocol) -> ValidationReport:
         _check_objectives(found, description)
     n_initial, trials = protocol.planner.initial.n, protocol.budget.trials
     if n_initial >= trials:
-        found.add(("budget", "trials"), f"the budget ({trials} trials) must exceed the initial design (planner.initial.n = {n_initial})")
+        # A note, not a problem: a campaign of space-filling points only (a screen) is a campaign, and
+        # `run` refuses whatever validate refuses.
+        found.notes.append(f"the budget ({trials} trials) ends within the initial design (planner.initial.n = {n_initial}): "
+                           "no trial will be chosen by the model; lower planner.initial.n to let the planner learn")
     feasibility = _check_feasibility(found)
     candidate_rows = _check_candidates(found)
     problems = sorted(dict.fromkeys(found.problems), key=lambda p: (p.line, p.col))
     return ValidationReport(problems, _summary(found, description, feasibility, candidate_rows))
+
+
+def require_valid(protocol: Protocol) -> ValidationReport:
+    """`validate_protocol`, raising `ProtocolError` with every problem it finds: `run` and `resume` call it
+    before a campaign file is created or continued, so they refuse exactly what `validate` refuses."""
+    report = validate_protocol(protocol)
+    if report.problems:
+        raise ProtocolError(report.problems)
+    return report
 
 
 def _description(found: _Findings) -> DriverDescription | None:
@@ -113,6 +131,11 @@ def _check_envelope(found: _Findings, description: DriverDescription) -> None:
             _check_parameter(found, name, spec, limits[name], instrument)
     if serial is not None:
         _check_serial(found, serial)
+    found.problems += missing_limit_problems(protocol, description)
+    found.problems += setpoint_command_problems(protocol, description)
+    warning = unchecked_warning(protocol)
+    if warning is not None:
+        found.notes.append(warning)
     _check_options(found, limits, instrument)
     problem = emulator_problem(section.driver, section.connection, section)
     if problem is not None:
@@ -233,7 +256,10 @@ def _check_feasibility(found: _Findings) -> _Feasibility:
         lo = sum(min(k * box[n][0], k * box[n][1]) for n, k in c.coefficients.items())
         hi = sum(max(k * box[n][0], k * box[n][1]) for n, k in c.coefficients.items())
         rows.append(ConstraintSummary(c.text, c.kind, c.rhs, (lo, hi), redundant=c.kind == "<=" and hi <= c.rhs))
-        if (c.kind == "<=" and lo > c.rhs) or (c.kind == "==" and not lo <= c.rhs <= hi):
+        if not (math.isfinite(lo) and math.isfinite(hi)):
+            found.add(("constraints", i), "over the parameter bounds the left side overflows to infinity; scale the "
+                      "constraint down, e.g. divide both sides by the same power of ten")
+        elif (c.kind == "<=" and lo > c.rhs) or (c.kind == "==" and not lo <= c.rhs <= hi):
             found.add(("constraints", i), f"cannot hold inside the parameter bounds: the left side ranges over "
                       f"[{lo:g}, {hi:g}] there, the right side is {c.rhs:g}")
         else:
@@ -283,8 +309,11 @@ def _check_candidates(found: _Findings) -> int | None:
     for name, spec in protocol.space.items():
         if name not in table.columns:
             if not isinstance(spec, FixedSpec):
-                found.add(at, f"the candidate table has no column for parameter {name!r} (it has: {', '.join(map(str, table.columns[:12]))}"
-                          f"{', ...' if len(table.columns) > 12 else ''}); add it or map a header in candidates.columns")
+                # The headers are the file's content: only one close to the name is offered, never the list.
+                close = get_close_matches(name, [str(c) for c in table.columns], n=1, cutoff=0.75)
+                guess = f"the header {close[0]!r} may be it: " if close else ""
+                found.add(at, f"the candidate table has no column for parameter {name!r} ({len(table.columns)} columns); "
+                          f"{guess}add it or map a header in candidates.columns")
             continue
         _check_column(found, name, spec, table[name])
     return len(table)
@@ -308,7 +337,7 @@ def _check_column(found: _Findings, name: str, spec: Any, column: pd.Series) -> 
     if bad.any():
         first = int(np.flatnonzero(bad.to_numpy())[0])
         found.add(("candidates", "path"), f"{int(bad.sum())} candidate rows have {name} not {allowed} "
-                  f"(first: data row {first + 1}, {name} = {column.iloc[first]!r}); fix the rows or the space")
+                  f"(first: data row {first + 1}); fix the rows or the space")
 
 
 # --- summary ---

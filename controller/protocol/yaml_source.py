@@ -23,6 +23,15 @@ from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 from ruamel.yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 from ruamel.yaml.scalarbool import ScalarBoolean
+from ruamel.yaml.tokens import (
+    BlockEndToken,
+    BlockMappingStartToken,
+    BlockSequenceStartToken,
+    FlowMappingEndToken,
+    FlowMappingStartToken,
+    FlowSequenceEndToken,
+    FlowSequenceStartToken,
+)
 
 FieldPath = tuple[str | int, ...]
 
@@ -102,18 +111,54 @@ def _child_position(node: Any, part: str | int) -> tuple[int, int] | None:
     return None
 
 
+# Limits on what a protocol file can be. The examples are 2-4 KB and nest five levels (instrument.envelope.
+# NAME.allowed[i]); these leave room for any real protocol and refuse, before the slow parts run, files
+# that are mistakes or attacks. Reading YAML in pure Python takes about 6 s per 100 KB on a busy lab PC
+# (compose + construct), so 64 KiB bounds the worst case near two seconds; deep nesting would otherwise
+# end in the reader's RecursionError; 400 characters is more than any float or sensible count needs.
+MAX_BYTES = 64 * 1024
+MAX_DEPTH = 16
+MAX_NUMBER_CHARS = 400
+
+
+def size_problem(file: str, size: int, *, at_least: bool = False) -> ProtocolProblem:
+    """The problem of a protocol of `size` bytes (`at_least`: it was not read to the end)."""
+    shown = f"{size / 2**20:.1f} MiB" if size >= 2**20 else f"{size / 1024:.0f} KiB"
+    return ProtocolProblem(
+        file, 1, 1, "",
+        f"the file is {'more than ' if at_least else ''}{shown}; a protocol file may be at most {MAX_BYTES // 1024} KiB "
+        "(protocols are a few KB: is this the right file? a candidate table belongs in a CSV named by candidates.path)",
+    )
+
+
 def load_yaml(text: str, file: str) -> tuple[dict[str, Any], SourceMap]:
     """Parse protocol text into plain dicts/lists/scalars and its source map.
 
-    Raises `ProtocolError` for a YAML syntax error, duplicate keys, an empty file, or a top level that
+    Raises `ProtocolError` for text larger than MAX_BYTES, a YAML syntax error, nesting deeper than
+    MAX_DEPTH, a number longer than MAX_NUMBER_CHARS, duplicate keys, an empty file, or a top level that
     is not a mapping.
     """
+    size = len(text.encode("utf-8", errors="replace"))
+    if size > MAX_BYTES:
+        raise ProtocolError([size_problem(file, size)])
+    # Deep nesting is refused from the scanner's tokens, which stop at the first level too deep: the
+    # composer would take seconds on 60 KB of brackets before failing with a RecursionError.
+    too_deep = _first_too_deep(text)
+    if too_deep is not None:
+        raise ProtocolError([ProtocolProblem(file, *too_deep, "", _TOO_DEEP)])
     yaml = YAML(typ="rt", pure=True)
     try:
-        duplicates = list(_duplicate_keys(yaml.compose(text), ()))
+        node = yaml.compose(text)
+        shape = list(_shape_problems(node))
+        if shape:
+            raise ProtocolError([ProtocolProblem(file, *where, format_field(path), msg) for path, where, msg in shape])
+        duplicates = list(_duplicate_keys(node, ()))
         if duplicates:
             raise ProtocolError([ProtocolProblem(file, *where, format_field(path), msg) for path, where, msg in duplicates])
-        root = yaml.load(text)
+        root = None if node is None else yaml.constructor.construct_document(node)  # built from the nodes read once
+    except RecursionError:
+        # Nesting the scanner did not count (it runs out of stack all the same): the limit, unlocated.
+        raise ProtocolError([ProtocolProblem(file, 1, 1, "", _TOO_DEEP)]) from None
     except MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
         line, col = (mark.line + 1, mark.column + 1) if mark is not None else (1, 1)
@@ -167,6 +212,59 @@ def _duplicate_keys(
     elif isinstance(node, SequenceNode):
         for i, item in enumerate(node.value):
             yield from _duplicate_keys(item, (*path, i), seen)
+
+
+_TOO_DEEP = (f"nested more than {MAX_DEPTH} levels deep; a protocol needs five at most (instrument.envelope.NAME.allowed), "
+             "so a bracket or an indentation is probably wrong here")
+_NUMBER_TAGS = ("tag:yaml.org,2002:int", "tag:yaml.org,2002:float")
+
+
+def _shape_problems(node: Node | None) -> Iterable[tuple[FieldPath, tuple[int, int], str]]:
+    """Nesting deeper than MAX_DEPTH and numbers longer than MAX_NUMBER_CHARS, found on the composed
+    node tree without recursion (so no depth can overflow the stack). Each node is visited once: an
+    alias is the node it refers to, so aliases neither loop nor multiply the work."""
+    seen: set[int] = set()
+    stack: list[tuple[Node | None, FieldPath, int]] = [(node, (), 1)]
+    while stack:
+        current, path, depth = stack.pop()
+        if current is None or id(current) in seen:
+            continue
+        seen.add(id(current))
+        mark = current.start_mark
+        if isinstance(current, ScalarNode):
+            if current.tag in _NUMBER_TAGS and len(current.value) > MAX_NUMBER_CHARS:
+                yield path, (mark.line + 1, mark.column + 1), (
+                    f"a number of {len(current.value)} digits is no value a protocol needs (at most {MAX_NUMBER_CHARS})")
+            continue
+        if depth > MAX_DEPTH:
+            yield path, (mark.line + 1, mark.column + 1), _TOO_DEEP
+            return  # one report: everything below is deeper still
+        if isinstance(current, MappingNode):
+            for key_node, value_node in reversed(current.value):
+                key = key_node.value if isinstance(key_node, ScalarNode) else "?"
+                stack.append((value_node, (*path, key), depth + 1))
+        elif isinstance(current, SequenceNode):
+            stack.extend((item, (*path, i), depth + 1) for i, item in reversed(list(enumerate(current.value))))
+
+
+def _first_too_deep(text: str) -> tuple[int, int] | None:
+    """(line, col) where the text's nesting first passes MAX_DEPTH, from the YAML scanner's tokens (which
+    keeps no stack of its own, and stops there); None when it never does, or when the scanner finds a
+    syntax error first (the composer then reports it, located)."""
+    opening = (BlockMappingStartToken, BlockSequenceStartToken, FlowMappingStartToken, FlowSequenceStartToken)
+    closing = (BlockEndToken, FlowMappingEndToken, FlowSequenceEndToken)
+    depth = 0
+    try:
+        for token in YAML(typ="rt", pure=True).scan(text):
+            if isinstance(token, opening):
+                depth += 1
+                if depth > MAX_DEPTH:
+                    return token.start_mark.line + 1, token.start_mark.column + 1
+            elif isinstance(token, closing):
+                depth -= 1
+    except (YAMLError, RecursionError):
+        pass
+    return None
 
 
 MAX_VALUES = 100_000  # a protocol is small; aliases nested in aliases could otherwise expand exponentially
@@ -236,8 +334,18 @@ def problems_from_validation_error(
     return sorted(problems, key=lambda p: (p.line, p.col))
 
 
+def shown(value: Any) -> str:
+    """`value` as a message quotes it: an enormous integer or text by its size, not in full (Python
+    refuses to print an int of more than 4300 digits, and a 10,000-character line helps nobody)."""
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 64:
+        return f"an integer of about {int(value.bit_length() * 0.30103)} digits"
+    text = repr(value)
+    return text if len(text) <= 80 else f"{text[:60]}... ({len(text)} characters)"
+
+
 def _message(e: ErrorDetails, loc: FieldPath, model: type[BaseModel]) -> str:
-    kind, ctx, value, last = e["type"], e.get("ctx") or {}, e.get("input"), loc[-1] if loc else ""
+    kind, ctx, raw, last = e["type"], e.get("ctx") or {}, e.get("input"), loc[-1] if loc else ""
+    value = shown(raw)
     if kind == "located":  # drivers.options.located: a validator's own words about one key
         return str(ctx["message"])
     if kind == "missing":
@@ -246,23 +354,25 @@ def _message(e: ErrorDetails, loc: FieldPath, model: type[BaseModel]) -> str:
         return f"unknown key {last!r}" + _suggestion(str(last), _keys_at(model, loc[:-1]))
     if kind == "literal_error":
         expected = re.findall(r"'([^']*)'", str(ctx.get("expected", ""))) or [str(ctx.get("expected"))]
-        return f"{value!r} is not allowed; use one of: {', '.join(expected)}" + _suggestion(str(value), expected, listed=False)
+        return f"{value} is not allowed; use one of: {', '.join(expected)}" + _suggestion(raw if isinstance(raw, str) else value, expected, listed=False)
     if kind in ("union_tag_invalid", "union_tag_not_found"):
         tags = re.findall(r"'([^']*)'", str(ctx.get("expected_tags", ""))) or _tags_at(model, loc)
         if kind == "union_tag_not_found":
             return f"missing key 'type': one of {', '.join(tags)}"
         return f"unknown type {ctx.get('tag')!r}; use one of: {', '.join(tags)}" + _suggestion(str(ctx.get("tag")), tags, listed=False)
     if kind in _EXPECTED:
-        return f"expected {_EXPECTED[kind]}, got {value!r}"
+        return f"expected {_EXPECTED[kind]}, got {value}"
+    if kind == "finite_number":
+        return f"must be a finite number, got {value} (.inf, .nan and numbers beyond ±1.8e308 are no limit); write the real value"
     if kind in _BOUNDS:
         limit = next(iter(ctx.values()), "?")
-        return f"must be {_BOUNDS[kind]} {limit}, got {value!r}"
+        return f"must be {_BOUNDS[kind]} {limit}, got {value}"
     if kind == "too_short" and ctx.get("actual_length") == 0:
         return f"must not be empty; {_NON_EMPTY_HINT.get(str(last), 'give at least one entry')}"
     message = e["msg"].removeprefix("Value error, ")
     message = message[:1].lower() + message[1:]
-    if kind != "value_error" and isinstance(value, str | int | float | bool):
-        message += f", got {value!r}"
+    if kind != "value_error" and isinstance(raw, str | int | float | bool):
+        message += f", got {value}"
     return message
 
 

@@ -105,6 +105,15 @@ def test_step_limits_narrower_than_the_range_are_noted(tmp_path: Path) -> None:
     assert any("anneal_temp: the range spans 250 degC" in note and "at most 100 degC" in note for note in report.summary.notes)
 
 
+def test_a_budget_within_the_initial_design_is_noted_not_refused(tmp_path: Path) -> None:
+    # A screen of space-filling points only is a campaign `run` accepts, so validate accepts it too.
+    text = (ROOT / "protocols" / "trmc_opv_blend.yaml").read_text().replace("budget: {trials: 40,", "budget: {trials: 5,")
+    report = validate_protocol(parse_protocol_text(text, tmp_path / "screen.yaml"))
+    assert report.valid, [str(p) for p in report.problems]
+    assert any("the budget (5 trials) ends within the initial design (planner.initial.n = 8)" in note
+               for note in report.summary.notes), report.summary.notes
+
+
 def test_the_pool_summary_counts_candidate_rows() -> None:
     result = CliRunner().invoke(main, ["validate", str(ROOT / "protocols" / "pool_melting_points.yaml")])
     assert result.exit_code == 0, result.stderr
@@ -128,3 +137,63 @@ def test_validate_all_examples_in_a_real_process() -> None:
                           capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert done.returncode == 0, done.stderr
     assert done.stdout.count(": valid: ") == len(EXAMPLES) == 5 and done.stderr == ""
+
+
+# --- run and resume refuse what validate refuses, before a campaign file is created or changed (issue 19) ---
+
+FURNACE = (ROOT / "protocols" / "serial_furnace.yaml").read_text()
+BEYOND_THE_ENVELOPE = ("low: 150, high: 400, unit: degC", "low: 150, high: 500, unit: degC")  # the furnace stops at 450
+NO_GAS_LIMIT = ("    gas_flow:    {min: 0, max: 500, unit: sccm}\n", "")
+# A short, model-free campaign: what is under test is the start, not the planning.
+SHORT = ("planner: {initial: {method: sobol, n: 6}, seed: 3}", "planner: {initial: {method: sobol, n: 2}, acquisition: random}")
+
+
+def _furnace(tmp_path: Path, *edits: tuple[str, str], name: str = "furnace.yaml") -> Path:
+    text = FURNACE.replace("trials: 30", "trials: 3")
+    for old, new in edits:
+        assert old in text
+        text = text.replace(old, new)
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize("edit", [BEYOND_THE_ENVELOPE, NO_GAS_LIMIT], ids=["range_beyond_envelope", "moved_without_limit"])
+def test_run_refuses_what_validate_refuses_and_creates_no_file(tmp_path: Path, edit: tuple[str, str]) -> None:
+    protocol = _furnace(tmp_path, edit)
+    validated = CliRunner().invoke(main, ["validate", str(protocol)])
+    assert validated.exit_code == 2
+    db = tmp_path / "campaign.sqlite"
+    result = CliRunner().invoke(main, ["run", str(protocol), "--sim", "--db", str(db), "--no-report"])
+    assert result.exit_code == 2, result.output
+    assert not db.exists() and list(tmp_path.iterdir()) == [protocol]
+    assert "Traceback" not in result.stderr and result.stderr.strip() == validated.stderr.strip()
+
+
+def test_resume_refuses_a_stored_protocol_validate_refuses_and_changes_nothing(tmp_path: Path) -> None:
+    from closedloop.controller.store.campaign_store import CampaignStore, software_versions
+
+    # A campaign started before the check existed: its stored protocol limits nothing for gas_flow.
+    text = _furnace(tmp_path, NO_GAS_LIMIT).read_text()
+    db = tmp_path / "old.sqlite"
+    CampaignStore.create(db, name="old", protocol_text=text, protocol_path=str(tmp_path / "furnace.yaml"), seed=1,
+                         versions=software_versions()).close()
+    before = db.read_bytes()
+    result = CliRunner().invoke(main, ["resume", str(db), "--sim", "--no-report"])
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.stderr
+    assert "instrument.envelope.gas_flow: missing" in result.stderr and str(tmp_path / "furnace.yaml") in result.stderr
+    assert db.read_bytes() == before
+
+
+def test_an_unchecked_envelope_is_shown_at_start_and_journaled(tmp_path: Path) -> None:
+    from closedloop.controller.campaign import Campaign
+
+    protocol = _furnace(tmp_path, SHORT, (NO_GAS_LIMIT[0], '    unchecked: "bench MFC, limited to 200 sccm in hardware"\n'))
+    db = tmp_path / "bench.sqlite"
+    result = CliRunner().invoke(main, ["run", str(protocol), "--sim", "--db", str(db), "--quiet", "--no-report"])
+    assert result.exit_code == 0, result.output
+    assert "WARNING: UNCHECKED: no envelope limit for gas_flow" in result.stderr
+    with Campaign.open(db) as campaign:
+        (event,) = campaign.store.events(kinds=["envelope_unchecked"])
+    assert "gas_flow" in event["detail"] and "limited to 200 sccm in hardware" in event["detail"]

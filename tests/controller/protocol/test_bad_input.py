@@ -86,6 +86,7 @@ instrument:
   measure: {r: {query: "RES?", unit: ohm}}
   envelope:
     temp: {min: 20, max: 450, unit: degC}
+    flow: {min: 0, max: 20, unit: sccm}
 budget: {trials: 10}
 """
 POOL_CSV = "compound,radius,group,Tm_K\nA,1.0,1,100\nB,2.0,2,300\nC,1.5,3,200\n"
@@ -154,8 +155,6 @@ CASES: dict[str, Case] = {
                                                     "objectives.pce", "the trmc instrument does not measure 'pce'"),
     "target_with_the_wrong_unit": case("tau_half: {direction: maximize, unit: ns}", "tau_half: {direction: maximize, unit: ns, target: 5 degC}",
                                        "objectives.tau_half.target", "cannot convert 'degC' to 'ns'"),
-    "budget_below_the_initial_design": case("budget: {trials: 20,", "budget: {trials: 3,", "budget.trials",
-                                            "must exceed the initial design (planner.initial.n = 4)"),
     "negative_retry_count": case("instrument_fault_retries: 2", "instrument_fault_retries: -1",
                                  "failures.instrument_fault_retries", "must be >= 0, got -1"),
     "int_step_not_dividing_the_range": case("step: 100, unit: rpm", "step: 300, unit: rpm", "space.spin_speed.step",
@@ -208,9 +207,10 @@ CASES: dict[str, Case] = {
     "instrument_setting_missing_from_the_space": case("  acceptor_fraction: {type: float, low: 0.2, high: 0.8}\n", "",
                                                       "space", "the trmc instrument needs a value for 'acceptor_fraction'",
                                                       at="space:"),
-    "serial_parameter_without_a_set_command": case('set: {temp: "TEMP {value}", flow: "FLOW {value}"}', 'set: {temp: "TEMP {value}"}',
-                                                   "space.flow", "has no command for 'flow': add instrument.set.flow",
-                                                   at="flow: {type", base=SERIAL),
+    "serial_parameter_without_a_set_command": Case((('set: {temp: "TEMP {value}", flow: "FLOW {value}"}', 'set: {temp: "TEMP {value}"}'),
+                                                    ("    flow: {min: 0, max: 20, unit: sccm}\n", "")),
+                                                   "space.flow", "flow: {type", "has no command for 'flow': add instrument.set.flow",
+                                                   SERIAL),
     "serial_set_command_for_an_unknown_parameter": case('flow: "FLOW {value}"}', 'flow: "FLOW {value}", pressure: "P {value}"}',
                                                         "instrument.set.pressure", "'pressure' is not a parameter of the space",
                                                         at="pressure", base=SERIAL),
