@@ -9,6 +9,7 @@ a file that `reconcile` can put right.
 from __future__ import annotations
 
 import functools
+import logging
 import queue
 import time
 from collections import deque
@@ -56,6 +57,8 @@ APPROVAL_ATTEMPTS = 10  # edits the operator may try on one proposal
 # made safe anyway: a service manager sends SIGKILL some seconds after SIGTERM (systemd: 90 s), and a
 # driver stuck in a call that ignores the abort must not keep the instrument hot until then.
 ABORT_GRACE_S = 10.0
+
+log = logging.getLogger(__name__)
 
 
 def planner_seed(campaign_seed: int, trials_so_far: int) -> int:
@@ -184,20 +187,27 @@ class CampaignEngine:
         self.log.emit(CampaignRunning(resumed=resumed, approval_raised_to=raised))
         self._requeue_undispatched()
         try:
-            while True:
-                halt = self.halt or self._stop_rule()
-                if halt is None:
-                    self._fill_stations()
-                if self.dispatcher.in_flight == 0:
-                    halt = halt or self.halt or self._stop_rule() or self._why_idle()
-                    if halt is not None:
-                        return self._finish(halt)
-                    continue
-                self._complete(self.dispatcher.next_completion())
-        except KeyboardInterrupt:
-            return self._pause(paused(HaltKind.OPERATOR, "operator interrupt (Ctrl-C)"), abort=True)
-        except OperatorAbsent as exc:
-            return self._pause(paused(HaltKind.OPERATOR_ABSENT, f"operator absent: {exc}"), abort=False)
+            try:
+                while True:
+                    halt = self.halt or self._stop_rule()
+                    if halt is None:
+                        self._fill_stations()
+                    if self.dispatcher.in_flight == 0:
+                        halt = halt or self.halt or self._stop_rule() or self._why_idle()
+                        if halt is not None:
+                            return self._finish(halt)
+                        continue
+                    self._complete(self.dispatcher.next_completion())
+            except KeyboardInterrupt:
+                return self._pause(paused(HaltKind.OPERATOR, "operator interrupt (Ctrl-C)"), abort=True)
+            except OperatorAbsent as exc:
+                return self._pause(paused(HaltKind.OPERATOR_ABSENT, f"operator absent: {exc}"), abort=False)
+        except BaseException:
+            # The campaign cannot go on (the campaign file cannot be written: a full disk; a bug): no
+            # instrument is left at its setpoints because of it. Nothing is journaled, the store may be the
+            # very thing that failed; the caller reports the failure.
+            self._leave_everything_safe()
+            raise
 
     def elapsed(self) -> float:
         # Virtual clocks count from the campaign's start (origin 0); the wall clock from its creation time.
@@ -475,6 +485,18 @@ class CampaignEngine:
         """Every instrument safe at the campaign's end or pause."""
         for station in self.stations:
             self._make_safe(station, why, journal=True)
+
+    def _leave_everything_safe(self) -> None:
+        """Stop the running trials and put every instrument safe without touching the campaign file."""
+        for station, exc in self.dispatcher.abort_running():
+            log.warning("abort on %s failed: %r", station.name, exc)
+        for station in self.stations:
+            try:
+                if isinstance(station.driver, Journaled):
+                    station.driver.set_journal(None)  # a journal into a failing store must not stop a command
+                station.driver.safe_state()
+            except BaseException as exc:  # noqa: BLE001 - every other instrument must still be made safe
+                log.warning("safe state of %s failed: %r", station.name, exc)
 
     def _make_safe(self, station: Station, why: str, *, journal: bool) -> None:
         """`station`'s safe state, journaled as a campaign event. With `journal` its commands are recorded

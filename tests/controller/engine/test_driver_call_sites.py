@@ -23,9 +23,11 @@ from closedloop.controller.campaign import Campaign
 from closedloop.controller.engine import engine as engine_module
 from closedloop.controller.engine.build import protocol_gate
 from closedloop.controller.engine.dispatch import Station
+from closedloop.controller.store.errors import StorageFailed
 from closedloop.drivers.base import DriverDescription, InstrumentContext, Journal, Measurement
 from closedloop.records import Value
 from closedloop.simulators.testfunctions import TEST_FUNCTIONS
+from tests.controller.cli.test_disk_full import fill_disk_after
 
 ERRORS: dict[str, Callable[[], BaseException]] = {
     "KeyError": lambda: KeyError("x"),
@@ -203,3 +205,15 @@ def test_a_trial_that_ignores_the_abort_is_given_up_after_the_grace_period_and_t
     assert driver_errors == ["driver_error: faulty: stop trial 1: TimeoutError: still running 1 s after the abort"]
     assert aborts == ["operator_abort: did not stop within 1 s of the abort"]
     assert states[0] == "abandoned" and "safe_state" in driver.calls
+
+
+@pytest.mark.parametrize("virtual", [True, False], ids=["virtual", "live"])
+def test_a_campaign_file_that_cannot_be_written_leaves_every_instrument_safe(
+    branin_protocol, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, virtual: bool
+) -> None:
+    fill_disk_after(monkeypatch, pages=4)  # the disk fills through SQLite's own limit
+    driver = FaultyInstrument("nowhere", ERRORS["KeyError"])
+    with Campaign.create(branin_protocol(trials=40, n_init=40), tmp_path / "c.sqlite") as c, pytest.raises(StorageFailed):
+        c.run_with([Station("faulty", driver, virtual=virtual)], gate=protocol_gate(c.protocol))
+    assert driver.calls.count("run") >= 1  # it was working when the file filled up
+    assert driver.calls[-2:] == ["safe_state", "close"]  # made safe, then closed, before the failure was reported
