@@ -176,9 +176,10 @@ class CampaignEngine:
             if recovered is not None:
                 self.log.emit(TrialMeasured(t.id, recovered, recovered=True))
                 continue
-            self.log.emit(TrialAbandoned(t.id, Abandonment.INTERRUPTED,
-                                         "the controller stopped before a result was stored"))
-            requeued.append(self._retry(t.id, "re-queued after interruption"))
+            with self.store.batch():  # abandoned and re-queued together: a kill between them would lose the trial
+                self.log.emit(TrialAbandoned(t.id, Abandonment.INTERRUPTED,
+                                             "the controller stopped before a result was stored"))
+                requeued.append(self._retry(t.id, "re-queued after interruption"))
         return requeued
 
     def run(self, *, resumed: bool = False) -> Halt:
@@ -359,18 +360,21 @@ class CampaignEngine:
         refused = isinstance(error, EnvelopeViolation)
         cause = Abandonment.DRIVER_REFUSED if refused else Abandonment.FAULT
         info = None if error is None else error_of(error)
-        self.log.emit(TrialAbandoned(trial_id, cause, detail, info, None if station is None else station.name))
+        # Whatever the fault left half-done (a heater ramping, a shutter open) is made safe before
+        # the retry or the pause.
+        if station is not None and not refused:
+            self._make_safe(station, f"fault on trial {trial_id}", journal=False)
+            station.last_setpoints = {}
+        attempt = self.store.trial(trial_id).attempt
+        retry = not refused and attempt <= self.settings.fault_retries
+        with self.store.batch():  # abandoned and re-queued together: a kill between them would lose the trial
+            self.log.emit(TrialAbandoned(trial_id, cause, detail, info, None if station is None else station.name))
+            if retry:
+                self._retry(trial_id, f"instrument fault, attempt {attempt + 1}")
         if refused:
             self._refused_after_gate(trial_id, f"refused by the driver: {detail}")
             return
-        # Whatever the fault left half-done (a heater ramping, a shutter open) is made safe before
-        # the retry or the pause.
-        if station is not None:
-            self._make_safe(station, f"fault on trial {trial_id}", journal=False)
-            station.last_setpoints = {}
-        trial = self.store.trial(trial_id)
-        if trial.attempt <= self.settings.fault_retries:
-            self._retry(trial_id, f"instrument fault, attempt {trial.attempt + 1}")
+        if retry:
             return
         policy = self.settings.on_fault
         reason = f"instrument fault on trial {trial_id}: {detail}"
@@ -397,8 +401,9 @@ class CampaignEngine:
         conditions. The abort says nothing about the conditions or the instrument, so it does not use up
         `instrument_fault_retries`; the new trial waits as proposed, to pass the safety gate and, where the
         protocol asks for it, the operator again when the campaign resumes."""
-        self.log.emit(TrialAbandoned(trial_id, Abandonment.OPERATOR_ABORT, detail))
-        self._retry(trial_id, f"re-queued after the operator aborted trial {trial_id}", approve=False)
+        with self.store.batch():
+            self.log.emit(TrialAbandoned(trial_id, Abandonment.OPERATOR_ABORT, detail))
+            self._retry(trial_id, f"re-queued after the operator aborted trial {trial_id}", approve=False)
 
     def _retry(self, trial_id: int, why: str, *, approve: bool = True) -> int:
         old = self.store.trial(trial_id)
