@@ -161,7 +161,7 @@ def results_csv_bytes(draw: st.DrawFn) -> bytes:
 Mutation = Callable[[Path], None]
 
 
-def _sql(statement: str) -> Mutation:
+def sql(statement: str) -> Mutation:
     def run(path: Path) -> None:
         db = sqlite3.connect(path)
         try:
@@ -217,13 +217,13 @@ def campaign_mutations(template: Path) -> st.SearchStrategy[list[Mutation]]:
     tables, columns = _tables(template), _columns(template)
     junk_values = ["NULL", "''", "'zzz'", "-1", "1e999", "'{not json'", "'[1,2'", "X'00ff'", "99999999999"]
     by_sql = st.one_of(
-        st.sampled_from(tables).map(lambda t: _sql(f'DROP TABLE "{t}"')),
-        st.sampled_from(tables).map(lambda t: _sql(f'DELETE FROM "{t}"')),
-        st.sampled_from(tables).map(lambda t: _sql(f'ALTER TABLE "{t}" RENAME TO "{t}_old"')),
+        st.sampled_from(tables).map(lambda t: sql(f'DROP TABLE "{t}"')),
+        st.sampled_from(tables).map(lambda t: sql(f'DELETE FROM "{t}"')),
+        st.sampled_from(tables).map(lambda t: sql(f'ALTER TABLE "{t}" RENAME TO "{t}_old"')),
         st.tuples(st.sampled_from(columns), st.sampled_from(junk_values)).map(
-            lambda tc: _sql(f'UPDATE "{tc[0][0]}" SET "{tc[0][1]}" = {tc[1]}')
+            lambda tc: sql(f'UPDATE "{tc[0][0]}" SET "{tc[0][1]}" = {tc[1]}')
         ),
-        st.integers(-1, 10_000).map(lambda v: _sql(f"PRAGMA user_version = {v}")),
+        st.integers(-1, 10_000).map(lambda v: sql(f"PRAGMA user_version = {v}")),
     )
     by_bytes = st.one_of(
         st.floats(0.0, 0.999).map(_truncate),

@@ -106,3 +106,22 @@ def test_the_promise_is_checked_not_assumed() -> None:
     traced = fuzz.Outcome("validate", 1, "Traceback (most recent call last):\n  ...", 0.1, False)
     assert crashed.problems() and changed.problems(may_change=True) and slow.problems() and traced.problems()
     assert fuzz.Outcome("tell", 0, "recorded", 0.1, True).problems(may_change=True) == []
+
+
+@pytest.mark.parametrize("statement", [
+    "UPDATE campaign SET protocol_text = CAST(X'23ff20' AS TEXT)",  # text that is not UTF-8
+    "UPDATE trials SET created_at = '[1,2'",
+    "UPDATE proposals SET provenance = -1",
+    "UPDATE trials SET state = 'zzz'",
+    "UPDATE trials SET conditions = '{not json'",
+    "UPDATE measurements SET value = 'x'",
+])
+@pytest.mark.parametrize("command", ["status", "export", "report"])
+def test_a_damaged_cell_is_named_not_a_traceback(handed_out: Path, tmp_path: Path, statement: str, command: str) -> None:
+    """Cases the longer fuzz run (benchmarks/fuzz_inputs.py) found, kept as regression tests."""
+    campaign = fuzz.broken_copy(handed_out, [fuzz.sql(statement)], tmp_path / "c.sqlite")
+    output = {"status": [], "export": ["-o", str(tmp_path / "out.csv")], "report": ["-o", str(tmp_path / "r.html")]}
+    outcome = invoke([command, str(campaign), *output[command]], campaign)
+    assert outcome.problems() == [], outcome.output  # a command that never reads the cell may well succeed
+    if outcome.exit_code != 0:
+        assert outcome.exit_code == 2 and "damaged" in outcome.output and "sqlite3" in outcome.output, outcome.output

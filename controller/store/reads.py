@@ -18,7 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Concatenate, ParamSpec, Self, TypeVar
 
+from closedloop.controller.store import cells
 from closedloop.controller.store.activity import ENGINE_STARTS, Activity, activity_of
+from closedloop.controller.store.cells import DamagedCell
 from closedloop.controller.store.errors import (
     CampaignFileError,
     StorageFailed,
@@ -118,12 +120,16 @@ class CampaignReads:
     def _translated_errors(self, *, writing: bool = False) -> Iterator[None]:
         try:
             yield
+        except DamagedCell as exc:
+            raise damaged_file_error(self.path, str(exc)) from exc
         except sqlite3.OperationalError as exc:
             text = str(exc)
             if "disk is full" in text or "disk I/O" in text:
                 raise StorageFailed(self.path, text) from exc
             if "readonly" in text:
                 raise CampaignFileError(self.path, f"{text}; nothing from this write was kept") from exc
+            if "Could not decode" in text:  # text that is not UTF-8: written by something else, or damaged
+                raise damaged_file_error(self.path, text) from exc
             raise
         except OSError as exc:
             if writing:  # an artifact file next to the campaign (a full disk, a failing one)
@@ -202,7 +208,7 @@ class CampaignReads:
             data_hash=row["data_hash"],
             acquisition=row["acquisition"],
             acquisition_value=row["acquisition_value"],
-            provenance=Provenance.from_dict(json.loads(row["provenance"])),
+            provenance=_provenance(row),
         )
 
     @_reads
@@ -249,7 +255,7 @@ def _read_trials(db: Database, states: list[str] | None, trial_id: int | None = 
         f"WHERE m.superseded = 0 AND {clause} ORDER BY m.id",
         params,
     ):
-        values.setdefault(row["trial_id"], {})[row["name"]] = row["value"]
+        values.setdefault(row["trial_id"], {})[row["name"]] = cells.number(row, "measurements", "value")
         units.setdefault(row["trial_id"], {})[row["name"]] = row["unit"]
     records = []
     for row in db.query(
@@ -260,23 +266,37 @@ def _read_trials(db: Database, states: list[str] | None, trial_id: int | None = 
         records.append(
             TrialRecord(
                 id=row["id"],
-                conditions=json.loads(row["conditions"]),
-                state=row["state"],
-                proposer=row["proposer"],
-                origin=row["origin"],
-                retry_of=row["retry_of"],
-                attempt=row["attempt"],
-                instrument=row["instrument"],
-                created_at=row["created_at"],
-                updated_at=row["updated_at"],
+                conditions=cells.json_object(row, "trials", "conditions"),
+                state=_state(row),
+                proposer=cells.text(row, "trials", "proposer"),
+                origin=cells.text(row, "trials", "origin"),
+                retry_of=cells.optional(cells.whole, row, "trials", "retry_of"),
+                attempt=cells.whole(row, "trials", "attempt"),
+                instrument=cells.optional(cells.text, row, "trials", "instrument"),
+                created_at=cells.number(row, "trials", "created_at"),
+                updated_at=cells.number(row, "trials", "updated_at"),
                 values=values.get(row["id"], {}),
                 units=units.get(row["id"], {}),
-                measurement_status=row["measurement_status"],
-                detail=row["detail"],
-                duration_s=row["duration_s"],
+                measurement_status=cells.optional(cells.text, row, "measurement_info", "measurement_status"),
+                detail=row["detail"] or "",
+                duration_s=cells.optional(cells.number, row, "measurement_info", "duration_s"),
             )
         )
     return records
+
+
+def _state(row: dict) -> str:
+    state = cells.text(row, "trials", "state")
+    if state not in STATES:
+        raise cells.DamagedCell("trials", row["id"], "state", f"{state!r} is not a trial state ({', '.join(STATES)})")
+    return state
+
+
+def _provenance(row: dict) -> Provenance:
+    try:
+        return Provenance.from_dict(cells.json_object(row, "proposals", "provenance"))
+    except (TypeError, KeyError, ValueError) as exc:
+        raise cells.DamagedCell("proposals", row["trial_id"], "provenance", f"not a planner's record ({exc})") from exc
 
 
 def _read_events(
