@@ -6,9 +6,10 @@ Two checks `validate` (and so `run` and `resume`) applies on top of the space-ag
   envelope; a serial instrument described in YAML declares them under `instrument.envelope`, or says
   `envelope: {unchecked: "why"}` for a bench instrument that limits itself: the one explicit way out,
   shown at start and journaled in the campaign file (`unchecked_warning`);
-- a `setup` or `start` command of a serial instrument that writes a setpoint the `set` section knows
-  (e.g. "SOUR:TEMP 600" next to set: {anneal_temp: "SOUR:TEMP {value:.1f}"}) is checked against that
-  parameter's limit: these are sent before every trial, outside the planner and the safety gate.
+- a `setup`, `start` or `safe_state` command of a serial instrument that writes a setpoint the `set`
+  section knows (e.g. "SOUR:TEMP 600" next to set: {anneal_temp: "SOUR:TEMP {value:.1f}"}) is checked
+  against that parameter's limit (a safe state against its maximum only: going safe is going down):
+  these are sent outside the planner and the safety gate.
 
 Both return located problems; they take the protocol and its instrument's description and read nothing
 else.
@@ -111,18 +112,24 @@ def setpoint_command_problems(protocol: Protocol, description: DriverDescription
         return []
     patterns = {name: _template_pattern(command.command) for name, command in section.set.items()}
     problems = []
-    for key in ("setup", "start"):
+    for key in ("setup", "start", "safe_state"):
         for i, command in enumerate(getattr(section, key)):
             for name, value in _setpoints(command, patterns):
                 limit = description.envelope.limits.get(name)
                 wire_unit = section.set[name].unit
                 if limit is None or limit.allowed is not None:
                     continue
+                if key == "safe_state":
+                    # Going safe is going down (heater off, flow 0), often below the range a trial may use:
+                    # only a value above the limit is refused there.
+                    limit = Limit(max=limit.max, unit=limit.unit)
                 reason = _outside(name, value, wire_unit or limit.unit, limit)
                 if reason is not None:
+                    when = ("sent whenever anything goes wrong or the campaign stops" if key == "safe_state"
+                            else "sent before every trial")
                     problems.append(protocol.problem((("instrument", key, i)), (
                         f"{command!r} sets {name} to {value:g} {wire_unit or limit.unit}".rstrip() + f": {reason}; "
-                        f"{key} commands are sent before every trial, outside the safety gate, so they must stay "
+                        f"{key} commands are {when}, outside the safety gate, so they must stay "
                         f"inside instrument.envelope.{name}")))
     return problems
 

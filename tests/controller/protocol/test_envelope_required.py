@@ -90,3 +90,12 @@ def test_a_start_setpoint_is_checked_too_and_setpoints_inside_pass(tmp_path: Pat
     ok = edited(tmp_path, FURNACE, (SETUP, 'setup: ["*CLS", "SOUR:TEMP 25", "SOUR:DWEL 600", "SYST:ERR:COUN 5"]'),
                 name="ok.yaml")
     assert problems(ok.path) == []
+
+
+def test_a_safe_state_setpoint_above_the_envelope_is_refused_and_going_below_it_is_not(tmp_path: Path) -> None:
+    safe = 'safe_state: ["SOUR:TEMP 25", "SOUR:FLOW 0", "ABOR"]'
+    bad = edited(tmp_path, FURNACE, (safe, 'safe_state: ["SOUR:TEMP 2500", "SOUR:FLOW 0", "ABOR"]'))
+    refused_at(validate_cli(str(bad.path)), bad.path, bad.line_of("  safe_state: ["), "instrument.safe_state[0]",
+               "sets anneal_temp to 2500 degC: above the maximum 450", "goes wrong")
+    off = edited(tmp_path, FURNACE, (safe, 'safe_state: ["SOUR:TEMP 0", "SOUR:FLOW 0", "ABOR"]'), name="off.yaml")
+    assert problems(off.path) == []  # 0 degC is below the envelope's 20: heater off is safe
