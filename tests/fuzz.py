@@ -139,18 +139,27 @@ def protocol_bytes(draw: st.DrawFn) -> bytes:
 
 @st.composite
 def results_csv_bytes(draw: st.DrawFn) -> bytes:
-    """A results file for `tell --csv` on a TRMC campaign with trials 1-3 handed out."""
-    columns = draw(st.lists(st.sampled_from(CSV_COLUMNS), min_size=0, max_size=5))
+    """A results file for `tell --csv` on a TRMC campaign with trials 1-3 handed out and trial 1 told."""
     cell = st.one_of(st.sampled_from(ADVERSARIAL_CELLS), st.text(max_size=6))
-    rows = draw(st.lists(st.lists(cell, min_size=0, max_size=len(columns) + 1), max_size=4))
+    plausible_file = draw(st.booleans())
+    if plausible_file:  # a file a person would write, one cell in eight odd: some are recorded whole
+        columns = ["trial", "phi_sum_mu_max", "tau_half"] + draw(st.lists(st.just("status"), max_size=1))
+        plausible = st.sampled_from(["2.1e-3", "0.0015", "1.2e-3 cm^2/(V*s)", "150"])
+        value = st.one_of(*[plausible] * 7, cell)
+        trials = draw(st.lists(st.sampled_from(["2", "3"]), min_size=1, max_size=2, unique=True))  # 1 is told
+        rows = [[t, draw(value), draw(st.one_of(*[st.sampled_from(["180 ns", "0.2 us", "150"])] * 7, cell))]
+                + [""] * (len(columns) - 3) for t in trials]
+    else:
+        columns = draw(st.lists(st.sampled_from(CSV_COLUMNS), min_size=0, max_size=5))
+        rows = draw(st.lists(st.lists(cell, min_size=0, max_size=len(columns) + 1), max_size=4))
 
     def line(cells: list[str]) -> str:
         return ",".join('"' + c.replace('"', '""') + '"' if ("," in c or '"' in c or "\n" in c) else c for c in cells)
 
     text = "\n".join([line(columns), *(line(r) for r in rows)]) + draw(st.sampled_from(["\n", "\r\n", ""]))
-    encoding = draw(st.sampled_from(TEXT_ENCODINGS))
+    encoding = draw(st.sampled_from(["utf-8", "utf-8-sig"] if plausible_file else TEXT_ENCODINGS))
     data = text.encode(encoding, errors="replace")
-    if draw(st.integers(0, 5)) == 0:
+    if not plausible_file and draw(st.integers(0, 5)) == 0:
         at = draw(st.integers(0, len(data)))
         data = data[:at] + draw(st.binary(min_size=1, max_size=6)) + data[at:]
     return data

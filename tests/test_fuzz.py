@@ -81,6 +81,11 @@ def test_tell_csv_stores_all_rows_or_refuses_and_changes_nothing(handed_out: Pat
     assert outcome.exit_code in (0, 2)
     if outcome.exit_code == 2:
         assert "results.csv" in outcome.output
+    else:  # every row recorded: as many trials measured or failed as the file has rows
+        recorded = outcome.output.split()[1]
+        with Campaign.open(campaign) as c:
+            told = [t for t in c.store.trials() if t.state in ("measured", "failed")]
+        assert len(told) == 1 + int(recorded), (outcome.output, told)  # trial 1 was told before
 
 
 @pytest.mark.parametrize("command", ["status", "export"])
