@@ -25,6 +25,7 @@ By hand (`ask` proposes, a person measures, `tell` records):
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
@@ -39,7 +40,13 @@ from closedloop.controller.engine.gate import SafetyGate
 from closedloop.controller.engine.halts import Halt
 from closedloop.controller.engine.operator import Approver
 from closedloop.controller.protocol.limits import unchecked_warning
-from closedloop.controller.protocol.model import Protocol, load_protocol, parse_protocol_text
+from closedloop.controller.protocol.model import (
+    DICT_SOURCE,
+    Protocol,
+    load_protocol,
+    parse_protocol_text,
+    protocol_from_dict,
+)
 from closedloop.controller.protocol.validate import require_valid
 from closedloop.controller.results_csv import ResultsFileError, read_results
 from closedloop.controller.store.campaign_store import CampaignStore, software_versions
@@ -49,6 +56,8 @@ from closedloop.planners.space import Conditions
 from closedloop.units import parse_quantity_to
 
 if TYPE_CHECKING:
+    import pandas as pd
+
     from closedloop.controller.engine.stations import Link
 
 
@@ -87,31 +96,34 @@ class Campaign:
     @classmethod
     def create(
         cls,
-        protocol_path: str | Path,
+        protocol: str | Path | Mapping[str, Any],
         db_path: str | Path | None = None,
         *,
         seed: int | None = None,
         sim: bool = False,
-        connection: str | None = None,
+        port: str | None = None,
     ) -> Campaign:
-        """A new campaign file for a protocol. A simulated campaign's file is written without a disk
-        flush per commit: it still survives a killed process, only a power cut may lose its last writes.
-        `connection` is the instrument link the campaign will run against, if not the protocol's.
+        """A new campaign file for a protocol: a YAML file's path, or the same sections as a Python dict
+        (checked alike; the campaign stores it as YAML text). A simulated campaign's file is written
+        without a disk flush per commit: it survives a killed process, only a power cut may lose its last
+        writes.
+        `port` is the instrument link the campaign will run against, if not the protocol's `connection`.
         Raises `ProtocolError`, before any file is written, for anything `closedloop validate` refuses."""
-        protocol = load_protocol(protocol_path)
-        require_valid(protocol)
-        path = Path(db_path) if db_path else default_db_path(protocol)
+        from_file = isinstance(protocol, str | os.PathLike)
+        parsed = load_protocol(protocol) if from_file else protocol_from_dict(protocol)  # type: ignore[arg-type]
+        require_valid(parsed)
+        path = Path(db_path) if db_path else default_db_path(parsed)
         path.parent.mkdir(parents=True, exist_ok=True)
         store = CampaignStore.create(
             path,
-            name=protocol.name,
-            protocol_text=protocol.text,
-            protocol_path=str(Path(protocol_path).resolve()),
-            seed=protocol.planner.seed if seed is None else seed,
+            name=parsed.name,
+            protocol_text=parsed.text,
+            protocol_path=str(Path(protocol).resolve()) if from_file else DICT_SOURCE,  # type: ignore[arg-type]
+            seed=parsed.planner.seed if seed is None else seed,
             versions=software_versions(),
-            durable=not _link(protocol, sim=sim, connection=connection).in_process,
+            durable=not _link(parsed, sim=sim, connection=port).in_process,
         )
-        return cls(store, protocol)
+        return cls(store, parsed)
 
     @classmethod
     def open(cls, db_path: str | Path, *, writer: bool = False) -> Campaign:
@@ -138,18 +150,18 @@ class Campaign:
         sim: bool = False,
         approver: Approver | None = None,
         on_event: Subscriber | None = None,
-        connection: str | None = None,
+        port: str | None = None,
         time_scale: float | None = None,
         approve_every: bool = False,
     ) -> CampaignEngine:
-        """The engine on this campaign's instrument. `connection` replaces the protocol's instrument
-        connection (a device path or pyserial URL); `time_scale` runs the wall clock that many times
+        """The engine on this campaign's instrument. `port` replaces the protocol's instrument
+        connection (a device path or pyserial URL, as the CLI's --port); `time_scale` runs the wall clock that many times
         faster, in step with an emulator started with the same `--time-scale` (only on a live link:
         in-process simulators run in virtual time). `approve_every`: `approver` decides every proposal
         even where the protocol needs no approval (what `--approve` means); journaled at the start."""
         from closedloop.controller.engine.stations import make_stations  # see _link
 
-        stations = make_stations(self.protocol, seed=self.seed, sim=sim, connection=connection)
+        stations = make_stations(self.protocol, seed=self.seed, sim=sim, connection=port)
         return self._engine(stations, approver=approver, on_event=on_event, time_scale=time_scale,
                             approve_every=approve_every)
 
@@ -190,16 +202,16 @@ class Campaign:
         sim: bool = False,
         approver: Approver | None = None,
         on_event: Subscriber | None = None,
-        connection: str | None = None,
+        port: str | None = None,
         time_scale: float | None = None,
         approve_every: bool = False,
     ) -> Halt:
         """Run until a stop rule fires or the campaign pauses, and return why (`Halt`: `paused`, `kind`,
-        `text`). `connection` and `time_scale`: see `engine`; both are journaled as a "connection" event."""
-        engine = self.engine(sim=sim, approver=approver, on_event=on_event, connection=connection,
+        `text`). `port` and `time_scale`: see `engine`; both are journaled as a "connection" event."""
+        engine = self.engine(sim=sim, approver=approver, on_event=on_event, port=port,
                              time_scale=time_scale, approve_every=approve_every)
         try:
-            self._record_link(connection, time_scale)
+            self._record_link(port, time_scale)
             self._record_unchecked()
             return engine.run()
         finally:
@@ -211,19 +223,19 @@ class Campaign:
         sim: bool = False,
         approver: Approver | None = None,
         on_event: Subscriber | None = None,
-        connection: str | None = None,
+        port: str | None = None,
         time_scale: float | None = None,
         approve_every: bool = False,
     ) -> Halt:
         """Reconcile trials a crash left dispatched/running, then continue the campaign. Without
-        `connection` (and without `sim`) it continues on the link the campaign last ran against with
+        `port` (and without `sim`) it continues on the link the campaign last ran against with
         `--port`, at that time scale: a live campaign never falls back silently to an in-process simulator."""
         require_valid(self.protocol)  # what validate refuses today does not continue either
-        connection, time_scale = self.live_link(connection, time_scale, sim=sim)
-        engine = self.engine(sim=sim, approver=approver, on_event=on_event, connection=connection,
+        port, time_scale = self.live_link(port, time_scale, sim=sim)
+        engine = self.engine(sim=sim, approver=approver, on_event=on_event, port=port,
                              time_scale=time_scale, approve_every=approve_every)
         try:
-            self._record_link(connection, time_scale)
+            self._record_link(port, time_scale)
             self._record_unchecked()
             return self._continue(engine)
         finally:
@@ -437,6 +449,22 @@ class Campaign:
         }
 
     # ---- helpers ----------------------------------------------------------------------------------
+
+    def to_pandas(self) -> pd.DataFrame:
+        """One tidy row per trial, the same columns as `closedloop export` (conditions, measured values,
+        state, origin, proposer, times); each column's unit is in `frame.attrs["units"]`."""
+        from closedloop.controller.store.export import tidy_table  # pandas: loaded when asked for
+
+        table, columns = tidy_table(self.store, condition_units={name: spec.unit for name, spec in
+                                                                 self.protocol.space.items() if hasattr(spec, "unit")})
+        table.attrs["units"] = {name: column["unit"] for name, column in columns.items()}
+        return table
+
+    def report(self, path: str | Path | None = None) -> Path:
+        """Write the HTML report (default: next to the campaign file, `.html`); returns its path."""
+        from closedloop.controller.report.html import write_report  # plotly: loaded when asked for
+
+        return write_report(self.store, path)
 
     def _close(self, stations: list[Station]) -> None:
         """Close every station's driver, each even if another's close raised; a failure is journaled (the

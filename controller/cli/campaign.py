@@ -85,7 +85,7 @@ def _run_engine(
     try:
         with pause_on_signals(), reporter:
             # --approve shows the operator every proposal: on an `approval: none` protocol too
-            halt = go(sim=sim, approver=approver, on_event=reporter, connection=port, time_scale=time_scale,
+            halt = go(sim=sim, approver=approver, on_event=reporter, port=port, time_scale=time_scale,
                       approve_every=approve and campaign.protocol.approval_mode == "none")
     except StorageFailed as exc:
         # Try to say why in the file (a small write may still fit); if not, `status` finds its writer gone.
@@ -125,7 +125,7 @@ def run(protocol: str, db: str | None, sim: bool, approve: bool, seed: int | Non
                        f"that campaign: closedloop resume {db}; to start a new one, give --db another path")
     _check_link(port, time_scale, sim)
     _require_operator(load_protocol(protocol), approve)
-    campaign = Campaign.create(protocol, db, seed=seed, sim=sim, connection=port)
+    campaign = Campaign.create(protocol, db, seed=seed, sim=sim, port=port)
     click.echo(f"campaign file: {campaign.store.path}", err=True)
     _link_header(campaign, port, time_scale, "--port")
     _run_engine(campaign, "run", sim=sim, approve=approve, quiet=quiet, port=port, time_scale=time_scale,

@@ -14,7 +14,9 @@ candidate table live in `controller.protocol.validate`.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import io
 import math
 import os
 from collections.abc import Mapping
@@ -22,6 +24,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 from pydantic import BaseModel, BeforeValidator, Field, PrivateAttr, TypeAdapter, ValidationError
+from ruamel.yaml import YAML
+from ruamel.yaml.representer import RepresenterError
 
 from closedloop.controller.protocol import instruments
 from closedloop.controller.protocol.candidates import CandidateFileError, read_candidate_table
@@ -50,6 +54,7 @@ from closedloop.controller.protocol.sections import (
 from closedloop.controller.protocol.yaml_source import (
     MAX_BYTES,
     FieldPath,
+    FieldSourceMap,
     ProtocolError,
     ProtocolProblem,
     SourceMap,
@@ -66,7 +71,7 @@ from closedloop.units import UnitError, parse_quantity_to
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["Protocol", "ProtocolError", "ProtocolProblem", "load_protocol", "parse_protocol_text"]
+__all__ = ["Protocol", "ProtocolError", "ProtocolProblem", "load_protocol", "parse_protocol_text", "protocol_from_dict"]
 
 
 class Protocol(Section):
@@ -237,6 +242,41 @@ def load_protocol(path: str | Path) -> Protocol:
     except UnicodeDecodeError as e:
         raise ProtocolError([ProtocolProblem(str(path), 1, 1, "", f"not UTF-8 text (byte {e.start}); save the file as UTF-8")]) from None
     return parse_protocol_text(text, path)
+
+
+DICT_SOURCE = "protocol (a Python dict)"
+
+
+def protocol_from_dict(data: Mapping[str, Any]) -> Protocol:
+    """A protocol written as a Python dict (a notebook), checked like a file. It is kept as YAML text (the
+    campaign file stores that text); problems name the field, not a line, and a relative candidates path
+    is read from the working folder."""
+    if not isinstance(data, Mapping):
+        raise ProtocolError([ProtocolProblem(DICT_SOURCE, 0, 0, "", f"expected a dict of sections, got {type(data).__name__}")])
+    stream = io.StringIO()
+    yaml = YAML()
+    yaml.default_flow_style = False
+    try:
+        yaml.dump(_plain(data), stream)
+    except RepresenterError as e:
+        raise ProtocolError([ProtocolProblem(DICT_SOURCE, 0, 0, "", f"holds a value YAML cannot store ({e})")]) from None
+    try:
+        protocol = parse_protocol_text(stream.getvalue(), Path.cwd() / "<dict>")
+    except ProtocolError as e:
+        raise ProtocolError([dataclasses.replace(p, file=DICT_SOURCE, line=0, col=0) for p in e.problems]) from None
+    protocol._source = FieldSourceMap(DICT_SOURCE, protocol._source.root if protocol._source else {})
+    return protocol
+
+
+def _plain(value: Any) -> Any:
+    """Mappings and sequences as dicts and lists (tuples, numpy scalars' Python values), for the YAML dump."""
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if hasattr(value, "item") and callable(value.item):  # a numpy scalar
+        return value.item()
+    return value
 
 
 def parse_protocol_text(text: str, path: str | Path = "<protocol>") -> Protocol:

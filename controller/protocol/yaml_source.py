@@ -47,7 +47,7 @@ class ProtocolProblem:
     message: str
 
     def __str__(self) -> str:
-        where = f"{self.file}:{self.line}:{self.col}"
+        where = f"{self.file}:{self.line}:{self.col}" if self.line else self.file  # line 0: not from a file
         return f"{where}: {self.field}: {self.message}" if self.field else f"{where}: {self.message}"
 
 
@@ -97,6 +97,15 @@ class SourceMap:
     def problem(self, path: FieldPath, message: str) -> ProtocolProblem:
         found, line, col = self.locate(path)
         return ProtocolProblem(self.file, line, col, format_field(found), message)
+
+
+class FieldSourceMap(SourceMap):
+    """A document that was never a file the user can open (a protocol written as a Python dict):
+    problems name the field only."""
+
+    def problem(self, path: FieldPath, message: str) -> ProtocolProblem:
+        found, _, _ = self.locate(path)
+        return ProtocolProblem(self.file, 0, 0, format_field(found), message)
 
 
 def _child_position(node: Any, part: str | int) -> tuple[int, int] | None:

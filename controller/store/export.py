@@ -23,7 +23,7 @@ from ruamel.yaml.error import YAMLError
 
 from closedloop.controller.store.lifecycle import FINAL_STATES
 from closedloop.controller.store.output import check_output_path, write_atomically
-from closedloop.controller.store.reads import CampaignReads, TrialRecord
+from closedloop.controller.store.reads import CampaignReads
 
 ExportFormat = Literal["csv", "parquet"]
 _SUFFIXES: dict[str, ExportFormat] = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
@@ -63,9 +63,7 @@ def export_campaign(
         raise ValueError(f"{out}: cannot tell the export format; use a .csv or .parquet name or pass format=")
     check_output_path(out, store.path)
     campaign = store.campaign()
-    trials = store.trials()
-    units = condition_units if condition_units is not None else _units_from_protocol(campaign["protocol_text"])
-    table, columns = _tidy_table(store, trials, units)
+    table, columns = tidy_table(store, condition_units=condition_units)
     if fmt == "csv":
         write_atomically(out, lambda tmp: table.to_csv(tmp, index=False))
     else:
@@ -95,9 +93,15 @@ def export_campaign(
     return out, sidecar
 
 
-def _tidy_table(
-    store: CampaignReads, trials: list[TrialRecord], condition_units: dict[str, str]
+def tidy_table(
+    store: CampaignReads, *, condition_units: dict[str, str] | None = None
 ) -> tuple[pd.DataFrame, dict[str, dict[str, Any]]]:
+    """The campaign as one row per trial, and each column's role and unit (what `export` writes).
+    `condition_units` (parameter -> unit) from the parsed protocol when the caller has it; otherwise
+    they are read from the protocol text's `space` section."""
+    if condition_units is None:
+        condition_units = _units_from_protocol(store.campaign()["protocol_text"])
+    trials = store.trials()
     condition_names = _first_seen(t.conditions for t in trials)
     measured_names = _first_seen(t.values for t in trials)
     measured_units: dict[str, set[str]] = {}

@@ -168,14 +168,14 @@ def interrupt_when_growing(model: MbeWireModel, seen: list[int], timeout: float 
 def test_ctrl_c_mid_growth_aborts_the_trial_makes_the_chamber_safe_and_resume_reruns_it(tmp_path: Path) -> None:
     with pty_chamber() as (server, model):
         protocol = mbe_protocol(tmp_path, trials=2)  # the Sobol design only: no GP fit to wait for
-        with Campaign.create(protocol, tmp_path / "c.sqlite", connection=server.path) as c:
+        with Campaign.create(protocol, tmp_path / "c.sqlite", port=server.path) as c:
             seen: list[int] = []
             watcher = interrupt_when_growing(model, seen)
             started = time.monotonic()
             # The handlers `closedloop run` installs: without them a runner started with SIGINT ignored (a
             # background job of a non-interactive shell) would make interrupt_main do nothing.
             with pause_on_signals():
-                halt = c.run(connection=server.path, time_scale=SCALE)
+                halt = c.run(port=server.path, time_scale=SCALE)
             assert halt.paused and halt.kind is HaltKind.OPERATOR
             watcher.join(timeout=1)
             assert seen, "the growth never started"
