@@ -37,11 +37,11 @@ CONTROLLER_RANKS = {
     "results_csv": 0,  # reads a results file; imports no other part
     "store": 0,
     "engine": 1,
-    "campaign": 2,
-    "dryrun": 3,
-    "offline": 3,
-    "report": 3,
-    "cli": 4,
+    "report": 2,  # reads a campaign file through the store; `Campaign.report()` writes one
+    "campaign": 3,
+    "dryrun": 4,
+    "offline": 4,
+    "cli": 5,
 }
 
 
