@@ -45,7 +45,7 @@ class ProgressReporter:
     """
 
     def __init__(self, problem: Problem, total: int, done: int = 0, *, quiet: bool = False,
-                 stream: TextIO | None = None, best: float | None = None):
+                 stream: TextIO | None = None, best: float | None = None, prompts: bool = False):
         self.problem = problem
         self.total = total
         self.done = done
@@ -55,7 +55,8 @@ class ProgressReporter:
         self.best: float | None = best
         self.first = problem.objectives[0]
         self.start = time.monotonic()
-        self.live = not quiet and self.stream.isatty()
+        # `prompts`: the operator answers questions at this terminal; a live bar would redraw over them.
+        self.live = not quiet and not prompts and self.stream.isatty()
         self._progress: Progress | None = None
         self._task: Any = None
 
