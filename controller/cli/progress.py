@@ -89,7 +89,7 @@ class ProgressReporter:
                 v = m.values.get(self.first.name)
                 if v is not None and (self.best is None or (v > self.best if self.first.maximize else v < self.best)):
                     self.best = v
-                values = " ".join(f"{k}={_fmt(v)}" for k, v in m.values.items()) or m.status
+                values = " ".join(f"{k}={_fmt(v)}" for k, v in m.values.items()) or m.detail or m.status
                 self._show("measured", trial, f"trial {trial} {m.status}: {values} "
                            f"(best {self.first.name} {_best(self.best)}; {self.eta()})", alert=False)
             case TrialStarted(trial, station, conditions):
