@@ -108,6 +108,9 @@ class DriverDescription:
     measures: Mapping[str, str]
     # Parameters the driver needs but the protocol may leave to the driver's default.
     optional_settings: tuple[str, ...] = ()
+    # A person runs each trial (driver: manual): nothing is sent to a machine, so there is no envelope of
+    # hard limits; the envelope names what the person is shown, and the protocol's space bounds the values.
+    by_hand: bool = False
 
 
 @dataclass
@@ -135,6 +138,10 @@ class Clock(Protocol):
     def sleep(self, seconds: float) -> None: ...
 
 
+def _nobody_to_ask(question: str) -> str:
+    raise EOFError(f"no operator is attached to answer {question.splitlines()[-1]!r}")
+
+
 @dataclass
 class InstrumentContext:
     """What the engine lends a driver for one trial: the clock, the command journal and the operator."""
@@ -145,6 +152,10 @@ class InstrumentContext:
     journal: Callable[[str, str], None] = lambda direction, text: None
     # confirm(message): blocks until the operator confirms a manual step (e.g. load a sample).
     confirm: Callable[[str], None] = lambda message: None
+    # ask(question): shows the question (its last line is what to answer) and blocks until the operator
+    # answers with one line of text, returned as typed (a value measured by hand). Raises when nobody can
+    # answer (the engine's context pauses the campaign then).
+    ask: Callable[[str], str] = _nobody_to_ask
 
 
 class Driver(Protocol):
@@ -209,7 +220,8 @@ class DriverEntry(Generic[ConfigT]):
     `config` is the pydantic model of what the protocol gives the driver: its `instrument.options`, or,
     with `section=True`, the whole instrument section (the serial driver is described in YAML). `validate`
     checks a protocol against it; `describe(config)` says what the instrument accepts and measures;
-    `connect(connection, config)` builds the driver on a link (a device path or URL, sim:// included).
+    `connect(connection, config)` builds the driver on a link (a device path or URL, sim:// included; ""
+    for an instrument run by hand, which has none).
     `emulator` names the wire emulator that stands in for the instrument under `--sim` (in
     `simulators.registry`), None when there is none.
     """

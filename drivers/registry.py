@@ -11,6 +11,8 @@ from difflib import get_close_matches
 from typing import Any
 
 from closedloop.drivers.base import Driver, DriverEntry
+from closedloop.drivers.manual import MANUAL as MANUAL_NAME
+from closedloop.drivers.manual import ManualInstrumentConfig
 from closedloop.drivers.mbe import MBE_DESCRIPTION, MbeOptions
 from closedloop.drivers.serial_config import SerialInstrumentConfig
 from closedloop.drivers.trmc import TRMC_DESCRIPTION, TrmcOptions
@@ -32,6 +34,12 @@ def _mbe(connection: str, options: MbeOptions) -> Driver:
     from closedloop.drivers.mbe_driver import MbeDriver
 
     return MbeDriver(connection, options)
+
+
+def _manual(connection: str, config: ManualInstrumentConfig) -> Driver:
+    from closedloop.drivers.manual_driver import ManualDriver
+
+    return ManualDriver(config)  # a person: there is nothing to connect to
 
 
 SERIAL = DriverEntry(
@@ -60,7 +68,16 @@ MBE = DriverEntry(
     emulator="mbe",
 )
 
-DRIVERS: dict[str, DriverEntry[Any]] = {entry.name: entry for entry in (SERIAL, TRMC, MBE)}
+MANUAL = DriverEntry(
+    name=MANUAL_NAME,
+    summary="measured by hand: a person runs each trial and types the measured values (measures: {NAME: UNIT})",
+    config=ManualInstrumentConfig,
+    describe=ManualInstrumentConfig.describe,
+    connect=_manual,
+    section=True,
+)
+
+DRIVERS: dict[str, DriverEntry[Any]] = {entry.name: entry for entry in (SERIAL, TRMC, MBE, MANUAL)}
 
 
 def driver_entry(name: str) -> DriverEntry[Any]:

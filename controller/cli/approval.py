@@ -1,6 +1,8 @@
-"""The operator at a terminal: accept, edit or skip each proposal (`closedloop run --approve`).
+"""The operator at a terminal: accept, edit or skip each proposal (`closedloop run --approve`), confirm
+a manual step, answer a driver's questions (the values of an instrument run by hand).
 
-Reads plain lines from stdin so a session can be scripted (tests pipe the answers in).
+Reads plain lines from stdin so a session can be scripted (tests pipe the answers in); writes to stderr,
+so stdout keeps only results.
 """
 
 from __future__ import annotations
@@ -31,12 +33,12 @@ class TerminalApprover:
     def _say(self, text: str) -> None:
         print(text, file=self.stdout, flush=True)
 
-    def _read(self, prompt: str) -> str:
+    def _read(self, prompt: str, waiting_for: str = "a decision") -> str:
         self._say(prompt)
         line = self.stdin.readline()
         if not line:
             # End of input: nobody is there to decide. Pause rather than guess; nothing is sent.
-            raise OperatorAbsent("standard input closed while waiting for a decision")
+            raise OperatorAbsent(f"standard input closed while waiting for {waiting_for}")
         return line.strip()
 
     def decide(self, trial_id: int, conditions: Conditions, error: str | None = None) -> Decision:
@@ -67,4 +69,7 @@ class TerminalApprover:
             self._say("answer a, e or s")
 
     def confirm_step(self, trial_id: int, message: str) -> None:
-        self._read(f"trial {trial_id}: {message} - press Enter when done")
+        self._read(f"trial {trial_id}: {message} - press Enter when done", "the operator to confirm a step")
+
+    def answer_question(self, trial_id: int, question: str) -> str:
+        return self._read(question, f"the operator's answer (trial {trial_id}: {question.splitlines()[-1]})")

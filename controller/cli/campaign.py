@@ -1,4 +1,4 @@
-"""CLI commands that run and inspect campaigns: run, resume, status, ask, tell, export.
+"""CLI commands that create, run and inspect campaigns: init, run, resume, status, ask, tell, export.
 
 Each command is a few lines over `controller.campaign.Campaign`. Exit codes: 0 ok, 1 the campaign or
 instrument failed (or paused on a fault), 2 bad input, 130 paused by the operator (Ctrl-C).
@@ -22,6 +22,7 @@ from closedloop.controller.cli.approval import TerminalApprover
 from closedloop.controller.cli.errors import configure_runtime, handle_errors
 from closedloop.controller.cli.progress import ProgressReporter
 from closedloop.controller.cli.signals import pause_on_signals
+from closedloop.controller.protocol.instruments import run_by_hand
 from closedloop.controller.protocol.limits import unchecked_warning
 from closedloop.controller.protocol.model import Protocol, load_protocol
 from closedloop.controller.store.errors import StorageFailed, StoreError
@@ -76,16 +77,20 @@ def _run_engine(
     if warning is not None:  # even with --quiet: the operator must know nothing limits these values
         click.echo(f"WARNING: {warning}", err=True)
     status = campaign.status()
-    approver = TerminalApprover(campaign.protocol.to_problem()) if approve else None
     problem = campaign.protocol.to_problem()
+    # The operator at this terminal approves proposals (--approve) and, for an instrument run by hand,
+    # enters every result when its driver asks.
+    at_terminal = approve or run_by_hand(campaign.protocol.instrument)
+    operator = TerminalApprover(problem) if at_terminal else None
     stored_best = (status["best"] or {}).get("values", {}).get(problem.objectives[0].name)
-    reporter = ProgressReporter(problem, status["budget"], status["results"], quiet=quiet, best=stored_best)
+    reporter = ProgressReporter(problem, status["budget"], status["results"], quiet=quiet, best=stored_best,
+                                prompts=at_terminal)
     path = campaign.store.path
     go = campaign.run if action == "run" else campaign.resume
     try:
         with pause_on_signals(), reporter:
             # --approve shows the operator every proposal: on an `approval: none` protocol too
-            halt = go(sim=sim, approver=approver, on_event=reporter, port=port, time_scale=time_scale,
+            halt = go(sim=sim, approver=operator, on_event=reporter, port=port, time_scale=time_scale,
                       approve_every=approve and campaign.protocol.approval_mode == "none")
     except StorageFailed as exc:
         # Try to say why in the file (a small write may still fit); if not, `status` finds its writer gone.
@@ -104,6 +109,32 @@ def _run_engine(
     sys.exit(halt.exit_code)
 
 
+def _refuse_existing(db: str | None, command: str) -> None:
+    if db is not None and os.path.lexists(db):
+        raise BadInput(f"--db {db}: a file already exists there, and `{command}` never overwrites one. To continue "
+                       f"that campaign: closedloop resume {db}; to start a new one, give --db another path")
+
+
+@click.command()
+@click.argument("protocol", type=click.Path(dir_okay=False))
+@click.option("--db", type=click.Path(dir_okay=False), help="Campaign file to create (default campaigns/NAME-TIME.sqlite).")
+@click.option("--seed", type=int, help="Override the protocol's planner seed.")
+@handle_errors
+def init(protocol: str, db: str | None, seed: int | None) -> None:
+    """Create the campaign file of PROTOCOL without touching any instrument, to ask/tell or resume."""
+    _refuse_existing(db, "init")
+    with Campaign.create(protocol, db, seed=seed) as campaign:
+        path, p = campaign.store.path, campaign.protocol
+        values = " ".join(f"{name}=..." for name in campaign.measured_units())
+    click.echo(f"created {path}: campaign {p.name} ({p.budget.trials} trials); no instrument was touched")
+    click.echo("next: propose a trial, run it, record its result (--failed if the sample failed, --note TEXT for why):")
+    click.echo(f"  closedloop ask {path}")
+    click.echo(f"  closedloop tell {path} --trial 1 {values}")
+    click.echo("or be prompted for each trial at this terminal:" if run_by_hand(p.instrument)
+               else "or run it on its instrument:")
+    click.echo(f"  closedloop resume {path}")
+
+
 @click.command()
 @click.argument("protocol", type=click.Path(dir_okay=False))
 @click.option("--db", type=click.Path(dir_okay=False), help="Campaign file to create (default campaigns/NAME-TIME.sqlite).")
@@ -120,9 +151,7 @@ def _run_engine(
 def run(protocol: str, db: str | None, sim: bool, approve: bool, seed: int | None, quiet: bool,
         port: str | None, time_scale: float | None, no_report: bool) -> None:
     """Run a campaign from PROTOCOL until a stop rule fires."""
-    if db is not None and os.path.lexists(db):
-        raise BadInput(f"--db {db}: a file already exists there, and `run` never overwrites one. To continue "
-                       f"that campaign: closedloop resume {db}; to start a new one, give --db another path")
+    _refuse_existing(db, "run")
     _check_link(port, time_scale, sim)
     _require_operator(load_protocol(protocol), approve)
     campaign = Campaign.create(protocol, db, seed=seed, sim=sim, port=port)
@@ -251,8 +280,10 @@ def _parse_assignments(pairs: tuple[str, ...]) -> dict[str, str]:
 @click.option("--trial", "trial_id", type=int, help="The trial the values belong to.")
 @click.option("--failed", is_flag=True, help="The sample failed (no usable values): kept as data for the planner.")
 @click.option("--csv", "csv_path", type=click.Path(dir_okay=False, exists=True), help="CSV with a `trial` column and one column per value.")
+@click.option("--note", default="", help="Why the sample failed, or any remark: stored with the result (with --csv, with each row).")
 @handle_errors
-def tell(campaign_file: str, values: tuple[str, ...], trial_id: int | None, failed: bool, csv_path: str | None) -> None:
+def tell(campaign_file: str, values: tuple[str, ...], trial_id: int | None, failed: bool, csv_path: str | None,
+         note: str) -> None:
     """Record results measured by hand: `--trial ID name=value ...` or `--csv results.csv`."""
     if csv_path and (values or trial_id is not None or failed):
         raise BadInput("--csv takes the results from the file: drop --trial, --failed and name=value")
@@ -261,10 +292,10 @@ def tell(campaign_file: str, values: tuple[str, ...], trial_id: int | None, fail
     assignments = _parse_assignments(values)
     with Campaign.open(campaign_file, writer=True) as c:
         if csv_path:
-            recorded = c.tell_csv(csv_path)
+            recorded = c.tell_csv(csv_path, note=note.strip())
         else:
             assert trial_id is not None
-            c.tell(trial_id, assignments, failed=failed)
+            c.tell(trial_id, assignments, failed=failed, note=note.strip())
             recorded = 1
     click.echo(f"recorded {recorded} result(s) in {campaign_file}")
 

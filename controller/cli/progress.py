@@ -45,7 +45,7 @@ class ProgressReporter:
     """
 
     def __init__(self, problem: Problem, total: int, done: int = 0, *, quiet: bool = False,
-                 stream: TextIO | None = None, best: float | None = None):
+                 stream: TextIO | None = None, best: float | None = None, prompts: bool = False):
         self.problem = problem
         self.total = total
         self.done = done
@@ -55,7 +55,8 @@ class ProgressReporter:
         self.best: float | None = best
         self.first = problem.objectives[0]
         self.start = time.monotonic()
-        self.live = not quiet and self.stream.isatty()
+        # `prompts`: the operator answers questions at this terminal; a live bar would redraw over them.
+        self.live = not quiet and not prompts and self.stream.isatty()
         self._progress: Progress | None = None
         self._task: Any = None
 
@@ -88,7 +89,7 @@ class ProgressReporter:
                 v = m.values.get(self.first.name)
                 if v is not None and (self.best is None or (v > self.best if self.first.maximize else v < self.best)):
                     self.best = v
-                values = " ".join(f"{k}={_fmt(v)}" for k, v in m.values.items()) or m.status
+                values = " ".join(f"{k}={_fmt(v)}" for k, v in m.values.items()) or m.detail or m.status
                 self._show("measured", trial, f"trial {trial} {m.status}: {values} "
                            f"(best {self.first.name} {_best(self.best)}; {self.eta()})", alert=False)
             case TrialStarted(trial, station, conditions):

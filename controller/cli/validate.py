@@ -113,8 +113,12 @@ def format_summary(file: str, s: ValidationSummary) -> str:
         lines.append(f"    {o.direction} {o.name}{_unit(o.unit)}" + "".join(f", {x}" for x in extras if x))
     lines += [f"    subject to {text}" for text in s.outcome_constraints]
     measured = ", ".join(f"{name} [{unit}]" if unit else name for name, unit in s.instrument.measures.items())
-    where = s.instrument.connection or "an in-process simulator"
-    lines.append(f"  instrument: {s.instrument.driver} at {where}; measures {measured}")
+    if s.instrument.by_hand:
+        lines.append(f"  instrument: {s.instrument.driver}, measured by hand (no envelope: the space bounds what the "
+                     f"operator is shown); measures {measured}")
+    else:
+        where = s.instrument.connection or "an in-process simulator"
+        lines.append(f"  instrument: {s.instrument.driver} at {where}; measures {measured}")
     if s.envelope_margins:
         lines.append("  envelope margins (distance from each bound to the instrument's limit):")
         for m in s.envelope_margins:

@@ -5,13 +5,13 @@ clock passed in, so nothing has to be changed on an engine after it is built."""
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from closedloop.controller.engine.clock import VirtualClock, WallClock
 from closedloop.controller.engine.dispatch import (
-    Confirm,
     Dispatcher,
+    OperatorChannel,
     Station,
     ThreadedDispatcher,
     VirtualDispatcher,
@@ -19,7 +19,7 @@ from closedloop.controller.engine.dispatch import (
 from closedloop.controller.engine.engine import CampaignEngine, EngineSettings
 from closedloop.controller.engine.events import EventLog, OperatorStep, Subscriber
 from closedloop.controller.engine.gate import SafetyGate
-from closedloop.controller.engine.operator import Approver, StepConfirmer
+from closedloop.controller.engine.operator import Approver, OperatorAbsent, QuestionAnswerer, StepConfirmer
 from closedloop.controller.protocol.model import Protocol
 from closedloop.controller.store.campaign_store import CampaignStore
 from closedloop.planners.base import Planner
@@ -86,12 +86,12 @@ def build_engine(
     if approve_every and settings.approval != "every":
         settings = dataclasses.replace(settings, approval="every", approval_raised=True)
     log = EventLog(store, clock, tuple(subscribers))
-    confirm = _confirm_step(approver, log)
+    operator = OperatorChannel(confirm=_confirm_step(approver, log), ask=_answer(approver))
     dispatcher: Dispatcher
     if isinstance(clock, VirtualClock):
-        dispatcher = VirtualDispatcher(clock, log.command, confirm)
+        dispatcher = VirtualDispatcher(clock, log.command, operator)
     else:
-        dispatcher = ThreadedDispatcher(clock, log.command, confirm)
+        dispatcher = ThreadedDispatcher(clock, log.command, operator)
     return CampaignEngine(
         store,
         settings,
@@ -106,7 +106,7 @@ def build_engine(
     )
 
 
-def _confirm_step(approver: Approver | None, log: EventLog) -> Confirm:
+def _confirm_step(approver: Approver | None, log: EventLog) -> Callable[[int, str], None]:
     """A manual step of a trial (load the sample): the operator confirms it, and the journal says so."""
 
     def confirm(trial_id: int, message: str) -> None:
@@ -115,3 +115,17 @@ def _confirm_step(approver: Approver | None, log: EventLog) -> Confirm:
         log.emit(OperatorStep(trial_id, message))
 
     return confirm
+
+
+def _answer(approver: Approver | None) -> Callable[[int, str], str]:
+    """A driver's question to the operator (a value measured by hand). The driver journals the question
+    and the answer with its commands. Without an operator who can answer, the trial ends and the campaign
+    pauses (`OperatorAbsent`): a result is never made up."""
+
+    def ask(trial_id: int, question: str) -> str:
+        if not isinstance(approver, QuestionAnswerer):
+            raise OperatorAbsent(f"trial {trial_id} needs an operator to answer {question.splitlines()[-1]!r}, "
+                                 "and none is attached (`closedloop run` and `resume` ask at the terminal)")
+        return approver.answer_question(trial_id, question)
+
+    return ask

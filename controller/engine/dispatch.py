@@ -7,11 +7,12 @@ import heapq
 import itertools
 import queue
 import threading
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
-from closedloop.controller.engine.clock import StationClock, VirtualClock, WallClock
+from closedloop.controller.engine.clock import OperatorAbort, StationClock, VirtualClock, WallClock
 from closedloop.drivers.base import (
     Abortable,
     Clock,
@@ -52,11 +53,20 @@ class Completion:
 
 # journal(trial_id, station_name, direction, text, t)
 Journal = Callable[[int, str, str, str, float], None]
-Confirm = Callable[[int, str], None]
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class OperatorChannel:
+    """What a driver may ask of the operator during a trial, by trial id: `confirm(trial_id, message)` a
+    manual step, `ask(trial_id, question)` -> the answer (`InstrumentContext.confirm` and `.ask`)."""
+
+    confirm: Callable[[int, str], None]
+    ask: Callable[[int, str], str]
 
 
 def _run(
-    job: Job, clock: Clock, journal: Journal, confirm: Confirm, *, main_thread: bool
+    job: Job, clock: Clock, journal: Journal, operator: OperatorChannel, *, main_thread: bool
 ) -> tuple[Measurement | None, BaseException | None]:
     """Run one trial on its driver. Whatever the driver raises or returns instead of a `Measurement` comes
     back as the trial's error: a worker that ended silently would leave a live campaign waiting on a hot
@@ -67,7 +77,8 @@ def _run(
         clock=clock,
         trial_id=job.trial_id,
         journal=lambda d, text: journal(job.trial_id, job.station.name, d, text, clock.now()),
-        confirm=lambda message: confirm(job.trial_id, message),
+        confirm=lambda message: operator.confirm(job.trial_id, message),
+        ask=lambda question: operator.ask(job.trial_id, question),
     )
     try:
         result = job.station.driver.run(job.conditions, ctx)
@@ -86,16 +97,16 @@ class VirtualDispatcher:
     """Simulation: a trial runs to completion when submitted, on its station's own clock; its result is
     released to the engine only when the campaign clock reaches the trial's finish time."""
 
-    def __init__(self, clock: VirtualClock, journal: Journal, confirm: Confirm) -> None:
+    def __init__(self, clock: VirtualClock, journal: Journal, operator: OperatorChannel) -> None:
         self.clock = clock
         self.journal = journal
-        self.confirm = confirm
+        self.operator = operator
         self._heap: list[tuple[float, int, Completion]] = []
         self._order = itertools.count()
 
     def submit(self, job: Job) -> None:
         station_clock = StationClock(self.clock.now())
-        measurement, error = _run(job, station_clock, self.journal, self.confirm, main_thread=True)
+        measurement, error = _run(job, station_clock, self.journal, self.operator, main_thread=True)
         done = Completion(job, measurement, error, station_clock.start, station_clock.now())
         heapq.heappush(self._heap, (done.finished_at, next(self._order), done))
 
@@ -120,15 +131,60 @@ class VirtualDispatcher:
         return jobs
 
 
-class ThreadedDispatcher:
-    """Live: one worker thread per running trial; the engine thread waits on a queue of completions."""
+class _OperatorCall:
+    """A driver's call to the operator, made from a trial's worker thread and carried out on the engine's
+    thread: that thread owns the terminal and receives Ctrl-C, and the operator is asked one thing at a
+    time even when several stations run."""
 
-    def __init__(self, clock: WallClock, journal: Journal, confirm: Confirm) -> None:
+    def __init__(self, call: Callable[[], Any]) -> None:
+        self.call = call
+        self.done = threading.Event()
+        self.result: Any = None
+        self.error: BaseException | None = None
+
+
+class ThreadedDispatcher:
+    """Live: one worker thread per running trial; the engine thread waits on a queue of completions, and
+    carries out the drivers' calls to the operator that arrive on the same queue."""
+
+    def __init__(self, clock: WallClock, journal: Journal, operator: OperatorChannel) -> None:
         self.clock = clock
         self.journal = journal
-        self.confirm = confirm
-        self._done: queue.Queue[Completion] = queue.Queue()
+        self.operator = OperatorChannel(
+            confirm=lambda trial_id, message: self._on_engine_thread(lambda: operator.confirm(trial_id, message)),
+            ask=lambda trial_id, question: self._on_engine_thread(lambda: operator.ask(trial_id, question)),
+        )
+        self._done: queue.Queue[Completion | _OperatorCall] = queue.Queue()
         self._running: dict[int, tuple[threading.Thread, Job]] = {}
+
+    def _on_engine_thread(self, call: Callable[[], T]) -> T:
+        """From a worker: `call` carried out by the engine thread (in `next_completion`); its result, or
+        what it raised. Raises `OperatorAbort` once the trials are aborted, answered or not."""
+        request = _OperatorCall(call)
+        self._done.put(request)
+        while not request.done.wait(0.2):
+            if self.clock.aborted:  # the engine may have given up on this trial: nobody is left to answer
+                raise OperatorAbort("the trial was aborted while waiting for the operator")
+        if request.error is not None:
+            raise request.error
+        result: T = request.result
+        return result
+
+    def _carry_out(self, request: _OperatorCall) -> None:
+        """On the engine thread. A Ctrl-C while the operator is being asked goes on to pause the campaign,
+        and the waiting trial ends with an `OperatorAbort`; anything else the call raised (the operator's
+        input closed) ends the trial with it."""
+        try:
+            if self.clock.aborted:
+                raise OperatorAbort("the campaign is pausing: the operator is not asked any more")
+            request.result = request.call()
+        except KeyboardInterrupt:
+            request.error = OperatorAbort("interrupted by the operator (Ctrl-C)")
+            raise
+        except BaseException as exc:  # noqa: BLE001 - handed to the trial that asked, which ends with it
+            request.error = exc
+        finally:
+            request.done.set()
 
     def submit(self, job: Job) -> None:
         def work() -> None:
@@ -136,7 +192,7 @@ class ThreadedDispatcher:
             measurement: Measurement | None = None
             error: BaseException | None = RuntimeError("the trial's worker thread ended without a result")
             try:
-                measurement, error = _run(job, self.clock, self.journal, self.confirm, main_thread=False)
+                measurement, error = _run(job, self.clock, self.journal, self.operator, main_thread=False)
             finally:  # a completion always arrives: the engine waits for one per trial
                 self._done.put(Completion(job, measurement, error, start, self.clock.now()))
 
@@ -149,13 +205,19 @@ class ThreadedDispatcher:
         return len(self._running)
 
     def next_completion(self, timeout: float | None = None) -> Completion:
+        """The next trial to finish, carrying out the operator calls that arrive meanwhile; `queue.Empty`
+        when `timeout` seconds pass first."""
         # Waiting in short slices keeps the main thread responsive to Ctrl-C.
+        deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             try:
-                done = self._done.get(timeout=0.2 if timeout is None else timeout)
+                done = self._done.get(timeout=0.2 if deadline is None else max(0.0, deadline - time.monotonic()))
             except queue.Empty:
-                if timeout is not None:
+                if deadline is not None:
                     raise
+                continue
+            if isinstance(done, _OperatorCall):
+                self._carry_out(done)
                 continue
             self._running.pop(done.job.trial_id, None)
             return done

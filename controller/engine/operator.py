@@ -1,4 +1,5 @@
-"""The operator as the engine sees them: who approves proposals and confirms manual steps.
+"""The operator as the engine sees them: who approves proposals, confirms manual steps and answers a
+driver's questions (the results of an instrument run by hand).
 
 The terminal (`controller.cli.approval`), a dry run's stand-in and, later, the dashboard implement these.
 """
@@ -33,6 +34,15 @@ class StepConfirmer(Protocol):
     """An operator who can be asked to do a manual step (load a sample) and confirm it; blocks until done."""
 
     def confirm_step(self, trial_id: int, message: str) -> None: ...
+
+
+@runtime_checkable
+class QuestionAnswerer(Protocol):
+    """An operator a driver can ask a question during a trial (a value measured by hand): `question` is
+    shown (its last line is what to answer) and their one-line answer returned as typed. Blocks until
+    answered; raises `OperatorAbsent` when nobody can answer (the input closed)."""
+
+    def answer_question(self, trial_id: int, question: str) -> str: ...
 
 
 class OperatorAbsent(Exception):

@@ -1,12 +1,14 @@
 """Turn a protocol's `instrument` section into the stations the engine dispatches to.
 
-Where a station's instrument is, is one of three things, decided here and nowhere else:
+Where a station's instrument is, is one of four things, decided here and nowhere else:
 
 - a real link: the driver on its `connection` (a device path, socket://HOST:PORT, or `--port`), on the
   wall clock;
 - a wire emulator in this process: `connection: sim://NAME`, or `--sim` for a driver that names its
   emulator in the registry. The real driver and transport talk to the emulator, in virtual time;
-- a simulated instrument in this process (`driver: sim:NAME`): no wire, virtual time.
+- a simulated instrument in this process (`driver: sim:NAME`): no wire, virtual time;
+- nowhere: a person runs each trial (`driver: manual`) and answers the driver at the terminal, on the
+  wall clock.
 
 `instrument.options.stations: N` runs N stations side by side, `instrument.options.faults: SPEC` injects
 faults into an in-process emulator (`simulators.faults`); neither applies to a real instrument.
@@ -19,7 +21,7 @@ from typing import Any
 
 from closedloop.controller.engine.dispatch import Station
 from closedloop.controller.protocol.catalog import SIM, instrument
-from closedloop.controller.protocol.instruments import emulator_problem, serial_instrument_config
+from closedloop.controller.protocol.instruments import emulator_problem, run_by_hand, section_config
 from closedloop.controller.protocol.model import Protocol
 from closedloop.drivers.base import Driver, DriverEntry
 from closedloop.simulators.registry import (
@@ -56,6 +58,12 @@ def resolve_link(protocol: Protocol, *, sim: bool = False, connection: str | Non
     entry = instrument(protocol.instrument.driver)
     if isinstance(entry, SimulatedInstrument):
         return Link(None, in_process=True)
+    if run_by_hand(protocol.instrument):
+        if sim or connection is not None:
+            raise InstrumentUnavailable(
+                f"driver {entry.name}: a person runs each trial, so there is no simulator (--sim) and no port "
+                "(--port); run it without them and enter each result at the prompt")
+        return Link(None, in_process=False)  # the operator, on the wall clock
     if connection is not None and not connection.strip():
         raise InstrumentUnavailable("the instrument connection (--port) is empty; give a device path such as "
                                     "/dev/ttyUSB0 or /dev/pts/5, or a URL such as socket://host:port")
@@ -99,11 +107,10 @@ def _driver(protocol: Protocol, entry: DriverEntry | SimulatedInstrument, link: 
             return entry.build(seed, protocol.instrument_options(), _simulation_inputs(protocol))
         except ValueError as e:
             raise InstrumentUnavailable(f"instrument ({protocol.instrument.driver}): {e}") from None
-    assert link.url is not None
-    url = link.url
+    url = link.url or ""  # no link: an instrument run by hand
     if link.emulator is not None:
         url = sim_url(link.emulator, seed=seed, faults=protocol.station_options().faults)
-    config = serial_instrument_config(protocol.instrument, protocol.space) if entry.section else protocol.instrument_options()
+    config = section_config(protocol.instrument, protocol.space) if entry.section else protocol.instrument_options()
     try:
         return entry.connect(url, config)
     except ValueError as e:  # a URL no transport can open

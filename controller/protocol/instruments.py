@@ -1,6 +1,6 @@
 """What the instrument a protocol names accepts, measures and takes as options.
 
-`instrument.driver` is a registered driver (`drivers.registry`: serial, trmc, mbe) or a simulated
+`instrument.driver` is a registered driver (`drivers.registry`: serial, trmc, mbe, manual) or a simulated
 instrument `sim:NAME` (`simulators.registry`); `catalog` joins the two. Each declares the model its
 options are validated with, so `closedloop validate` refuses what `run` could not use, at FILE:LINE:COL.
 
@@ -34,6 +34,7 @@ from closedloop.controller.protocol.yaml_source import (
     problems_from_validation_error,
 )
 from closedloop.drivers.base import DriverDescription, DriverEntry, Limit, SafetyEnvelope
+from closedloop.drivers.manual import ManualInstrumentConfig
 from closedloop.drivers.serial_config import EnvelopeLimit, EnvelopeSection, SerialInstrumentConfig
 from closedloop.records import Conditions, Value
 from closedloop.simulators.faults import FaultSpecError, parse_fault_spec
@@ -182,8 +183,43 @@ def describe_instrument(
             return entry.description
         return _pool_description(section.driver, space, objectives, candidates)
     if entry.section:
-        return entry.describe(serial_instrument_config(section, space))
+        return entry.describe(section_config(section, space))
     return entry.describe(driver_options(section))
+
+
+def run_by_hand(section: InstrumentSection) -> bool:
+    """True for an instrument a person operates (`driver: manual`): no connection, no envelope of hard
+    limits, and an operator who enters every result."""
+    entry = instrument(section.driver)
+    return isinstance(entry, DriverEntry) and entry.section and entry.describe(section).by_hand
+
+
+def instrument_location(section: InstrumentSection) -> str:
+    """Where the protocol's instrument is, for people: its connection, by hand, or a simulator."""
+    if run_by_hand(section):
+        return "by hand (an operator enters each result)"
+    return section.connection or "an in-process simulator"
+
+
+def section_config(section: InstrumentSection, space: Mapping[str, Any]) -> BaseModel:
+    """The config a driver described in the protocol (`DriverEntry.section`) is described and built from:
+    its section, completed from the space where the section is silent (`serial_instrument_config`; a
+    manual instrument is shown the space's parameters, in their units)."""
+    if isinstance(section, SerialInstrumentConfig):
+        return serial_instrument_config(section, space)
+    if isinstance(section, ManualInstrumentConfig):
+        return section.accepting(_space_envelope(space))
+    return section
+
+
+def _space_envelope(space: Mapping[str, Any]) -> SafetyEnvelope:
+    """Every parameter of the space, without bounds (the space has them), in its unit; a label parameter
+    accepts its listed values."""
+    limits = {}
+    for name, spec in space.items():
+        labels = _labels(spec)
+        limits[name] = Limit(allowed=labels) if labels is not None else Limit(unit=str(getattr(spec, "unit", "") or ""))
+    return SafetyEnvelope(limits)
 
 
 def serial_instrument_config(section: InstrumentSection, space: Mapping[str, Any]) -> SerialInstrumentConfig:
@@ -267,7 +303,10 @@ __all__ = [
     "describe_instrument",
     "driver_options",
     "emulator_problem",
+    "instrument_location",
     "option_problems",
+    "run_by_hand",
+    "section_config",
     "serial_instrument_config",
     "split_options",
     "station_options",

@@ -3,7 +3,8 @@
 Two checks `validate` (and so `run` and `resume`) applies on top of the space-against-envelope check:
 
 - every parameter the planner moves (float, int) has a finite `min` and `max` in the instrument's
-  envelope; a serial instrument described in YAML declares them under `instrument.envelope`, or says
+  envelope (except where no machine is sent a value: a lookup pool, an instrument run by hand, which
+  the space alone bounds); a serial instrument described in YAML declares them under `instrument.envelope`, or says
   `envelope: {unchecked: "why"}` for a bench instrument that limits itself: the one explicit way out,
   shown at start and journaled in the campaign file (`unchecked_warning`);
 - a `setup`, `start` or `safe_state` command of a serial instrument that writes a setpoint the `set`
@@ -58,6 +59,8 @@ def missing_limit_problems(protocol: Protocol, description: DriverDescription) -
     section = protocol.instrument
     if described_by_protocol(section):
         return []  # a lookup pool sends nothing: the planner picks rows of its table
+    if description.by_hand:
+        return []  # a person reads the conditions and does the work: no machine is sent a value
     open_ends = unlimited_parameters(protocol, description)
     if not open_ends or (isinstance(section, SerialInstrumentConfig) and section.envelope.unchecked):
         return []

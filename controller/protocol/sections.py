@@ -5,8 +5,9 @@ with a unit ("500 nm", "2 h") into the unit the field declares, and checks what 
 (bounds ordered, step dividing the range, log scale with positive bounds). Checks that need several
 sections (constraints, envelopes, budgets) live in `controller.protocol.model` and `controller.protocol.validate`.
 
-The instrument section of `driver: serial` is not defined here: the serial driver owns what it accepts,
-so its model (`drivers.serial_config.SerialInstrumentConfig`) validates that section directly.
+The instrument sections of `driver: serial` and `driver: manual` are not defined here: each driver owns
+what it accepts, so its model (`drivers.serial_config.SerialInstrumentConfig`,
+`drivers.manual.ManualInstrumentConfig`) validates that section directly.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from pydantic import (
 )
 
 from closedloop.controller.protocol.catalog import SIM, check_driver_name
+from closedloop.drivers.manual import ManualInstrumentConfig
 from closedloop.drivers.options import Strict, located
 from closedloop.drivers.registry import DRIVERS
 from closedloop.drivers.serial_config import SERIAL_KEYS, SerialInstrumentConfig, check_connection
@@ -316,21 +318,26 @@ class DeclaredInstrumentSection(Section):
         return self
 
 
+SectionModels = (SerialInstrumentConfig, ManualInstrumentConfig, DeclaredInstrumentSection)
+
+
 def _instrument_kind(section: Any) -> str:
     if isinstance(section, dict):
         driver = section.get("driver")
     else:
-        driver = section.driver if isinstance(section, SerialInstrumentConfig | DeclaredInstrumentSection) else None
+        driver = section.driver if isinstance(section, SectionModels) else None
     entry = DRIVERS.get(driver) if isinstance(driver, str) else None
-    # A driver described in the protocol (serial) validates the whole section with its own model.
+    # A driver described in the protocol (serial, manual) validates the whole section with its own model.
     return entry.config.__name__ if entry is not None and entry.section else DeclaredInstrumentSection.__name__
 
 
-# The `instrument` key of a protocol: the serial driver's model for `driver: serial`, else the declared one.
-# Tags are the class names: they never collide with a key of the file (so error locations skip them),
-# and `controller.protocol.yaml_source` finds the member by its name to suggest keys for a misspelled one.
+# The `instrument` key of a protocol: the driver's own model for a driver described in the protocol
+# (`driver: serial`, `driver: manual`), else the declared one. Tags are the class names: they never collide
+# with a key of the file (so error locations skip them), and `controller.protocol.yaml_source` finds the
+# member by its name to suggest keys for a misspelled one.
 InstrumentSection = Annotated[
     Annotated[SerialInstrumentConfig, Tag(SerialInstrumentConfig.__name__)]
+    | Annotated[ManualInstrumentConfig, Tag(ManualInstrumentConfig.__name__)]
     | Annotated[DeclaredInstrumentSection, Tag(DeclaredInstrumentSection.__name__)],
     Discriminator(_instrument_kind),
 ]

@@ -42,6 +42,7 @@ class InstrumentSummary:
     driver: str
     connection: str | None
     measures: dict[str, str]
+    by_hand: bool = False  # a person runs each trial: no connection, no envelope (the space bounds it)
 
 
 @dataclass(frozen=True)

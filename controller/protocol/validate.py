@@ -225,6 +225,9 @@ def _check_options(found: _Findings, limits: Mapping[str, Limit], instrument: st
 
 def _check_objectives(found: _Findings, description: DriverDescription) -> None:
     measures = description.measures
+    for name in measures:
+        if name in found.protocol.space and description.by_hand:
+            found.add(("instrument", "measures", name), f"{name!r} is both a parameter and a measured value; rename one")
     for name, spec in found.protocol.objectives.items():
         if name not in measures:
             if described_by_protocol(found.protocol.instrument):
@@ -232,6 +235,11 @@ def _check_objectives(found: _Findings, description: DriverDescription) -> None:
                 continue
             hint = get_close_matches(name, list(measures), n=1)
             guess = f"did you mean {hint[0]!r}? " if hint else ""
+            if description.by_hand:
+                unit = f" {spec.unit}" if spec.unit else " UNIT"
+                found.add(("objectives", name), f"{name!r} is not in instrument.measures; {guess}add {name}:{unit} there "
+                          f"(the values the operator measures: {', '.join(measures)})")
+                continue
             found.add(("objectives", name), f"the {description.name} instrument does not measure {name!r}; {guess}it measures: {', '.join(measures)}")
         elif not _units_agree(spec.unit, measures[name]):
             found.add(("objectives", name, "unit"), f"unit {spec.unit or '(none)'!r} is not compatible with the measured unit {measures[name] or '(none)'!r}")
@@ -359,7 +367,8 @@ def _summary(
         objectives=[ObjectiveSummary(n, s.direction, s.unit, s.log, s.target) for n, s in p.objectives.items()],
         outcome_constraints=list(p.outcome_constraints),
         instrument=InstrumentSummary(p.instrument.driver, p.instrument.connection,
-                                     dict(description.measures) if description else {}),
+                                     dict(description.measures) if description else {},
+                                     by_hand=description is not None and description.by_hand),
         envelope_margins=found.margins,
         planner=PlannerSummary(p.planner.initial.n, p.planner.initial.method, p.planner.acquisition,
                                p.planner.batch_size, p.planner.seed),

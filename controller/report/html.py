@@ -24,6 +24,8 @@ from typing import Any
 
 from plotly.offline import get_plotlyjs
 
+from closedloop.controller.protocol.instruments import instrument_location, run_by_hand
+from closedloop.controller.protocol.sections import InstrumentSection
 from closedloop.controller.report.data import NOTABLE_EVENTS, ReportData, load_report_data, timestamp
 from closedloop.controller.report.figures import (
     Block,
@@ -158,19 +160,23 @@ def _table(headers: Iterable[str], rows: Iterable[Iterable[Any]], row_classes: I
 # ---- header ---------------------------------------------------------------------------------------------
 
 
+def _instrument(section: InstrumentSection) -> str:
+    where = instrument_location(section)
+    return f"{section.driver}, {where}" if run_by_hand(section) else f"{section.driver} at {where}"
+
+
 def _header(data: ReportData, model_notes: list[str]) -> str:
     info, protocol = data.info, data.protocol
     planner = protocol.planner
     counts: dict[str, int] = {}
     for t in data.trials:
         counts[t.state] = counts.get(t.state, 0) + 1
-    connection = protocol.instrument.connection or "in-process simulator"
     rows = [
         ("protocol", f"{protocol.name} (version {protocol.version})"),
         ("protocol sha256", info["protocol_sha256"]),
         ("protocol file", info["protocol_path"]),
         ("campaign file", str(data.path)),
-        ("instrument", f"{protocol.instrument.driver} at {connection}"),
+        ("instrument", _instrument(protocol.instrument)),
         ("planner", f"{planner.initial.n} initial ({planner.initial.method}), then acquisition {planner.acquisition}; "
                     f"batch {planner.batch_size}; seed {info['seed']}"
                     + (f"; options {json.dumps(planner.options, sort_keys=True)}" if planner.options else "")),
