@@ -455,8 +455,7 @@ class Campaign:
         state, origin, proposer, times); each column's unit is in `frame.attrs["units"]`."""
         from closedloop.controller.store.export import tidy_table  # pandas: loaded when asked for
 
-        table, columns = tidy_table(self.store, condition_units={name: spec.unit for name, spec in
-                                                                 self.protocol.space.items() if hasattr(spec, "unit")})
+        table, columns = tidy_table(self.store, condition_units=self.protocol.parameter_units())
         table.attrs["units"] = {name: column["unit"] for name, column in columns.items()}
         return table
 

@@ -84,7 +84,7 @@ def _run_engine(
     operator = TerminalApprover(problem) if at_terminal else None
     stored_best = (status["best"] or {}).get("values", {}).get(problem.objectives[0].name)
     reporter = ProgressReporter(problem, status["budget"], status["results"], quiet=quiet, best=stored_best,
-                                prompts=at_terminal)
+                                prompts=at_terminal, units=campaign.protocol.parameter_units())
     path = campaign.store.path
     go = campaign.run if action == "run" else campaign.resume
     try:

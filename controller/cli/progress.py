@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Mapping
 from typing import Any, TextIO
 
 from rich.console import Console
@@ -45,7 +46,8 @@ class ProgressReporter:
     """
 
     def __init__(self, problem: Problem, total: int, done: int = 0, *, quiet: bool = False,
-                 stream: TextIO | None = None, best: float | None = None, prompts: bool = False):
+                 stream: TextIO | None = None, best: float | None = None, prompts: bool = False,
+                 units: Mapping[str, str] | None = None):
         self.problem = problem
         self.total = total
         self.done = done
@@ -59,6 +61,8 @@ class ProgressReporter:
         self.live = not quiet and not prompts and self.stream.isatty()
         self._progress: Progress | None = None
         self._task: Any = None
+        self._units = dict(units or {})  # parameter -> unit, to show conditions as a person reads them
+        self._conditions: dict[int, str] = {}  # a running trial's conditions, shown again with its result
 
     def __enter__(self) -> ProgressReporter:
         if self.live:
@@ -68,7 +72,9 @@ class ProgressReporter:
                 BarColumn(),
                 TextColumn("{task.fields[state]}"),
                 TextColumn("best {task.fields[best]}"),
+                TextColumn("elapsed"),
                 TimeElapsedColumn(),
+                TextColumn("ETA"),
                 TimeRemainingColumn(),
                 console=Console(file=self.stream),
             )
@@ -89,24 +95,28 @@ class ProgressReporter:
                 v = m.values.get(self.first.name)
                 if v is not None and (self.best is None or (v > self.best if self.first.maximize else v < self.best)):
                     self.best = v
-                values = " ".join(f"{k}={_fmt(v)}" for k, v in m.values.items()) or m.detail or m.status
-                self._show("measured", trial, f"trial {trial} {m.status}: {values} "
-                           f"(best {self.first.name} {_best(self.best)}; {self.eta()})", alert=False)
+                values = "  ".join(f"{k}={_fmt(v)}{_unit(m.units.get(k))}" for k, v in m.values.items())
+                cond = self._conditions.pop(trial, "")
+                self._show("measured", trial, f"trial {trial} {m.status}: {values or m.detail or m.status}"
+                           f"{'  at ' + cond if cond else ''}  (best {self.first.name} {_best(self.best)}; {self.eta()})",
+                           alert=False, keep=True)
             case TrialStarted(trial, station, conditions):
-                cond = " ".join(f"{k}={_fmt(v)}" for k, v in conditions.items())
+                cond = "  ".join(f"{k}={_fmt(v)}{_unit(self._units.get(k))}" for k, v in conditions.items())
+                self._conditions[trial] = cond
                 self._show("running", trial, f"trial {trial} running on {station}: {cond}", alert=False)
             case ProposalRefused(trial, _, error):
                 self._show("refused", trial, f"trial {trial} refused: {error.message}", alert=True)
             case TrialAbandoned(trial, _, detail):
                 self._show("fault", trial, f"trial {trial} fault: {detail}", alert=True)
 
-    def _show(self, state: str, trial: int, text: str, *, alert: bool) -> None:
-        """A line for the log (only faults and refusals with --quiet), or the live bar's state."""
+    def _show(self, state: str, trial: int, text: str, *, alert: bool, keep: bool = False) -> None:
+        """A line for the log (only faults and refusals with --quiet). On a terminal the live bar shows
+        the state, and results (`keep`) and alerts stay above it as lines."""
         line = f"[{self.done}/{self.total}] {text}"
         if self._progress is not None:
             self._progress.update(self._task, completed=self.done, state=f"{state} #{trial}", best=_best(self.best))
-            if alert:
-                self._progress.console.print(line)
+            if alert or keep:
+                self._progress.console.print(line, markup=False, highlight=False, soft_wrap=True)
         elif not self.quiet or alert:
             print(line, file=self.stream, flush=True)
 
@@ -119,6 +129,10 @@ class ProgressReporter:
             return "ETA unknown"
         per_result = (time.monotonic() - self.start) / finished
         return f"ETA {_duration(per_result * (self.total - self.done))}"
+
+
+def _unit(unit: str | None) -> str:
+    return f" {unit}" if unit else ""
 
 
 def _best(value: float | None) -> str:

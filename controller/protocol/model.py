@@ -128,6 +128,10 @@ class Protocol(Section):
     def objective_units(self) -> dict[str, str]:
         return {name: spec.unit for name, spec in self.objectives.items()}
 
+    def parameter_units(self) -> dict[str, str]:
+        """Each parameter's unit, where it has one (choices and plain numbers have none)."""
+        return {name: unit for name, spec in self.space.items() if (unit := getattr(spec, "unit", ""))}
+
     def linear_constraints(self) -> tuple[LinearConstraint, ...]:
         return tuple(self.parse_constraint(text) for text in self.constraints)
 

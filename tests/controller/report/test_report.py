@@ -380,8 +380,8 @@ def test_progress_lines_show_trial_n_of_n_state_best_and_eta() -> None:
         reporter(TrialAbandoned(4, Abandonment.FAULT, "no reply"))
     lines = stream.getvalue().splitlines()
     assert lines[0] == "[1/4] trial 2 running on s1: x=0.25"
-    assert re.fullmatch(r"\[2/4\] trial 2 ok: y=3 \(best y 3; ETA \d+:\d\d:\d\d\)", lines[1])
-    assert lines[2].startswith("[3/4] trial 3 ok: y=4 (best y 3;")
+    assert re.fullmatch(r"\[2/4\] trial 2 ok: y=3  at x=0.25  \(best y 3; ETA \d+:\d\d:\d\d\)", lines[1])
+    assert lines[2].startswith("[3/4] trial 3 ok: y=4  (best y 3;")
     assert lines[3] == "[3/4] trial 4 fault: no reply"
     quiet = io.StringIO()
     with ProgressReporter(problem, total=2, stream=quiet, quiet=True) as r:
