@@ -24,7 +24,6 @@ By hand (`ask` proposes, a person measures, `tell` records):
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
@@ -41,12 +40,11 @@ from closedloop.controller.engine.operator import Approver
 from closedloop.controller.protocol.limits import unchecked_warning
 from closedloop.controller.protocol.model import Protocol, load_protocol, parse_protocol_text
 from closedloop.controller.protocol.validate import require_valid
-from closedloop.controller.results_csv import ResultsFileError, read_results
+from closedloop.controller.results_csv import ResultsFileError, read_results, result_value
 from closedloop.controller.store.campaign_store import CampaignStore, software_versions
 from closedloop.controller.store.errors import UnknownTrial
 from closedloop.drivers.base import Measurement
 from closedloop.planners.space import Conditions
-from closedloop.units import parse_quantity_to
 
 if TYPE_CHECKING:
     from closedloop.controller.engine.stations import Link
@@ -385,25 +383,11 @@ class Campaign:
         if name not in units_of:
             known = ", ".join(sorted(units_of))
             raise BadInput(f"trial {trial_id}: {name}: not a measured quantity of this campaign ({known})", field=name)
+        log = name in {o.name for o in self.protocol.to_problem().objectives if o.log}
         try:
-            value = parse_quantity_to(raw, units_of[name])
+            return result_value(name, raw, units_of[name], log=log)
         except ValueError as exc:
-            raise BadInput(f"trial {trial_id}: {name}={raw!r}: {exc}", field=name) from None
-        if not math.isfinite(value):
-            # A NaN typed by hand is more often a spreadsheet gap than a verdict on the sample: a failed
-            # sample teaches the planner to avoid a region, so it must be said explicitly.
-            raise BadInput(
-                f"trial {trial_id}: {name}={raw!r}: not a finite number. If the sample gave no usable value, "
-                "record it as failed explicitly: --failed (a CSV row: status `failed`; Python: failed=True)",
-                field=name,
-            )
-        if name in {o.name for o in self.protocol.to_problem().objectives if o.log} and value <= 0:
-            raise BadInput(
-                f"trial {trial_id}: {name}={raw!r}: {name} is modelled on a log scale (log: true in the protocol), "
-                "which needs a value > 0; check the number and its unit, or record a failed sample with --failed",
-                field=name,
-            )
-        return value
+            raise BadInput(f"trial {trial_id}: {exc}", field=name) from None
 
     # ---- reading ----------------------------------------------------------------------------------
 
