@@ -24,11 +24,12 @@ By hand (`ask` proposes, a person measures, `tell` records):
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from closedloop.controller import warm_start
 from closedloop.controller.engine import history
 from closedloop.controller.engine.clock import VirtualClock, WallClock
 from closedloop.controller.engine.dispatch import Station
@@ -389,6 +390,24 @@ class Campaign:
         except ValueError as exc:
             raise BadInput(f"trial {trial_id}: {exc}", field=name) from None
 
+    # ---- warm starts: earlier results ---------------------------------------------------------------
+
+    def import_csv(self, path: str | Path, *, note: str = "") -> warm_start.Imported:
+        """Earlier results from a CSV file (an earlier table, a literature table) as `warm_start` trials:
+        every row or none, a problem a BadInput naming file:line:column (see `controller.warm_start`)."""
+        return self._import(lambda target: warm_start.read_csv(Path(path), target), note)
+
+    def import_campaign(self, path: str | Path, *, note: str = "") -> warm_start.Imported:
+        """The results of another campaign file as `warm_start` trials (those not imported before)."""
+        return self._import(lambda target: warm_start.read_campaign(Path(path), target, self.store), note)
+
+    def _import(self, read: Callable[[warm_start.Target], warm_start.ImportSource], note: str) -> warm_start.Imported:
+        target = warm_start.Target.of(self.protocol, self.measured_units())
+        try:
+            return warm_start.record(self.store, read(target), target.measured_units, note=note)
+        except warm_start.WarmStartError as exc:
+            raise BadInput(str(exc)) from None
+
     # ---- reading ----------------------------------------------------------------------------------
 
     def status(self) -> dict[str, Any]:
@@ -414,6 +433,7 @@ class Campaign:
             "stop_reason": info["stop_reason"],
             "trials": len(trials),
             "results": history.n_results(trials),
+            "warm_start": sum(t.origin == history.WARM_START for t in trials),  # imported: not in the budget
             "budget": self.protocol.budget.trials,
             "counts": counts,
             "best": None if best is None else {"conditions": best.conditions, "values": best.values},

@@ -21,6 +21,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "bench": ("bench", "bench", "Replay planners against DATASET.csv, one row per experiment, and compare them with random sampling."),
     "emulate": ("emulate", "emulate", "Serve the simulated instrument MODEL behind a pty or a TCP port until killed."),
     "export": ("campaign", "export", "One tidy row per trial (conditions, objectives, status, timestamps, proposer) + a JSON sidecar."),
+    "import": ("warm_start", "import_command", "Add earlier results to CAMPAIGN_FILE as warm-start trials, from a CSV file or another campaign."),
     "reanalyze": ("reanalyze", "reanalyze", "Recompute phi_sum_mu_max and tau_half of CAMPAIGN_FILE from its raw transients with the current analysis version; the previous values are kept, marked superseded."),
     "replay": ("replay", "replay", "Audit CAMPAIGN: re-derive every recorded proposal from the recorded observations, seed and planner version, and report which match."),
     "report": ("report", "report", "Write one self-contained HTML report of CAMPAIGN_FILE (works offline; the campaign is opened read-only)."),
