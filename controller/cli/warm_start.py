@@ -9,6 +9,7 @@ from closedloop.controller.cli.errors import handle_errors
 from closedloop.controller.warm_start import Imported
 
 SHOWN_OUTSIDE = 5  # rows outside the space listed one by one; the rest are counted
+SHOWN_IGNORED = 6  # ignored columns named (a literature table may have dozens)
 
 
 @click.command("import")
@@ -45,7 +46,9 @@ def summary(done: Imported, budget: int) -> list[str]:
             lines.append(f"    ... and {len(outside) - SHOWN_OUTSIDE} more")
     if source.ignored:
         what = "columns" if source.kind == "csv" else "parameters of that campaign"
-        lines.append(f"  ignored {what}: {', '.join(source.ignored)}")
+        shown = ", ".join(source.ignored[:SHOWN_IGNORED])
+        more = f" and {len(source.ignored) - SHOWN_IGNORED} more" if len(source.ignored) > SHOWN_IGNORED else ""
+        lines.append(f"  ignored {what}: {shown}{more}")
     if source.skipped:
         lines.append(f"  left out: {', '.join(source.skipped)}")
     lines.append(f"the planner uses them from the next proposal; they do not count against the budget of {budget} trials")

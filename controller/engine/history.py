@@ -7,10 +7,20 @@ from collections.abc import Sequence
 
 from closedloop.controller.engine.halts import Halt, HaltKind, stopped
 from closedloop.controller.store.reads import TrialRecord
-from closedloop.planners.space import Conditions, Observation, Problem
+from closedloop.planners.space import (
+    Conditions,
+    FixedParameter,
+    FloatParameter,
+    IntParameter,
+    Observation,
+    Problem,
+)
 
 RESULT_STATES = ("measured", "failed")  # trials that produced data (the campaign's own count against the budget)
 WARM_START = "warm_start"  # the origin of earlier results added by `closedloop import`
+# How far outside the search space (in units of each parameter's range) an earlier result may lie and
+# still be given to the planner; measured, see near_the_space and benchmarks/warm_start_outside.py.
+OUTSIDE_MARGIN = 0.25
 IN_FLIGHT_STATES = ("proposed", "approved", "dispatched", "running")
 
 
@@ -32,6 +42,8 @@ def _observed(problem: Problem, trials: Sequence[TrialRecord]) -> list[tuple[Tri
     wanted = {o.name for o in problem.objectives} | {c.name for c in problem.outcome_constraints}
     out = []
     for t in sorted(trials, key=lambda t: t.id):
+        if t.origin == WARM_START and not near_the_space(problem, t.conditions):
+            continue
         if t.state == "failed":
             out.append((t, Observation(conditions=dict(t.conditions), failed=True)))
         elif t.state == "measured":
@@ -41,6 +53,30 @@ def _observed(problem: Problem, trials: Sequence[TrialRecord]) -> list[tuple[Tri
             else:
                 out.append((t, Observation(conditions=dict(t.conditions), failed=True)))
     return out
+
+
+def near_the_space(problem: Problem, conditions: Conditions) -> bool:
+    """Whether an earlier result lies close enough to the search space to teach the model about it: every
+    number within OUTSIDE_MARGIN of its parameter's range (log10 for a log-scaled one), every fixed
+    parameter at its value. A linear constraint does not matter here: it says where the campaign may go,
+    not how the measured quantity varies, so a point across it informs the model like any other."""
+    for p in problem.space.parameters:
+        v = conditions.get(p.name)
+        if isinstance(p, FixedParameter):
+            if v != p.value:
+                return False  # measured at another setting the model cannot tell apart
+        elif isinstance(p, FloatParameter | IntParameter):
+            if isinstance(v, bool) or not isinstance(v, int | float):
+                return False
+            low, high, x = float(p.low), float(p.high), float(v)
+            if isinstance(p, FloatParameter) and p.log:
+                if x <= 0:
+                    return False
+                low, high, x = math.log10(low), math.log10(high), math.log10(x)
+            slack = OUTSIDE_MARGIN * (high - low)
+            if not low - slack <= x <= high + slack:
+                return False
+    return True
 
 
 def pending(trials: Sequence[TrialRecord]) -> list[Conditions]:

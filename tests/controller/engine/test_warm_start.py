@@ -11,6 +11,7 @@ from closedloop.controller.engine.halts import HaltKind
 from closedloop.controller.offline.audit import audit
 from closedloop.planners.space import FloatParameter, Objective, Observation, Problem, SearchSpace
 from closedloop.simulators.testfunctions import branin
+from tests import paths
 
 POINTS = [(-3.0, 12.0), (3.0, 3.0), (8.0, 8.0), (0.0, 5.0), (-4.0, 1.0)]
 
@@ -73,3 +74,25 @@ def test_the_budget_counts_only_the_campaigns_own_results(branin_protocol, tmp_p
         c.import_csv(earlier(tmp_path))
         assert history.n_results(c.store.trials()) == 0
         assert len(c.ask(2)) == 2  # the whole budget is still there
+
+
+def test_the_planner_gets_earlier_results_near_the_space_and_not_those_far_outside(tmp_path: Path) -> None:
+    """anneal_temp spans 60-200 degC: 230 degC is within a quarter of that range of the space (given to the
+    model), 300 degC is not; a film across the thermal-budget constraint is data about the film like any
+    other. All four are stored, and the three outside are flagged."""
+    csv = tmp_path / "films.csv"
+    csv.write_text("acceptor_fraction,anneal_temp,anneal_time,spin_speed,solvent,phi_sum_mu_max\n"
+                   "0.5,150,10,1500,chloroform,2e-3\n"        # inside
+                   "0.5,230,5,1500,chloroform,1e-3\n"         # 30 degC above the range (and the constraint)
+                   "0.5,300,5,1500,chloroform,5e-4\n"         # 100 degC above: too far to inform the model
+                   "0.5,190,30,1500,chloroform,1.5e-3\n")     # inside the ranges, across the constraint
+    with Campaign.create(paths.PROTOCOLS / "trmc_opv_blend.yaml", tmp_path / "opv.sqlite") as c:
+        done = c.import_csv(csv)
+        problem = c.protocol.to_problem()
+        trials = c.store.trials()
+        [(trial, _)] = c.ask(1)
+        provenance = c.store.proposal(trial).provenance
+    assert done.outside == 3 and len(trials) == 4
+    assert [o.conditions["anneal_temp"] for o in history.observations(problem, trials)] == [150, 230, 190]
+    assert history.imported_flags(problem, trials) == [True, True, True]
+    assert provenance.n_observations == 3
