@@ -7,8 +7,14 @@ x1 = 9.42, lies outside). The warm start is 6 results inside the space and 12 ou
   far   x1 in [15, 25], large values far from anything the campaign can reach.
 Arms: the planner is given every warm-start point ("include"), only those inside ("exclude"), or those
 `controller.engine.history.near_the_space` keeps ("margin", what campaigns do). Then 10 model-based
-proposals; the score is the regret of the best point inside the space. Both cores of a 2-core machine
-take ~2 min per scenario and arm for 30 seeds.
+proposals; the score is the regret of the best point inside the space. ~2 min per scenario and arm for
+30 seeds on one core.
+
+Median (mean) regret, 30 seeds, 2026-12 (margin 0.25):
+          include        exclude        margin
+  edge    0.072 (0.113)  0.179 (0.219)  = include (all 12 are near)
+  near    0.249 (0.277)  0.179 (0.219)  0.126 (0.150)
+  far     0.298 (0.372)  0.179 (0.219)  = exclude (none is near)
 
     $ .venv/bin/python benchmarks/warm_start_outside.py --seeds 30 --json benchmarks/results/warm_start_outside.json
 """

@@ -2,8 +2,10 @@
 as `warm_start` trials, with where each came from.
 
     target = Target.of(protocol, measured_units)
-    source = read_csv(Path("earlier.csv"), target)             # or read_campaign(Path("old.sqlite"), target, store)
-    imported = record(store, source, note="our 2023 films")    # every row or none
+    source = read_csv(Path("earlier.csv"), target)      # or read_campaign(Path("old.sqlite"), target, store)
+    imported = record(store, source, target.measured_units, note="our 2023 films")   # every row or none
+
+`Campaign.import_csv` / `import_campaign` do this; `closedloop import` prints what they return.
 
 Every row is checked against the campaign before anything is stored: conditions are converted to the
 space's units (a cell "423 K" or a header "anneal_temp [K]"), choices matched, measured values follow the

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -77,7 +77,7 @@ class ImportSource:
     key: str  # what a second import of the same source is recognised by
     rows: list[ImportRow]
     ignored: tuple[str, ...] = ()  # columns (or the source's parameters) this campaign has no use for
-    skipped: tuple[str, ...] = field(default_factory=tuple)  # source trials left out, and why
+    skipped: tuple[str, ...] = ()  # source trials left out, and why
 
 
 def parameter_value(p: Parameter, raw: Value, written_unit: str, unit: str) -> Value:
