@@ -24,13 +24,13 @@ By hand (`ask` proposes, a person measures, `tell` records):
 
 from __future__ import annotations
 
-import math
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from closedloop.controller import warm_start
 from closedloop.controller.engine import history
 from closedloop.controller.engine.clock import VirtualClock, WallClock
 from closedloop.controller.engine.dispatch import Station
@@ -48,12 +48,11 @@ from closedloop.controller.protocol.model import (
     protocol_from_dict,
 )
 from closedloop.controller.protocol.validate import require_valid
-from closedloop.controller.results_csv import ResultsFileError, read_results
+from closedloop.controller.results_csv import ResultsFileError, read_results, result_value
 from closedloop.controller.store.campaign_store import CampaignStore, software_versions
 from closedloop.controller.store.errors import UnknownTrial
 from closedloop.drivers.base import Measurement
 from closedloop.planners.space import Conditions
-from closedloop.units import parse_quantity_to
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -397,25 +396,29 @@ class Campaign:
         if name not in units_of:
             known = ", ".join(sorted(units_of))
             raise BadInput(f"trial {trial_id}: {name}: not a measured quantity of this campaign ({known})", field=name)
+        log = name in {o.name for o in self.protocol.to_problem().objectives if o.log}
         try:
-            value = parse_quantity_to(raw, units_of[name])
+            return result_value(name, raw, units_of[name], log=log)
         except ValueError as exc:
-            raise BadInput(f"trial {trial_id}: {name}={raw!r}: {exc}", field=name) from None
-        if not math.isfinite(value):
-            # A NaN typed by hand is more often a spreadsheet gap than a verdict on the sample: a failed
-            # sample teaches the planner to avoid a region, so it must be said explicitly.
-            raise BadInput(
-                f"trial {trial_id}: {name}={raw!r}: not a finite number. If the sample gave no usable value, "
-                "record it as failed explicitly: --failed (a CSV row: status `failed`; Python: failed=True)",
-                field=name,
-            )
-        if name in {o.name for o in self.protocol.to_problem().objectives if o.log} and value <= 0:
-            raise BadInput(
-                f"trial {trial_id}: {name}={raw!r}: {name} is modelled on a log scale (log: true in the protocol), "
-                "which needs a value > 0; check the number and its unit, or record a failed sample with --failed",
-                field=name,
-            )
-        return value
+            raise BadInput(f"trial {trial_id}: {exc}", field=name) from None
+
+    # ---- warm starts: earlier results ---------------------------------------------------------------
+
+    def import_csv(self, path: str | Path, *, note: str = "") -> warm_start.Imported:
+        """Earlier results from a CSV file (an earlier table, a literature table) as `warm_start` trials:
+        every row or none, a problem a BadInput naming file:line:column (see `controller.warm_start`)."""
+        return self._import(lambda target: warm_start.read_csv(Path(path), target), note)
+
+    def import_campaign(self, path: str | Path, *, note: str = "") -> warm_start.Imported:
+        """The results of another campaign file as `warm_start` trials (those not imported before)."""
+        return self._import(lambda target: warm_start.read_campaign(Path(path), target, self.store), note)
+
+    def _import(self, read: Callable[[warm_start.Target], warm_start.ImportSource], note: str) -> warm_start.Imported:
+        target = warm_start.Target.of(self.protocol, self.measured_units())
+        try:
+            return warm_start.record(self.store, read(target), target.measured_units, note=note)
+        except warm_start.WarmStartError as exc:
+            raise BadInput(str(exc)) from None
 
     # ---- reading ----------------------------------------------------------------------------------
 
@@ -442,6 +445,7 @@ class Campaign:
             "stop_reason": info["stop_reason"],
             "trials": len(trials),
             "results": history.n_results(trials),
+            "warm_start": sum(t.origin == history.WARM_START for t in trials),  # imported: not in the budget
             "budget": self.protocol.budget.trials,
             "counts": counts,
             "best": None if best is None else {"conditions": best.conditions, "values": best.values},

@@ -14,9 +14,12 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
+
+from closedloop.units import parse_quantity_to
 
 STATUSES = {"": False, "ok": False, "measured": False, "failed": True}
 
@@ -37,7 +40,7 @@ def read_results(path: str | Path, *, measured: Collection[str], objectives: Col
     """The rows of a results file whose columns are `trial`, any of `measured` and optionally `status`.
     An objective column may be left out only if every row is a failed sample."""
     path = Path(path)
-    rows = _rows(path, _text(path))
+    rows = csv_rows(path)
     if not rows:
         raise ResultsFileError(f"{path}: the file is empty; expected a header `trial,{','.join(measured)}` "
                                "and one row per trial")
@@ -69,7 +72,31 @@ def read_results(path: str | Path, *, measured: Collection[str], objectives: Col
     return results
 
 
-def _text(path: Path) -> str:
+def result_value(name: str, raw: str | float, unit: str, *, log: bool = False) -> float:
+    """One measured value in `unit`, from a number or a quantity with its own unit ("120 ns"), refused unless
+    it can be a measurement: finite, and > 0 for a quantity modelled on a log scale. The ValueError reads
+    `name='raw': why`; `tell` and `import` put the trial or file:line:column in front."""
+    try:
+        value = parse_quantity_to(raw, unit)
+    except ValueError as exc:
+        raise ValueError(f"{name}={raw!r}: {exc}") from None
+    if not math.isfinite(value):
+        # A NaN typed by hand is more often a spreadsheet gap than a verdict on the sample: a failed
+        # sample teaches the planner to avoid a region, so it must be said explicitly.
+        raise ValueError(
+            f"{name}={raw!r}: not a finite number. If the sample gave no usable value, record it as failed "
+            "explicitly: --failed (a CSV row: status `failed`; Python: failed=True)"
+        )
+    if log and value <= 0:
+        raise ValueError(
+            f"{name}={raw!r}: {name} is modelled on a log scale (log: true in the protocol), which needs a "
+            "value > 0; check the number and its unit, or record a failed sample with --failed"
+        )
+    return value
+
+
+def read_text(path: Path) -> str:
+    """The file's text: UTF-8, with or without a byte-order mark; anything else refused naming the line."""
     try:
         raw = path.read_bytes()
     except OSError as exc:
@@ -84,9 +111,10 @@ def _text(path: Path) -> str:
         ) from None
 
 
-def _rows(path: Path, text: str) -> list[tuple[int, list[str]]]:
-    """(line, cells) of every row that is not blank."""
-    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+def csv_rows(path: Path) -> list[tuple[int, list[str]]]:
+    """(line, cells) of every row of the CSV file that is not blank (the header first), read as `read_text`
+    says; `line` is the line a row ends on. Also what `closedloop import` reads (`controller.warm_start`)."""
+    reader = csv.reader(io.StringIO(read_text(path), newline=""), strict=True)
     try:
         return [(reader.line_num, cells) for cells in reader if any(c.strip() for c in cells)]
     except csv.Error as exc:

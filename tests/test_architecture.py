@@ -37,6 +37,7 @@ CONTROLLER_RANKS = {
     "results_csv": 0,  # reads a results file; imports no other part
     "store": 0,
     "engine": 1,
+    "warm_start": 1,  # checks and records earlier results; engine and warm_start do not import each other
     "report": 2,  # reads a campaign file through the store; `Campaign.report()` writes one
     "campaign": 3,
     "dryrun": 4,

@@ -226,7 +226,8 @@ def status(campaign_file: str, as_json: bool) -> None:
         return
     click.echo(f"{s['name']}  ({s['campaign']})")
     click.echo(f"status: {_status_line(s, campaign_file)}")
-    click.echo(f"results: {s['results']} of {s['budget']}; trials by state: "
+    imported = f" (+{s['warm_start']} earlier, imported as warm start)" if s.get("warm_start") else ""
+    click.echo(f"results: {s['results']} of {s['budget']}{imported}; trials by state: "
                + ", ".join(f"{k} {v}" for k, v in sorted(s["counts"].items())))
     if s["best"]:
         values = ", ".join(f"{k}={v:.6g}" for k, v in s["best"]["values"].items())

@@ -21,6 +21,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "bench": ("bench", "bench", "Replay planners against DATASET.csv, one row per experiment, and compare them with random sampling."),
     "emulate": ("emulate", "emulate", "Serve the simulated instrument MODEL behind a pty or a TCP port until killed."),
     "export": ("campaign", "export", "One tidy row per trial (conditions, objectives, status, timestamps, proposer) + a JSON sidecar."),
+    "import": ("warm_start", "import_command", "Add earlier results to CAMPAIGN_FILE as warm-start trials, from a CSV file or another campaign."),
     "init": ("campaign", "init", "Create the campaign file of PROTOCOL without touching any instrument, to ask/tell or resume."),
     "list": ("listing", "list_campaigns", "Every campaign file in FOLDER (default: here) with its status, progress, best result and last activity."),
     "reanalyze": ("reanalyze", "reanalyze", "Recompute phi_sum_mu_max and tau_half of CAMPAIGN_FILE from its raw transients with the current analysis version; the previous values are kept, marked superseded."),

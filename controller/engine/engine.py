@@ -438,6 +438,7 @@ class CampaignEngine:
             max_wall_time_s=s.max_wall_time_s,
             no_improvement=s.no_improvement,
             stop_on_target=s.stop_on_target,
+            imported=history.imported_flags(s.problem, trials),
         )
 
     def _why_idle(self) -> Halt | None:

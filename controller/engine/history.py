@@ -7,29 +7,76 @@ from collections.abc import Sequence
 
 from closedloop.controller.engine.halts import Halt, HaltKind, stopped
 from closedloop.controller.store.reads import TrialRecord
-from closedloop.planners.space import Conditions, Observation, Problem
+from closedloop.planners.space import (
+    Conditions,
+    FixedParameter,
+    FloatParameter,
+    IntParameter,
+    Observation,
+    Problem,
+)
 
-RESULT_STATES = ("measured", "failed")  # trials that produced data and count against the budget
+RESULT_STATES = ("measured", "failed")  # trials that produced data (the campaign's own count against the budget)
+WARM_START = "warm_start"  # the origin of earlier results added by `closedloop import`
+# How far outside the search space (in units of each parameter's range) an earlier result may lie and
+# still be given to the planner; measured, see near_the_space and benchmarks/warm_start_outside.py.
+OUTSIDE_MARGIN = 0.25
 IN_FLIGHT_STATES = ("proposed", "approved", "dispatched", "running")
 
 
 def observations(problem: Problem, trials: Sequence[TrialRecord]) -> list[Observation]:
     """Measured trials with their values, and failed samples as failures, in trial order.
 
-    Only finite values are passed on: the store already turns NaN/inf into failed samples.
+    Only finite values are passed on: the store already turns NaN/inf into failed samples. Warm-start
+    trials (earlier results, `closedloop import`) are observations like any other.
     """
+    return [o for _, o in _observed(problem, trials)]
+
+
+def imported_flags(problem: Problem, trials: Sequence[TrialRecord]) -> list[bool]:
+    """For each of `observations(problem, trials)`: is it a warm-start trial (an earlier result)?"""
+    return [t.origin == WARM_START for t, _ in _observed(problem, trials)]
+
+
+def _observed(problem: Problem, trials: Sequence[TrialRecord]) -> list[tuple[TrialRecord, Observation]]:
     wanted = {o.name for o in problem.objectives} | {c.name for c in problem.outcome_constraints}
     out = []
     for t in sorted(trials, key=lambda t: t.id):
+        if t.origin == WARM_START and not near_the_space(problem, t.conditions):
+            continue
         if t.state == "failed":
-            out.append(Observation(conditions=dict(t.conditions), failed=True))
+            out.append((t, Observation(conditions=dict(t.conditions), failed=True)))
         elif t.state == "measured":
             values = {k: float(v) for k, v in t.values.items() if k in wanted and math.isfinite(v)}
             if all(o.name in values for o in problem.objectives):
-                out.append(Observation(conditions=dict(t.conditions), values=values))
+                out.append((t, Observation(conditions=dict(t.conditions), values=values)))
             else:
-                out.append(Observation(conditions=dict(t.conditions), failed=True))
+                out.append((t, Observation(conditions=dict(t.conditions), failed=True)))
     return out
+
+
+def near_the_space(problem: Problem, conditions: Conditions) -> bool:
+    """Whether an earlier result lies close enough to the search space to teach the model about it: every
+    number within OUTSIDE_MARGIN of its parameter's range (log10 for a log-scaled one), every fixed
+    parameter at its value. A linear constraint does not matter here: it says where the campaign may go,
+    not how the measured quantity varies, so a point across it informs the model like any other."""
+    for p in problem.space.parameters:
+        v = conditions.get(p.name)
+        if isinstance(p, FixedParameter):
+            if v != p.value:
+                return False  # measured at another setting the model cannot tell apart
+        elif isinstance(p, FloatParameter | IntParameter):
+            if isinstance(v, bool) or not isinstance(v, int | float):
+                return False
+            low, high, x = float(p.low), float(p.high), float(v)
+            if isinstance(p, FloatParameter) and p.log:
+                if x <= 0:
+                    return False
+                low, high, x = math.log10(low), math.log10(high), math.log10(x)
+            slack = OUTSIDE_MARGIN * (high - low)
+            if not low - slack <= x <= high + slack:
+                return False
+    return True
 
 
 def pending(trials: Sequence[TrialRecord]) -> list[Conditions]:
@@ -37,7 +84,8 @@ def pending(trials: Sequence[TrialRecord]) -> list[Conditions]:
 
 
 def n_results(trials: Sequence[TrialRecord]) -> int:
-    return sum(t.state in RESULT_STATES for t in trials)
+    """Results that count against the trial budget: the campaign's own, not earlier ones it imported."""
+    return sum(t.state in RESULT_STATES and t.origin != WARM_START for t in trials)
 
 
 def _dominates(a: Sequence[float], b: Sequence[float]) -> bool:
@@ -109,18 +157,25 @@ def stop_rule(
     max_wall_time_s: float | None,
     no_improvement: int | None,
     stop_on_target: bool,
+    imported: Sequence[bool] = (),
 ) -> Halt | None:
-    """The protocol's stop rule that fires now, or None."""
+    """The protocol's stop rule that fires now, or None. `imported` marks the observations that are earlier
+    results (`imported_flags`): they set the bar a trial must beat to count as an improvement, but only
+    the campaign's own trials can reach the target or fill the no-improvement window (a literature value
+    at the target is no sample of ours, and importing 30 rows must not end a campaign that just began)."""
+    earlier = list(imported) or [False] * len(obs)
+    own = [o for o, e in zip(obs, earlier, strict=True) if not e]
     if results >= max_trials:
         return stopped(HaltKind.BUDGET, f"budget: {results} of {max_trials} trials done")
     if max_wall_time_s is not None and elapsed_s >= max_wall_time_s:
         return stopped(HaltKind.WALL_TIME, f"wall time: {elapsed_s / 3600:.2f} h of {max_wall_time_s / 3600:.2f} h used")
     if stop_on_target:
-        name = target_reached(problem, obs)
+        name = target_reached(problem, own)
         if name is not None:
             return stopped(HaltKind.TARGET, f"target reached: {name}")
     if no_improvement:
-        flags = improvement_flags(problem, obs)
-        if any(flags) and len(flags) >= no_improvement and not any(flags[-no_improvement:]):
+        every = improvement_flags(problem, obs)
+        flags = [f for f, e in zip(every, earlier, strict=True) if not e]
+        if any(every) and len(flags) >= no_improvement and not any(flags[-no_improvement:]):
             return stopped(HaltKind.NO_IMPROVEMENT, f"no improvement in the last {no_improvement} trials")
     return None

@@ -7,6 +7,7 @@ a campaign with no trials or a sobol-only one all load: what is missing becomes 
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -31,6 +32,7 @@ NOTABLE_EVENTS = {
     "resume": "resumed",
     "recovered": "recovered from the instrument",
     "safe_state": "instrument made safe",
+    "import": "earlier results imported (warm start)",
 }
 
 
@@ -88,6 +90,12 @@ class ReportData:
             return ""
         design, acquisition = proposal.provenance.design, proposal.provenance.acquisition
         return f"{design} ({acquisition})" if acquisition else design
+
+    @functools.cached_property
+    def outside_space(self) -> dict[int, list[str]]:
+        """Warm-start trials flagged outside the search space on import -> why (`controller.warm_start`)."""
+        return {e["trial_id"]: list((e["data"] or {}).get("outside_space") or []) for e in self.events
+                if e["kind"] == "warm_start" and (e["data"] or {}).get("outside_space")}
 
     def notable_events(self) -> list[dict[str, Any]]:
         return [e for e in self.events if e["kind"] in NOTABLE_EVENTS]

@@ -25,11 +25,30 @@ from closedloop.controller.report.data import (
     random_baseline,
 )
 from closedloop.controller.report.model_view import ModelView, loo_summary
+from closedloop.controller.store.reads import TrialRecord
 from closedloop.planners.space import Objective
 
 ROW_HEIGHT = 320
 COLOURS = {"initial": "#1f77b4", "planner": "#d62728", "retry": "#9467bd", "manual": "#2ca02c",
            "warm_start": "#8c564b", "failed": "#7f7f7f"}
+
+# Earlier results (`closedloop import`) stand apart from the campaign's own trials: a diamond, open when the
+# point lies outside the search space.
+SYMBOLS = {"warm_start": "diamond"}
+NAMES = {"warm_start": "warm start (imported)"}
+
+
+def origin_groups(data: ReportData, trials: list[TrialRecord]) -> list[tuple[str, dict[str, str], list[int]]]:
+    """(legend entry, marker, positions in `trials`) for each origin present; warm starts outside the
+    space are a group of their own."""
+    groups: dict[str, tuple[dict[str, str], list[int]]] = {}
+    for i, t in enumerate(trials):
+        name = NAMES.get(t.origin, f"{t.origin} trials")
+        marker = {"color": COLOURS.get(t.origin, "#333"), "symbol": SYMBOLS.get(t.origin, "circle")}
+        if t.id in data.outside_space:
+            name, marker = f"{name}, outside the space", marker | {"symbol": f"{marker['symbol']}-open"}
+        groups.setdefault(name, (marker, []))[1].append(i)
+    return [(name, marker, members) for name, (marker, members) in sorted(groups.items())]
 
 
 @dataclass
@@ -91,11 +110,11 @@ def progress_plot(data: ReportData) -> Block:
         for col, x in ((1, xs), (2, hours)):
             fig.add_trace(go.Scatter(x=x, y=best, mode="lines", line={"shape": "hv", "color": "black"},
                                      name="best so far", showlegend=show and col == 1), row=row, col=col)
-            for origin in sorted({t.origin for t in data.results}):
-                pick = [i for i, t in enumerate(data.results) if t.origin == origin and values[i] is not None]
+            for group, marker, members in origin_groups(data, data.results):
+                pick = [i for i in members if values[i] is not None]
                 fig.add_trace(go.Scatter(
                     x=[x[i] for i in pick], y=[values[i] for i in pick], mode="markers",
-                    marker={"color": COLOURS.get(origin, "#333"), "size": 7}, name=f"{origin} trials",
+                    marker=marker | {"size": 7}, name=group, legendgroup=group,
                     text=[f"trial {data.results[i].id}" for i in pick], showlegend=show and col == 1,
                 ), row=row, col=col)
         if 0 < initial_end < len(xs):
@@ -130,12 +149,12 @@ def objectives_vs_parameters_plot(data: ReportData) -> Block:
                         vertical_spacing=0.12)
     for row, o in enumerate(data.objectives, start=1):
         for col, p in enumerate(params, start=1):
-            for origin in sorted({t.origin for t in data.measured}):
-                pick = [t for t in data.measured if t.origin == origin and o.name in t.values]
+            for group, marker, members in origin_groups(data, data.measured):
+                pick = [data.measured[i] for i in members if o.name in data.measured[i].values]
                 fig.add_trace(go.Scatter(
                     x=[t.conditions.get(p) for t in pick], y=[t.values[o.name] for t in pick], mode="markers",
-                    marker={"color": COLOURS.get(origin, "#333"), "size": 6}, name=f"{origin} trials",
-                    text=[f"trial {t.id}" for t in pick], showlegend=row == 1 and col == 1, legendgroup=origin,
+                    marker=marker | {"size": 6}, name=group,
+                    text=[f"trial {t.id}" for t in pick], showlegend=row == 1 and col == 1, legendgroup=group,
                 ), row=row, col=col)
             fig.update_xaxes(title_text=label(p, data.unit_of_parameter(p)), row=row, col=col)
         fig.update_yaxes(title_text=label(o.name, data.unit_of_objective(o.name)), **_scale(o), row=row, col=1)

@@ -43,7 +43,7 @@ from closedloop.controller.report.model_view import model_view
 from closedloop.controller.store.campaign_store import CampaignStore
 from closedloop.controller.store.errors import OutputPathError
 from closedloop.controller.store.output import check_output_path, write_atomically
-from closedloop.controller.store.reads import CampaignReads
+from closedloop.controller.store.reads import CampaignReads, TrialRecord
 
 PLOT_CONFIG = {"displaylogo": False, "responsive": True}
 _CSS = """
@@ -210,12 +210,18 @@ def _trial_table(data: ReportData) -> str:
     rows = []
     for t in data.trials:
         rows.append([
-            t.id, t.state, t.origin + (f" of {t.retry_of}" if t.retry_of else ""), t.proposer, data.design(t.id),
+            t.id, t.state, _origin(data, t), t.proposer, data.design(t.id),
             *[t.conditions.get(p) for p in params], *[t.values.get(m) for m in measured],
             data.acquisition_value(t.id), data.planner_time_s(t.id),
             None if t.duration_s is None else t.duration_s / 60.0, t.detail,
         ])
     return _table(headers, rows, [f"state-{t.state}" for t in data.trials])
+
+
+def _origin(data: ReportData, t: TrialRecord) -> str:
+    if t.retry_of:
+        return f"{t.origin} of {t.retry_of}"
+    return f"{t.origin} (outside the space)" if t.id in data.outside_space else t.origin
 
 
 def _incidents(data: ReportData) -> str:
