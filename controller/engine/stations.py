@@ -61,8 +61,8 @@ def resolve_link(protocol: Protocol, *, sim: bool = False, connection: str | Non
     if run_by_hand(protocol.instrument):
         if sim or connection is not None:
             raise InstrumentUnavailable(
-                f"driver {entry.name}: a person runs each trial, so there is no simulator (--sim) and no port "
-                "(--port); run it without them and enter each result at the prompt")
+                f"driver {entry.name}: a person runs each trial, so no simulator stands in for them (--sim, a dry "
+                "run) and there is no port (--port); run it without them and enter each result at the prompt")
         return Link(None, in_process=False)  # the operator, on the wall clock
     if connection is not None and not connection.strip():
         raise InstrumentUnavailable("the instrument connection (--port) is empty; give a device path such as "

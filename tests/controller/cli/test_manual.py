@@ -222,8 +222,18 @@ def test_resume_prompts_for_the_trial_a_pause_left_waiting(tmp_path: Path) -> No
 @pytest.mark.parametrize("extra", [["--sim"], ["--port", "/dev/null"]])
 def test_run_refuses_a_simulator_or_port_for_an_instrument_run_by_hand(tmp_path: Path, extra: list[str]) -> None:
     db = tmp_path / "films.sqlite"
-    refused(run(MANUAL, db, "", *extra), "driver manual: a person runs each trial", "no simulator (--sim) and no port")
+    refused(run(MANUAL, db, "", *extra), "driver manual: a person runs each trial",
+            "no simulator stands in for them (--sim, a dry run) and there is no port (--port)")
     assert not db.exists()
+
+
+def test_a_dry_run_says_there_is_nothing_to_simulate(tmp_path: Path) -> None:
+    result = invoke("validate", "--dry-run", "--scratch-dir", tmp_path, MANUAL)
+    assert result.exit_code == 2
+    assert result.stderr == (f"{MANUAL}: driver manual: a person runs each trial, so no simulator stands in for them "
+                             "(--sim, a dry run) and there is no port (--port); run it without them and enter each "
+                             "result at the prompt\n")
+    assert list(tmp_path.iterdir()) == []  # no campaign file was created
 
 
 # ---- a real process: piped stdin, and Ctrl-C while the operator is being asked -----------------------
