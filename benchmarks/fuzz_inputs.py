@@ -1,7 +1,7 @@
 """The fuzz test at length: many malformed inputs, each through a real `closedloop` process.
 
 The same generators as tests/test_fuzz.py (tests/fuzz.py): broken protocols for `validate`, broken
-results CSVs for `tell --csv`, broken campaign files for `status` and `export`. Each example runs in a
+results CSVs for `tell --csv` and `import --csv`, broken campaign files for `status` and `export`. Each example runs in a
 fresh subprocess, so a crash, a hang (killed after --timeout s) or a memory blow-up shows as what a user
 would see; wall time, CPU time and peak memory (max RSS) are measured per example from the child (its
 peak includes this launcher's size at the fork, about 60 MiB, so it is an upper bound). Every
@@ -135,6 +135,12 @@ def main() -> None:
             path.write_bytes(data)
             record(["tell", str(campaign), "--csv", str(path)], campaign, repr(data), may_change=True)
 
+        def earlier(data: bytes) -> None:
+            campaign = fuzz.broken_copy(template, [], work / "import.sqlite")
+            path = work / "earlier.csv"
+            path.write_bytes(data)
+            record(["import", str(campaign), "--csv", str(path)], campaign, repr(data), may_change=True)
+
         def campaign_file(mutations: list[fuzz.Mutation]) -> None:
             campaign = fuzz.broken_copy(template, mutations, work / "broken.sqlite")
             shown = "; ".join(m.__name__ for m in mutations)
@@ -144,6 +150,7 @@ def main() -> None:
         print(f"fuzzing {args.examples} examples per command, seed {args.seed}", flush=True)
         fuzz_with(fuzz.protocol_bytes(), args.examples, args.seed, protocol)
         fuzz_with(fuzz.results_csv_bytes(), args.examples, args.seed, results)
+        fuzz_with(fuzz.earlier_results_csv_bytes(), args.examples, args.seed, earlier)
         fuzz_with(fuzz.campaign_mutations(template), args.examples, args.seed, campaign_file)
     summary = tally.summary()
     report = {

@@ -165,6 +165,45 @@ def results_csv_bytes(draw: st.DrawFn) -> bytes:
     return data
 
 
+# ---- earlier results for `import` -----------------------------------------------------------------
+
+TRMC_COLUMNS = ["acceptor_fraction", "anneal_temp", "anneal_time", "spin_speed", "solvent", "phi_sum_mu_max", "tau_half"]
+PLAUSIBLE_TRMC = {
+    "acceptor_fraction": ["0.3", "0.55", "0.8", "0.9"],  # 0.9: outside the space, kept and flagged
+    "anneal_temp": ["80", "150 degC", "423 K", "199.5"],
+    "anneal_time": ["5", "10 min", "0.25 h", "30"],
+    "spin_speed": ["1000", "2500", "3900", "4000 rpm"],
+    "solvent": ["chlorobenzene", "Chloroform", "o-dichlorobenzene"],
+    "phi_sum_mu_max": ["2.1e-3", "0.0015", "1e-4 cm^2/(V*s)"],
+    "tau_half": ["180 ns", "0.2 us", "95"],
+}
+
+
+@st.composite
+def earlier_results_csv_bytes(draw: st.DrawFn) -> bytes:
+    """A table of earlier results for `import --csv` into a TRMC campaign: half of them plausible (one
+    cell in eight odd, columns shuffled or headed with units), half built from broken parts."""
+    cell = st.one_of(st.sampled_from(ADVERSARIAL_CELLS), st.text(max_size=6))
+    if draw(st.booleans()):
+        columns = draw(st.permutations(TRMC_COLUMNS))
+        headers = [f"{c} [K]" if c == "anneal_temp" and draw(st.booleans()) else c for c in columns]
+        rows = [[draw(st.one_of(*[st.sampled_from(PLAUSIBLE_TRMC[c])] * 7, cell)) for c in columns]
+                for _ in range(draw(st.integers(1, 4)))]
+        rows = [[("423" if h.endswith("[K]") and v in ("80", "199.5") else v) for h, v in zip(headers, r, strict=True)]
+                for r in rows]
+        encoding = draw(st.sampled_from(["utf-8", "utf-8-sig"]))
+    else:
+        headers = draw(st.lists(st.sampled_from([*TRMC_COLUMNS, "status", "trial", "bogus"]), max_size=8))
+        rows = draw(st.lists(st.lists(cell, max_size=len(headers) + 1), max_size=4))
+        encoding = draw(st.sampled_from(TEXT_ENCODINGS))
+    text = "\n".join(",".join(_csv_cell(c) for c in r) for r in [headers, *rows]) + "\n"
+    return text.encode(encoding, errors="replace")
+
+
+def _csv_cell(c: str) -> str:
+    return '"' + c.replace('"', '""') + '"' if ("," in c or '"' in c or "\n" in c) else c
+
+
 # ---- campaign files --------------------------------------------------------------------------------
 
 Mutation = Callable[[Path], None]

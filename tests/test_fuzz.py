@@ -1,5 +1,5 @@
-"""Fuzz the commands users feed files to: `validate` with broken protocols, `tell --csv` with broken
-results files, `status` and `export` with broken campaign files (issue 19).
+"""Fuzz the commands users feed files to: `validate` with broken protocols, `tell --csv` and `import
+--csv` with broken results files, `status` and `export` with broken campaign files (issue 19).
 
 Every example must end with exit 0, 1 or 2 and never a traceback; a command that refuses its input
 leaves the campaign file byte for byte as it was; each answer comes in seconds. The example counts are
@@ -86,6 +86,23 @@ def test_tell_csv_stores_all_rows_or_refuses_and_changes_nothing(handed_out: Pat
         with Campaign.open(campaign) as c:
             told = [t for t in c.store.trials() if t.state in ("measured", "failed")]
         assert len(told) == 1 + int(recorded), (outcome.output, told)  # trial 1 was told before
+
+
+@FUZZ
+@given(data=fuzz.earlier_results_csv_bytes())
+def test_import_stores_a_whole_file_or_refuses_it_and_changes_nothing(handed_out: Path, tmp_path: Path, data: bytes) -> None:
+    campaign = fuzz.broken_copy(handed_out, [], tmp_path / "c.sqlite")
+    earlier = tmp_path / "earlier.csv"
+    earlier.write_bytes(data)
+    outcome = invoke(["import", str(campaign), "--csv", str(earlier)], campaign)
+    assert outcome.problems(may_change=True, max_seconds=10) == [], (data[:400], outcome.output[-600:])
+    assert outcome.exit_code in (0, 2)
+    if outcome.exit_code == 2:
+        assert "earlier.csv" in outcome.output
+    else:
+        rows = len(data.decode("utf-8-sig").strip().splitlines()) - 1
+        with Campaign.open(campaign) as c:
+            assert sum(t.origin == "warm_start" for t in c.store.trials()) == rows, outcome.output
 
 
 @pytest.mark.parametrize("command", ["status", "export"])
