@@ -137,6 +137,7 @@ def test_the_promise_is_checked_not_assumed() -> None:
     "UPDATE trials SET state = 'zzz'",
     "UPDATE trials SET conditions = '{not json'",
     "UPDATE measurements SET value = 'x'",
+    "UPDATE campaign SET versions = ''",
 ])
 @pytest.mark.parametrize("command", ["status", "export", "report"])
 def test_a_damaged_cell_is_named_not_a_traceback(handed_out: Path, tmp_path: Path, statement: str, command: str) -> None:

@@ -79,7 +79,7 @@ def dry_run(
     with _scratch_folder(scratch_dir) as folder:
         name = protocol.name
         db = folder / f"{name}-dry-run-{time.strftime('%Y%m%d-%H%M%S')}.sqlite"
-        link: dict[str, Any] = {} if port is None else {"connection": port}
+        link: dict[str, Any] = {} if port is None else {"port": port}
         campaign = Campaign.create(protocol_path, db, seed=seed, sim=port is None, **link)
         operator = DryRunOperator()
         if port is not None:

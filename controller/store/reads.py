@@ -149,8 +149,8 @@ class CampaignReads:
         """The campaign row: name, protocol (text, sha256, path), versions, seed, status, stop reason, ..."""
         row = next(self._db.query("SELECT * FROM campaign"))
         row.pop("id")
-        row["versions"] = json.loads(row["versions"])
-        row["metadata"] = json.loads(row["metadata"])
+        row["versions"] = cells.json_object(row, "campaign", "versions")
+        row["metadata"] = cells.json_object(row, "campaign", "metadata")
         row["schema_version"] = self.schema_version
         return row
 
