@@ -45,8 +45,9 @@ from closedloop.controller.protocol.validate import require_valid
 from closedloop.controller.results_csv import ResultsFileError, read_results
 from closedloop.controller.store.campaign_store import CampaignStore, software_versions
 from closedloop.controller.store.errors import UnknownTrial
+from closedloop.controller.store.reads import TrialRecord
 from closedloop.drivers.base import Measurement
-from closedloop.planners.space import Conditions
+from closedloop.planners.space import Conditions, Problem
 from closedloop.units import parse_quantity_to
 
 if TYPE_CHECKING:
@@ -367,8 +368,9 @@ class Campaign:
         """Record the results of a CSV file (see `controller.results_csv`): every row or none. Returns how
         many rows were recorded; a problem is a BadInput naming the file and line."""
         try:
-            rows = read_results(path, measured=self.measured_units(),
-                                objectives=[o.name for o in self.protocol.to_problem().objectives])
+            problem = self.protocol.to_problem()
+            rows = read_results(path, measured=self.measured_units(), objectives=[o.name for o in problem.objectives],
+                                constrained=[c.name for c in problem.outcome_constraints])
         except ResultsFileError as exc:
             raise BadInput(str(exc)) from None
         try:
@@ -396,7 +398,7 @@ class Campaign:
             raise BadInput(f"trial {trial_id}: a failed sample (--failed) is recorded without values; "
                            f"drop {', '.join(values)} or drop --failed", field=next(iter(values)))
         parsed = {name: self._operator_value(trial_id, name, raw) for name, raw in values.items()}
-        missing = [o.name for o in self.protocol.to_problem().objectives if o.name not in parsed]
+        missing = [name for name in self.required_values() if name not in parsed]
         if not failed and missing:
             raise BadInput(f"trial {trial_id}: missing a value for {', '.join(missing)} (or mark it --failed)")
         units_of = self.measured_units()
@@ -409,6 +411,13 @@ class Campaign:
             instrument=trial.instrument or "manual",
             detail=note or "entered by the operator",
         )
+
+    def required_values(self) -> list[str]:
+        """What every result told by hand must give: each objective, then each other quantity an outcome
+        constraint names (without it the planner could not tell whether the sample meets the constraint)."""
+        problem = self.protocol.to_problem()
+        names = [o.name for o in problem.objectives] + [c.name for c in problem.outcome_constraints]
+        return list(dict.fromkeys(names))
 
     def measured_units(self) -> dict[str, str]:
         """Each quantity a result may give (the objectives and what the instrument measures) -> its unit."""
@@ -457,6 +466,7 @@ class Campaign:
             counts[t.state] = counts.get(t.state, 0) + 1
         return {
             "campaign": str(self.store.path),
+            "outcome_constraints": self._feasibility(problem, trials),
             "name": info["name"],
             "status": activity.status,
             "stored_status": activity.stored,
@@ -469,6 +479,19 @@ class Campaign:
             "counts": counts,
             "best": None if best is None else {"conditions": best.conditions, "values": best.values},
             "last_events": self.store.events(limit=8),
+        }
+
+    def _feasibility(self, problem: Problem, trials: Sequence[TrialRecord]) -> dict[str, Any] | None:
+        """How many measured trials meet each outcome constraint, and all of them; None without constraints."""
+        if not problem.outcome_constraints:
+            return None
+        measured = [t.values for t in trials if t.state == "measured"]
+        return {
+            "measured": len(measured),
+            "feasible": sum(history.feasible(problem, v) for v in measured),
+            "constraints": [{"constraint": text, "met": sum(history.constraint_holds(c, v) for v in measured)}
+                            for text, c in zip(self.protocol.outcome_constraints, problem.outcome_constraints,
+                                               strict=True)],
         }
 
     # ---- helpers ----------------------------------------------------------------------------------

@@ -204,6 +204,11 @@ def status(campaign_file: str, as_json: bool) -> None:
         values = ", ".join(f"{k}={v:.6g}" for k, v in s["best"]["values"].items())
         cond = ", ".join(f"{k}={v:.6g}" if isinstance(v, float) else f"{k}={v}" for k, v in s["best"]["conditions"].items())
         click.echo(f"best: {values}\n  at {cond}")
+    feasibility = s["outcome_constraints"]
+    if feasibility is not None:  # "best" is the best feasible trial: say how many there are
+        each = "; ".join(f"{c['constraint']}: {c['met']}" for c in feasibility["constraints"])
+        click.echo(f"feasible: {feasibility['feasible']} of {feasibility['measured']} measured trials meet every "
+                   f"outcome constraint ({each})")
     click.echo("last events:")
     for e in s["last_events"]:
         trial = f" trial {e['trial_id']}" if e.get("trial_id") else ""

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from closedloop.controller.engine.halts import Halt, HaltKind, stopped
 from closedloop.controller.store.reads import TrialRecord
-from closedloop.planners.space import Conditions, Observation, Problem
+from closedloop.planners.space import Conditions, Observation, OutcomeConstraint, Problem
 
 RESULT_STATES = ("measured", "failed")  # trials that produced data and count against the budget
 IN_FLIGHT_STATES = ("proposed", "approved", "dispatched", "running")
@@ -49,12 +49,19 @@ def _signed(problem: Problem, obs: Observation) -> list[float]:
     return [obs.values[o.name] if o.maximize else -obs.values[o.name] for o in problem.objectives]
 
 
+def constraint_holds(constraint: OutcomeConstraint, values: Mapping[str, float]) -> bool:
+    """`values` meet the outcome constraint; a missing value meets none (it cannot be shown to hold)."""
+    v = values.get(constraint.name)
+    return v is not None and (v >= constraint.bound if constraint.op == ">=" else v <= constraint.bound)
+
+
+def feasible(problem: Problem, values: Mapping[str, float]) -> bool:
+    """`values` (a measured trial's) meet every outcome constraint of `problem`."""
+    return all(constraint_holds(c, values) for c in problem.outcome_constraints)
+
+
 def _feasible(problem: Problem, obs: Observation) -> bool:
-    for c in problem.outcome_constraints:
-        v = obs.values.get(c.name)
-        if v is None or (v < c.bound if c.op == ">=" else v > c.bound):
-            return False
-    return True
+    return feasible(problem, obs.values)
 
 
 def improvement_flags(problem: Problem, obs: Sequence[Observation]) -> list[bool]:
