@@ -25,7 +25,8 @@ By hand (`ask` proposes, a person measures, `tell` records):
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -34,7 +35,7 @@ from closedloop.controller import warm_start
 from closedloop.controller.engine import history
 from closedloop.controller.engine.clock import VirtualClock, WallClock
 from closedloop.controller.engine.dispatch import Station
-from closedloop.controller.engine.engine import REFUSALS_BEFORE_STOP, CampaignEngine
+from closedloop.controller.engine.engine import CampaignEngine
 from closedloop.controller.engine.events import Subscriber
 from closedloop.controller.engine.gate import SafetyGate
 from closedloop.controller.engine.halts import Halt
@@ -51,13 +52,38 @@ from closedloop.controller.protocol.validate import require_valid
 from closedloop.controller.results_csv import ResultsFileError, read_results, result_value
 from closedloop.controller.store.campaign_store import CampaignStore, software_versions
 from closedloop.controller.store.errors import UnknownTrial
+from closedloop.controller.store.reads import TrialRecord
 from closedloop.drivers.base import Measurement
-from closedloop.planners.space import Conditions
+from closedloop.planners.space import Conditions, Problem
 
 if TYPE_CHECKING:
     import pandas as pd
 
     from closedloop.controller.engine.stations import Link
+
+
+@dataclass(frozen=True)
+class Offer:
+    """A trial `ask` hands out; it unpacks as `(trial, conditions)`. `again` says why it is not a new
+    proposal (handed out before with no result told, or an abandoned initial-design point offered again);
+    None for a new one."""
+
+    trial: int
+    conditions: Conditions
+    again: str | None = None
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter((self.trial, self.conditions))
+
+
+class CampaignOver(Exception):
+    """`ask` after a stop rule of the protocol fired (`halt` says which): exit code 1, nothing changed.
+    `ask(force=True)` hands out trials anyway."""
+
+    def __init__(self, halt: Halt) -> None:
+        super().__init__(f"the campaign's stop rule fired ({halt.reason}), so ask hands out no "
+                         "more trials; to measure more anyway: ask --force (Python: ask(n, force=True))")
+        self.halt = halt
 
 
 class BadInput(ValueError):
@@ -284,38 +310,48 @@ class Campaign:
 
     # ---- manual instruments: ask / tell ------------------------------------------------------------
 
-    def ask(self, n: int = 1) -> list[tuple[int, Conditions]]:
-        """Propose `n` trials for an operator to run by hand; they are stored as dispatched to 'manual'.
-        Proposals the safety gate refuses are journaled and proposed again (three in a row end it)."""
+    def ask(self, n: int = 1, *, new: bool = False, force: bool = False) -> list[Offer]:
+        """Hand `n` trials to an operator to run by hand; they are stored as dispatched to 'manual' until
+        `tell`. Trials already waiting come first, as a planner of Ax or BayBE would treat them: those handed
+        out before with no result told are offered again (and trials stored but never run), unless `new`,
+        which proposes `n` new trials with the waiting ones passed to the planner as pending. Among new
+        proposals, abandoned initial-design points come back before the design moves on.
+
+        Refused with `CampaignOver` once a stop rule of the protocol has fired (budget, wall time, target,
+        no improvement), and with `BadInput` for an `n` that needs more new trials than the budget has room
+        for; `force` hands out trials past both. Proposals the safety gate refuses are journaled and
+        proposed again (three in a row end it)."""
         if n < 1:
             raise BadInput(f"-n must be at least 1, got {n}")
-        self._check_room_for(n)
         engine = self._engine([])
-        out: list[tuple[int, Conditions]] = []
-        for _ in range(REFUSALS_BEFORE_STOP):
-            for trial_id in engine.propose(n - len(out), within_budget=False, origin="manual"):
-                engine.hand_out(trial_id)
-                out.append((trial_id, self.store.trial(trial_id).conditions))
-            if len(out) == n:
-                break
-        return out
+        halt = None if force else engine.stop_rule()
+        if halt is not None:
+            raise CampaignOver(halt)
+        if not force:
+            self._check_room_for(n, waiting=0 if new else len(engine.waiting()), new=new)
+        return [Offer(o.trial_id, self.store.trial(o.trial_id).conditions, o.again)
+                for o in engine.hand_out_next(n, new=new)]
 
-    def _check_room_for(self, n: int) -> None:
-        """Refuse (rather than cap) an `ask` beyond the trial budget. Handed-out trials are a commitment that
-        cannot be taken back, and an -n past the budget is most likely a typo: refusing changes nothing, and
-        the message says how many can be asked for."""
+    def _check_room_for(self, n: int, *, waiting: int, new: bool) -> None:
+        """Refuse (rather than cap) an `ask` that needs more new trials than the budget has room for. Handed-out
+        trials are a commitment that cannot be taken back, and an -n past the budget is most likely a typo:
+        refusing changes nothing, and the message says how many can be asked for (or `--force`)."""
         trials = self.store.trials()
         budget = self.protocol.budget.trials
         results, pending = history.n_results(trials), len(history.pending(trials))
-        left = budget - results - pending
-        if n <= left:
+        left = max(0, budget - results - pending)
+        if n - waiting <= left:
             return
         used = f"{_count(results, 'result')} told, {pending} pending"
-        if left <= 0:
-            raise BadInput(f"no trials left in the budget of {budget} ({used}); to measure more, start a new "
-                           "campaign from a protocol with a larger budget.trials")
-        raise BadInput(f"-n {n}: {_count(left, 'trial')} left in the budget of {budget} ({used}); "
-                       f"ask for at most {left} (-n {left})")
+        again = f"{_count(waiting, 'pending trial')} offered again and " if waiting else ""
+        flag = "--new -n" if new else "-n"
+        if waiting + left == 0:
+            hint = ("tell the pending trials' results first (ask without --new offers them again)" if new and pending
+                    else "tell the pending trials' results first" if pending else "start a new campaign with a larger budget.trials")
+            raise BadInput(f"{flag} {n}: no trials left in the budget of {budget} ({used}); {hint}, or add --force "
+                           "to go past the budget")
+        raise BadInput(f"{flag} {n}: {again}{_count(left, 'trial')} left in the budget of {budget} ({used}); ask for "
+                       f"at most {waiting + left} ({flag} {waiting + left}), or add --force to go past the budget")
 
     def tell(self, trial_id: int, values: Mapping[str, str | float], *, failed: bool = False, note: str = "") -> None:
         """Record a result entered by hand. Values may carry units ("120 ns"). Every value must be a finite
@@ -343,8 +379,9 @@ class Campaign:
         """Record the results of a CSV file (see `controller.results_csv`): every row or none. Returns how
         many rows were recorded; a problem is a BadInput naming the file and line."""
         try:
-            rows = read_results(path, measured=self.measured_units(),
-                                objectives=[o.name for o in self.protocol.to_problem().objectives])
+            problem = self.protocol.to_problem()
+            rows = read_results(path, measured=self.measured_units(), objectives=[o.name for o in problem.objectives],
+                                constrained=[c.name for c in problem.outcome_constraints])
         except ResultsFileError as exc:
             raise BadInput(str(exc)) from None
         try:
@@ -372,7 +409,7 @@ class Campaign:
             raise BadInput(f"trial {trial_id}: a failed sample (--failed) is recorded without values; "
                            f"drop {', '.join(values)} or drop --failed", field=next(iter(values)))
         parsed = {name: self._operator_value(trial_id, name, raw) for name, raw in values.items()}
-        missing = [o.name for o in self.protocol.to_problem().objectives if o.name not in parsed]
+        missing = [name for name in self.required_values() if name not in parsed]
         if not failed and missing:
             raise BadInput(f"trial {trial_id}: missing a value for {', '.join(missing)} (or mark it --failed)")
         units_of = self.measured_units()
@@ -385,6 +422,13 @@ class Campaign:
             instrument=trial.instrument or "manual",
             detail=note or "entered by the operator",
         )
+
+    def required_values(self) -> list[str]:
+        """What every result told by hand must give: each objective, then each other quantity an outcome
+        constraint names (without it the planner could not tell whether the sample meets the constraint)."""
+        problem = self.protocol.to_problem()
+        names = [o.name for o in problem.objectives] + [c.name for c in problem.outcome_constraints]
+        return list(dict.fromkeys(names))
 
     def measured_units(self) -> dict[str, str]:
         """Each quantity a result may give (the objectives and what the instrument measures) -> its unit."""
@@ -437,6 +481,7 @@ class Campaign:
             counts[t.state] = counts.get(t.state, 0) + 1
         return {
             "campaign": str(self.store.path),
+            "outcome_constraints": self._feasibility(problem, trials),
             "name": info["name"],
             "status": activity.status,
             "stored_status": activity.stored,
@@ -450,6 +495,19 @@ class Campaign:
             "counts": counts,
             "best": None if best is None else {"conditions": best.conditions, "values": best.values},
             "last_events": self.store.events(limit=8),
+        }
+
+    def _feasibility(self, problem: Problem, trials: Sequence[TrialRecord]) -> dict[str, Any] | None:
+        """How many measured trials meet each outcome constraint, and all of them; None without constraints."""
+        if not problem.outcome_constraints:
+            return None
+        measured = [t.values for t in trials if t.state == "measured"]
+        return {
+            "measured": len(measured),
+            "feasible": sum(history.feasible(problem, v) for v in measured),
+            "constraints": [{"constraint": text, "met": sum(history.constraint_holds(c, v) for v in measured)}
+                            for text, c in zip(self.protocol.outcome_constraints, problem.outcome_constraints,
+                                               strict=True)],
         }
 
     # ---- helpers ----------------------------------------------------------------------------------
@@ -499,4 +557,4 @@ def _count(n: int, noun: str) -> str:
     return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
-__all__ = ["BadInput", "Campaign", "Halt"]
+__all__ = ["BadInput", "Campaign", "CampaignOver", "Halt", "Offer"]

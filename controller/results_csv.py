@@ -36,9 +36,12 @@ class ResultRow:
     failed: bool
 
 
-def read_results(path: str | Path, *, measured: Collection[str], objectives: Collection[str]) -> list[ResultRow]:
+def read_results(
+    path: str | Path, *, measured: Collection[str], objectives: Collection[str], constrained: Collection[str] = ()
+) -> list[ResultRow]:
     """The rows of a results file whose columns are `trial`, any of `measured` and optionally `status`.
-    An objective column may be left out only if every row is a failed sample."""
+    A column of `objectives` or `constrained` (the values outcome constraints name) may be left out only if
+    every row is a failed sample."""
     path = Path(path)
     rows = csv_rows(path)
     if not rows:
@@ -65,10 +68,13 @@ def read_results(path: str | Path, *, measured: Collection[str], objectives: Col
             raise ResultsFileError(f"{path}:{line}: status {status!r}: leave it empty for a measured sample, "
                                    "or write `failed` for a sample that gave no usable value")
         results.append(ResultRow(line, trial, {k: v for k, v in row.items() if v}, STATUSES[status]))
-    absent = [o for o in objectives if o not in columns]
+    why = {name: "an objective of this campaign" for name in objectives}
+    for name in constrained:
+        why.setdefault(name, "an outcome constraint of this campaign needs it")
+    absent = [f"{name} ({reason})" for name, reason in why.items() if name not in columns]
     if absent and not all(r.failed for r in results):
-        raise ResultsFileError(f"{path}:{header_line}: no column {', '.join(absent)} (an objective of this campaign); "
-                               "add it, with `failed` in a status column for a sample that gave no value")
+        raise ResultsFileError(f"{path}:{header_line}: no column {', '.join(absent)}; add it, with `failed` in a "
+                               "status column for a sample that gave no value")
     return results
 
 

@@ -22,6 +22,7 @@ from closedloop.controller.cli.approval import TerminalApprover
 from closedloop.controller.cli.errors import configure_runtime, handle_errors
 from closedloop.controller.cli.progress import ProgressReporter
 from closedloop.controller.cli.signals import pause_on_signals
+from closedloop.controller.engine.engine import HANDED_OUT_BEFORE
 from closedloop.controller.protocol.instruments import run_by_hand
 from closedloop.controller.protocol.limits import unchecked_warning
 from closedloop.controller.protocol.model import Protocol, load_protocol
@@ -233,6 +234,11 @@ def status(campaign_file: str, as_json: bool) -> None:
         values = ", ".join(f"{k}={v:.6g}" for k, v in s["best"]["values"].items())
         cond = ", ".join(f"{k}={v:.6g}" if isinstance(v, float) else f"{k}={v}" for k, v in s["best"]["conditions"].items())
         click.echo(f"best: {values}\n  at {cond}")
+    feasibility = s["outcome_constraints"]
+    if feasibility is not None:  # "best" is the best feasible trial: say how many there are
+        each = "; ".join(f"{c['constraint']}: {c['met']}" for c in feasibility["constraints"])
+        click.echo(f"feasible: {feasibility['feasible']} of {feasibility['measured']} measured trials meet every "
+                   f"outcome constraint ({each})")
     click.echo("last events:")
     for e in s["last_events"]:
         trial = f" trial {e['trial_id']}" if e.get("trial_id") else ""
@@ -242,16 +248,29 @@ def status(campaign_file: str, as_json: bool) -> None:
 
 @click.command()
 @click.argument("campaign_file", type=click.Path(dir_okay=False))
-@click.option("-n", "n", type=int, default=1, show_default=True, help="How many proposals.")
+@click.option("-n", "n", type=int, default=1, show_default=True, help="How many trials.")
+@click.option("--new", is_flag=True, help="Propose N new trials even though trials handed out earlier still wait "
+              "for a result (they are passed to the planner as pending). Without it, those come first.")
+@click.option("--force", is_flag=True, help="Hand out trials although a stop rule fired (budget, wall time, target, "
+              "no improvement) or the budget has no room for them.")
 @click.option("--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table", show_default=True)
 @handle_errors
-def ask(campaign_file: str, n: int, fmt: str) -> None:
-    """Propose N trials to run by hand; they are recorded as pending until `tell`."""
+def ask(campaign_file: str, n: int, new: bool, force: bool, fmt: str) -> None:
+    """Hand out N trials to run by hand; they are recorded as pending until `tell`.
+
+    Trials handed out earlier with no result told are offered again first (--new proposes new ones in
+    addition); abandoned initial-design points come back before the design moves on. After a stop rule
+    fired, ask says which and exits 1 (--force hands out trials anyway)."""
     configure_runtime()
     with Campaign.open(campaign_file, writer=True) as c:
-        proposals = c.ask(n)
+        offers = c.ask(n, new=new, force=force)
         names = c.protocol.to_problem().space.names
-    rows = [{"trial": tid, **cond} for tid, cond in proposals]
+    for offer in offers:  # diagnostics on stderr: stdout stays the table, JSON or CSV of the trials
+        if offer.again is not None:
+            click.echo(f"trial {offer.trial}: offered again: {offer.again}", err=True)
+    if any(o.again == HANDED_OUT_BEFORE for o in offers):
+        click.echo("(ask --new proposes new trials in addition to the pending ones)", err=True)
+    rows = [{"trial": o.trial, **o.conditions} for o in offers]
     if fmt == "json":
         click.echo(json.dumps(rows, indent=2))
     elif fmt == "csv":

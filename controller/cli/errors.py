@@ -11,7 +11,7 @@ from typing import Any, NoReturn
 
 import click
 
-from closedloop.controller.campaign import BadInput
+from closedloop.controller.campaign import BadInput, CampaignOver
 from closedloop.controller.cli.exit_codes import EXIT_BAD_INPUT, EXIT_FAILED
 from closedloop.controller.engine.stations import InstrumentUnavailable
 from closedloop.controller.protocol.model import ProtocolError
@@ -35,7 +35,7 @@ def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
             for problem in exc.problems:
                 click.echo(str(problem), err=True)
             sys.exit(EXIT_BAD_INPUT)
-        except StorageFailed as exc:  # a full or failing disk under a campaign: not the user's input
+        except (StorageFailed, CampaignOver) as exc:  # a failing disk; an `ask` after a stop rule fired
             fail(str(exc), EXIT_FAILED)
         except (BadInput, StoreError, InstrumentUnavailable, EnvelopeViolation, FileNotFoundError) as exc:
             fail(str(exc), EXIT_BAD_INPUT)

@@ -17,7 +17,7 @@ from closedloop.version import __version__
 # name -> (module, click command in it, the line `closedloop --help` shows). tests/cli checks that each
 # line is the first sentence of the command's own help, so the two cannot drift apart.
 COMMANDS: dict[str, tuple[str, str, str]] = {
-    "ask": ("campaign", "ask", "Propose N trials to run by hand; they are recorded as pending until `tell`."),
+    "ask": ("campaign", "ask", "Hand out N trials to run by hand; they are recorded as pending until `tell`."),
     "bench": ("bench", "bench", "Replay planners against DATASET.csv, one row per experiment, and compare them with random sampling."),
     "emulate": ("emulate", "emulate", "Serve the simulated instrument MODEL behind a pty or a TCP port until killed."),
     "export": ("campaign", "export", "One tidy row per trial (conditions, objectives, status, timestamps, proposer) + a JSON sidecar."),

@@ -4,6 +4,7 @@ each campaign against its simulator too (`controller.cli.dryrun`)."""
 from __future__ import annotations
 
 import json
+import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -111,7 +112,12 @@ def format_summary(file: str, s: ValidationSummary) -> str:
     for o in s.objectives:
         extras = ["log scale" if o.log else "", f"target {o.target:g} {o.unit}".rstrip() if o.target is not None else ""]
         lines.append(f"    {o.direction} {o.name}{_unit(o.unit)}" + "".join(f", {x}" for x in extras if x))
-    lines += [f"    subject to {text}" for text in s.outcome_constraints]
+    objectives = {o.name for o in s.objectives}
+    for text in s.outcome_constraints:
+        name = re.match(r"\s*(\w+)", text)
+        measured_only = name is not None and name.group(1) not in objectives
+        lines.append(f"    subject to {text}" + ("   (measured, not optimized: the planner models it with its own GP)"
+                                                 if measured_only else ""))
     measured = ", ".join(f"{name} [{unit}]" if unit else name for name, unit in s.instrument.measures.items())
     if s.instrument.by_hand:
         lines.append(f"  instrument: {s.instrument.driver}, measured by hand (no envelope: the space bounds what the "

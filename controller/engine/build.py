@@ -33,6 +33,7 @@ def settings_from(protocol: Protocol, seed: int) -> EngineSettings:
         seed=seed,
         max_trials=protocol.budget.trials,
         batch_size=protocol.planner.batch_size,
+        n_initial=int(planner_spec(protocol)[1].get("n_initial", 0)),
         max_wall_time_s=protocol.wall_time_s,
         no_improvement=protocol.stop.no_improvement,
         stop_on_target=protocol.stop.target_reached,

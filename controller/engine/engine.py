@@ -26,6 +26,7 @@ from closedloop.controller.engine.events import (
     DriverFailed,
     ErrorInfo,
     EventLog,
+    InitialPointOffered,
     OperatorDecided,
     PlannerFailed,
     ProposalRefused,
@@ -40,10 +41,12 @@ from closedloop.controller.engine.events import (
 from closedloop.controller.engine.gate import OutsideSpace, SafetyGate
 from closedloop.controller.engine.halts import Halt, HaltKind, paused, stopped
 from closedloop.controller.engine.operator import Approver, OperatorAbsent
+from closedloop.controller.engine.reoffer import abandoned_initial_points
 from closedloop.controller.store.campaign_store import CampaignStore
+from closedloop.controller.store.reads import TrialRecord
 from closedloop.drivers.base import EnvelopeViolation, InstrumentContext, Journaled, Measurement, Recoverable
 from closedloop.planners.base import Planner
-from closedloop.planners.provenance import Proposal
+from closedloop.planners.provenance import Proposal, Provenance
 from closedloop.planners.space import Conditions, Problem
 
 if TYPE_CHECKING:
@@ -57,6 +60,7 @@ APPROVAL_ATTEMPTS = 10  # edits the operator may try on one proposal
 # made safe anyway: a service manager sends SIGKILL some seconds after SIGTERM (systemd: 90 s), and a
 # driver stuck in a call that ignores the abort must not keep the instrument hot until then.
 ABORT_GRACE_S = 10.0
+HANDED_OUT_BEFORE = "handed out before, no result told yet"  # why `ask` offers a pending trial again
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +72,16 @@ def planner_seed(campaign_seed: int, trials_so_far: int) -> int:
 
 
 @dataclass(frozen=True)
+class Offered:
+    """A trial `ask` hands to a person (`CampaignEngine.hand_out_next`); `again` says why it is not a new
+    proposal: it was handed out before and waits for its result, it waited to be run, or it is an
+    abandoned initial-design point offered again. None for a new proposal."""
+
+    trial_id: int
+    again: str | None = None
+
+
+@dataclass(frozen=True)
 class EngineSettings:
     """The parts of a protocol the engine acts on (`controller.engine.build.settings_from` makes them)."""
 
@@ -75,6 +89,7 @@ class EngineSettings:
     seed: int
     max_trials: int
     batch_size: int = 1
+    n_initial: int = 0  # the planner's initial design: points while fewer results than this exist
     max_wall_time_s: float | None = None
     no_improvement: int | None = None
     stop_on_target: bool = True
@@ -125,6 +140,7 @@ class CampaignEngine:
         # Trials in a row that used up their fault retries (on_fault: continue): a dead instrument.
         self._exhausted_in_a_row = 0
         self._aborting = False  # the operator stopped the trials in flight (Ctrl-C, SIGTERM)
+        self._reoffered: dict[int, str] = {}  # trials offering an abandoned initial-design point again -> why
 
     # ---- the public operations ----------------------------------------------------------------------
 
@@ -149,6 +165,25 @@ class CampaignEngine:
     def hand_out(self, trial_id: int) -> None:
         """`ask`: the trial is run by a person, who reports it with `tell` (`ingest`)."""
         self.log.emit(TrialHandedOut(trial_id))
+
+    def hand_out_next(self, n: int, *, new: bool = False) -> list[Offered]:
+        """`ask`: `n` trials for a person to run, each handed out (journaled). Unless `new`, the trials
+        already waiting come first, oldest first: those handed out before with no result told (offered
+        again as they are), then those stored but never run (a re-queued retry). The rest are new
+        proposals, where abandoned initial-design points come back first (`_propose`), exactly as in
+        `run`. Proposals the safety gate refuses are proposed again (three in a row end it)."""
+        out = [] if new else self._waiting(n)
+        for _ in range(REFUSALS_BEFORE_STOP):
+            if len(out) >= n:
+                break
+            for trial_id in self.propose(n - len(out), within_budget=False, origin="manual"):
+                self.hand_out(trial_id)
+                out.append(Offered(trial_id, self._reoffered.get(trial_id)))
+        return out
+
+    def stop_rule(self) -> Halt | None:
+        """The protocol's stop rule that fires now (budget, wall time, target, no improvement), or None."""
+        return self._stop_rule()
 
     def ingest(self, trial_id: int, measurement: Measurement, *, station: Station | None = None) -> None:
         """A trial's result: stored with its data in one transaction; an instrument fault goes through
@@ -226,7 +261,8 @@ class CampaignEngine:
         return self._make_fallback()
 
     def _propose(self, n: int, *, within_budget: bool = True, origin: str | None = None) -> tuple[int, list[int]]:
-        """(how many proposals the planner made, the ids of those that passed the gate)."""
+        """(how many trials were proposed, the ids of those that passed the gate). Abandoned initial-design
+        points come back before the planner is asked for more."""
         trials = self.store.trials()
         pending = history.pending(trials)
         if within_budget:
@@ -234,9 +270,15 @@ class CampaignEngine:
         if n <= 0:
             return 0, []
         observations = history.observations(self.settings.problem, trials)
+        again = self._offer_again(trials, observations, n, origin)
+        passed = [trial_id for trial_id in again if self._passes_gate(trial_id, self.store.trial(trial_id).conditions)]
+        if len(again) == n:
+            return n, passed
+        if again:  # the planner sees the points offered again as pending
+            trials = self.store.trials()
+            pending = history.pending(trials)
         seed = planner_seed(self.settings.seed, len(trials))
-        proposals = self._ask_planner(observations, pending, n, seed)
-        passed = []
+        proposals = self._ask_planner(observations, pending, n - len(again), seed)
         for proposal in proposals:
             provenance = proposal.provenance
             trial_id = self.log.add_trial(
@@ -247,7 +289,53 @@ class CampaignEngine:
             )
             if self._passes_gate(trial_id, proposal.conditions):
                 passed.append(trial_id)
-        return len(proposals), passed
+        return len(again) + len(proposals), passed
+
+    def _offer_again(self, trials: list[TrialRecord], observations: list, n: int, origin: str | None) -> list[int]:
+        """Up to `n` abandoned initial-design points stored as new trials (journaled), while the planner is
+        still in its initial design (as it decides: fewer results than `n_initial`)."""
+        if len(observations) >= self.settings.n_initial:
+            return []
+        refused = {e["trial_id"] for e in self.store.events(kinds=["safety_refusal"])}
+        points = abandoned_initial_points(trials, is_initial=self._initial_design_trial, refused=refused)
+        out = []
+        for point in points[:n]:
+            last, first = point.last, point.first
+            why = f"initial-design point of trial {first.id}, abandoned ({last.detail or 'no result'})"
+            provenance = Provenance(planner=first.proposer, design="initial", notes=(f"offered again: {why}",),
+                                    extra={"offered_again_of": last.id})
+            with self.store.batch():  # the trial and why it exists, together
+                trial_id = self.log.add_trial(last.conditions, proposer=first.proposer,
+                                              origin=origin or "initial", provenance=provenance)
+                self.log.emit(InitialPointOffered(trial_id, last.id, f"offered again: {why}"))
+            self._reoffered[trial_id] = why
+            out.append(trial_id)
+        return out
+
+    def _initial_design_trial(self, trial: TrialRecord) -> bool:
+        if trial.origin == "initial":
+            return True
+        record = self.store.proposal(trial.id)  # `ask` stores its trials as "manual": the proposal says
+        return record is not None and record.provenance.initial
+
+    def waiting(self) -> list[TrialRecord]:
+        """Trials `ask` offers before new ones, oldest first: those handed out before with no result told,
+        then those stored but never run (a retry queued after a fault or an operator abort)."""
+        handed_out = [t for t in self.store.trials(states=["dispatched"]) if t.instrument == "manual"]
+        return handed_out + self.store.trials(states=["proposed", "approved"])
+
+    def _waiting(self, n: int) -> list[Offered]:
+        out: list[Offered] = []
+        for t in self.waiting():
+            if len(out) >= n:
+                break
+            if t.state == "dispatched":
+                out.append(Offered(t.id, HANDED_OUT_BEFORE))
+            elif t.state == "approved" or self._passes_gate(t.id, t.conditions):
+                self.hand_out(t.id)
+                retry = f" of trial {t.retry_of}" if t.retry_of else ""
+                out.append(Offered(t.id, f"stored earlier ({t.origin}{retry}) and never run"))
+        return out
 
     def _ask_planner(self, observations: list, pending: list[Conditions], n: int, seed: int) -> list[Proposal]:
         problem, candidates = self.settings.problem, self.settings.candidates

@@ -97,6 +97,16 @@ class TrialHandedOut:
 
 
 @dataclass(frozen=True)
+class InitialPointOffered:
+    """An initial-design point abandoned without a result (trial `of_trial`) is offered again, as trial
+    `trial_id`, before the design moves on (`controller.engine.reoffer`)."""
+
+    trial_id: int
+    of_trial: int
+    detail: str
+
+
+@dataclass(frozen=True)
 class TrialStarted:
     trial_id: int
     station: str
@@ -182,7 +192,7 @@ class OperatorStep:
 EngineEvent = (
     TrialProposed | ProposalRefused | OperatorDecided | TrialApproved | TrialHandedOut | TrialStarted | TrialMeasured
     | TrialAbandoned | CampaignRunning | CampaignHalted | PlannerFailed | SafeStateEntered | OperatorStep
-    | DriverFailed
+    | DriverFailed | InitialPointOffered
 )
 Subscriber = Callable[[EngineEvent], None]
 
@@ -255,7 +265,8 @@ class EventLog:
             case TrialApproved(trial_id, detail):
                 store.transition(trial_id, "approved", detail=detail, virtual_t=t)
             case TrialHandedOut(trial_id):
-                store.transition(trial_id, "approved", detail="ask")
+                if store.trial(trial_id).state == "proposed":  # a trial queued earlier is approved already
+                    store.transition(trial_id, "approved", detail="ask")
                 store.transition(trial_id, "dispatched", instrument="manual", detail="handed to the operator")
             case TrialStarted(trial_id, station, _):
                 store.transition(trial_id, "dispatched", instrument=station, virtual_t=t)
@@ -287,6 +298,9 @@ class EventLog:
                                    data=error.as_data(), virtual_t=t)
             case OperatorStep(trial_id, message):
                 store.record_event("operator_step", trial_id=trial_id, detail=message)
+            case InitialPointOffered(trial_id, of_trial, detail):
+                store.record_event("reoffer", trial_id=trial_id, detail=detail, data={"of_trial": of_trial},
+                                   virtual_t=t)
             case TrialProposed():
                 raise TypeError("a new trial is stored with EventLog.add_trial, which gives it its id")
 

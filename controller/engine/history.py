@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from closedloop.controller.engine.halts import Halt, HaltKind, stopped
 from closedloop.controller.store.reads import TrialRecord
@@ -13,6 +13,7 @@ from closedloop.planners.space import (
     FloatParameter,
     IntParameter,
     Observation,
+    OutcomeConstraint,
     Problem,
 )
 
@@ -97,12 +98,19 @@ def _signed(problem: Problem, obs: Observation) -> list[float]:
     return [obs.values[o.name] if o.maximize else -obs.values[o.name] for o in problem.objectives]
 
 
+def constraint_holds(constraint: OutcomeConstraint, values: Mapping[str, float]) -> bool:
+    """`values` meet the outcome constraint; a missing value meets none (it cannot be shown to hold)."""
+    v = values.get(constraint.name)
+    return v is not None and (v >= constraint.bound if constraint.op == ">=" else v <= constraint.bound)
+
+
+def feasible(problem: Problem, values: Mapping[str, float]) -> bool:
+    """`values` (a measured trial's) meet every outcome constraint of `problem`."""
+    return all(constraint_holds(c, values) for c in problem.outcome_constraints)
+
+
 def _feasible(problem: Problem, obs: Observation) -> bool:
-    for c in problem.outcome_constraints:
-        v = obs.values.get(c.name)
-        if v is None or (v < c.bound if c.op == ">=" else v > c.bound):
-            return False
-    return True
+    return feasible(problem, obs.values)
 
 
 def improvement_flags(problem: Problem, obs: Sequence[Observation]) -> list[bool]:

@@ -87,18 +87,22 @@ def parse_linear_constraint(
     return LinearConstraint(coefficients, rhs, "==" if op == "==" else "<=", text.strip())
 
 
-def parse_outcome_constraint(text: str, objective_units: Mapping[str, str]) -> OutcomeConstraint:
-    """Parse "tau_half >= 100 ns" into an OutcomeConstraint with the bound in the objective's unit."""
+def parse_outcome_constraint(text: str, units: Mapping[str, str]) -> OutcomeConstraint:
+    """Parse "tau_half >= 100 ns" into an OutcomeConstraint with the bound in the quantity's unit.
+
+    `units`: every quantity a constraint may name (the objectives, and what the instrument measures)
+    -> the unit its values are compared in."""
     match = _OUTCOME.match(text)
     if match is None:
         raise ExpressionError(f"write an outcome constraint as 'NAME >= VALUE [UNIT]', e.g. 'tau_half >= 100 ns'; got {text!r}")
     name, op, value = match.groups()
     if op not in ("<=", ">="):
         raise ExpressionError(f"an outcome constraint uses <= or >=, not {op!r}")
-    if name not in objective_units:
-        raise ExpressionError(f"unknown objective {name!r}{_did_you_mean(name, objective_units)}")
+    if name not in units:
+        raise ExpressionError(f"unknown quantity {name!r}: an outcome constraint names an objective or a value the "
+                              f"instrument measures{_did_you_mean(name, units)}")
     try:
-        bound = parse_quantity_to(value, objective_units[name])
+        bound = parse_quantity_to(value, units[name])
     except UnitError as e:
         raise ExpressionError(f"bound of {name}: {e}") from None
     if not math.isfinite(bound):

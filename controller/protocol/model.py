@@ -143,8 +143,22 @@ class Protocol(Section):
         return parse_linear_constraint(text, variables, constants, labels)
 
     def outcome_constraint_list(self) -> tuple[OutcomeConstraint, ...]:
-        units = self.objective_units()
+        units = self.outcome_units()
         return tuple(parse_outcome_constraint(text, units) for text in self.outcome_constraints)
+
+    def outcome_units(self) -> dict[str, str]:
+        """What an outcome constraint may name -> the unit its bound is converted to: each objective in its
+        declared unit, and every other quantity the instrument measures in the unit the instrument reports
+        it in (the unit its values are stored in), e.g. a film thickness measured but not optimized."""
+        units = self.objective_units()
+        if not self.outcome_constraints:
+            return units  # nothing to look up: a lookup pool's table is not read for it
+        try:
+            measures = dict(self.description_of_instrument().measures)
+        except (ProtocolError, instruments.InstrumentDescriptionError):
+            # A lookup pool whose table cannot be read (validate says so): it measures its objectives only.
+            measures = {}
+        return measures | units
 
     def to_problem(self) -> Problem:
         parameters = tuple(spec.to_parameter(name) for name, spec in self.space.items())
@@ -356,7 +370,7 @@ def _constraint_problems(protocol: Protocol) -> list[ProtocolProblem]:
             protocol.parse_constraint(text)
         except ExpressionError as e:
             found.append(protocol.problem(("constraints", i), str(e)))
-    units = protocol.objective_units()
+    units = protocol.outcome_units()
     for i, text in enumerate(protocol.outcome_constraints):
         try:
             parse_outcome_constraint(text, units)

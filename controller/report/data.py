@@ -33,6 +33,7 @@ NOTABLE_EVENTS = {
     "recovered": "recovered from the instrument",
     "safe_state": "instrument made safe",
     "import": "earlier results imported (warm start)",
+    "reoffer": "initial-design point offered again",
 }
 
 
@@ -152,11 +153,27 @@ def best_so_far(data: ReportData, objective: Objective) -> list[float | None]:
 
 
 def _feasible(problem: Problem, values: dict[str, float]) -> bool:
-    for c in problem.outcome_constraints:
-        v = values.get(c.name)
-        if v is None or (v < c.bound if c.op == ">=" else v > c.bound):
-            return False
-    return True
+    return history.feasible(problem, values)
+
+
+def constraint_summary(data: ReportData) -> str | None:
+    """Each outcome constraint with how many measured trials meet it, and how many meet them all; None
+    for a campaign without outcome constraints."""
+    constraints = data.problem.outcome_constraints
+    if not constraints:
+        return None
+    measured = [t.values for t in data.measured]
+    each = [f"{text} (met by {sum(history.constraint_holds(c, v) for v in measured)})"
+            for text, c in zip(data.protocol.outcome_constraints, constraints, strict=True)]
+    met = sum(_feasible(data.problem, v) for v in measured)
+    return f"{'; '.join(each)}: {met} of {len(measured)} measured trials meet every one"
+
+
+def feasibility_label(data: ReportData, trial: TrialRecord) -> str | None:
+    """"yes"/"no" for a measured trial: does it meet every outcome constraint; None for other trials."""
+    if trial.state != "measured":
+        return None
+    return "yes" if _feasible(data.problem, trial.values) else "no"
 
 
 def instrument_hours(data: ReportData) -> list[float]:

@@ -26,7 +26,14 @@ from plotly.offline import get_plotlyjs
 
 from closedloop.controller.protocol.instruments import instrument_location, run_by_hand
 from closedloop.controller.protocol.sections import InstrumentSection
-from closedloop.controller.report.data import NOTABLE_EVENTS, ReportData, load_report_data, timestamp
+from closedloop.controller.report.data import (
+    NOTABLE_EVENTS,
+    ReportData,
+    constraint_summary,
+    feasibility_label,
+    load_report_data,
+    timestamp,
+)
 from closedloop.controller.report.figures import (
     Block,
     Plot,
@@ -181,6 +188,7 @@ def _header(data: ReportData, model_notes: list[str]) -> str:
                     f"batch {planner.batch_size}; seed {info['seed']}"
                     + (f"; options {json.dumps(planner.options, sort_keys=True)}" if planner.options else "")),
         ("objectives", ", ".join(f"{'maximize' if o.maximize else 'minimize'} {o.name}" for o in data.objectives)),
+        *([("outcome constraints", constraints)] if (constraints := constraint_summary(data)) else []),
         ("budget", f"{protocol.budget.trials} trials"),
         ("created", timestamp(info["created_at"])),
         ("stopped", timestamp(info["stopped_at"])),
@@ -205,13 +213,15 @@ def _trial_table(data: ReportData) -> str:
         return "<p class=\"no-data\">no data: the campaign has no trials</p>"
     params = data.problem.space.names
     measured = list(dict.fromkeys([o.name for o in data.objectives] + [k for t in data.trials for k in t.values]))
+    constrained = bool(data.problem.outcome_constraints)  # then a column says which trials meet them
     headers = ["trial", "state", "origin", "proposer", "design", *params, *measured,
-               "acquisition value", "planner [s]", "instrument [min]", "detail"]
+               *(["feasible"] if constrained else []), "acquisition value", "planner [s]", "instrument [min]", "detail"]
     rows = []
     for t in data.trials:
         rows.append([
             t.id, t.state, _origin(data, t), t.proposer, data.design(t.id),
             *[t.conditions.get(p) for p in params], *[t.values.get(m) for m in measured],
+            *([feasibility_label(data, t)] if constrained else []),
             data.acquisition_value(t.id), data.planner_time_s(t.id),
             None if t.duration_s is None else t.duration_s / 60.0, t.detail,
         ])

@@ -3,7 +3,6 @@ what to do, and nothing already stored changes."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -66,23 +65,3 @@ def test_tell_refuses_what_is_not_a_result_of_a_waiting_trial(handed_out: Path, 
     before = stored(handed_out)
     refused(invoke("tell", handed_out, *args), *phrases)
     assert stored(handed_out) == before
-
-
-# ---- ask: the budget ------------------------------------------------------------------------------
-
-
-def test_ask_refuses_more_trials_than_the_budget_has_left(
-    branin_protocol: Callable[..., Path], tmp_path: Path
-) -> None:
-    db = tmp_path / "b.sqlite"
-    Campaign.create(branin_protocol(trials=5), db).close()
-    refused(invoke("ask", db, "-n", 10000), "-n 10000", "5 trials left", "budget of 5")
-    refused(invoke("ask", db, "-n", 0), "-n must be at least 1")
-    assert stored(db)[0] == []
-    assert invoke("ask", db, "-n", 3).exit_code == 0
-    assert invoke("tell", db, "--trial", 1, "y=2.5").exit_code == 0
-    refused(invoke("ask", db, "-n", 3), "2 trials left", "1 result", "2 pending")  # 5 - 1 told - 2 handed out
-    assert len(stored(db)[0]) == 3
-    assert invoke("ask", db, "-n", 2).exit_code == 0
-    refused(invoke("ask", db, "-n", 1), "no trials left")
-    assert len(stored(db)[0]) == 5

@@ -190,8 +190,10 @@ CASES: dict[str, Case] = {
     "equality_constraint_infeasible_with_bounds": case('  - "anneal_temp + 2 * anneal_time <= 220"',
                                                        '  - "anneal_temp + 2 * anneal_time <= 220"\n  - "acceptor_fraction == 0.9"',
                                                        "constraints[1]", "cannot hold inside the parameter bounds"),
-    "outcome_constraint_on_an_unknown_objective": case("instrument:\n", 'outcome_constraints: ["pce >= 1"]\ninstrument:\n',
-                                                       "outcome_constraints[0]", "unknown objective 'pce'", at="outcome_constraints"),
+    "outcome_constraint_on_an_unknown_quantity": case("instrument:\n", 'outcome_constraints: ["pce >= 1"]\ninstrument:\n',
+                                                      "outcome_constraints[0]", "unknown quantity 'pce': an outcome "
+                                                      "constraint names an objective or a value the instrument measures",
+                                                      at="outcome_constraints"),
     "missing_required_section": case("budget: {trials: 20, wall_time: 2 h}\n", "", "budget", "required key 'budget' is missing", at="name:"),
     "unknown_parameter_type": case("{type: float, low: 0.2, high: 0.8}", "{type: flaot, low: 0.2, high: 0.8}",
                                    "space.acceptor_fraction", "unknown type 'flaot'; use one of: float, int, choice, fixed; did you mean 'float'?"),
