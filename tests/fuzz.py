@@ -153,10 +153,7 @@ def results_csv_bytes(draw: st.DrawFn) -> bytes:
         columns = draw(st.lists(st.sampled_from(CSV_COLUMNS), min_size=0, max_size=5))
         rows = draw(st.lists(st.lists(cell, min_size=0, max_size=len(columns) + 1), max_size=4))
 
-    def line(cells: list[str]) -> str:
-        return ",".join('"' + c.replace('"', '""') + '"' if ("," in c or '"' in c or "\n" in c) else c for c in cells)
-
-    text = "\n".join([line(columns), *(line(r) for r in rows)]) + draw(st.sampled_from(["\n", "\r\n", ""]))
+    text = "\n".join(",".join(_csv_cell(c) for c in r) for r in [columns, *rows]) + draw(st.sampled_from(["\n", "\r\n", ""]))
     encoding = draw(st.sampled_from(["utf-8", "utf-8-sig"] if plausible_file else TEXT_ENCODINGS))
     data = text.encode(encoding, errors="replace")
     if not plausible_file and draw(st.integers(0, 5)) == 0:

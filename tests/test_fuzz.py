@@ -70,18 +70,24 @@ def test_validate_answers_every_broken_protocol_with_an_exit_code(tmp_path: Path
         assert str(path) in outcome.output  # the error names the file
 
 
+def csv_into_a_campaign(command: str, template: Path, csv_path: Path, data: bytes) -> tuple[Path, fuzz.Outcome]:
+    """`closedloop COMMAND COPY --csv CSV_PATH` (tell or import) on a copy of `template`, with `data` as
+    the file: it keeps every promise, records (0) or refuses naming the file (2); returns the copy."""
+    campaign = fuzz.broken_copy(template, [], csv_path.with_name("c.sqlite"))
+    csv_path.write_bytes(data)
+    outcome = invoke([command, str(campaign), "--csv", str(csv_path)], campaign)
+    assert outcome.problems(may_change=True, max_seconds=10) == [], (data[:400], outcome.output[-600:])
+    assert outcome.exit_code in (0, 2), outcome.output
+    if outcome.exit_code == 2:
+        assert csv_path.name in outcome.output
+    return campaign, outcome
+
+
 @FUZZ
 @given(data=fuzz.results_csv_bytes())
 def test_tell_csv_stores_all_rows_or_refuses_and_changes_nothing(handed_out: Path, tmp_path: Path, data: bytes) -> None:
-    campaign = fuzz.broken_copy(handed_out, [], tmp_path / "c.sqlite")
-    results = tmp_path / "results.csv"
-    results.write_bytes(data)
-    outcome = invoke(["tell", str(campaign), "--csv", str(results)], campaign)
-    assert outcome.problems(may_change=True, max_seconds=10) == [], (data[:400], outcome.output[-600:])
-    assert outcome.exit_code in (0, 2)
-    if outcome.exit_code == 2:
-        assert "results.csv" in outcome.output
-    else:  # every row recorded: as many trials measured or failed as the file has rows
+    campaign, outcome = csv_into_a_campaign("tell", handed_out, tmp_path / "results.csv", data)
+    if outcome.exit_code == 0:  # every row recorded: as many trials measured or failed as the file has rows
         recorded = outcome.output.split()[1]
         with Campaign.open(campaign) as c:
             told = [t for t in c.store.trials() if t.state in ("measured", "failed")]
@@ -91,15 +97,8 @@ def test_tell_csv_stores_all_rows_or_refuses_and_changes_nothing(handed_out: Pat
 @FUZZ
 @given(data=fuzz.earlier_results_csv_bytes())
 def test_import_stores_a_whole_file_or_refuses_it_and_changes_nothing(handed_out: Path, tmp_path: Path, data: bytes) -> None:
-    campaign = fuzz.broken_copy(handed_out, [], tmp_path / "c.sqlite")
-    earlier = tmp_path / "earlier.csv"
-    earlier.write_bytes(data)
-    outcome = invoke(["import", str(campaign), "--csv", str(earlier)], campaign)
-    assert outcome.problems(may_change=True, max_seconds=10) == [], (data[:400], outcome.output[-600:])
-    assert outcome.exit_code in (0, 2)
-    if outcome.exit_code == 2:
-        assert "earlier.csv" in outcome.output
-    else:
+    campaign, outcome = csv_into_a_campaign("import", handed_out, tmp_path / "earlier.csv", data)
+    if outcome.exit_code == 0:
         rows = len(data.decode("utf-8-sig").strip().splitlines()) - 1
         with Campaign.open(campaign) as c:
             assert sum(t.origin == "warm_start" for t in c.store.trials()) == rows, outcome.output
