@@ -431,8 +431,9 @@ class Campaign:
         return list(dict.fromkeys(names))
 
     def measured_units(self) -> dict[str, str]:
-        """Each quantity a result may give (the objectives and what the instrument measures) -> its unit."""
-        return self.protocol.objective_units() | dict(self.protocol.description_of_instrument().measures)
+        """Each quantity a result may give (the objectives and what the instrument measures) -> the unit it is
+        stored in: an objective's declared unit, else the unit the instrument measures it in."""
+        return dict(self.protocol.description_of_instrument().measures) | self.protocol.objective_units()
 
     def _operator_value(self, trial_id: int, name: str, raw: str | float) -> float:
         """One value typed by a person, in the campaign's unit for it; refused unless it can be a measurement."""

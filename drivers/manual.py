@@ -56,6 +56,10 @@ class ManualInstrumentConfig(Strict):
     # What the person is shown (the protocol's parameters, in its units): filled in by the controller from
     # the protocol's space (`accepting`), never written in a protocol.
     _accepts: SafetyEnvelope = PrivateAttr(default_factory=SafetyEnvelope)
+    # Measured values the planner models on a log scale (log: true), which only a value > 0 can be: filled
+    # in by the controller from the protocol's objectives, so the prompt asks again rather than store one
+    # `tell` would refuse.
+    _positive: frozenset[str] = PrivateAttr(default_factory=frozenset)
 
     @field_validator("measures")
     @classmethod
@@ -76,11 +80,17 @@ class ManualInstrumentConfig(Strict):
                              "remove connection")
         return value
 
-    def accepting(self, envelope: SafetyEnvelope) -> ManualInstrumentConfig:
-        """This section, saying which parameters (and units) the person is shown: the protocol's space."""
+    def accepting(self, envelope: SafetyEnvelope, positive: frozenset[str] = frozenset()) -> ManualInstrumentConfig:
+        """This section, saying which parameters (and units) the person is shown (the protocol's space) and
+        which measured values must be > 0 (`positive`: those modelled on a log scale)."""
         config = self.model_copy()
         config._accepts = envelope
+        config._positive = positive
         return config
+
+    @property
+    def positive(self) -> frozenset[str]:
+        return self._positive
 
     def describe(self) -> DriverDescription:
         return DriverDescription(name=MANUAL, envelope=self._accepts, measures=dict(self.measures), by_hand=True)

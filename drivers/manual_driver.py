@@ -96,9 +96,15 @@ class ManualDriver:
             if answer.lower() in FAILED:
                 return None
             try:
-                return _number(answer, unit)
+                value = _number(answer, unit)
             except ValueError as e:
                 refusal = f"could not read {answer!r}: {e}"
+                continue
+            if name in self.config.positive and value <= 0:
+                refusal = (f"{name} is modelled on a log scale (log: true in the protocol), so it needs a value > 0; "
+                           "check the number and its unit, or type f if the sample failed")
+                continue
+            return value
 
 
 def _ask(ctx: InstrumentContext, question: str) -> str:

@@ -18,6 +18,7 @@ from rich.progress import (
 )
 
 from closedloop.controller.engine.events import (
+    Abandonment,
     EngineEvent,
     ProposalRefused,
     TrialAbandoned,
@@ -25,6 +26,15 @@ from closedloop.controller.engine.events import (
     TrialStarted,
 )
 from closedloop.planners.space import Problem
+
+# How a trial that ended without a result reads in its progress line: an operator's stop or absence and a
+# crash are no instrument fault, and a line saying "fault" sends a lab engineer to check the instrument.
+ABANDONED_AS = {
+    Abandonment.OPERATOR_ABORT: "stopped",
+    Abandonment.INTERRUPTED: "interrupted",
+    Abandonment.DRIVER_REFUSED: "refused",
+    Abandonment.GATE_AT_DISPATCH: "refused",
+}
 
 
 def _fmt(v: Any) -> str:
@@ -106,8 +116,9 @@ class ProgressReporter:
                 self._show("running", trial, f"trial {trial} running on {station}: {cond}", alert=False)
             case ProposalRefused(trial, _, error):
                 self._show("refused", trial, f"trial {trial} refused: {error.message}", alert=True)
-            case TrialAbandoned(trial, _, detail):
-                self._show("fault", trial, f"trial {trial} fault: {detail}", alert=True)
+            case TrialAbandoned(trial, cause, detail):
+                state = ABANDONED_AS.get(cause, "fault")
+                self._show(state, trial, f"trial {trial} {state}: {detail}", alert=True)
 
     def _show(self, state: str, trial: int, text: str, *, alert: bool, keep: bool = False) -> None:
         """A line for the log (only faults and refusals with --quiet). On a terminal the live bar shows

@@ -42,6 +42,7 @@ def settings_from(protocol: Protocol, seed: int) -> EngineSettings:
         fault_retries=protocol.failures.instrument_fault_retries,
         on_fault=protocol.failures.on_fault,
         candidates=protocol.candidates_frame(),
+        result_units=protocol.objective_units(),
     )
 
 

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Literal
 from closedloop.controller.engine import history
 from closedloop.controller.engine.dispatch import Completion, Dispatcher, Job, Station
 from closedloop.controller.engine.events import (
+    HANDED_OUT_TO,
     Abandonment,
     CampaignHalted,
     CampaignRunning,
@@ -42,12 +43,14 @@ from closedloop.controller.engine.gate import OutsideSpace, SafetyGate
 from closedloop.controller.engine.halts import Halt, HaltKind, paused, stopped
 from closedloop.controller.engine.operator import Approver, OperatorAbsent
 from closedloop.controller.engine.reoffer import abandoned_initial_points
+from closedloop.controller.engine.results import in_units
 from closedloop.controller.store.campaign_store import CampaignStore
 from closedloop.controller.store.reads import TrialRecord
 from closedloop.drivers.base import EnvelopeViolation, InstrumentContext, Journaled, Measurement, Recoverable
 from closedloop.planners.base import Planner
 from closedloop.planners.provenance import Proposal, Provenance
 from closedloop.planners.space import Conditions, Problem
+from closedloop.units import UnitError
 
 if TYPE_CHECKING:
     import pandas as pd  # for annotations only: importing it costs a third of a second
@@ -99,6 +102,9 @@ class EngineSettings:
     fault_retries: int = 0
     on_fault: Literal["pause", "continue", "stop"] = "pause"
     candidates: pd.DataFrame | None = None
+    # Each objective's unit as the protocol declares it: results are stored in it (a driver reporting in
+    # another unit is converted at ingest), so targets, outcome constraints, the report and `tell` agree.
+    result_units: dict[str, str] = field(default_factory=dict)
 
 
 class CampaignEngine:
@@ -191,6 +197,11 @@ class CampaignEngine:
         if measurement.status == FAULT_STATUS:
             self._fault(trial_id, station, measurement.detail or "the instrument reported a fault", None)
             return
+        try:
+            measurement = in_units(measurement, self.settings.result_units)
+        except UnitError as exc:  # a driver reporting in a unit its description did not declare
+            self._fault(trial_id, station, f"the instrument's result cannot be stored: {exc}", None)
+            return
         self._refused_in_a_row = self._exhausted_in_a_row = 0
         self.log.emit(TrialMeasured(trial_id, measurement))
 
@@ -199,7 +210,10 @@ class CampaignEngine:
         driver can, else abandoned and queued again (journaled). Returns the trials queued again."""
         stations = {s.name: s for s in self.stations}
         requeued = []
+        held = {t.id for t in self.handed_out()}
         for t in self.store.trials(states=["dispatched", "running"]):
+            if t.id in held:
+                continue  # a person holds it, not the controller that stopped: its result comes with `tell`
             station = stations.get(t.instrument or "")
             recovered: Measurement | None = None
             if station is not None and isinstance(station.driver, Recoverable):
@@ -222,6 +236,7 @@ class CampaignEngine:
         raised = self.settings.approval if self.settings.approval_raised else None
         self.log.emit(CampaignRunning(resumed=resumed, approval_raised_to=raised))
         self._requeue_undispatched()
+        self._queue_handed_out()
         try:
             try:
                 while True:
@@ -321,8 +336,11 @@ class CampaignEngine:
     def waiting(self) -> list[TrialRecord]:
         """Trials `ask` offers before new ones, oldest first: those handed out before with no result told,
         then those stored but never run (a retry queued after a fault or an operator abort)."""
-        handed_out = [t for t in self.store.trials(states=["dispatched"]) if t.instrument == "manual"]
-        return handed_out + self.store.trials(states=["proposed", "approved"])
+        return self.handed_out() + self.store.trials(states=["proposed", "approved"])
+
+    def handed_out(self) -> list[TrialRecord]:
+        """Trials handed to a person with `ask` whose result has not been told, oldest first."""
+        return [t for t in self.store.trials(states=["dispatched"]) if t.instrument == HANDED_OUT_TO]
 
     def _waiting(self, n: int) -> list[Offered]:
         out: list[Offered] = []
@@ -512,6 +530,17 @@ class CampaignEngine:
             elif self._passes_gate(t.id, t.conditions):
                 self.approve(t.id)
 
+    def _queue_handed_out(self) -> None:
+        """Where a person is the instrument (`driver: manual`), the trials handed out with `ask` and never
+        told are asked at the prompt first, oldest first: the person at the terminal may have measured
+        them already. (With a machine, they wait for `tell`.)"""
+        if not any(station.driver.describe().by_hand for station in self.stations):
+            return
+        queued = set(self.ready)
+        for t in reversed(self.handed_out()):
+            if t.id not in queued:
+                self.ready.appendleft(t.id)
+
     # ---- stopping -----------------------------------------------------------------------------------
 
     def _stop_rule(self) -> Halt | None:
@@ -535,6 +564,12 @@ class CampaignEngine:
         if self._refusals >= REFUSALS_BEFORE_STOP:
             return stopped(HaltKind.GATE_REFUSALS,
                            f"{REFUSALS_BEFORE_STOP} proposals in a row refused by the safety gate")
+        held = self.handed_out()
+        if held:  # the rest of the budget is with a person: nothing to run until their results are told
+            ids = ", ".join(str(t.id) for t in held)
+            return paused(HaltKind.WAITING_FOR_RESULTS, (
+                f"the rest of the budget is taken by {len(held)} trial(s) handed out with ask ({ids}); record "
+                "their results with closedloop tell, then resume"))
         return stopped(HaltKind.NOTHING_TO_PROPOSE, "the planner has nothing left to propose (candidate pool exhausted?)")
 
     def _finish(self, halt: Halt) -> Halt:

@@ -89,6 +89,11 @@ class TrialApproved:
     detail: str = ""
 
 
+# The instrument a trial handed out with `ask` is stored as dispatched to (a person), and the name of the
+# station of a protocol whose instrument is a person (`driver: manual`): either way a person holds it.
+HANDED_OUT_TO = "manual"
+
+
 @dataclass(frozen=True)
 class TrialHandedOut:
     """`ask`: the trial goes to a person who runs it by hand and reports with `tell`."""
@@ -267,9 +272,10 @@ class EventLog:
             case TrialHandedOut(trial_id):
                 if store.trial(trial_id).state == "proposed":  # a trial queued earlier is approved already
                     store.transition(trial_id, "approved", detail="ask")
-                store.transition(trial_id, "dispatched", instrument="manual", detail="handed to the operator")
+                store.transition(trial_id, "dispatched", instrument=HANDED_OUT_TO, detail="handed to the operator")
             case TrialStarted(trial_id, station, _):
-                store.transition(trial_id, "dispatched", instrument=station, virtual_t=t)
+                if store.trial(trial_id).state != "dispatched":  # dispatched already: handed out with `ask`
+                    store.transition(trial_id, "dispatched", instrument=station, virtual_t=t)
                 store.transition(trial_id, "running", instrument=station, virtual_t=t)
             case TrialMeasured(trial_id, measurement, recovered):
                 if recovered:

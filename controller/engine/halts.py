@@ -23,6 +23,7 @@ class HaltKind(Enum):
     ENVELOPE_REFUSALS = "envelope refusals"
     INSTRUMENT_FAULT = "instrument fault"
     NO_RESULTS = "no results"
+    WAITING_FOR_RESULTS = "waiting for results"  # the budget is taken up by trials handed out with `ask`
     # The operator.
     OPERATOR = "operator"
     OPERATOR_ABSENT = "operator absent"

@@ -110,7 +110,11 @@ def _driver(protocol: Protocol, entry: DriverEntry | SimulatedInstrument, link: 
     url = link.url or ""  # no link: an instrument run by hand
     if link.emulator is not None:
         url = sim_url(link.emulator, seed=seed, faults=protocol.station_options().faults)
-    config = section_config(protocol.instrument, protocol.space) if entry.section else protocol.instrument_options()
+    if entry.section:
+        log_scaled = frozenset(o.name for o in protocol.to_problem().objectives if o.log)
+        config = section_config(protocol.instrument, protocol.space, log_scaled)
+    else:
+        config = protocol.instrument_options()
     try:
         return entry.connect(url, config)
     except ValueError as e:  # a URL no transport can open

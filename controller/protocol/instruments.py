@@ -201,14 +201,17 @@ def instrument_location(section: InstrumentSection) -> str:
     return section.connection or "an in-process simulator"
 
 
-def section_config(section: InstrumentSection, space: Mapping[str, Any]) -> BaseModel:
+def section_config(
+    section: InstrumentSection, space: Mapping[str, Any], positive: frozenset[str] = frozenset()
+) -> BaseModel:
     """The config a driver described in the protocol (`DriverEntry.section`) is described and built from:
     its section, completed from the space where the section is silent (`serial_instrument_config`; a
-    manual instrument is shown the space's parameters, in their units)."""
+    manual instrument is shown the space's parameters, in their units, and refuses a value <= 0 for the
+    measured values in `positive`, those modelled on a log scale)."""
     if isinstance(section, SerialInstrumentConfig):
         return serial_instrument_config(section, space)
     if isinstance(section, ManualInstrumentConfig):
-        return section.accepting(_space_envelope(space))
+        return section.accepting(_space_envelope(space), positive)
     return section
 
 

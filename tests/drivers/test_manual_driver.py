@@ -21,10 +21,10 @@ SHOWN = SafetyEnvelope({
 FILM = {"spin_speed": 2400, "anneal_temp": 121.23456, "solvent": "toluene"}
 
 
-def driver(**section: object) -> ManualDriver:
+def driver(positive: frozenset[str] = frozenset(), **section: object) -> ManualDriver:
     config = ManualInstrumentConfig.model_validate(
         {"driver": "manual", "measures": {"roughness": "nm", "thickness": "nm"}, **section})
-    return ManualDriver(config.accepting(SHOWN))
+    return ManualDriver(config.accepting(SHOWN, positive))
 
 
 class Operator:
@@ -39,12 +39,13 @@ class Operator:
         return self.answers.pop(0)
 
 
-def run(answers: Iterable[str], conditions: dict[str, object] | None = None, **section: object):  # type: ignore[no-untyped-def]
+def run(answers: Iterable[str], conditions: dict[str, object] | None = None,  # type: ignore[no-untyped-def]
+        positive: frozenset[str] = frozenset(), **section: object):
     operator = Operator(answers)
     journal: list[tuple[str, str]] = []
     ctx = InstrumentContext(clock=StationClock(0.0), trial_id=4, journal=lambda d, t: journal.append((d, t)),
                             ask=operator)
-    measurement = driver(**section).run(FILM if conditions is None else conditions, ctx)
+    measurement = driver(positive, **section).run(FILM if conditions is None else conditions, ctx)
     return measurement, operator, journal
 
 
@@ -76,6 +77,16 @@ def test_an_answer_that_cannot_be_read_is_asked_again_with_the_reason() -> None:
     assert "not a finite number; type f" in reasons[3]
     assert all(q.splitlines()[-1] == "roughness [nm]?" for q in operator.questions[:5])
     assert m.detail == "entered by the operator"  # no note given
+
+
+def test_a_value_modelled_on_a_log_scale_must_be_positive_and_is_asked_again() -> None:
+    m, operator, _ = run(["0", "-1 nm", "2.5", "0", ""], positive=frozenset({"roughness"}))
+    # roughness (log scale) refuses 0 and -1; thickness (not on a log scale) takes 0 as measured.
+    assert m.values == {"roughness": 2.5, "thickness": 0.0}
+    reasons = [q.splitlines()[-2] for q in operator.questions[1:3]]
+    assert reasons == ["roughness is modelled on a log scale (log: true in the protocol), so it needs a value > 0; "
+                       "check the number and its unit, or type f if the sample failed"] * 2
+    assert operator.questions[3] == "thickness [nm]?"
 
 
 @pytest.mark.parametrize("mark", ["f", "F", "failed"])

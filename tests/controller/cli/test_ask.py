@@ -178,3 +178,24 @@ def test_run_offers_an_abandoned_initial_design_point_again_once_and_determinist
         assert c.resume(sim=True).kind is HaltKind.BUDGET
         assert c.store.trial(5).conditions != point and c.store.trial(5).origin == "initial"
         assert len(c.store.events(kinds=["reoffer"])) == 1
+
+
+def test_resume_keeps_trials_handed_out_with_ask_for_tell_and_pauses_when_they_fill_the_budget(
+    branin_protocol: Callable[..., Path], tmp_path: Path
+) -> None:
+    """A person took two trials of an instrument campaign to run by hand: `resume` runs the instrument on
+    the rest of the budget without abandoning theirs, pauses (exit 1) saying whose results it waits for,
+    and the person's `tell` then lands on the trials they were given."""
+    db = tmp_path / "c.sqlite"
+    Campaign.create(branin_protocol(trials=4, n_init=4), db).close()
+    assert invoke("ask", db, "-n", 2).exit_code == 0
+    result = invoke("resume", db, "--sim", "--no-report")
+    assert result.exit_code == 1, result.output
+    assert ("paused: the rest of the budget is taken by 2 trial(s) handed out with ask (1, 2); record their "
+            "results with closedloop tell, then resume") in result.stderr
+    trials, _ = stored(db)
+    assert [(t, state) for t, state, _ in trials] == [(1, "dispatched"), (2, "dispatched"), (3, "measured"), (4, "measured")]
+    assert invoke("tell", db, "--trial", 1, "y=4.0").exit_code == 0
+    assert invoke("tell", db, "--trial", 2, "y=5.0").exit_code == 0
+    with Campaign.open(db) as c:
+        assert c.status()["results"] == 4

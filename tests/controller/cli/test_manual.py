@@ -178,6 +178,36 @@ def test_run_asks_each_value_converts_units_asks_again_and_records_failures(tmp_
     assert [c["text"] for c in commands if c["direction"] == "rx"] == ["abc", "12 nm", "0.3 um", "even film"]
 
 
+def test_run_asks_again_for_a_value_tell_would_refuse_on_a_log_scale(tmp_path: Path) -> None:
+    db = tmp_path / "films.sqlite"
+    log_scale = ("roughness: {direction: minimize, unit: nm}", "roughness: {direction: minimize, unit: nm, log: true}")
+    result = run(protocol_copy(tmp_path, log_scale, trials=1), db, "0\n0.8\n310\n\n")
+    assert result.exit_code == 0, result.output
+    assert "roughness is modelled on a log scale (log: true in the protocol), so it needs a value > 0" in result.stderr
+    with Campaign.open(db) as c:
+        assert c.store.trial(1).values == {"roughness": 0.8, "thickness": 310.0}
+
+
+def test_a_result_is_stored_in_the_objectives_unit_so_its_target_means_what_the_protocol_says(tmp_path: Path) -> None:
+    """The operator measures roughness in nm; the protocol optimizes it in um with a target of 0.002 um (2 nm).
+    Results are stored in um: the second film, 1.5 nm, reaches the target; `tell` reads um as well."""
+    db = tmp_path / "films.sqlite"
+    in_um = ("roughness: {direction: minimize, unit: nm}", "roughness: {direction: minimize, unit: um, target: 0.002}")
+    protocol = protocol_copy(tmp_path, in_um, trials=3)
+    result = run(protocol, db, "5\n300\n\n1.5\n300\n\n")
+    assert result.exit_code == 0, result.output
+    assert "stopped: target reached: roughness" in result.stdout
+    with Campaign.open(db) as c:
+        trials = c.store.trials()
+        assert [(t.values["roughness"], t.units["roughness"]) for t in trials] == [
+            (pytest.approx(0.005), "um"), (pytest.approx(0.0015), "um")]
+    told = tmp_path / "told.sqlite"
+    assert invoke("init", protocol, "--db", told).exit_code == 0 and invoke("ask", told).exit_code == 0
+    assert invoke("tell", told, "--trial", 1, "roughness=0.004", "thickness=300").exit_code == 0
+    with Campaign.open(told) as c:
+        assert c.store.trial(1).values["roughness"] == pytest.approx(0.004)
+
+
 def test_run_shows_each_trials_conditions_rounded_with_units(tmp_path: Path) -> None:
     db = tmp_path / "films.sqlite"
     result = run(protocol_copy(tmp_path, trials=1), db, "1\n2\n\n")
@@ -217,6 +247,21 @@ def test_resume_prompts_for_the_trial_a_pause_left_waiting(tmp_path: Path) -> No
         trials = c.store.trials()
     assert [(t.state, t.origin) for t in trials] == [("abandoned", "initial"), ("measured", "retry"), ("measured", "initial")]
     assert trials[1].conditions == trials[0].conditions
+
+
+def test_resume_asks_first_for_the_trials_handed_out_with_ask(tmp_path: Path) -> None:
+    """A person asks for two trials, measures one, and then lets `resume` prompt: the two handed-out trials
+    (oldest first) are asked, with their own ids, before anything new; nothing is abandoned."""
+    db = tmp_path / "films.sqlite"
+    assert invoke("init", protocol_copy(tmp_path, trials=3), "--db", db).exit_code == 0
+    assert invoke("ask", db, "-n", 2).exit_code == 0
+    result = CliRunner().invoke(main, ["resume", str(db), "--no-report"], input="1\n10\n\n2\n20\n\n3\n30\n\n")
+    assert result.exit_code == 0, result.output
+    assert result.stderr.index("trial 1: run it by hand") < result.stderr.index("trial 2: run it by hand")
+    with Campaign.open(db) as c:
+        trials = c.store.trials()
+    assert [(t.id, t.state, t.origin, t.values.get("thickness")) for t in trials] == [
+        (1, "measured", "manual", 10.0), (2, "measured", "manual", 20.0), (3, "measured", "initial", 30.0)]
 
 
 @pytest.mark.parametrize("extra", [["--sim"], ["--port", "/dev/null"]])

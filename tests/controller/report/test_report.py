@@ -378,11 +378,16 @@ def test_progress_lines_show_trial_n_of_n_state_best_and_eta() -> None:
         reporter(TrialMeasured(2, Measurement(values={"y": 3.0})))
         reporter(TrialMeasured(3, Measurement(values={"y": 4.0})))
         reporter(TrialAbandoned(4, Abandonment.FAULT, "no reply"))
+        reporter(TrialAbandoned(5, Abandonment.OPERATOR_ABORT, "operator absent: standard input closed"))
+        reporter(TrialAbandoned(6, Abandonment.INTERRUPTED, "the controller stopped before a result was stored"))
     lines = stream.getvalue().splitlines()
     assert lines[0] == "[1/4] trial 2 running on s1: x=0.25"
     assert re.fullmatch(r"\[2/4\] trial 2 ok: y=3  at x=0.25  \(best y 3; ETA \d+:\d\d:\d\d\)", lines[1])
     assert lines[2].startswith("[3/4] trial 3 ok: y=4  (best y 3;")
     assert lines[3] == "[3/4] trial 4 fault: no reply"
+    # Neither an operator's stop nor a crash reads as a fault that would send someone to the instrument.
+    assert lines[4:] == ["[3/4] trial 5 stopped: operator absent: standard input closed",
+                         "[3/4] trial 6 interrupted: the controller stopped before a result was stored"]
     quiet = io.StringIO()
     with ProgressReporter(problem, total=2, stream=quiet, quiet=True) as r:
         r(TrialMeasured(1, Measurement(values={"y": 1.0})))
