@@ -294,13 +294,17 @@ class Campaign:
     def _record_link(self, connection: str | None, time_scale: float | None) -> None:
         if connection is None and time_scale is None:
             return  # the protocol's own connection, on the real clock: the stored protocol says it all
-        where = connection or self.protocol.instrument.connection
         pace = f", clock x{time_scale:g} (emulator time scale)" if time_scale is not None else ""
-        self.store.record_event(
-            "connection",
-            detail=f"instrument {self.protocol.instrument.driver} at {where}{pace}",
-            data={"connection": where, "time_scale": time_scale},
-        )
+        for step in self.protocol.steps():
+            if step.instrument is None:
+                continue
+            where = connection or step.instrument.connection
+            at = f"step {step.name}: " if self.protocol.is_line else ""
+            self.store.record_event(
+                "connection",
+                detail=f"{at}instrument {step.instrument.driver} at {where}{pace}",
+                data={"connection": where, "time_scale": time_scale} | ({"step": step.name} if at else {}),
+            )
 
     def _record_unchecked(self) -> None:
         """Journal, at each start, that parameters run without envelope limits (`envelope.unchecked`)."""

@@ -23,7 +23,6 @@ from closedloop.controller.cli.errors import configure_runtime, handle_errors
 from closedloop.controller.cli.progress import ProgressReporter
 from closedloop.controller.cli.signals import pause_on_signals
 from closedloop.controller.engine.engine import HANDED_OUT_BEFORE
-from closedloop.controller.protocol.instruments import run_by_hand
 from closedloop.controller.protocol.limits import unchecked_warning
 from closedloop.controller.protocol.model import Protocol, load_protocol
 from closedloop.controller.store.errors import StorageFailed, StoreError
@@ -57,7 +56,7 @@ def _link_header(campaign: Campaign, port: str | None, time_scale: float | None,
     if port is None:
         return
     pace = f"; clock x{time_scale:g} (emulator time scale)" if time_scale is not None else ""
-    click.echo(f"instrument: {campaign.protocol.instrument.driver} at {port} ({source}){pace}", err=True)
+    click.echo(f"instrument: {campaign.protocol.the_instrument().driver} at {port} ({source}){pace}", err=True)
 
 
 def _run_engine(
@@ -81,7 +80,7 @@ def _run_engine(
     problem = campaign.protocol.to_problem()
     # The operator at this terminal approves proposals (--approve) and, for an instrument run by hand,
     # enters every result when its driver asks.
-    at_terminal = approve or run_by_hand(campaign.protocol.instrument)
+    at_terminal = approve or campaign.protocol.needs_operator()
     operator = TerminalApprover(problem) if at_terminal else None
     stored_best = (status["best"] or {}).get("values", {}).get(problem.objectives[0].name)
     reporter = ProgressReporter(problem, status["budget"], status["results"], quiet=quiet, best=stored_best,
@@ -131,7 +130,7 @@ def init(protocol: str, db: str | None, seed: int | None) -> None:
     click.echo("next: propose a trial, run it, record its result (--failed if the sample failed, --note TEXT for why):")
     click.echo(f"  closedloop ask {path}")
     click.echo(f"  closedloop tell {path} --trial 1 {values}")
-    click.echo("or be prompted for each trial at this terminal:" if run_by_hand(p.instrument)
+    click.echo("or be prompted for each trial at this terminal:" if p.needs_operator()
                else "or run it on its instrument:")
     click.echo(f"  closedloop resume {path}")
 

@@ -44,6 +44,8 @@ def find_problems(
 
 
 def _injects_faults(protocol: Protocol) -> bool:
+    if protocol.is_line:
+        return any(_injects_faults(protocol.step_view(step)) for step in protocol.steps() if step.instrument)
     options = protocol.instrument_options()
     # Simulated instruments may fail on purpose too (their own fault_rate option).
     simulated_faults = isinstance(options, FunctionOptions | SimulatedMbeOptions) and options.fault_rate > 0

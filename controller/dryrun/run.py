@@ -97,7 +97,9 @@ def dry_run(
 
 
 def _check_port(protocol: Protocol, port: str) -> None:
-    driver = protocol.instrument.driver
+    if protocol.is_line:
+        raise BadInput(f"--port {port}: each step of a workflow has its own connection; set them in the protocol")
+    driver = protocol.the_instrument().driver
     if resolve_link(protocol).url is None:
         raise BadInput(f"--port {port}: driver {driver} is a simulator in this process and speaks no wire "
                        "protocol; drop --port")
@@ -119,8 +121,10 @@ def _scratch_folder(scratch_dir: str | Path | None) -> Iterator[Path]:
 
 def _simulated(protocol: Protocol) -> str:
     """What stands in for the instrument: `sim:NAME`, or the emulator's `sim://NAME`."""
+    if protocol.is_line:
+        return ", ".join(f"{step.name}: {_simulated(protocol.step_view(step))}" for step in protocol.steps() if step.instrument)
     link = resolve_link(protocol, sim=True)
-    return protocol.instrument.driver if link.url is None else link.url
+    return protocol.the_instrument().driver if link.url is None else link.url
 
 
 def build_report(

@@ -43,6 +43,7 @@ def settings_from(protocol: Protocol, seed: int) -> EngineSettings:
         on_fault=protocol.failures.on_fault,
         candidates=protocol.candidates_frame(),
         result_units=protocol.objective_units(),
+        line=tuple(protocol.steps()) if protocol.is_line else (),
     )
 
 

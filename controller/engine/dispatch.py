@@ -33,6 +33,7 @@ class Station:
     driver: Driver
     virtual: bool = False
     last_setpoints: dict[str, Value] = field(default_factory=dict)
+    step: int = 0  # the step of the line it serves (0 for a protocol of one instrument)
 
 
 @dataclass

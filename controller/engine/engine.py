@@ -8,6 +8,7 @@ a file that `reconcile` can put right.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import queue
@@ -32,6 +33,7 @@ from closedloop.controller.engine.events import (
     PlannerFailed,
     ProposalRefused,
     SafeStateEntered,
+    StepEvent,
     TrialAbandoned,
     TrialApproved,
     TrialHandedOut,
@@ -41,9 +43,12 @@ from closedloop.controller.engine.events import (
 )
 from closedloop.controller.engine.gate import OutsideSpace, SafetyGate
 from closedloop.controller.engine.halts import Halt, HaltKind, paused, stopped
+from closedloop.controller.engine.line import LineQueues
 from closedloop.controller.engine.operator import Approver, OperatorAbsent
+from closedloop.controller.engine.planahead import PlanAhead, PlanRequest
 from closedloop.controller.engine.reoffer import abandoned_initial_points
 from closedloop.controller.engine.results import in_units
+from closedloop.controller.protocol.workflow import Step
 from closedloop.controller.store.campaign_store import CampaignStore
 from closedloop.controller.store.reads import TrialRecord
 from closedloop.drivers.base import EnvelopeViolation, InstrumentContext, Journaled, Measurement, Recoverable
@@ -63,6 +68,7 @@ APPROVAL_ATTEMPTS = 10  # edits the operator may try on one proposal
 # made safe anyway: a service manager sends SIGKILL some seconds after SIGTERM (systemd: 90 s), and a
 # driver stuck in a call that ignores the abort must not keep the instrument hot until then.
 ABORT_GRACE_S = 10.0
+PLAN_POLL_S = 0.05  # live line: how often the engine looks whether the planner has finished, between completions
 HANDED_OUT_BEFORE = "handed out before, no result told yet"  # why `ask` offers a pending trial again
 
 log = logging.getLogger(__name__)
@@ -102,6 +108,7 @@ class EngineSettings:
     fault_retries: int = 0
     on_fault: Literal["pause", "continue", "stop"] = "pause"
     candidates: pd.DataFrame | None = None
+    line: tuple[Step, ...] = ()  # a workflow's steps; empty for a protocol of one instrument
     # Each objective's unit as the protocol declares it: results are stored in it (a driver reporting in
     # another unit is converted at ingest), so targets, outcome constraints, the report and `tell` agree.
     result_units: dict[str, str] = field(default_factory=dict)
@@ -147,6 +154,9 @@ class CampaignEngine:
         self._exhausted_in_a_row = 0
         self._aborting = False  # the operator stopped the trials in flight (Ctrl-C, SIGTERM)
         self._reoffered: dict[int, str] = {}  # trials offering an abandoned initial-design point again -> why
+        self.line = LineQueues(settings.line)  # samples between the steps of a line (idle without one)
+        # A live line plans on a worker thread (see planahead.py); virtual time and one instrument plan in line.
+        self._planning: PlanAhead | None = PlanAhead() if settings.line and not self.clock.virtual else None
 
     # ---- the public operations ----------------------------------------------------------------------
 
@@ -214,6 +224,8 @@ class CampaignEngine:
         for t in self.store.trials(states=["dispatched", "running"]):
             if t.id in held:
                 continue  # a person holds it, not the controller that stopped: its result comes with `tell`
+            if self.line.active and self._back_in_line(t.id):
+                continue
             station = stations.get(t.instrument or "")
             recovered: Measurement | None = None
             if station is not None and isinstance(station.driver, Recoverable):
@@ -231,6 +243,57 @@ class CampaignEngine:
                 requeued.append(self._retry(t.id, "re-queued after interruption"))
         return requeued
 
+    def _back_in_line(self, trial_id: int) -> bool:
+        """After a crash, a sample of a line goes on from the step it was in, with what its finished steps
+        measured: waiting for the next step, or running an interrupted step again where the protocol says
+        it can be repeated (journaled). False when it cannot go on (a step that cannot be repeated: the
+        sample is lost, journaled; or no step had started): the caller abandons it."""
+        events = [e for e in self.store.events(trial_id=trial_id, kinds=["step"]) if isinstance(e["data"], dict)]
+        if not events:
+            return False
+        for e in events:
+            if e["data"].get("phase") == "done":
+                self.line.step_done(trial_id, Measurement(values=dict(e["data"].get("values") or {}),
+                                                          units=dict(e["data"].get("units") or {}),
+                                                          duration_s=float(e["data"].get("duration_s") or 0.0)))
+        last = events[-1]
+        index, phase = int(last["data"].get("index", 0)), last["data"].get("phase")
+        now = self.clock.now()
+        since = now if self.clock.virtual else min(now, float(last["t"]))
+        if phase == "done" and not self.line.is_last(index):
+            self.line.arrive(trial_id, index + 1, since)
+            return True
+        step = self.settings.line[index]
+        if phase == "started" and self._recovered_step(trial_id, str(last["data"].get("station")), now):
+            return True
+        if phase in ("started", "repeat") and step.repeatable:
+            self.log.emit(StepEvent(trial_id, step.name, index, None, "repeat",
+                                    "the controller stopped during this step; it runs again"))
+            self.line.arrive(trial_id, index, now, first=True)
+            return True
+        if phase in ("started", "repeat"):
+            self.log.emit(StepEvent(trial_id, step.name, index, None, "lost",
+                                    f"the controller stopped during {step.name}, which cannot be repeated (on_crash: lost)"))
+        self.line.drop(trial_id)
+        return False
+
+    def _recovered_step(self, trial_id: int, station_name: str, now: float) -> bool:
+        """The interrupted step's result read back from its instrument, where its driver can: then the
+        sample goes on as if the step had just ended."""
+        station = next((s for s in self.stations if s.name == station_name), None)
+        if station is None or not isinstance(station.driver, Recoverable):
+            return False
+        try:
+            recovered = station.driver.recover(trial_id, InstrumentContext(clock=self.clock, trial_id=trial_id))
+        except BaseException as exc:  # noqa: BLE001 - a driver bug: the step is repeated or the sample lost
+            _reraise_interrupt(exc)
+            self.log.emit(DriverFailed(station.name, f"recover trial {trial_id}", ErrorInfo.of(exc, with_traceback=True)))
+            return False
+        if recovered is None:
+            return False
+        self._step_finished(trial_id, station, recovered, now)
+        return True
+
     def run(self, *, resumed: bool = False) -> Halt:
         """Run until a stop rule fires or the campaign pauses; returns why."""
         raised = self.settings.approval if self.settings.approval_raised else None
@@ -241,8 +304,16 @@ class CampaignEngine:
             try:
                 while True:
                     halt = self.halt or self._stop_rule()
-                    if halt is None:
-                        self._fill_stations()
+                    # Once the campaign is ending, no new sample starts, but those in the line finish.
+                    self._fill_stations(new_samples=halt is None)
+                    if halt is None and self._planning is not None and self._planning.busy:
+                        # Wait for an instrument or the planner, whichever is first (in slices: Ctrl-C).
+                        if self.dispatcher.in_flight == 0:
+                            self._take_plan(timeout=PLAN_POLL_S)
+                        else:
+                            with contextlib.suppress(queue.Empty):
+                                self._complete(self.dispatcher.next_completion(timeout=PLAN_POLL_S))
+                        continue
                     if self.dispatcher.in_flight == 0:
                         halt = halt or self.halt or self._stop_rule() or self._why_idle()
                         if halt is not None:
@@ -278,22 +349,38 @@ class CampaignEngine:
     def _propose(self, n: int, *, within_budget: bool = True, origin: str | None = None) -> tuple[int, list[int]]:
         """(how many trials were proposed, the ids of those that passed the gate). Abandoned initial-design
         points come back before the planner is asked for more."""
+        request, made, passed = self._plan_request(n, within_budget=within_budget, origin=origin)
+        if request is None:
+            return made, passed
+        proposals = self._ask_planner(request.observations, request.pending, request.n, request.seed)
+        return made + len(proposals), passed + self._store_proposals(proposals, origin)
+
+    def _plan_request(
+        self, n: int, *, within_budget: bool = True, origin: str | None = None
+    ) -> tuple[PlanRequest | None, int, list[int]]:
+        """What the planner is to be asked for, after abandoned initial-design points come back (stored
+        here, with the ids of those that passed the gate): (None when nothing is left to ask, how many
+        trials were made, the ids that passed)."""
         trials = self.store.trials()
         pending = history.pending(trials)
         if within_budget:
             n = min(n, self.settings.max_trials - history.n_results(trials) - len(pending))
         if n <= 0:
-            return 0, []
+            return None, 0, []
         observations = history.observations(self.settings.problem, trials)
         again = self._offer_again(trials, observations, n, origin)
         passed = [trial_id for trial_id in again if self._passes_gate(trial_id, self.store.trial(trial_id).conditions)]
         if len(again) == n:
-            return n, passed
+            return None, n, passed
         if again:  # the planner sees the points offered again as pending
             trials = self.store.trials()
             pending = history.pending(trials)
         seed = planner_seed(self.settings.seed, len(trials))
-        proposals = self._ask_planner(observations, pending, n - len(again), seed)
+        return PlanRequest(observations, pending, n - len(again), seed, origin), len(again), passed
+
+    def _store_proposals(self, proposals: Sequence[Proposal], origin: str | None) -> list[int]:
+        """Each proposal stored as a trial and passed through the gate; the ids that passed."""
+        passed = []
         for proposal in proposals:
             provenance = proposal.provenance
             trial_id = self.log.add_trial(
@@ -304,7 +391,7 @@ class CampaignEngine:
             )
             if self._passes_gate(trial_id, proposal.conditions):
                 passed.append(trial_id)
-        return len(again) + len(proposals), passed
+        return passed
 
     def _offer_again(self, trials: list[TrialRecord], observations: list, n: int, origin: str | None) -> list[int]:
         """Up to `n` abandoned initial-design points stored as new trials (journaled), while the planner is
@@ -356,14 +443,24 @@ class CampaignEngine:
         return out
 
     def _ask_planner(self, observations: list, pending: list[Conditions], n: int, seed: int) -> list[Proposal]:
-        problem, candidates = self.settings.problem, self.settings.candidates
+        request = PlanRequest(observations, pending, n, seed)
         try:
-            return self.planner.propose(problem, observations, pending, n, seed, candidates)
+            return list(self._planner_call(request))
         except Exception as exc:  # noqa: BLE001 - a planner bug must not end an overnight campaign; it is journaled
-            why = f"planner raised {type(exc).__name__}: {exc}; used {self.fallback_planner.name}"
-            self.log.emit(PlannerFailed(ErrorInfo.of(exc, with_traceback=True), self.fallback_planner.name))
-            proposals = self.fallback_planner.propose(problem, observations, pending, n, seed, candidates)
-            return [Proposal(p.conditions, p.provenance.with_fallback(why)) for p in proposals]
+            return self._fall_back(request, exc)
+
+    def _planner_call(self, request: PlanRequest) -> Sequence[Proposal]:
+        """The planner's proposals for `request`: a pure computation (safe on the planning thread)."""
+        problem, candidates = self.settings.problem, self.settings.candidates
+        return self.planner.propose(problem, request.observations, request.pending, request.n, request.seed, candidates)
+
+    def _fall_back(self, request: PlanRequest, exc: Exception) -> list[Proposal]:
+        problem, candidates = self.settings.problem, self.settings.candidates
+        why = f"planner raised {type(exc).__name__}: {exc}; used {self.fallback_planner.name}"
+        self.log.emit(PlannerFailed(ErrorInfo.of(exc, with_traceback=True), self.fallback_planner.name))
+        proposals = self.fallback_planner.propose(problem, request.observations, request.pending, request.n,
+                                                  request.seed, candidates)
+        return [Proposal(p.conditions, p.provenance.with_fallback(why)) for p in proposals]
 
     def _passes_gate(self, trial_id: int, conditions: Conditions) -> bool:
         try:
@@ -411,9 +508,18 @@ class CampaignEngine:
 
     # ---- running trials -----------------------------------------------------------------------------
 
-    def _fill_stations(self) -> None:
-        for station in self.stations:
+    def _fill_stations(self, *, new_samples: bool = True) -> None:
+        # Later steps first: a sample waiting between steps goes on before the planner is asked for a new one.
+        for station in sorted(self.stations, key=lambda s: -s.step):
             if station.name in self.busy:
+                continue
+            if station.step > 0 or self.line.next_is_waiting(0):
+                self._next_step(station)
+                continue
+            if not new_samples:
+                continue
+            if self._planning is not None:
+                self._start_sample_live(station)
                 continue
             # Proposals the gate or the operator turn down do not end the campaign: ask again.
             while not self.ready and self._refusals < REFUSALS_BEFORE_STOP:
@@ -426,15 +532,75 @@ class CampaignEngine:
                 return
             self._dispatch(self.ready.popleft(), station)
 
+    def _start_sample_live(self, station: Station) -> None:
+        """A live line's first step: take a proposal the planning thread has ready, and ask for the next one
+        at once, so that it is ready when this station frees."""
+        assert self._planning is not None
+        self._take_plan()
+        if self.ready:
+            self._dispatch(self.ready.popleft(), station)
+        if not self.ready:
+            self._plan_next()
+
+    def _plan_next(self) -> None:
+        assert self._planning is not None
+        if self._planning.busy or self._refusals >= REFUSALS_BEFORE_STOP:
+            return
+        request, _, passed = self._plan_request(self.settings.batch_size)
+        for trial_id in passed:
+            self.approve(trial_id)
+        if request is not None:
+            self._planning.start(request, self._planner_call)
+
+    def _take_plan(self, timeout: float | None = 0.0) -> None:
+        assert self._planning is not None
+        outcome = self._planning.take(timeout)
+        if outcome is None:
+            return
+        proposals = (list(outcome.proposals) if outcome.error is None
+                     else self._fall_back(outcome.request, outcome.error))
+        for trial_id in self._store_proposals(proposals, outcome.request.origin):
+            self.approve(trial_id)
+
+    def _next_step(self, station: Station) -> None:
+        """A free station of a later step takes the sample that has waited longest, unless it waited past
+        the step's max_wait: such a sample is recorded as failed, and the next one is taken."""
+        step = self.settings.line[station.step]
+        while (waiting := self.line.next_for(station.step)) is not None:
+            waited = self.clock.now() - waiting.since
+            if step.max_wait_s is not None and waited > step.max_wait_s:
+                self._expired(waiting.trial_id, step, waited)
+                continue
+            self._dispatch(waiting.trial_id, station)
+            return
+
+    def _expired(self, trial_id: int, step: Step, waited: float) -> None:
+        reason = (f"waited {waited / 60:.1f} min for {step.name}, longer than its max_wait of "
+                  f"{(step.max_wait_s or 0) / 60:g} min")
+        with self.store.batch():
+            self.log.emit(StepEvent(trial_id, step.name, step.index, None, "expired", reason,
+                                    {"waited_s": waited, "max_wait_s": step.max_wait_s}))
+            self.ingest(trial_id, self.line.result(trial_id, Measurement(
+                status="failed_sample", detail=reason, analysis="line", instrument=step.name), step))
+
     def _dispatch(self, trial_id: int, station: Station) -> None:
-        conditions = self.store.trial(trial_id).conditions
+        trial = self.store.trial(trial_id)
+        conditions = trial.conditions
+        step = self.settings.line[station.step] if self.line.active else None
         try:
             sent = self.gate.check(conditions, station.last_setpoints or None)
         except (OutsideSpace, EnvelopeViolation) as exc:
+            self.line.drop(trial_id)
             self.log.emit(TrialAbandoned(trial_id, Abandonment.GATE_AT_DISPATCH, str(exc), ErrorInfo.of(exc)))
             self._refused_after_gate(trial_id, f"safety gate at dispatch: {exc}")
             return
-        self.log.emit(TrialStarted(trial_id, station.name, conditions))
+        if step is not None:  # each step's instrument is sent its own parameters only
+            sent = {name: value for name, value in sent.items() if name in step.parameters}
+        with self.store.batch():
+            if trial.state != "running":  # a sample's first step (not one run again after a crash)
+                self.log.emit(TrialStarted(trial_id, station.name, conditions))
+            if step is not None:
+                self.log.emit(StepEvent(trial_id, step.name, step.index, station.name, "started"))
         self.busy[station.name] = trial_id
         station.last_setpoints = dict(sent)
         self.dispatcher.submit(Job(trial_id, station, sent))
@@ -454,13 +620,37 @@ class CampaignEngine:
                 detail = detail or info.type
             else:
                 detail = m.detail if m is not None else "the driver returned no measurement"
+            if self.line.active:
+                step = self.settings.line[station.step]
+                self.line.drop(trial_id)
+                self.log.emit(StepEvent(trial_id, step.name, step.index, station.name, "fault", detail, {"reason": detail}))
             if self._aborting:
                 self._operator_abort(trial_id, detail)
             else:
                 self._fault(trial_id, station, detail, done.error)
             return
         m.duration_s = m.duration_s or (done.finished_at - done.started_at)
+        if self.line.active:
+            self._step_finished(trial_id, station, m, done.finished_at)
+            return
         self.ingest(trial_id, m, station=station)
+
+    def _step_finished(self, trial_id: int, station: Station, m: Measurement, at: float) -> None:
+        """A sample's step ended with a result: on to the next step, or the trial's result after the last
+        (a failed sample ends its way at the step it failed in)."""
+        step = self.settings.line[station.step]
+        failed = m.status != "ok"
+        data = {"reason": m.detail} if failed else {"values": dict(m.values), "units": dict(m.units),
+                                                     "duration_s": m.duration_s}
+        if failed or self.line.is_last(station.step):
+            with self.store.batch():
+                self.log.emit(StepEvent(trial_id, step.name, step.index, station.name,
+                                        "failed" if failed else "done", m.detail if failed else "", data))
+                self.ingest(trial_id, self.line.result(trial_id, m, step), station=station)
+            return
+        self.log.emit(StepEvent(trial_id, step.name, step.index, station.name, "done", "", data))
+        self.line.step_done(trial_id, m)
+        self.line.arrive(trial_id, station.step + 1, at)
 
     def _fault(self, trial_id: int, station: Station | None, detail: str, error: BaseException | None) -> None:
         refused = isinstance(error, EnvelopeViolation)
@@ -507,6 +697,7 @@ class CampaignEngine:
         conditions. The abort says nothing about the conditions or the instrument, so it does not use up
         `instrument_fault_retries`; the new trial waits as proposed, to pass the safety gate and, where the
         protocol asks for it, the operator again when the campaign resumes."""
+        self.line.drop(trial_id)
         with self.store.batch():
             self.log.emit(TrialAbandoned(trial_id, Abandonment.OPERATOR_ABORT, detail))
             self._retry(trial_id, f"re-queued after the operator aborted trial {trial_id}", approve=False)

@@ -12,7 +12,7 @@ import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 from closedloop.controller.engine.halts import Halt
 from closedloop.controller.store.campaign_store import CampaignStore
@@ -125,6 +125,21 @@ class TrialMeasured:
     recovered: bool = False  # read back from the instrument after a crash
 
 
+@dataclass(frozen=True)
+class StepEvent:
+    """A sample's step in a line: `phase` is started, done (with `values`), failed, fault, expired (waited
+    longer than the step's max_wait), repeat (run again after a crash) or lost (a crash interrupted a step
+    that cannot be repeated). Journaled as a `step` event: the schedule and `resume` read them back."""
+
+    trial_id: int
+    step: str
+    index: int
+    station: str | None
+    phase: str
+    detail: str = ""
+    data: dict[str, Any] = field(default_factory=dict)
+
+
 class Abandonment(Enum):
     """Why a trial that was approved ended without a result."""
 
@@ -197,7 +212,7 @@ class OperatorStep:
 EngineEvent = (
     TrialProposed | ProposalRefused | OperatorDecided | TrialApproved | TrialHandedOut | TrialStarted | TrialMeasured
     | TrialAbandoned | CampaignRunning | CampaignHalted | PlannerFailed | SafeStateEntered | OperatorStep
-    | DriverFailed | InitialPointOffered
+    | DriverFailed | InitialPointOffered | StepEvent
 )
 Subscriber = Callable[[EngineEvent], None]
 
@@ -277,6 +292,11 @@ class EventLog:
                 if store.trial(trial_id).state != "dispatched":  # dispatched already: handed out with `ask`
                     store.transition(trial_id, "dispatched", instrument=station, virtual_t=t)
                 store.transition(trial_id, "running", instrument=station, virtual_t=t)
+            case StepEvent(trial_id, step, index, station, phase, detail, data):
+                where = f" on {station}" if station else ""
+                store.record_event("step", trial_id=trial_id, detail=f"{step} {phase}{where}" + (f": {detail}" if detail else ""),
+                                   data={"step": step, "index": index, "station": station, "phase": phase, **data},
+                                   virtual_t=t)
             case TrialMeasured(trial_id, measurement, recovered):
                 if recovered:
                     store.record_event("recovered", trial_id=trial_id, detail="result recovered from the instrument")

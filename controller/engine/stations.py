@@ -24,6 +24,7 @@ from closedloop.controller.protocol.catalog import SIM, instrument
 from closedloop.controller.protocol.instruments import emulator_problem, run_by_hand, section_config
 from closedloop.controller.protocol.model import Protocol
 from closedloop.drivers.base import Driver, DriverEntry
+from closedloop.drivers.transfer import TransferDriver
 from closedloop.simulators.registry import (
     EMULATORS,
     SimulatedInstrument,
@@ -54,11 +55,21 @@ class Link:
 
 def resolve_link(protocol: Protocol, *, sim: bool = False, connection: str | None = None) -> Link:
     """The link a campaign runs against: `connection` (e.g. `--port`) over the protocol's own; `sim`
-    stands the driver's registered emulator in for a real instrument."""
-    entry = instrument(protocol.instrument.driver)
+    stands the driver's registered emulator in for a real instrument. A line is in process when every
+    step's instrument is (they share one clock), on the wall clock when none is."""
+    if protocol.is_line:
+        if connection is not None:
+            raise InstrumentUnavailable("--port names one instrument's connection; each step of a workflow has its "
+                                        "own: set workflow.STEP.instrument.connection")
+        links = [resolve_link(protocol.step_view(step), sim=sim) for step in protocol.steps() if step.instrument]
+        if len({link.in_process for link in links}) > 1:
+            raise InstrumentUnavailable("the workflow mixes simulated steps (sim://, in virtual time) with real "
+                                        "instruments (on the wall clock); run every step simulated (--sim) or real")
+        return Link(None, in_process=all(link.in_process for link in links))
+    entry = instrument(protocol.the_instrument().driver)
     if isinstance(entry, SimulatedInstrument):
         return Link(None, in_process=True)
-    if run_by_hand(protocol.instrument):
+    if run_by_hand(protocol.the_instrument()):
         if sim or connection is not None:
             raise InstrumentUnavailable(
                 f"driver {entry.name}: a person runs each trial, so no simulator stands in for them (--sim, a dry "
@@ -67,14 +78,14 @@ def resolve_link(protocol: Protocol, *, sim: bool = False, connection: str | Non
     if connection is not None and not connection.strip():
         raise InstrumentUnavailable("the instrument connection (--port) is empty; give a device path such as "
                                     "/dev/ttyUSB0 or /dev/pts/5, or a URL such as socket://host:port")
-    url = connection.strip() if connection is not None else protocol.instrument.connection
+    url = connection.strip() if connection is not None else protocol.the_instrument().connection
     if sim and emulator_name(url) is None:
         if entry.emulator is None:
             raise InstrumentUnavailable(f"driver {entry.name} has no simulator to run --sim against")
         url = f"sim://{entry.emulator}"
     if url is None:
         raise InstrumentUnavailable(f"driver {entry.name} needs a connection (a device path or URL)")
-    problem = emulator_problem(entry.name, url, protocol.instrument)
+    problem = emulator_problem(entry.name, url, protocol.the_instrument())
     if problem is not None:
         raise InstrumentUnavailable(f"connection {url}: {problem}")
     return Link(url, in_process=emulator_name(url) is not None)
@@ -82,19 +93,47 @@ def resolve_link(protocol: Protocol, *, sim: bool = False, connection: str | Non
 
 def make_stations(protocol: Protocol, *, seed: int, sim: bool = False, connection: str | None = None) -> list[Station]:
     """The stations for `protocol` (see the module docstring); `connection` (a device path or pyserial
-    URL, e.g. `--port`) replaces the protocol's `instrument.connection`."""
+    URL, e.g. `--port`) replaces the protocol's `instrument.connection`. A line gets each step's
+    stations, built as a protocol of that step's instrument alone (`Protocol.step_view`)."""
+    if protocol.is_line:
+        return _line_stations(protocol, seed=seed, sim=sim, connection=connection)
     link = resolve_link(protocol, sim=sim, connection=connection)
     options = protocol.station_options()
-    entry = instrument(protocol.instrument.driver)
+    entry = instrument(protocol.the_instrument().driver)
     if not link.in_process and (options.faults or options.stations > 1):
         raise InstrumentUnavailable(
             "options.faults and options.stations apply to an emulated instrument in this process "
             f"({_emulator_hint(entry)}or --sim); remove them for a real one"
         )
-    base = link.emulator or protocol.instrument.driver.removeprefix(SIM)
+    base = link.emulator or protocol.the_instrument().driver.removeprefix(SIM)
     names = [f"{base}-{i + 1}" if options.stations > 1 else base for i in range(options.stations)]
     # Each station gets its own driver (and its own emulator or simulator, with the same seed).
     return [Station(name=name, driver=_driver(protocol, entry, link, seed), virtual=link.in_process) for name in names]
+
+
+def _line_stations(protocol: Protocol, *, seed: int, sim: bool, connection: str | None) -> list[Station]:
+    resolve_link(protocol, sim=sim, connection=connection)  # refuses --port and a line half simulated
+    steps = protocol.steps()
+    stations: list[Station] = []
+    for step in steps:
+        if step.instrument is None:
+            continue
+        view = protocol.step_view(step)
+        link = resolve_link(view, sim=sim)
+        if step.stations > 1 and not link.in_process:
+            raise InstrumentUnavailable(
+                f"workflow.{step.name}: stations: {step.stations} run side by side only on emulated instruments in "
+                "this process (sim:// or --sim) for now; one connection cannot reach several real instruments")
+        entry = instrument(view.the_instrument().driver)
+        stations += [Station(name, _driver(view, entry, link, seed), virtual=link.in_process, step=step.index)
+                     for name in step.station_names()]
+    in_process = all(station.virtual for station in stations)
+    for step in steps:
+        if step.instrument is None:
+            to_step = steps[step.index + 1].name if step.index + 1 < len(steps) else "the end of the line"
+            driver = TransferDriver(step.transfer or "robot", step.duration_s, to_step)
+            stations += [Station(name, driver, virtual=in_process, step=step.index) for name in step.station_names()]
+    return sorted(stations, key=lambda station: station.step)
 
 
 def _emulator_hint(entry: DriverEntry[Any] | SimulatedInstrument[Any]) -> str:
@@ -106,13 +145,13 @@ def _driver(protocol: Protocol, entry: DriverEntry | SimulatedInstrument, link: 
         try:
             return entry.build(seed, protocol.instrument_options(), _simulation_inputs(protocol))
         except ValueError as e:
-            raise InstrumentUnavailable(f"instrument ({protocol.instrument.driver}): {e}") from None
+            raise InstrumentUnavailable(f"instrument ({protocol.the_instrument().driver}): {e}") from None
     url = link.url or ""  # no link: an instrument run by hand
     if link.emulator is not None:
         url = sim_url(link.emulator, seed=seed, faults=protocol.station_options().faults)
     if entry.section:
-        log_scaled = frozenset(o.name for o in protocol.to_problem().objectives if o.log)
-        config = section_config(protocol.instrument, protocol.space, log_scaled)
+        log_scaled = frozenset(name for name, spec in protocol.objectives.items() if spec.log)
+        config = section_config(protocol.the_instrument(), protocol.space, log_scaled)
     else:
         config = protocol.instrument_options()
     try:
@@ -131,8 +170,10 @@ def _simulation_inputs(protocol: Protocol) -> SimulationInputs:
 
 def stand_in(protocol: Protocol) -> WireEmulator | SimulatedInstrument[Any] | None:
     """The simulator that stands in for the protocol's instrument in a dry run or `--sim`: its simulated
-    instrument, or its driver's wire emulator; None when there is none."""
-    entry = instrument(protocol.instrument.driver)
+    instrument, or its driver's wire emulator; None when there is none (a line has one per step)."""
+    if protocol.is_line:
+        return None
+    entry = instrument(protocol.the_instrument().driver)
     if isinstance(entry, SimulatedInstrument):
         return entry
     try:

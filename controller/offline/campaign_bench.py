@@ -103,7 +103,7 @@ def ground_truth(protocol: Protocol) -> GroundTruth:
     if simulator is None or simulator.ground_truth is None:
         raise CampaignBenchError(
             f"{protocol.path}: campaign benchmarks judge a campaign by its simulator's noise-free optimum; the "
-            f"simulator of instrument driver {protocol.instrument.driver!r} has none (use `closedloop bench` "
+            f"simulator of instrument driver {protocol.description_of_instrument().name!r} has none (use `closedloop bench` "
             "for pool data)"
         )
     if protocol.sha256 not in _TRUTHS:

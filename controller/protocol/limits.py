@@ -56,7 +56,7 @@ def unlimited_parameters(protocol: Protocol, description: DriverDescription) -> 
 
 def missing_limit_problems(protocol: Protocol, description: DriverDescription) -> list[ProtocolProblem]:
     """A problem for each moved parameter without a finite min and max, naming the field to add."""
-    section = protocol.instrument
+    section = protocol.the_instrument()
     if described_by_protocol(section):
         return []  # a lookup pool sends nothing: the planner picks rows of its table
     if description.by_hand:
@@ -96,7 +96,10 @@ def _unit_hint(protocol: Protocol, name: str) -> str:
 
 def unchecked_warning(protocol: Protocol) -> str | None:
     """What to show at start and journal when the protocol runs parameters without limits (None if not)."""
-    section = protocol.instrument
+    if protocol.is_line:
+        warnings = [unchecked_warning(protocol.step_view(step)) for step in protocol.steps() if step.instrument]
+        return "; ".join(w for w in warnings if w) or None
+    section = protocol.the_instrument()
     if not isinstance(section, SerialInstrumentConfig) or not section.envelope.unchecked:
         return None
     unlimited = unlimited_parameters(protocol, protocol.description_of_instrument())
@@ -110,7 +113,7 @@ def unchecked_warning(protocol: Protocol) -> str | None:
 def setpoint_command_problems(protocol: Protocol, description: DriverDescription) -> list[ProtocolProblem]:
     """Each `setup`/`start` command that sets a parameter (by its `set` template) to a value its
     envelope limit refuses, located at the command."""
-    section = protocol.instrument
+    section = protocol.the_instrument()
     if not isinstance(section, SerialInstrumentConfig):
         return []
     patterns = {name: _template_pattern(command.command) for name, command in section.set.items()}

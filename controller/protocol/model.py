@@ -29,6 +29,7 @@ from ruamel.yaml.representer import RepresenterError
 
 from closedloop.controller.protocol import instruments
 from closedloop.controller.protocol.candidates import CandidateFileError, read_candidate_table
+from closedloop.controller.protocol.catalog import SIM
 from closedloop.controller.protocol.expressions import (
     ExpressionError,
     parse_linear_constraint,
@@ -51,10 +52,12 @@ from closedloop.controller.protocol.sections import (
     at_most_max_parameters,
     is_identifier,
 )
+from closedloop.controller.protocol.workflow import Step, StepSection, steps_of
 from closedloop.controller.protocol.yaml_source import (
     MAX_BYTES,
     FieldPath,
     FieldSourceMap,
+    MovedSourceMap,
     ProtocolError,
     ProtocolProblem,
     SourceMap,
@@ -62,7 +65,7 @@ from closedloop.controller.protocol.yaml_source import (
     problems_from_validation_error,
     size_problem,
 )
-from closedloop.drivers.base import DriverDescription
+from closedloop.drivers.base import DriverDescription, SafetyEnvelope
 from closedloop.planners.options import PLANNER_OPTIONS
 from closedloop.planners.space import LinearConstraint, Objective, OutcomeConstraint, Problem, SearchSpace
 from closedloop.records import Conditions, Value
@@ -70,6 +73,8 @@ from closedloop.units import UnitError, parse_quantity_to
 
 if TYPE_CHECKING:
     import pandas as pd
+
+MAX_STEPS = 16  # steps of a line; more is a mistake in the file, not a lab
 
 __all__ = ["Protocol", "ProtocolError", "ProtocolProblem", "load_protocol", "parse_protocol_text", "protocol_from_dict"]
 
@@ -84,7 +89,8 @@ class Protocol(Section):
     outcome_constraints: list[str] = Field(default_factory=list)  # e.g. "tau_half >= 100 ns"
     reference_point: dict[str, float] | None = None  # multi-objective, in each objective's unit
     candidates: CandidatesSpec | None = None
-    instrument: InstrumentSection
+    instrument: InstrumentSection | None = None  # one instrument; or a line of them in `workflow`
+    workflow: dict[str, StepSection] | None = Field(None, min_length=1, max_length=MAX_STEPS)
     planner: PlannerSection = PlannerSection()
     budget: BudgetSection
     stop: StopSection = StopSection()
@@ -220,12 +226,73 @@ class Protocol(Section):
 
     # --- the instrument ---
 
+    def steps(self) -> list[Step]:
+        """The steps a sample passes through: the `workflow`, or the one `instrument` receiving every
+        parameter (its stations from `instrument.options.stations`), named after its driver."""
+        if self.workflow is not None:
+            return steps_of(self.workflow)
+        section = self.the_instrument()
+        stations = instruments.station_options(section).stations
+        return [Step(section.driver.removeprefix(SIM), 0, section, tuple(self.space), stations)]
+
+    def step_view(self, step: Step) -> Protocol:
+        """The protocol as one step sees it: that step's instrument as `instrument`, the space cut to the
+        step's parameters, problems located under `workflow.STEP.instrument`. Every check and builder for
+        one instrument (validate's envelope checks, stations, emulators) runs on it unchanged."""
+        if self.workflow is None:
+            return self
+        view = self.model_copy(update={
+            "instrument": step.instrument,
+            "workflow": None,
+            "space": {name: spec for name, spec in self.space.items() if name in step.parameters},
+        })
+        view._path, view._text, view._description = self._path, self._text, None
+        if self._source is not None:
+            view._source = MovedSourceMap(self._source, "instrument", ("workflow", step.name))
+        return view
+
+    @property
+    def is_line(self) -> bool:
+        """A workflow of steps (even of one): samples move from step to step and each step is journaled."""
+        return self.workflow is not None
+
+    def needs_operator(self) -> bool:
+        """A person takes part in every trial: an instrument run by hand, or a transfer the operator makes."""
+        return any(step.transfer == "operator" or (step.instrument is not None and instruments.run_by_hand(step.instrument))
+                   for step in self.steps())
+
+    def the_instrument(self) -> InstrumentSection:
+        """The instrument of a one-instrument protocol. A line has several: callers that need one ask
+        `steps()` instead; this names the problem rather than returning None."""
+        if self.instrument is None:
+            raise instruments.InstrumentDescriptionError(("workflow",), "this protocol is a workflow of steps, each "
+                                                         "with its own instrument")
+        return self.instrument
+
+    def step_description(self, step: Step) -> DriverDescription:
+        """What one step's instrument accepts (its parameters) and measures; a transfer accepts and measures nothing."""
+        if step.instrument is None:
+            return DriverDescription(name=step.transfer or "transfer", envelope=SafetyEnvelope({}), measures={})
+        space = {name: self.space[name] for name in step.parameters if name in self.space}
+        return instruments.describe_instrument(step.instrument, space, self.objectives, self.candidates_frame)
+
     def description_of_instrument(self) -> DriverDescription:
-        """What the instrument accepts and measures (computed once; a lookup pool reads its table)."""
+        """What the instrument accepts and measures (computed once; a lookup pool reads its table). For a
+        line, every step's together: each parameter goes to one step, so their envelopes do not overlap."""
         if self._description is None:
-            self._description = instruments.describe_instrument(
-                self.instrument, self.space, self.objectives, self.candidates_frame
-            )
+            if self.workflow is None:
+                self._description = instruments.describe_instrument(
+                    self.the_instrument(), self.space, self.objectives, self.candidates_frame
+                )
+            else:
+                parts = [self.step_description(step) for step in self.steps()]
+                self._description = DriverDescription(
+                    name=" -> ".join(step.name for step in self.steps()),
+                    envelope=SafetyEnvelope({k: v for part in parts for k, v in part.envelope.limits.items()}),
+                    measures={k: v for part in parts for k, v in part.measures.items()},
+                    optional_settings=tuple(name for part in parts for name in part.optional_settings),
+                    by_hand=any(part.by_hand for part in parts),
+                )
         return self._description
 
     def to_instrument_units(self, conditions: Mapping[str, Value]) -> Conditions:
@@ -235,11 +302,11 @@ class Protocol(Section):
 
     def instrument_options(self) -> BaseModel:
         """The driver's validated options (its own pydantic model; for `driver: serial`, the section)."""
-        return instruments.driver_options(self.instrument)
+        return instruments.driver_options(self.the_instrument())
 
     def station_options(self) -> instruments.StationOptions:
         """The engine's part of `instrument.options`: how many stations, which faults to inject."""
-        return instruments.station_options(self.instrument)
+        return instruments.station_options(self.the_instrument())
 
 
 def load_protocol(path: str | Path) -> Protocol:
@@ -334,10 +401,51 @@ def _cross_section_problems(protocol: Protocol) -> list[ProtocolProblem]:
     if (acquisition == "qLogNEI" and n_objectives > 1) or (acquisition == "qLogNEHVI" and n_objectives < 2):
         wanted = "one objective" if acquisition == "qLogNEI" else "two or more objectives"
         found.append(protocol.problem(("planner", "acquisition"), f"{acquisition} needs {wanted}; this protocol has {n_objectives} (use auto)"))
+    found += _instrument_or_workflow_problems(protocol)
     if protocol._source is not None:
-        found += instruments.option_problems(protocol.instrument, protocol._source)
+        if protocol.instrument is not None and protocol.workflow is None:
+            found += instruments.option_problems(protocol.instrument, protocol._source)
+        for step in steps_of(protocol.workflow) if protocol.instrument is None and protocol.workflow else ():
+            view = protocol.step_view(step)
+            if step.instrument is not None and view._source is not None:
+                found += instruments.option_problems(step.instrument, view._source)
         found += _planner_option_problems(protocol.planner, protocol._source)
     return found + _trusted_region_problems(protocol)
+
+
+def _one_of_them(protocol: Protocol) -> bool:
+    return (protocol.instrument is None) != (protocol.workflow is None)
+
+
+def _instrument_or_workflow_problems(protocol: Protocol) -> list[ProtocolProblem]:
+    """One instrument or a workflow, and in a workflow every parameter received by exactly one step."""
+    if not _one_of_them(protocol):
+        both = protocol.instrument is not None
+        return [protocol.problem(("workflow",) if both else (), (
+            "give either instrument (one instrument runs every trial) or workflow (steps on several instruments), "
+            "not both" if both else "missing: instrument (the instrument that runs each trial) or workflow (steps)"))]
+    if protocol.workflow is None:
+        return []
+    found = []
+    receivers: dict[str, list[str]] = {name: [] for name in protocol.space}
+    for step_name, step in protocol.workflow.items():
+        if not is_identifier(step_name):
+            found.append(protocol.problem(("workflow", step_name), f"{step_name!r} is not a valid step name: use "
+                                          "letters, digits and _ (not first)"))
+        for i, name in enumerate(step.parameters):
+            if name not in protocol.space:
+                found.append(protocol.problem(("workflow", step_name, "parameters", i),
+                                              f"{name!r} is not a parameter of the space"))
+            else:
+                receivers[name].append(step_name)
+    for name, steps in receivers.items():
+        if not steps:
+            found.append(protocol.problem(("space", name), f"no step of the workflow receives {name!r}: add it to "
+                                          "the parameters of the step that sets it"))
+        elif len(steps) > 1:
+            found.append(protocol.problem(("space", name), f"{name!r} is received by several steps "
+                                          f"({', '.join(steps)}); each parameter is set by exactly one step"))
+    return found
 
 
 def _option_problems(data: Any, source: SourceMap) -> list[ProtocolProblem]:

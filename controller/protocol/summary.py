@@ -46,6 +46,21 @@ class InstrumentSummary:
 
 
 @dataclass(frozen=True)
+class StepSummary:
+    """One step of a workflow: where it runs, what it receives and measures, how it is scheduled."""
+
+    name: str
+    driver: str  # or "transfer (robot)", "transfer (operator)"
+    connection: str | None
+    parameters: list[str]
+    measures: dict[str, str]
+    stations: int
+    max_wait_s: float | None
+    repeatable: bool
+    duration_s: float
+
+
+@dataclass(frozen=True)
 class EnvelopeMargin:
     """How far a parameter's range sits inside the instrument's limit, in the instrument's unit."""
 
@@ -99,6 +114,7 @@ class ValidationSummary:
     approval: str
     candidates: CandidatesSummary | None
     notes: list[str] = field(default_factory=list)
+    steps: list[StepSummary] = field(default_factory=list)  # a workflow's steps, in order (empty: one instrument)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready; a parameter lists only the fields of its type."""

@@ -9,6 +9,7 @@ in the protocol file; the summary is what `closedloop validate` prints for a val
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -38,8 +39,10 @@ from closedloop.controller.protocol.summary import (
     ObjectiveSummary,
     ParameterSummary,
     PlannerSummary,
+    StepSummary,
     ValidationSummary,
 )
+from closedloop.controller.protocol.workflow import Step
 from closedloop.controller.protocol.yaml_source import FieldPath, ProtocolError, ProtocolProblem
 from closedloop.drivers.base import DriverDescription, Limit
 from closedloop.drivers.serial_config import SerialInstrumentConfig
@@ -79,7 +82,10 @@ def validate_protocol(protocol: Protocol) -> ValidationReport:
     found = _Findings(protocol)
     description = _description(found)
     if description is not None:
-        _check_envelope(found, description)
+        if protocol.is_line:
+            _check_steps(found)
+        else:
+            _check_envelope(found, description)
         _check_objectives(found, description)
     n_initial, trials = protocol.planner.initial.n, protocol.budget.trials
     if n_initial >= trials:
@@ -118,7 +124,7 @@ def _description(found: _Findings) -> DriverDescription | None:
 def _check_envelope(found: _Findings, description: DriverDescription) -> None:
     protocol, limits = found.protocol, description.envelope.limits
     instrument = f"the {description.name} instrument"
-    section = protocol.instrument
+    section = protocol.the_instrument()
     serial = section if isinstance(section, SerialInstrumentConfig) else None
     for name, spec in protocol.space.items():
         if serial is not None and name not in serial.set:
@@ -141,10 +147,25 @@ def _check_envelope(found: _Findings, description: DriverDescription) -> None:
     if problem is not None:
         found.add(("instrument", "connection"), problem)
     if serial is None and not described_by_protocol(section):
-        given = set(protocol.space) | set(protocol.instrument.options) | set(description.optional_settings)
+        given = set(protocol.space) | set(section.options) | set(description.optional_settings)
         for name in limits:
             if name not in given:
                 found.add(("space",), f"{instrument} needs a value for {name!r}: add it to space (a parameter or type: fixed)")
+
+
+def _check_steps(found: _Findings) -> None:
+    """A line: each step's instrument checked as a protocol of one instrument over the step's parameters
+    (its envelope, options, connection), problems located in the step."""
+    for step in found.protocol.steps():
+        if step.instrument is None:
+            continue
+        view = _Findings(found.protocol.step_view(step))
+        description = _description(view)
+        if description is not None:  # named after the step: "the anneal step's serial instrument"
+            _check_envelope(view, dataclasses.replace(description, name=f"{step.name} step's {description.name}"))
+        found.problems += view.problems
+        found.margins += view.margins
+        found.notes += [f"step {step.name}: {note}" for note in view.notes]
 
 
 def _check_serial(found: _Findings, section: SerialInstrumentConfig) -> None:
@@ -203,7 +224,7 @@ def _check_limit(found: _Findings, at: FieldPath, shown: str, value: float, limi
 
 def _check_options(found: _Findings, limits: Mapping[str, Limit], instrument: str) -> None:
     """Options naming an envelope setting are fixed settings: they must sit inside the envelope too."""
-    for name, value in found.protocol.instrument.options.items():
+    for name, value in found.protocol.the_instrument().options.items():
         at: FieldPath = ("instrument", "options", name)
         limit = limits.get(name)
         if limit is None:
@@ -230,7 +251,7 @@ def _check_objectives(found: _Findings, description: DriverDescription) -> None:
             found.add(("instrument", "measures", name), f"{name!r} is both a parameter and a measured value; rename one")
     for name, spec in found.protocol.objectives.items():
         if name not in measures:
-            if described_by_protocol(found.protocol.instrument):
+            if found.protocol.instrument is not None and described_by_protocol(found.protocol.instrument):
                 found.add(("objectives", name), f"the candidate table has no column {name!r} to reveal")
                 continue
             hint = get_close_matches(name, list(measures), n=1)
@@ -366,9 +387,11 @@ def _summary(
         feasible_example=feasibility.example,
         objectives=[ObjectiveSummary(n, s.direction, s.unit, s.log, s.target) for n, s in p.objectives.items()],
         outcome_constraints=list(p.outcome_constraints),
-        instrument=InstrumentSummary(p.instrument.driver, p.instrument.connection,
+        instrument=InstrumentSummary(p.instrument.driver if p.instrument else "workflow",
+                                     p.instrument.connection if p.instrument else None,
                                      dict(description.measures) if description else {},
                                      by_hand=description is not None and description.by_hand),
+        steps=[_step(p, step) for step in p.steps()] if p.is_line else [],
         envelope_margins=found.margins,
         planner=PlannerSummary(p.planner.initial.n, p.planner.initial.method, p.planner.acquisition,
                                p.planner.batch_size, p.planner.seed),
@@ -377,6 +400,16 @@ def _summary(
         candidates=None if rows is None else CandidatesSummary(str(p.candidates_path), rows),
         notes=found.notes,
     )
+
+
+def _step(protocol: Protocol, step: Step) -> StepSummary:
+    try:
+        measures = dict(protocol.step_description(step).measures)
+    except (ProtocolError, InstrumentDescriptionError):
+        measures = {}  # reported among the problems
+    return StepSummary(step.name, step.instrument.driver if step.instrument else f"transfer ({step.transfer})",
+                       step.instrument.connection if step.instrument else None, list(step.parameters), measures,
+                       step.stations, step.max_wait_s, step.repeatable, step.duration_s)
 
 
 def _parameter(name: str, spec: Any) -> ParameterSummary:

@@ -108,6 +108,19 @@ class FieldSourceMap(SourceMap):
         return ProtocolProblem(self.file, 0, 0, format_field(found), message)
 
 
+class MovedSourceMap(SourceMap):
+    """A document seen from one of its parts: paths starting with `key` are looked up under `prefix`
+    (a workflow step's `instrument` checked as if it were the protocol's own, located where it is)."""
+
+    def __init__(self, inner: SourceMap, key: str, prefix: FieldPath) -> None:
+        super().__init__(inner.file, inner.root)
+        self.inner, self.key, self.prefix = inner, key, prefix
+
+    def problem(self, path: FieldPath, message: str) -> ProtocolProblem:
+        moved = (*self.prefix, *path) if path[:1] == (self.key,) else path
+        return self.inner.problem(moved, message)
+
+
 def _child_position(node: Any, part: str | int) -> tuple[int, int] | None:
     """Where `node[part]` is written: the value for scalars, the key for nested mappings and lists."""
     if isinstance(node, CommentedMap):

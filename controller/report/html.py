@@ -26,6 +26,7 @@ from plotly.offline import get_plotlyjs
 
 from closedloop.controller.protocol.instruments import instrument_location, run_by_hand
 from closedloop.controller.protocol.sections import InstrumentSection
+from closedloop.controller.protocol.workflow import Step
 from closedloop.controller.report.data import (
     NOTABLE_EVENTS,
     ReportData,
@@ -172,6 +173,16 @@ def _instrument(section: InstrumentSection) -> str:
     return f"{section.driver}, {where}" if run_by_hand(section) else f"{section.driver} at {where}"
 
 
+def _step(step: Step) -> str:
+    """One step of a line, for the header: its instrument (or transfer), parameters and schedule."""
+    where = _instrument(step.instrument) if step.instrument is not None else f"transfer by {step.transfer}"
+    parts = [where, f"parameters: {', '.join(step.parameters) or 'none'}"]
+    parts += [f"{step.stations} stations"] if step.stations > 1 else []
+    parts += [f"max_wait {step.max_wait_s / 60:g} min"] if step.max_wait_s is not None else []
+    parts += [] if step.repeatable else ["lost if a crash interrupts it"]
+    return "; ".join(parts)
+
+
 def _header(data: ReportData, model_notes: list[str]) -> str:
     info, protocol = data.info, data.protocol
     planner = protocol.planner
@@ -183,7 +194,8 @@ def _header(data: ReportData, model_notes: list[str]) -> str:
         ("protocol sha256", info["protocol_sha256"]),
         ("protocol file", info["protocol_path"]),
         ("campaign file", str(data.path)),
-        ("instrument", _instrument(protocol.instrument)),
+        *([("instrument", _instrument(protocol.instrument))] if protocol.instrument is not None else []),
+        *[(f"step {step.name}", _step(step)) for step in (protocol.steps() if protocol.is_line else [])],
         ("planner", f"{planner.initial.n} initial ({planner.initial.method}), then acquisition {planner.acquisition}; "
                     f"batch {planner.batch_size}; seed {info['seed']}"
                     + (f"; options {json.dumps(planner.options, sort_keys=True)}" if planner.options else "")),

@@ -1,0 +1,97 @@
+"""Samples between the steps of a line: who waits for which step since when, and what each has measured.
+
+The engine asks `waiting_for(step)` when a station of that step is free, records each step's result with
+`step_done`, and turns the sample's whole way into one trial result with `result` at the last step. Pure
+bookkeeping over the engine's clock: nothing here talks to an instrument or the campaign file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from closedloop.controller.protocol.workflow import Step
+from closedloop.drivers.base import Measurement
+
+
+@dataclass
+class SampleSoFar:
+    """What a sample's finished steps measured (an intermediate film thickness), and how long they took."""
+
+    values: dict[str, float] = field(default_factory=dict)
+    units: dict[str, str] = field(default_factory=dict)
+    duration_s: float = 0.0
+
+    def add(self, measurement: Measurement) -> None:
+        self.values.update(measurement.values)
+        self.units.update({k: v for k, v in measurement.units.items() if k in measurement.values})
+        self.duration_s += measurement.duration_s
+
+
+@dataclass(frozen=True)
+class Waiting:
+    trial_id: int
+    since: float  # when the previous step ended (engine clock)
+
+
+class LineQueues:
+    """Samples waiting for each step. The first step takes new proposals; only a sample whose first step
+    a crash interrupted waits for it here (to run it again)."""
+
+    def __init__(self, steps: Sequence[Step]) -> None:
+        self.steps = tuple(steps)
+        self._waiting: dict[int, deque[Waiting]] = {step.index: deque() for step in self.steps}
+        self._so_far: dict[int, SampleSoFar] = {}
+
+    @property
+    def active(self) -> bool:
+        return bool(self.steps)
+
+    def is_last(self, index: int) -> bool:
+        return index == len(self.steps) - 1
+
+    def waiting(self) -> int:
+        return sum(len(queue) for queue in self._waiting.values())
+
+    def arrive(self, trial_id: int, index: int, since: float, *, first: bool = False) -> None:
+        """The sample waits for step `index` from `since` (`first`: ahead of the others, a step repeated)."""
+        queue = self._waiting[index]
+        (queue.appendleft if first else queue.append)(Waiting(trial_id, since))
+
+    def next_is_waiting(self, index: int) -> bool:
+        return bool(self._waiting.get(index))
+
+    def next_for(self, index: int) -> Waiting | None:
+        queue = self._waiting.get(index)
+        return queue.popleft() if queue else None
+
+    def step_done(self, trial_id: int, measurement: Measurement) -> None:
+        self._so_far.setdefault(trial_id, SampleSoFar()).add(measurement)
+
+    def so_far(self, trial_id: int) -> SampleSoFar:
+        return self._so_far.get(trial_id, SampleSoFar())
+
+    def result(self, trial_id: int, last: Measurement, step: Step) -> Measurement:
+        """The trial's result: every step's values with the last step's record; a failed sample's detail
+        names the step it failed at."""
+        so_far = self._so_far.pop(trial_id, SampleSoFar())
+        detail = last.detail if last.status == "ok" else f"failed at {step.name}: {last.detail or last.status}"
+        return dataclasses.replace(
+            last,
+            values={**so_far.values, **last.values},
+            units={**so_far.units, **last.units},
+            detail=detail,
+            duration_s=so_far.duration_s + last.duration_s,
+        )
+
+    def drop(self, trial_id: int) -> None:
+        """The sample left the line without a result (a fault, a pause): forget what it measured."""
+        self._so_far.pop(trial_id, None)
+        for queue in self._waiting.values():
+            for item in [w for w in queue if w.trial_id == trial_id]:
+                queue.remove(item)
+
+
+__all__ = ["LineQueues", "SampleSoFar", "Waiting"]

@@ -1,0 +1,351 @@
+"""A line (issue 21): samples move through the steps of a `workflow:`, every station kept busy, each step
+journaled; max_wait expiry, a failure or fault at any step, and a crash at any step then `resume`.
+
+The protocol is a real line of existing simulators (two furnaces on sim://furnace, a robot transfer, a
+simulated probe) for validate and `run --sim`; the step-by-step tests run the same protocol on scripted
+stations in virtual time, so each step's duration and outcome is chosen by the test.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+
+import pytest
+
+from closedloop.controller.campaign import Campaign
+from closedloop.controller.engine.build import protocol_gate
+from closedloop.controller.engine.dispatch import Station
+from closedloop.controller.engine.halts import HaltKind
+from closedloop.controller.protocol.model import load_protocol
+from closedloop.controller.protocol.validate import validate_protocol
+from closedloop.controller.protocol.yaml_source import ProtocolError
+from closedloop.drivers.base import (
+    DriverDescription,
+    InstrumentContext,
+    InstrumentFault,
+    Measurement,
+    SafetyEnvelope,
+)
+from closedloop.records import Value
+from tests.controller.cli.campaigns import invoke
+
+FURNACE = """\
+      driver: serial
+      connection: sim://furnace
+      serial: {baudrate: 9600, terminator: "\\n", timeout: 2 s}
+      identify: {query: "*IDN?", expect: "KILNCO,TF-1200"}
+      setup: ["*CLS", "ABOR", "SYST:REM"]
+      set:
+        anneal_temp: "SOUR:TEMP {value:.1f}"
+        anneal_time: {command: "SOUR:DWEL {value:.0f}", unit: s}
+        gas_flow: "SOUR:FLOW {value:.1f}"
+      start: "INIT"
+      wait: {query: "STAT:OPER?", until: "^IDLE", poll: 30 s, timeout: 4 h}
+      measure:
+        sheet_resistance: {query: "FETC:RES?", parse: float, unit: ohm}
+      error_query: "SYST:ERR?"
+      safe_state: ["SOUR:TEMP 25", "SOUR:FLOW 0", "ABOR"]
+      envelope:
+        anneal_temp: {min: 20, max: 450, unit: degC, max_step: 300}
+        anneal_time: {min: 0, max: 240, unit: min}
+        gas_flow:    {min: 0, max: 500, unit: sccm}
+"""
+
+LINE = f"""\
+name: test-line
+description: furnace anneal, robot transfer, then a simulated probe
+space:
+  anneal_temp: {{type: float, low: 150, high: 400, unit: degC}}
+  anneal_time: {{type: float, low: 5, high: 60, unit: min}}
+  gas_flow:    {{type: float, low: 10, high: 200, unit: sccm}}
+  x1: {{type: float, low: -5, high: 10}}
+  x2: {{type: float, low: 0, high: 15}}
+objectives:
+  y: {{direction: minimize}}
+workflow:
+  anneal:
+    instrument:
+{FURNACE}    parameters: [anneal_temp, anneal_time, gas_flow]
+    stations: 2
+    on_crash: lost
+  move:
+    transfer: robot
+    duration: 30 s
+  probe:
+    instrument: {{driver: "sim:branin", connection: "sim://branin"}}
+    parameters: [x1, x2]
+    max_wait: 30 min
+planner: {{initial: {{method: sobol, n: 6}}, seed: 3}}
+budget: {{trials: 6}}
+approval: none
+"""
+
+
+def line_file(tmp_path: Path, *edits: tuple[str, str]) -> Path:
+    text = LINE
+    for old, new in edits:
+        assert old in text, old
+        text = text.replace(old, new)
+    path = tmp_path / "line.yaml"
+    path.write_text(text)
+    return path
+
+
+def step_events(db: Path, trial: int | None = None) -> list[tuple[int, str, str, str | None]]:
+    with Campaign.open(db) as c:
+        return [(e["trial_id"], e["data"]["step"], e["data"]["phase"], e["data"]["station"])
+                for e in c.store.events(trial_id=trial, kinds=["step"])]
+
+
+# ---- the protocol ------------------------------------------------------------------------------------
+
+
+def test_a_workflow_is_valid_and_each_step_is_checked_as_its_own_instrument(tmp_path: Path) -> None:
+    protocol = load_protocol(line_file(tmp_path))
+    report = validate_protocol(protocol)
+    assert report.problems == []
+    assert [(s.name, s.driver, s.parameters, s.stations) for s in report.summary.steps] == [
+        ("anneal", "serial", ["anneal_temp", "anneal_time", "gas_flow"], 2),
+        ("move", "transfer (robot)", [], 1),
+        ("probe", "sim:branin", ["x1", "x2"], 1),
+    ]
+    assert report.summary.steps[0].measures == {"sheet_resistance": "ohm"} and not report.summary.steps[0].repeatable
+    # The furnace step's envelope is checked like a one-instrument protocol's, located inside the step.
+    hot = line_file(tmp_path, ("anneal_temp: {min: 20, max: 450", "anneal_temp: {min: 20, max: 300"))
+    problems = validate_protocol(load_protocol(hot)).problems
+    assert [(p.field, p.message) for p in problems] == [
+        ("space.anneal_temp.high", "high 400 degC is above the anneal step's serial instrument's maximum 300 degC")]
+
+
+@pytest.mark.parametrize(("edit", "field", "message"), [
+    (("parameters: [x1, x2]", "parameters: [x1]"), "space.x2", "no step of the workflow receives 'x2'"),
+    (("parameters: [x1, x2]", "parameters: [x1, x2, gas_flow]"), "space.gas_flow",
+     "'gas_flow' is received by several steps (anneal, probe)"),
+    (("parameters: [x1, x2]", "parameters: [x1, x2, x3]"), "workflow.probe.parameters[2]", "'x3' is not a parameter"),
+    (("    transfer: robot\n", "    transfer: robot\n    parameters: [x1]\n"), "workflow.move.parameters",
+     "a transfer receives no parameters"),
+    (("    transfer: robot\n", ""), "workflow.move.instrument", "a step runs on an instrument"),
+    (("    max_wait: 30 min", "    max_wait: 0 s"), "workflow.probe.max_wait", "max_wait must be a positive time"),
+    (("approval: none", "approval: none\ninstrument: {driver: 'sim:branin', connection: 'sim://branin'}"),
+     "workflow", "give either instrument"),
+])
+def test_a_line_mistake_is_refused_at_its_place(tmp_path: Path, edit: tuple[str, str], field: str, message: str) -> None:
+    with pytest.raises(ProtocolError) as refusal:
+        load_protocol(line_file(tmp_path, edit))
+    assert any(p.field == field and message in p.message and p.line > 0 for p in refusal.value.problems), \
+        refusal.value.problems
+
+
+def test_a_one_instrument_protocol_is_a_line_of_one_step_and_journals_no_steps(tmp_path: Path, branin_protocol) -> None:  # type: ignore[no-untyped-def]
+    path = branin_protocol(trials=2, n_init=2)
+    protocol = load_protocol(path)
+    assert not protocol.is_line and [(s.name, s.parameters) for s in protocol.steps()] == [("branin", ("x1", "x2"))]
+    db = tmp_path / "one.sqlite"
+    with Campaign.create(path, db) as c:
+        assert c.run(sim=True).kind is HaltKind.BUDGET
+    assert step_events(db) == []
+
+
+# ---- run --sim on the real simulators ------------------------------------------------------------------
+
+
+def test_the_line_runs_in_sim_with_every_sample_through_every_step_and_both_furnaces_busy(tmp_path: Path) -> None:
+    db = tmp_path / "line.sqlite"
+    result = invoke("run", line_file(tmp_path), "--db", db, "--sim", "--no-report")
+    assert result.exit_code == 0, result.output
+    assert "stopped: budget: 6 of 6 trials done" in result.stdout
+    events = step_events(db)
+    for trial in range(1, 7):
+        mine = [(step, phase) for t, step, phase, _ in events if t == trial]
+        assert mine == [("anneal", "started"), ("anneal", "done"), ("move", "started"), ("move", "done"),
+                        ("probe", "started"), ("probe", "done")]
+    assert {station for _, step, _, station in events if step == "anneal"} == {"anneal-1", "anneal-2"}
+    with Campaign.open(db) as c:
+        trials = c.store.trials()
+        moves = [e for e in c.store.events(kinds=["step"]) if e["data"]["step"] == "move"]
+    assert all(t.state == "measured" and set(t.values) == {"sheet_resistance", "y"} for t in trials)
+    # The robot's move takes its 30 s of virtual time.
+    starts = {e["trial_id"]: e["virtual_t"] for e in moves if e["data"]["phase"] == "started"}
+    ends = {e["trial_id"]: e["virtual_t"] for e in moves if e["data"]["phase"] == "done"}
+    assert all(ends[t] - starts[t] == pytest.approx(30.0) for t in starts)
+    # Two furnaces: the second sample starts at once, while the first anneals.
+    with Campaign.open(db) as c:
+        first_two = [e["virtual_t"] for e in c.store.events(kinds=["step"])
+                     if e["data"]["phase"] == "started" and e["data"]["step"] == "anneal"][:2]
+    assert first_two == [0.0, 0.0]
+
+
+# ---- scripted stations: every step's timing and outcome chosen by the test -----------------------------
+
+
+class Scripted:
+    """A step's instrument in virtual time: takes `seconds`, measures `measures`, and for the trials in
+    `fail` gives a failed sample, in `fault` raises an instrument fault."""
+
+    def __init__(self, seconds: float, measures: Mapping[str, float] = {}, *, fail: set[int] = frozenset(),  # noqa: B006
+                 fault: set[int] = frozenset()) -> None:  # type: ignore[assignment]
+        self.seconds, self.measures, self.fail, self.fault = seconds, dict(measures), fail, fault
+        self.ran: list[int] = []
+
+    def describe(self) -> DriverDescription:
+        return DriverDescription("scripted", SafetyEnvelope({}), {k: "" for k in self.measures})
+
+    def check(self, conditions: Mapping[str, Value]) -> None:
+        pass
+
+    def run(self, conditions: Mapping[str, Value], ctx: InstrumentContext) -> Measurement:
+        self.ran.append(ctx.trial_id)
+        ctx.clock.sleep(self.seconds)
+        if ctx.trial_id in self.fault:
+            raise InstrumentFault("no reply")
+        if ctx.trial_id in self.fail:
+            return Measurement(status="failed_sample", detail="film dewetted")
+        values = {k: v + ctx.trial_id for k, v in self.measures.items()}
+        return Measurement(values=values, units={k: "" for k in values})
+
+    def safe_state(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def line_steps(**override: Scripted) -> dict[str, Scripted]:
+    """Each step's scripted instrument: 10 min anneals measuring a sheet resistance, a 30 s move, a 1 min
+    probe measuring y (a trial's values are these plus its id)."""
+    steps = {"anneal": Scripted(600, {"sheet_resistance": 100.0}), "move": Scripted(30), "probe": Scripted(60, {"y": 1.0})}
+    return steps | override
+
+
+def scripted_run(db: Path, steps: dict[str, Scripted]):  # type: ignore[no-untyped-def]
+    """Run the line on scripted stations (two furnaces) in virtual time; returns the halt."""
+    stations = [Station(f"anneal-{i + 1}", steps["anneal"], virtual=True, step=0) for i in range(2)]
+    stations += [Station("move", steps["move"], virtual=True, step=1), Station("probe", steps["probe"], virtual=True, step=2)]
+    with Campaign.open(db, writer=True) as c:
+        return c.run_with(stations, gate=protocol_gate(c.protocol))
+
+
+def created(tmp_path: Path, *edits: tuple[str, str]) -> Path:
+    db = tmp_path / "line.sqlite"
+    Campaign.create(line_file(tmp_path, *edits), db).close()
+    return db
+
+
+def test_a_sample_that_waits_past_max_wait_is_a_failed_sample_saying_so(tmp_path: Path) -> None:
+    # Two furnaces finish together; the probe takes 20 min, so the second sample waits 20 min for it (> 10).
+    db = created(tmp_path, ("max_wait: 30 min", "max_wait: 10 min"))
+    probe = Scripted(20 * 60, {"y": 1.0})
+    scripted_run(db, line_steps(move=Scripted(0), probe=probe))
+    with Campaign.open(db) as c:
+        trials = c.store.trials()
+        expired = [e for e in c.store.events(kinds=["step"]) if e["data"]["phase"] == "expired"]
+    assert expired and all(e["data"]["step"] == "probe" and e["data"]["max_wait_s"] == 600 for e in expired)
+    late = next(t for t in trials if t.id == expired[0]["trial_id"])
+    assert late.state == "failed" and "waited 20.0 min for probe, longer than its max_wait of 10 min" in late.detail
+    assert late.values == {"sheet_resistance": pytest.approx(100.0 + late.id)}  # what it measured before is kept
+    assert late.id not in probe.ran
+
+
+@pytest.mark.parametrize("at", ["anneal", "move", "probe"])
+def test_a_failed_sample_at_any_step_ends_its_way_there_and_is_data(tmp_path: Path, at: str) -> None:
+    db = created(tmp_path)
+    steps = line_steps()
+    steps[at].fail = {2}
+    scripted_run(db, steps)
+    with Campaign.open(db) as c:
+        failed = c.store.trial(2)
+    assert failed.state == "failed" and failed.detail == f"failed at {at}: film dewetted"
+    order = ["anneal", "move", "probe"]
+    assert all(2 not in steps[name].ran for name in order[order.index(at) + 1:])  # its way ended there
+    assert [p for _, s, p, _ in step_events(db, 2)][-1] == "failed" and step_events(db, 2)[-1][1] == at
+
+
+@pytest.mark.parametrize("at", ["anneal", "move", "probe"])
+def test_a_fault_at_any_step_abandons_the_sample_and_runs_its_conditions_again(tmp_path: Path, at: str) -> None:
+    db = created(tmp_path)
+    steps = line_steps()
+    steps[at].fault = {1}
+    scripted_run(db, steps)
+    with Campaign.open(db) as c:
+        first, retry = c.store.trial(1), next(t for t in c.store.trials() if t.retry_of == 1)
+    assert first.state == "abandoned" and "no reply" in first.detail
+    assert retry.conditions == first.conditions and retry.state == "measured"
+    assert (1, at, "fault", at if at != "anneal" else "anneal-1") in step_events(db, 1)
+
+
+# ---- a crash at each step, then resume ------------------------------------------------------------------
+
+
+KILL_AT = """
+import os, signal, sys
+from closedloop.controller.campaign import Campaign
+from closedloop.controller.engine.build import protocol_gate
+from closedloop.controller.engine.dispatch import Station
+from tests.controller.engine.test_line import Scripted, line_steps
+
+class Killer(Scripted):
+    def run(self, conditions, ctx):
+        if ctx.trial_id == 2:
+            os.kill(os.getpid(), signal.SIGKILL)   # the controller dies in the middle of this step
+        return super().run(conditions, ctx)
+
+at = sys.argv[2]
+steps = line_steps()
+steps[at] = Killer(steps[at].seconds, steps[at].measures)
+stations = [Station("anneal-1", steps["anneal"], virtual=True, step=0), Station("anneal-2", steps["anneal"], virtual=True, step=0),
+            Station("move", steps["move"], virtual=True, step=1), Station("probe", steps["probe"], virtual=True, step=2)]
+with Campaign.open(sys.argv[1], writer=True) as c:
+    c.run_with(stations, gate=protocol_gate(c.protocol))
+"""
+
+
+@pytest.mark.parametrize("at", ["anneal", "move", "probe"])
+def test_sigkill_in_any_step_then_resume_goes_on_from_that_step(tmp_path: Path, at: str) -> None:
+    """Killed while trial 2 is in `at`: resume repeats a repeatable step (move, probe) with the sample and
+    what it measured so far, and records the sample as lost where the step cannot be repeated (anneal,
+    on_crash: lost), running its conditions again as a new trial. Nothing measured is lost."""
+    db = created(tmp_path)
+    killed = subprocess.run([sys.executable, "-c", KILL_AT, str(db), at], cwd=Path(__file__).parents[3],
+                            capture_output=True, text=True, timeout=120)
+    assert killed.returncode == -9, killed.stderr
+    before = {t.id: (t.state, t.values) for t in Campaign.open(db).store.trials()}
+    steps = line_steps()
+    halt = scripted_run(db, steps)
+    assert halt.kind is HaltKind.BUDGET
+    with Campaign.open(db) as c:
+        trials = {t.id: t for t in c.store.trials()}
+    for trial_id, (state, values) in before.items():
+        if state == "measured":
+            assert (trials[trial_id].state, trials[trial_id].values) == (state, values)  # nothing measured twice
+    phases = [(s, p) for _, s, p, _ in step_events(db, 2)]
+    if at == "anneal":
+        assert ("anneal", "lost") in phases and trials[2].state == "abandoned"
+        assert any(t.retry_of == 2 and t.state == "measured" for t in trials.values())
+    else:
+        assert (at, "repeat") in phases and trials[2].state == "measured"
+        assert trials[2].values["sheet_resistance"] == pytest.approx(102.0)  # measured before the kill, kept
+        assert 2 not in steps["anneal"].ran  # the anneal was not run twice
+
+
+# ---- live: planning never holds a free station ----------------------------------------------------------
+
+
+def test_live_the_planner_works_on_its_own_thread_while_samples_move_on(tmp_path: Path) -> None:
+    """On the wall clock, with real GP fits (about a second each): a sample whose step ends goes on to the
+    next step at once, even while the planner is fitting; the next proposal is ready when a furnace frees."""
+    db = created(tmp_path, ("n: 6}", "n: 2}"), ("trials: 6", "trials: 8"))
+    anneal, move, probe = Scripted(1.0, {"sheet_resistance": 100.0}), Scripted(0.05), Scripted(0.05, {"y": 1.0})
+    stations = [Station(f"anneal-{i + 1}", anneal, step=0) for i in range(2)]
+    stations += [Station("move", move, step=1), Station("probe", probe, step=2)]
+    with Campaign.open(db, writer=True) as c:
+        assert c.run_with(stations, gate=protocol_gate(c.protocol)).kind is HaltKind.BUDGET
+        events = c.store.events(kinds=["step"])
+        fitted = [t for t in c.store.trials() if t.origin == "planner"]
+    assert len(fitted) >= 3  # trials 3.. came from GP fits, made while the line ran
+    ended = {(e["trial_id"], e["data"]["index"]): e["t"] for e in events if e["data"]["phase"] == "done"}
+    began = {(e["trial_id"], e["data"]["index"]): e["t"] for e in events if e["data"]["phase"] == "started"}
+    gaps = [began[(t, i + 1)] - end for (t, i), end in ended.items() if (t, i + 1) in began]
+    assert len(gaps) == 16 and max(gaps) < 0.25, gaps
