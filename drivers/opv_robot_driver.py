@@ -89,17 +89,18 @@ class OpvRobotDriver:
         reply = self.exchange("THK", sample)
         if reply[1:2] != [sample] or len(reply) != 3:
             raise InstrumentFault(f"$THK,{sample} answered for another film: {','.join(reply)}")
-        common = {"analysis": ANALYSIS, "analysis_version": ANALYSIS_VERSION, "instrument": self.instrument_id}
+        result = Measurement(analysis=ANALYSIS, analysis_version=ANALYSIS_VERSION, instrument=self.instrument_id,
+                             duration_s=ctx.clock.now() - started)
         if reply[2] == "DEWET":
-            return Measurement(status="failed_sample", duration_s=ctx.clock.now() - started, **common,
-                               detail=f"sample {sample}: the film dewetted on the spin coater "
-                                      f"({solvent}, {rpm:.0f} rpm, acceptor fraction {fraction:.2f})")
+            result.status = "failed_sample"
+            result.detail = (f"sample {sample}: the film dewetted on the spin coater "
+                             f"({solvent}, {rpm:.0f} rpm, acceptor fraction {fraction:.2f})")
+            return result
         try:
-            thickness = float(reply[2])
+            result.values, result.units = {"thickness": float(reply[2])}, {"thickness": "nm"}
         except ValueError:
             raise InstrumentFault(f"$THK,{sample} answered {reply[2]!r}, not a thickness") from None
-        return Measurement(values={"thickness": thickness}, units={"thickness": "nm"},
-                           duration_s=ctx.clock.now() - started, **common)
+        return result
 
     def exchange(self, *fields: str, idempotent: bool = True) -> list[str]:
         """Send one sentence and return the reply's fields; once more after a NAK or a damaged reply.

@@ -2,7 +2,7 @@
 driven by `driver: serial` from YAML. A line may have several (one emulator instance each, e.g.
 sim://hotplate?seed=1 and sim://hotplate?seed=2); all record their anneals in the line's `FilmLedger`.
 
-Commands (setters have no reply; errors go to the queue read by SYST:ERR?):
+Commands (setters have no reply; errors go to the queue read by SYST:ERR?; `A;B` sends A then B):
   *IDN?  *CLS  *RST  SYST:ERR?
   SOUR:TEMP <degC 20-300>  SOUR:TIME <min 0-60>  SAMP:ID <n> (the sample on the plate)  (and SOUR:*? to read back)
   INIT: ramp at 15 degC/min from 25 degC, dwell SOUR:TIME, then the film is taken off; needs a SAMP:ID
@@ -86,6 +86,9 @@ class HotplateModel:
             self._errors.append('-315,"Configuration memory lost"')
 
     def handle(self, line: str) -> str | None:
+        if ";" in line:  # SCPI compound command: each part in turn, the replies joined
+            replies = [r for r in (self.handle(part) for part in line.split(";")) if r is not None]
+            return ";".join(replies) if replies else None
         text = line.strip()
         header, _, argument = text.partition(" ")
         header, argument = header.upper(), argument.strip()
