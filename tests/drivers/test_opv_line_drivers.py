@@ -30,6 +30,7 @@ from closedloop.simulators.line.robot import OpvRobotModel
 from closedloop.simulators.registry import emulator, in_process_port
 from closedloop.simulators.trmc.process import TrmcProcessModel
 from closedloop.simulators.trmc.wire import TrmcWireModel
+from tests.emulated import emulator_process
 
 BLEND = {"acceptor_fraction": 0.5, "solvent": "chlorobenzene", "spin_speed": 2000}
 ANNEAL = {"anneal_temp": 140.0, "anneal_time": 10.0}
@@ -203,3 +204,13 @@ def test_coat_anneal_measure_over_ptys_measures_as_the_one_instrument_station() 
     assert TrmcProcessModel().truth(ledger.film(trial).conditions()) == TrmcProcessModel().truth({**BLEND, **ANNEAL})  # type: ignore[union-attr]
     for name in ("phi_sum_mu_max", "tau_half"):
         assert on_line.values[name] == pytest.approx(measured_alone.values[name], rel=0.02)
+
+
+def test_robot_driver_against_closedloop_emulate_in_its_own_process() -> None:
+    with emulator_process("opv_robot", "--time-scale", "7200", "--seed", "3") as path:
+        driver = OpvRobotDriver(path, FAST_ROBOT)
+        try:
+            measurement = driver.run(BLEND, context(ScaledClock(TIME_SCALE), trial_id=5)[0])
+        finally:
+            driver.close()
+    assert measurement.status == "ok" and 100.0 < measurement.values["thickness"] < 120.0
