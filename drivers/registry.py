@@ -14,8 +14,9 @@ from closedloop.drivers.base import Driver, DriverEntry
 from closedloop.drivers.manual import MANUAL as MANUAL_NAME
 from closedloop.drivers.manual import ManualInstrumentConfig
 from closedloop.drivers.mbe import MBE_DESCRIPTION, MbeOptions
+from closedloop.drivers.opv_robot import ROBOT_DESCRIPTION, OpvRobotOptions
 from closedloop.drivers.serial_config import SerialInstrumentConfig
-from closedloop.drivers.trmc import TRMC_DESCRIPTION, TrmcOptions
+from closedloop.drivers.trmc import TrmcOptions, trmc_description
 
 
 def _serial(connection: str, config: SerialInstrumentConfig) -> Driver:
@@ -28,6 +29,12 @@ def _trmc(connection: str, options: TrmcOptions) -> Driver:
     from closedloop.drivers.trmc_driver import TrmcDriver  # scipy, for the transient analysis
 
     return TrmcDriver(connection, options)
+
+
+def _opv_robot(connection: str, options: OpvRobotOptions) -> Driver:
+    from closedloop.drivers.opv_robot_driver import OpvRobotDriver
+
+    return OpvRobotDriver(connection, options)
 
 
 def _mbe(connection: str, options: MbeOptions) -> Driver:
@@ -53,9 +60,10 @@ SERIAL = DriverEntry(
 )
 TRMC = DriverEntry(
     name="trmc",
-    summary="TRMC station: spin-coat, anneal, microwave photoconductance transient",
+    summary="TRMC station: spin-coat, anneal, microwave photoconductance transient (sample_from: line: "
+            "measure the film a line made)",
     config=TrmcOptions,
-    describe=lambda options: TRMC_DESCRIPTION,
+    describe=trmc_description,
     connect=_trmc,
     emulator="trmc",
 )
@@ -67,6 +75,14 @@ MBE = DriverEntry(
     connect=_mbe,
     emulator="mbe",
 )
+OPV_ROBOT = DriverEntry(
+    name="opv_robot",
+    summary="OPV line coating robot: mix a donor:acceptor blend, spin-coat it, measure the film's thickness",
+    config=OpvRobotOptions,
+    describe=lambda options: ROBOT_DESCRIPTION,
+    connect=_opv_robot,
+    emulator="opv_robot",
+)
 
 MANUAL = DriverEntry(
     name=MANUAL_NAME,
@@ -77,7 +93,7 @@ MANUAL = DriverEntry(
     section=True,
 )
 
-DRIVERS: dict[str, DriverEntry[Any]] = {entry.name: entry for entry in (SERIAL, TRMC, MBE, MANUAL)}
+DRIVERS: dict[str, DriverEntry[Any]] = {entry.name: entry for entry in (SERIAL, TRMC, MBE, OPV_ROBOT, MANUAL)}
 
 
 def driver_entry(name: str) -> DriverEntry[Any]:

@@ -25,6 +25,7 @@ from closedloop.drivers.serial_sections import (
     MeasureSpec,
     SerialSettings,
     SetCommand,
+    StartCommands,
     Strict,
     WaitSpec,
     located,
@@ -80,7 +81,7 @@ class SerialInstrumentConfig(Strict):
     set: dict[str, SetCommand] = {}
     # Declared before `wait` so the validators below can look up `set` and `envelope`.
     envelope: EnvelopeSection = EnvelopeSection()
-    start: Commands = []
+    start: StartCommands = []
     wait: WaitSpec | None = None
     # Checked even when left out, so a missing section gets the message below rather than "missing".
     measure: dict[str, MeasureSpec] = Field(default_factory=dict, validate_default=True)

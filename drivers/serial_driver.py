@@ -4,6 +4,11 @@ One trial: identify the instrument (once per connection), run the setup commands
 (converted to the unit the instrument wants, formatted by the protocol's template), start, wait, and
 query each measured quantity. After every command without a reply the error queue is read, so an
 instrument that refused a command stops the trial with the command and its error named.
+
+Templates: a `set` command fills `{value}` with the setpoint; `set` and `start` commands may also carry
+`{sample}`, filled with the trial id, for an instrument that must know which sample it handles (a hot
+plate on a line: `start: ["SAMP:ID {sample}", "INIT"]`). Any other placeholder is refused when the
+protocol is validated, located at the command; `{{` and `}}` write literal braces in `start` commands.
 """
 
 from __future__ import annotations
@@ -83,9 +88,9 @@ class SerialInstrumentDriver:
         """Refuse conditions outside the envelope, a step too large from the last setpoint sent, a change
         sooner than `min_interval` after the last one, or a value its command template cannot format.
         Parameters left out are not sent (the instrument keeps its current setting)."""
-        self._check(conditions, self._clock.now() if self._clock is not None else None)
+        self._check(conditions, self._clock.now() if self._clock is not None else None, sample=0)
 
-    def _check(self, conditions: Mapping[str, Value], now: float | None) -> list[tuple[str, str]]:
+    def _check(self, conditions: Mapping[str, Value], now: float | None, sample: int) -> list[tuple[str, str]]:
         self._description.envelope.check(conditions, self._last_sent)
         if self._unconfirmed:
             self._description.envelope.check(conditions, self._unconfirmed)
@@ -99,15 +104,15 @@ class SerialInstrumentDriver:
                     name, conditions[name], f"setpoints may change only every {interval:g} s; the last change was {elapsed:.3g} s ago"
                 )
         # In the protocol's `set` order: instruments may care (e.g. a dwell before a temperature).
-        return [(name, self._format(name, conditions[name])) for name in self.config.set if name in conditions]
+        return [(name, self._format(name, conditions[name], sample)) for name in self.config.set if name in conditions]
 
-    def _format(self, name: str, value: Value) -> str:
+    def _format(self, name: str, value: Value, sample: int) -> str:
         entry = self.config.set[name]
         wire_value: Value = value
         if entry.unit and not isinstance(value, str):
             wire_value = convert(float(value), self.config.parameter_unit(name), entry.unit)
         try:
-            command = entry.command.format(value=wire_value)
+            command = entry.command.format(value=wire_value, sample=sample)
             command.encode(self.config.serial.encoding)
         except (ValueError, TypeError) as e:  # UnicodeEncodeError is a ValueError
             raise EnvelopeViolation(name, value, f"cannot be written into the command {entry.command!r} ({e})") from None
@@ -118,7 +123,7 @@ class SerialInstrumentDriver:
     def run(self, conditions: Mapping[str, Value], ctx: InstrumentContext) -> Measurement:
         started = ctx.clock.now()
         self._clock = ctx.clock
-        commands = self._check(conditions, started)  # before a single byte is written
+        commands = self._check(conditions, started, ctx.trial_id)  # before a single byte is written
         self.transport.set_journal(ctx.journal)
         self.transport.follow_clock(ctx.clock)
         self._identify()
@@ -138,8 +143,8 @@ class SerialInstrumentDriver:
             self._send(command)
             self._unconfirmed.pop(name, None)
             self._refuse_if_reconnected(reconnects_before, command)
-        for command in self.config.start:
-            self._send(command)
+        for template in self.config.start:
+            self._send(template.format(sample=ctx.trial_id))
         self._refuse_if_reconnected(reconnects_before, "start")
         self._wait(conditions, ctx.clock)
         values: dict[str, float] = {}

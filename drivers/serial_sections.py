@@ -36,6 +36,33 @@ _QUANTITY = re.compile(r"^\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*(.*?)
 
 
 Commands = Annotated[list[str], BeforeValidator(lambda v: [v] if isinstance(v, str) else v)]
+SAMPLE_FIELD = "sample"  # `{sample}` in a `start` or `set` template: the trial id (the sample's label)
+
+
+def _template_fields(template: str, example: str) -> list[str]:
+    try:
+        return [f for _, f, _, _ in string.Formatter().parse(template) if f is not None]
+    except ValueError as e:
+        raise ValueError(f"{template!r} is not a valid command template ({e}); write e.g. {example!r}") from None
+
+
+def _start_template(template: str) -> str:
+    unknown = [f for f in _template_fields(template, "SAMP:ID {sample}") if f != SAMPLE_FIELD]
+    if unknown:
+        raise ValueError(
+            f"{template!r}: unknown placeholder {{{unknown[0]}}}; a start command may use {{sample}} (the trial "
+            "id, the label of the sample on the instrument); write a literal brace as {{ or }}"
+        )
+    try:
+        template.format(sample=1)
+    except (ValueError, TypeError) as e:
+        raise ValueError(f"{template!r}: bad format spec ({e}); write e.g. 'SAMP:ID {{sample}}'") from None
+    return template
+
+
+# Start commands are templates: `{sample}` is filled with the trial id, `{{`/`}}` are literal braces.
+StartCommands = Annotated[list[Annotated[str, AfterValidator(_start_template)]],
+                          BeforeValidator(lambda v: [v] if isinstance(v, str) else v)]
 # Labels written as numbers in YAML (a gas line "2") are still labels.
 Label = Annotated[str, BeforeValidator(lambda v: str(v) if isinstance(v, int | float) and not isinstance(v, bool) else v)]
 
@@ -155,7 +182,8 @@ class Identify(Strict):
 
 
 class SetCommand(Strict):
-    """How one parameter is sent: a format template with a `{value}` field, in `unit` on the wire."""
+    """How one parameter is sent: a format template with a `{value}` field, in `unit` on the wire; it may
+    also carry `{sample}`, the trial id (an instrument that keeps settings per sample)."""
 
     command: str
     unit: str | None = None
@@ -163,17 +191,14 @@ class SetCommand(Strict):
     @field_validator("command")
     @classmethod
     def _template(cls, template: str) -> str:
-        try:
-            fields = [f for _, f, _, _ in string.Formatter().parse(template) if f is not None]
-        except ValueError as e:
-            raise ValueError(f"{template!r} is not a valid command template ({e}); write e.g. 'SOUR:TEMP {{value:.1f}}'") from None
-        if fields != ["value"]:
+        fields = _template_fields(template, "SOUR:TEMP {value:.1f}")
+        if [f for f in fields if f != SAMPLE_FIELD] != ["value"]:
             raise ValueError(
                 f"{template!r} must contain exactly one '{{value}}' field (optionally formatted, e.g. "
-                f"'{{value:.1f}}'), found {fields or 'none'}"
+                f"'{{value:.1f}}') and no other placeholder than {{sample}}, found {fields or 'none'}"
             )
         try:
-            template.format(value=1.5)
+            template.format(value=1.5, sample=1)
         except (ValueError, TypeError) as e:
             raise ValueError(f"{template!r}: bad format spec ({e}); use e.g. {{value:.2f}} or {{value:.0f}}") from None
         return template

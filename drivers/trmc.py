@@ -1,6 +1,14 @@
 """TRMC station: sample preparation (spin-coat + anneal) followed by a time-resolved microwave
 conductivity measurement. This module declares what the station accepts, measures and takes as options,
-and registers the driver (drivers/trmc_driver.py talks to the station)."""
+and registers the driver (drivers/trmc_driver.py talks to the station).
+
+Two modes, chosen by the option `sample_from`:
+- `recipe` (the default): the station makes each film itself from the trial's process parameters
+  (acceptor_fraction, anneal_temp, anneal_time, spin_speed, solvent), all required;
+- `line`: the station is the last step of a line (a coating robot and a hot plate made the film). It
+  takes no process parameters, only the excitation and acquisition settings, and measures the film
+  labelled with the trial id (`TRMC_LINE_DESCRIPTION`).
+"""
 
 from __future__ import annotations
 
@@ -39,6 +47,14 @@ TRMC_DESCRIPTION = DriverDescription(
     measures={"phi_sum_mu_max": "cm^2/(V*s)", "tau_half": "ns"},
     optional_settings=("wavelength", "fluence", "averages"),
 )
+PROCESS_PARAMETERS = ("acceptor_fraction", "anneal_temp", "anneal_time", "spin_speed", "solvent")
+# On a line the film arrives made: a process parameter sent to this step is refused as undeclared.
+TRMC_LINE_DESCRIPTION = DriverDescription(
+    name="trmc",
+    envelope=SafetyEnvelope({k: v for k, v in TRMC_ENVELOPE.limits.items() if k not in PROCESS_PARAMETERS}),
+    measures=TRMC_DESCRIPTION.measures,
+    optional_settings=TRMC_DESCRIPTION.optional_settings,
+)
 
 
 WordFormat = Annotated[Literal["INT16", "FLOAT32"], BeforeValidator(lambda v: v.upper() if isinstance(v, str) else v)]
@@ -51,6 +67,9 @@ class TrmcOptions(DriverOptions):
     wavelength: quantity_in("nm") = 500.0  # type: ignore[valid-type]
     fluence: quantity_in("1/cm^2") = 3e14  # type: ignore[valid-type]  # photons/cm^2 per pulse
     manual_loading: StrictBool = False  # the operator puts each film into the cavity and confirms
+    # recipe: the station makes each film from the trial's process parameters; line: it measures the film
+    # a line's earlier steps made, labelled with the trial id (see the module docstring).
+    sample_from: Literal["recipe", "line"] = "recipe"
     word_format: WordFormat = "INT16"  # samples of CURV?
     baudrate: int = Field(115200, gt=0)
     timeout: Duration = Field(2.0, gt=0)  # per reply on the link
@@ -69,3 +88,8 @@ class TrmcOptions(DriverOptions):
                 raise located(name, f"{name} = {shown} is outside the station's envelope ({e.reason})") from None
         return self
 
+
+
+def trmc_description(options: TrmcOptions) -> DriverDescription:
+    """What the station accepts in the mode `options.sample_from` chooses."""
+    return TRMC_LINE_DESCRIPTION if options.sample_from == "line" else TRMC_DESCRIPTION

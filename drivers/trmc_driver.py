@@ -9,6 +9,10 @@ for the shots. Long operations are awaited by sleeping their nominal duration on
 then polling `*OPC?`. The record comes back as a binary block, is scaled with the waveform preamble and
 analyzed by `drivers.trmc_analysis`; the raw record and the calibration are stored as artifacts, so a
 later analysis version can recompute the values (`closedloop reanalyze`).
+
+On a line (`sample_from: line`) the film was made by earlier steps: no recipe and no `SAMP:PREP`; the
+driver labels the film with `SAMP:ID <trial>` and loads it (`SAMP:LOAD`, which then includes the transfer
+from the line: LINE_LOAD_S), then tunes and measures as above.
 """
 
 from __future__ import annotations
@@ -32,15 +36,15 @@ from closedloop.drivers.base import (
 )
 from closedloop.drivers.scpi import ScpiParseError, check_error_queue, decode_block, parse_number
 from closedloop.drivers.transport import Port, SerialTransport, TransportSettings
-from closedloop.drivers.trmc import TRMC_DESCRIPTION, TRMC_ENVELOPE, TrmcOptions
+from closedloop.drivers.trmc import PROCESS_PARAMETERS, TrmcOptions, trmc_description
 from closedloop.drivers.trmc_analysis import analyze_to_measurement
 
 log = logging.getLogger(__name__)
 
-PROCESS_PARAMETERS = ("acceptor_fraction", "anneal_temp", "anneal_time", "spin_speed", "solvent")
 # Nominal durations of the station's operations (s): the driver sleeps these before polling *OPC?.
 SPIN_COAT_S = 60.0
 LOAD_S = 30.0
+LINE_LOAD_S = 270.0  # on a line: fetch the film from the hot plate, cool it, through the antechamber, load
 TUNE_S = 20.0
 SHOT_RATE_HZ = 10.0
 _SAMPLE_COMMANDS = {
@@ -72,14 +76,17 @@ class TrmcDriver:
         self.transport = SerialTransport(connection, settings, port=port)
         self.instrument_id = connection
         self._identified_on = -1
+        self.on_line = self.options.sample_from == "line"
 
     def describe(self) -> DriverDescription:
-        return TRMC_DESCRIPTION
+        return trmc_description(self.options)
 
     def check(self, conditions: Mapping[str, Value]) -> None:
-        """Refuse settings outside the envelope and trials missing a process parameter, before any I/O."""
-        TRMC_ENVELOPE.check(conditions)
-        require_settings(conditions, PROCESS_PARAMETERS, "the station needs it for every film: add it to the space or as a fixed parameter")
+        """Refuse settings outside the envelope and, making films from a recipe, trials missing a process
+        parameter (on a line, any process parameter: the film arrives made), before any I/O."""
+        self.describe().envelope.check(conditions)
+        if not self.on_line:
+            require_settings(conditions, PROCESS_PARAMETERS, "the station needs it for every film: add it to the space or as a fixed parameter")
 
     # -- one trial -------------------------------------------------------------------------------
 
@@ -94,17 +101,20 @@ class TrmcDriver:
         self.transport.follow_clock(ctx.clock)
         self._identify()
         self._send_all(["*CLS", "EXC:SHUT CLOS", f"EXC:WAV {wavelength:.3f}", f"EXC:FLU {fluence:.6E}"])
-        recipe = [_SAMPLE_COMMANDS[name].format(conditions[name]) for name in PROCESS_PARAMETERS]
-        # The film is labelled with its trial: a re-run after a crash is recognisably the same sample.
-        self._send_all([*recipe, f"SAMP:ID {ctx.trial_id}"])
-        self._operation("SAMP:PREP", SPIN_COAT_S + 60.0 * float(conditions["anneal_time"]), ctx.clock)
+        if self.on_line:
+            # The film the line's earlier steps labelled with this trial.
+            self._send_all([f"SAMP:ID {ctx.trial_id}"])
+            film = "from the line"
+        else:
+            recipe = [_SAMPLE_COMMANDS[name].format(conditions[name]) for name in PROCESS_PARAMETERS]
+            # The film is labelled with its trial: a re-run after a crash is recognisably the same sample.
+            self._send_all([*recipe, f"SAMP:ID {ctx.trial_id}"])
+            self._operation("SAMP:PREP", SPIN_COAT_S + 60.0 * float(conditions["anneal_time"]), ctx.clock)
+            film = (f"{conditions['solvent']}, acceptor {float(conditions['acceptor_fraction']):.2f}, "
+                    f"{float(conditions['anneal_temp']):.0f} degC")
         if opts.manual_loading:
-            ctx.confirm(
-                f"load the film of trial {ctx.trial_id} ({conditions['solvent']}, acceptor "
-                f"{float(conditions['acceptor_fraction']):.2f}, {float(conditions['anneal_temp']):.0f} degC) "
-                "into the cavity and confirm"
-            )
-        self._operation("SAMP:LOAD", LOAD_S, ctx.clock)
+            ctx.confirm(f"load the film of trial {ctx.trial_id} ({film}) into the cavity and confirm")
+        self._operation("SAMP:LOAD", LINE_LOAD_S if self.on_line else LOAD_S, ctx.clock)
         self._operation("CAV:TUNE", TUNE_S, ctx.clock)
         calibration = self._calibration(wavelength, fluence, averages)
         self._send_all([f"ACQ:AVER {averages}", f"WAV:FORM {opts.word_format.upper()}"])

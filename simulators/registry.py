@@ -29,11 +29,13 @@ from pydantic import Field
 from closedloop.drivers.base import Clock, Driver, DriverDescription, Limit, SafetyEnvelope
 from closedloop.drivers.mbe import MBE_DESCRIPTION, MbeOptions
 from closedloop.drivers.options import DriverOptions
+from closedloop.drivers.opv_robot import IDENTITY as OPV_ROBOT_IDENTITY
 from closedloop.drivers.transport import Port, TransportSettings, register_port_scheme
 from closedloop.drivers.trmc import TRMC_DESCRIPTION, TrmcOptions
 from closedloop.records import Value
 from closedloop.simulators import furnace
 from closedloop.simulators.emulator import EmulatedPort, LineModel, ModelFactory, emulated_port
+from closedloop.simulators.line import hotplate
 from closedloop.simulators.testfunctions import TEST_FUNCTIONS, FunctionInstrument, FunctionOptions
 from closedloop.simulators.truth import GroundTruth, SearchRegion, mbe_ground_truth, trmc_ground_truth
 
@@ -57,6 +59,16 @@ def _trmc_model(clock: Clock, seed: int) -> LineModel:
     from closedloop.simulators.trmc.wire import TrmcWireModel  # the film physics: scipy, only when served
 
     return TrmcWireModel(clock, seed)
+
+
+def _opv_robot_model(clock: Clock, seed: int) -> LineModel:
+    from closedloop.simulators.line.robot import OpvRobotModel  # the film physics: scipy, only when served
+
+    return OpvRobotModel(clock, seed)  # films go to the process's shared ledger, for the line's next steps
+
+
+def _hotplate_model(clock: Clock, seed: int) -> LineModel:
+    return hotplate.HotplateModel(clock, seed)
 
 
 def _mbe_model(clock: Clock, seed: int) -> LineModel:
@@ -117,6 +129,22 @@ EMULATORS: dict[str, WireEmulator] = {
                      truth=_trmc_truth, ground_truth=trmc_ground_truth),
         WireEmulator("mbe", "mbe", "the MBE growth controller and its chamber", _mbe_model,
                      truth=_mbe_truth, ground_truth=mbe_ground_truth),
+        # An OPV line (simulators/line): the robot and the hot plates record each film in the process's
+        # shared ledger, from which the TRMC emulator measures it (trmc with sample_from: line).
+        WireEmulator("opv_robot", "opv_robot", "the OPV line's coating robot, speaking checksummed sentences",
+                     _opv_robot_model, identity=OPV_ROBOT_IDENTITY),
+        WireEmulator(
+            "hotplate", "serial", "a hot plate of the OPV line, speaking SCPI", _hotplate_model,
+            accepts=DriverDescription(
+                name="hotplate",
+                envelope=SafetyEnvelope({
+                    "anneal_temp": Limit(min=20.0, max=hotplate.MAX_TEMP_C, unit="degC"),
+                    "anneal_time": Limit(min=0.0, max=hotplate.MAX_TIME_MIN, unit="min"),
+                }),
+                measures={"plate_temp": "degC"},
+            ),
+            identity=hotplate.IDN,
+        ),
     )
 }
 
@@ -229,6 +257,8 @@ def _function(name: str) -> SimulatedInstrument[FunctionOptions]:
 def _trmc_station(seed: int, options: TrmcOptions, inputs: SimulationInputs) -> Driver:
     from closedloop.simulators.trmc.station import SimulatedTrmcStation
 
+    if options.sample_from == "line":
+        raise ValueError("sim:trmc makes its own films; a line's TRMC step is driver: trmc on sim://trmc")
     return SimulatedTrmcStation(seed=seed, averages=options.averages, wavelength=options.wavelength)
 
 

@@ -117,6 +117,16 @@ def _sigmoid(x: float) -> float:
     return 0.5 * (1.0 + math.tanh(0.5 * x))
 
 
+def coated_thickness_nm(spin_speed: float, solvent: str) -> float:
+    """Film thickness off the spin coater (nm): omega^-1/2, scaled by the solution's viscosity/drying."""
+    return 110.0 * math.sqrt(2000.0 / spin_speed) * SOLVENT_EFFECTS[solvent].thickness
+
+
+def dewetting_risk(spin_speed: float) -> float:
+    """Chance a film dewets while it dries (unscaled): films spun thinner than ~60 nm break up."""
+    return _sigmoid((spin_speed - 3900.0) / 70.0)
+
+
 def absorption_shape(wavelength_nm: float, acceptor_fraction: float) -> float:
     """Absorbance relative to 500 nm: the P3HT band (~525 nm) plus PCBM's rise toward the UV."""
     p3ht = math.exp(-0.5 * ((wavelength_nm - 525.0) / 60.0) ** 2) / math.exp(-0.5 * (25.0 / 60.0) ** 2)
@@ -157,7 +167,7 @@ class TrmcProcessModel:
         """The film these conditions make, every sample-scatter factor 1."""
         a, temp, time_min, spin, solvent = _process_values(conditions)
         effect = SOLVENT_EFFECTS[solvent]
-        thickness_nm = 110.0 * math.sqrt(2000.0 / spin) * effect.thickness
+        thickness_nm = coated_thickness_nm(spin, solvent)
         order = _sigmoid((temp - 95.0) / 10.0) * (
             1.0 - math.exp(-time_min / (5.0 * math.exp(-(temp - 95.0) / 30.0)))
         )
@@ -183,25 +193,45 @@ class TrmcProcessModel:
             phi=phi, sum_mu=sum_mu, k1=k1, k2=3e-12 * effect.k2, od=od, thickness_cm=thickness_nm * 1e-7
         )
 
-    def failure_probability(self, conditions: Mapping[str, Value]) -> float:
+    def _risks(self, conditions: Mapping[str, Value]) -> dict[str, float]:
+        """Each way a film fails, as a probability (scaled by `failure_rate_scale`, at most 1)."""
         a, temp, time_min, spin, solvent = _process_values(conditions)
-        risks = [
-            0.02,
-            _sigmoid((temp - 190.0) / 8.0 + 0.8 * math.log(time_min / 10.0)),  # decomposition
-            _sigmoid((spin - 3900.0) / 70.0),  # too thin: dewetting
-            _sigmoid((a - 0.7) / 0.04) if solvent == "toluene" else 0.0,  # PCBM aggregates
-        ]
-        survive = math.prod(1.0 - min(1.0, self.failure_rate_scale * r) for r in risks)
-        return 1.0 - survive
+        risks = {
+            "baseline": 0.02,
+            "decomposition": _sigmoid((temp - 190.0) / 8.0 + 0.8 * math.log(time_min / 10.0)),
+            "dewetting": dewetting_risk(spin),  # too thin
+            "aggregation": _sigmoid((a - 0.7) / 0.04) if solvent == "toluene" else 0.0,  # PCBM aggregates
+        }
+        return {name: min(1.0, self.failure_rate_scale * r) for name, r in risks.items()}
 
-    def sample_film(self, conditions: Mapping[str, Value], rng: np.random.Generator) -> tuple[Film, bool]:
-        """(film, failed) for one sample. A failed film keeps its geometry but has no photoconductivity."""
+    def failure_probability(self, conditions: Mapping[str, Value]) -> float:
+        return 1.0 - math.prod(1.0 - r for r in self._risks(conditions).values())
+
+    def dewetting_probability(self, spin_speed: float) -> float:
+        """The part of `failure_probability` decided on the spin coater: the film dewets while it dries."""
+        return min(1.0, self.failure_rate_scale * dewetting_risk(spin_speed))
+
+    def later_failure_probability(self, conditions: Mapping[str, Value]) -> float:
+        """The chance a film that did not dewet still has no signal (annealing, aggregation, bad luck):
+        (1 - this) * (1 - dewetting_probability) = 1 - failure_probability."""
+        risks = self._risks(conditions)
+        return 1.0 - math.prod(1.0 - r for name, r in risks.items() if name != "dewetting")
+
+    def sample_film(
+        self, conditions: Mapping[str, Value], rng: np.random.Generator, failure_probability: float | None = None
+    ) -> tuple[Film, bool]:
+        """(film, failed) for one sample. A failed film keeps its geometry but has no photoconductivity.
+
+        `failure_probability` replaces the model's own (a line whose coater already decided dewetting
+        passes `later_failure_probability`, or 1 for a dewetted film); the random draws are the same.
+        """
         film = self.expected_film(conditions)
         sd_mu = self.scatter
         sigma_mu = math.sqrt(math.log(1.0 + sd_mu**2))
         mu_factor = math.exp(sigma_mu * rng.standard_normal() - 0.5 * sigma_mu**2)
         k1_factor = math.exp(math.sqrt(math.log(1.0 + (sd_mu / 1.5) ** 2)) * rng.standard_normal())
-        failed = bool(rng.random() < self.failure_probability(conditions))
+        p_fail = self.failure_probability(conditions) if failure_probability is None else failure_probability
+        failed = bool(rng.random() < p_fail)
         sample = Film(
             phi=0.0 if failed else film.phi,
             sum_mu=film.sum_mu * mu_factor,

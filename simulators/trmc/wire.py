@@ -10,6 +10,9 @@ Commands (setters have no reply; errors go to the queue read by SYST:ERR?):
   SAMP:ID <n> (the label of the next film: its random stream is (seed, n), so re-making a film after a
   crash gives the same film and record; without a label films are numbered in order)
   SAMP:PREP (spin-coat + anneal a new film; takes 60 s + the anneal time)  SAMP:LOAD (into the cavity, 30 s)
+  On a line: SAMP:ID <n> then SAMP:LOAD without SAMP:PREP loads film n as the line made it (the
+  `FilmLedger` of the coating robot and hot plates, see simulators/line/ledger.py; 270 s for the transfer),
+  or queues an error naming the sample when no robot in this process coated it
   SAMP:THK? (film thickness, nm)  SAMP:OD? (optical density at the excitation wavelength)
   EXC:WAV <nm>  EXC:FLU <photons/cm^2>  EXC:ATT <transmission 0-1> (fluence = full fluence * transmission)
   EXC:SHUT OPEN|CLOS  EXC:SHUT?  (and EXC:WAV?, EXC:FLU?)
@@ -34,6 +37,7 @@ import numpy as np
 
 from closedloop.drivers.base import Clock, Value
 from closedloop.drivers.trmc import SOLVENTS
+from closedloop.simulators.line.ledger import FilmLedger, shared_ledger
 from closedloop.simulators.trmc.physics import (
     Acquisition,
     Cavity,
@@ -46,6 +50,7 @@ from closedloop.simulators.trmc.process import DEFAULT_FLUENCE, TrmcProcessModel
 IDN = "CLOSEDLOOP,TRMC-SIM,SN0001,1.0"
 SPIN_COAT_S = 60.0
 LOAD_S = 30.0
+LINE_LOAD_S = 270.0
 TUNE_S = 20.0
 SHOT_RATE_HZ = 10.0
 FULL_FLUENCE = 1e16  # photons/cm^2 at transmission 1 (EXC:ATT)
@@ -61,9 +66,10 @@ _NUMERIC_SAMPLE = {  # command -> (condition, low, high)
 class TrmcWireModel:
     """The station behind `handle(line)`; time comes from `clock` (scaled wall time or a trial's clock)."""
 
-    def __init__(self, clock: Clock, seed: int = 0) -> None:
+    def __init__(self, clock: Clock, seed: int = 0, ledger: FilmLedger | None = None) -> None:
         self.clock = clock
         self.seed = seed
+        self.ledger = ledger if ledger is not None else shared_ledger()
         self.model = TrmcProcessModel()
         self.samples_made = 0
         self._film_key = 0  # the label (or number) of the film made last
@@ -174,12 +180,34 @@ class TrmcWireModel:
         self._record = None
 
     def _load(self) -> None:
+        if self.sample_id is not None:  # labelled but not made here: a film from the line
+            self._load_from_line(self.sample_id)
+            return
         if self._film is None:
             self._error('-221,"Settings conflict;no sample prepared (SAMP:PREP)"')
             return
         if self._start(LOAD_S):
             self._loaded = True
             self._cavity = None
+
+    def _load_from_line(self, sample: int) -> None:
+        """Film `sample` as the line made it: the same film, scatter and record the station would make
+        from the same conditions, except that dewetting was decided on the coater."""
+        made = self.ledger.film(sample)
+        if made is None or made.coated is None:
+            self._error(f'-221,"Settings conflict;sample {sample} unknown to the line (no robot in this '
+                        'process coated it)"')
+            return
+        if not self._start(LINE_LOAD_S):
+            return
+        self.recipe = made.conditions()
+        self._film_key, self.sample_id = sample, None
+        self._rng = np.random.default_rng([self.seed, sample])
+        fails = 1.0 if made.coated.dewetted else self.model.later_failure_probability(self.recipe)
+        self._film = self.model.sample_film(self._conditions(), self._rng, fails)[0]
+        self._loaded = True
+        self._cavity = None
+        self._record = None
 
     def _set_sample_id(self, argument: str) -> None:
         value = self._number(argument, 0, 2**31 - 1)
