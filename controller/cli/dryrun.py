@@ -13,6 +13,7 @@ import click
 
 from closedloop.controller.cli.exit_codes import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK
 from closedloop.controller.dryrun.run import DryRunReport, dry_run
+from closedloop.controller.report.schedule.text import station_line, summary_lines
 
 EXIT_UNSAFE = EXIT_FAILED  # a dry run found a safety or consistency problem
 FOLD_MIN_REPEATS = 3  # a block of commands sent this many times in a row is printed once
@@ -67,7 +68,7 @@ def run_dry_runs(
 
 def format_report(r: DryRunReport) -> str:
     """The dry run as a person reads it: verdict last, so it is what stays on the screen."""
-    lines = [*_run_lines(r), *_operator_lines(r), *_envelope_lines(r)]
+    lines = [*_run_lines(r), *_schedule_lines(r), *_operator_lines(r), *_envelope_lines(r)]
     if r.coverage is not None:
         c = r.coverage
         lines.append(f"  initial design: {c.points} points in {c.dimensions} numeric dimensions; largest gap "
@@ -98,6 +99,15 @@ def _run_lines(r: DryRunReport) -> list[str]:
     lines.append(f"  estimated wall time live: {_duration(r.wall_time_estimate_s)} "
                  f"(incl. {', '.join(x for x in parts if x)}){budget}")
     return lines
+
+
+def _schedule_lines(r: DryRunReport) -> list[str]:
+    s = r.schedule
+    if s is None:
+        return []
+    lines = [f"  schedule over {_duration(s.horizon_s)} (first step started to last ended), utilization per station:"]
+    lines += [f"    {station_line(u)}" for u in s.stations]
+    return lines + [f"  {line}" for line in summary_lines(s)]
 
 
 def _operator_lines(r: DryRunReport) -> list[str]:

@@ -11,6 +11,7 @@ from closedloop.controller.dryrun.report import DryRunReport, Finding
 from closedloop.controller.engine.events import Abandonment, EngineEvent, ProposalRefused, TrialAbandoned
 from closedloop.controller.engine.halts import Halt, HaltKind
 from closedloop.controller.protocol.model import Protocol
+from closedloop.controller.report.schedule.text import expired_warning
 from closedloop.planners.encoding import SpaceEncoding
 from closedloop.simulators.registry import SimulatedMbeOptions
 from closedloop.simulators.testfunctions import FunctionOptions
@@ -84,6 +85,8 @@ def add_warnings(
     if planner_errors:
         add(f"the planner failed {len(planner_errors)} time(s) and the fallback proposed instead "
             f"(first: {planner_errors[0]['detail']})")
+    if report.schedule is not None and (expired := expired_warning(report.schedule)):
+        add(expired)
     if halt.kind is HaltKind.NOTHING_TO_PROPOSE and not report.problems:
         add(halt.reason)
     budget = report.budget_wall_time_s

@@ -6,6 +6,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from closedloop.controller.dryrun.checks import Coverage, LimitMargin
+from closedloop.controller.report.schedule import Schedule
 
 
 @dataclass
@@ -46,6 +47,7 @@ class DryRunReport:
     margins: list[LimitMargin]
     gate_checks: int
     coverage: Coverage | None
+    schedule: Schedule | None  # which sample was on which station when, read back like a live campaign's
     problems: list[Finding] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
 
@@ -61,4 +63,5 @@ class DryRunReport:
         out = asdict(self)
         out["margins"] = [m.to_dict() for m in self.margins]
         out["coverage"] = None if self.coverage is None else self.coverage.to_dict()
+        out["schedule"] = None if self.schedule is None else self.schedule.to_dict()
         return {"safe": self.safe, "exit_code": self.exit_code, **out}

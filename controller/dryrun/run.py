@@ -36,6 +36,7 @@ from closedloop.controller.engine.operator import Decision
 from closedloop.controller.engine.stations import resolve_link
 from closedloop.controller.protocol.model import Protocol, load_protocol
 from closedloop.controller.protocol.sections import FixedSpec
+from closedloop.controller.report.schedule import schedule_of
 from closedloop.planners.space import Conditions
 
 DEFAULT_OPERATOR_STEP_S = 300.0  # assumed operator time per approval or manual step in the wall-time estimate
@@ -199,6 +200,7 @@ def build_report(
         margins=setpoint_margins(protocol.description_of_instrument().envelope.limits, dispatched),
         gate_checks=sum(t.origin != "retry" for t in trials) + len(dispatched),
         coverage=_coverage(protocol, trials, campaign.seed),
+        schedule=schedule_of(events, trials, time_scale=scale)[1],
     )
     find_problems(report, protocol, operator.seen, commands, halt)
     add_warnings(report, protocol, campaign.seed, trials, events, ramps, spans, halt)

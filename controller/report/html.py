@@ -8,7 +8,9 @@
 
 Sections: header (protocol and its hash, instrument, planner, dates, stop reason, versions), progress,
 objectives vs parameters, parallel coordinates, Pareto front and hypervolume, the model's view, the
-instrument's raw data, timing, the trial table and every failure, fault, refusal and operator decision.
+instrument's raw data, timing, the schedule (once any sample ran: a Gantt chart of every sample on every
+station, utilization, the bottleneck, films per day), the trial table and every failure, fault, refusal
+and operator decision.
 Every piece of user text (protocol names, notes, replies) is HTML-escaped.
 """
 
@@ -48,6 +50,9 @@ from closedloop.controller.report.figures import (
 )
 from closedloop.controller.report.instruments import instrument_blocks
 from closedloop.controller.report.model_view import model_view
+from closedloop.controller.report.schedule import schedule_of
+from closedloop.controller.report.schedule.gantt import gantt_plot, time_unit
+from closedloop.controller.report.schedule.text import summary_lines
 from closedloop.controller.store.campaign_store import CampaignStore
 from closedloop.controller.store.errors import OutputPathError
 from closedloop.controller.store.output import check_output_path, write_atomically
@@ -111,6 +116,7 @@ def _render(store: CampaignReads) -> str:
         ("The model's view", model_blocks),
         ("Instrument data", instrument_blocks(store, data)),
         ("Timing", [timing_plot(data)]),
+        *_schedule_section(data),
         ("Trials", _trial_table(data)),
         ("Failures, faults, refusals and operator decisions", _incidents(data)),
     ]
@@ -215,6 +221,23 @@ def _header(data: ReportData, model_notes: list[str]) -> str:
     description = f"<p>{_e(protocol.description)}</p>" if protocol.description else ""
     return (f"<header><h1>{_e(info['name'])}</h1>{description}<table class=\"meta\">{meta}</table>"
             + (f"<ul class=\"notes\">{note_html}</ul>" if notes else "") + "</header>")
+
+
+# ---- schedule -------------------------------------------------------------------------------------------
+
+
+def _schedule_section(data: ReportData) -> list[tuple[str, str]]:
+    """The Gantt chart, each station's utilization and the line's bottleneck and rate; nothing for a
+    campaign in which no sample ever started on a station."""
+    spans, schedule = schedule_of(data.events, data.trials)
+    if schedule is None:
+        return []
+    unit, size = time_unit(schedule.horizon_s)
+    rows = [[u.step, u.station, u.spans, u.busy_s / size, f"{u.utilization:.1%}", u.longest_gap_s / size]
+            for u in schedule.stations]
+    table = _table(["step", "station", "spans", f"busy [{unit}]", "utilization", f"longest idle [{unit}]"], rows)
+    lines = "".join(f"<li>{_e(line)}</li>" for line in summary_lines(schedule))
+    return [("Schedule", _block(gantt_plot(spans, schedule)) + table + f"<ul class=\"schedule\">{lines}</ul>")]
 
 
 # ---- tables ---------------------------------------------------------------------------------------------

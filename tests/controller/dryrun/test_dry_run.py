@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections.abc import Callable
 from contextlib import AbstractContextManager
 from pathlib import Path
 
@@ -246,6 +247,32 @@ def test_an_unreachable_target_and_every_approval_are_reported(tmp_path: Path) -
 
 
 @pytest.mark.slow
+def test_the_dry_run_prints_the_schedule_utilization_bottleneck_and_films_per_day(
+    branin_protocol: Callable[..., Path],
+) -> None:
+    # Two simulated stations, one trial a virtual minute each, one injected fault (retried).
+    protocol = branin_protocol(trials=8, options="noise_sd: 0.01, stations: 2, fault_rate: 0.35", retries=3)
+    result = CliRunner().invoke(main, ["validate", "--dry-run", str(protocol)])
+    assert result.exit_code == 0, result.output
+    report = dry_run(protocol)
+    schedule = report.schedule
+    assert schedule is not None and [u.station for u in schedule.stations] == ["branin-1", "branin-2"]
+    # One span per trial that ran: the stations' busy time is the instrument time the report adds up.
+    assert sum(u.busy_s for u in schedule.stations) == pytest.approx(report.instrument_time_s)
+    assert schedule.horizon_s == pytest.approx(report.campaign_time_s)
+    assert schedule.faults == report.states["abandoned"] == 1
+    assert schedule.completed == report.states["measured"] + report.states.get("failed", 0)
+    assert schedule.predicted_per_day == pytest.approx(2 * 86400 / 60)  # two stations, 60 s a trial
+    for u in schedule.stations:
+        assert f"    measure · {u.station}: {u.utilization:.1%} busy ({u.spans} spans" in result.output
+    assert f"  bottleneck: measure ({schedule.bottleneck.utilization:.1%} busy, mean of 2 stations)" in result.output
+    assert "  predicted: 2880 films per day at steady state (measure: 2 stations, 1 min a sample)" in result.output
+    assert f"  finished: {schedule.completed} sample(s) with a result in 5 min" in result.output
+    assert "  incidents: 1 step(s) ended by an instrument fault" in result.output
+    assert report.to_dict()["schedule"]["bottleneck"] == "measure"
+
+
+@pytest.mark.slow
 def test_a_ramp_that_dominates_the_time_budget_is_a_warning(tmp_path: Path) -> None:
     # Five-minute growths measured a minute later: the hour-long climb of the Ru cell is most of each run.
     protocol = small_mbe(tmp_path, ("growth_time:    {type: fixed, value: 60, unit: min}",
@@ -342,3 +369,8 @@ def test_a_dry_run_against_the_emulator_on_a_pty(tmp_path: Path) -> None:
     growth = next(x["t_s"] for x in report["transcript"] if x["text"] == "SHUT:MAIN OPEN")
     closed = max(x["t_s"] for x in report["transcript"] if x["text"] == "SHUT:MAIN CLOS")
     assert 3600 <= closed - growth < 3 * 3600
+    # The schedule is on the emulator's clock too: the one station's busy time is the instrument time.
+    schedule = report["schedule"]
+    assert [s["station"] for s in schedule["stations"]] == ["mbe"]
+    assert schedule["stations"][0]["busy_s"] == pytest.approx(report["instrument_time_s"])
+    assert schedule["horizon_s"] >= 3 * 3600 and schedule["predicted_per_day"] < 24

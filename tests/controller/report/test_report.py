@@ -170,7 +170,7 @@ def assert_renders(browser: Any, campaign: Path, screenshot: str) -> tuple[str, 
 def test_single_objective_trmc_report(browser: Any, campaigns: dict[str, Path]) -> None:
     html, result = assert_renders(browser, campaigns["single"], "report-trmc-single.png")
     assert set(result["plots"]) == {"progress", "objectives-vs-parameters", "parallel-coordinates", "model-slices",
-                                    "model-loo", "trmc-transients", "timing"}
+                                    "model-loo", "trmc-transients", "timing", "schedule-gantt"}
     with CampaignStore.open(campaigns["single"]) as store:
         info = store.campaign()
         trials = store.trials()
