@@ -14,7 +14,7 @@ import click
 
 from closedloop.controller.cli.exit_codes import EXIT_BAD_INPUT, EXIT_OK
 from closedloop.controller.protocol.model import ProtocolError, load_protocol
-from closedloop.controller.protocol.summary import ParameterSummary, ValidationSummary
+from closedloop.controller.protocol.summary import ParameterSummary, StepSummary, ValidationSummary
 from closedloop.controller.protocol.validate import ValidationReport, validate_protocol
 
 
@@ -119,7 +119,11 @@ def format_summary(file: str, s: ValidationSummary) -> str:
         lines.append(f"    subject to {text}" + ("   (measured, not optimized: the planner models it with its own GP)"
                                                  if measured_only else ""))
     measured = ", ".join(f"{name} [{unit}]" if unit else name for name, unit in s.instrument.measures.items())
-    if s.instrument.by_hand:
+    if s.steps:
+        lines.append("  workflow (each sample, step by step):")
+        for step in s.steps:
+            lines.append(f"    {step.name}: {step_line(step)}")
+    elif s.instrument.by_hand:
         lines.append(f"  instrument: {s.instrument.driver}, measured by hand (no envelope: the space bounds what the "
                      f"operator is shown); measures {measured}")
     else:
@@ -138,6 +142,21 @@ def format_summary(file: str, s: ValidationSummary) -> str:
         lines.append(f"  pool: {s.candidates.rows} candidate rows from {s.candidates.path}")
     lines += [f"  note: {note}" for note in s.notes]
     return "\n".join(lines)
+
+
+def step_line(step: StepSummary) -> str:
+    """One workflow step for people: where it runs, what it receives and measures, how it is scheduled."""
+    where = f"{step.driver} at {step.connection}" if step.connection else step.driver
+    parts = [where + (f" x{step.stations}" if step.stations > 1 else "")]
+    parts.append(f"receives {', '.join(step.parameters)}" if step.parameters else "receives no parameter")
+    if step.measures:
+        parts.append("measures " + ", ".join(f"{n} [{u}]" if u else n for n, u in step.measures.items()))
+    if step.duration_s:
+        parts.append(f"takes {_duration(step.duration_s)}")
+    if step.max_wait_s is not None:
+        parts.append(f"within {_duration(step.max_wait_s)} of the step before")
+    parts.append("repeated after a crash" if step.repeatable else "a crash loses the sample")
+    return "; ".join(parts)
 
 
 def _range(p: ParameterSummary) -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import math
 import queue
 import time
 from collections import deque
@@ -43,7 +44,7 @@ from closedloop.controller.engine.events import (
 )
 from closedloop.controller.engine.gate import OutsideSpace, SafetyGate
 from closedloop.controller.engine.halts import Halt, HaltKind, paused, stopped
-from closedloop.controller.engine.line import LineQueues
+from closedloop.controller.engine.line import LineQueues, predicted_wait
 from closedloop.controller.engine.operator import Approver, OperatorAbsent
 from closedloop.controller.engine.planahead import PlanAhead, PlanRequest
 from closedloop.controller.engine.reoffer import abandoned_initial_points
@@ -145,6 +146,7 @@ class CampaignEngine:
         self.elapsed_origin = elapsed_origin
         self.ready: deque[int] = deque()  # approved trials waiting for a free station
         self.busy: dict[str, int] = {}  # station name -> trial id
+        self._busy_since: dict[str, float] = {}  # station name -> when its trial started (engine clock)
         self.halt: Halt | None = None  # set when a fault policy pauses or stops the campaign
         self._refusals = 0  # proposals in a row turned down by the gate or the operator
         # Trials abandoned by an envelope refusal after passing the gate (at dispatch or in the driver), with
@@ -516,7 +518,7 @@ class CampaignEngine:
             if station.step > 0 or self.line.next_is_waiting(0):
                 self._next_step(station)
                 continue
-            if not new_samples:
+            if not new_samples or not self._room_for_a_new_sample():
                 continue
             if self._planning is not None:
                 self._start_sample_live(station)
@@ -531,6 +533,22 @@ class CampaignEngine:
             if not self.ready:
                 return
             self._dispatch(self.ready.popleft(), station)
+
+    def _room_for_a_new_sample(self) -> bool:
+        """A line starts a new sample only when it would not wait longer than the next step's max_wait for
+        a free station (by the steps' durations so far); without a max_wait, no longer than that step
+        takes. Coating films that expire waiting for a hot plate would waste them; the bottleneck is kept
+        busy all the same, since a sample is started early enough to be ready when a station frees."""
+        if len(self.settings.line) < 2:
+            return True
+        now, first, nxt = self.clock.now(), self.line.mean_duration(0) or 0.0, self.line.mean_duration(1)
+        free_at = [now if s.name not in self.busy else self._busy_since[s.name] + nxt if nxt is not None else math.inf
+                   for s in self.stations if s.step == 1]
+        ahead = [now for _ in self.line.waiting_for(1)]
+        ahead += [self._busy_since[s.name] + first for s in self.stations if s.step == 0 and s.name in self.busy]
+        limit = self.settings.line[1].max_wait_s
+        wait = predicted_wait(now + first, free_at or [now], ahead, nxt)
+        return wait <= (limit if limit is not None else (nxt or 0.0))
 
     def _start_sample_live(self, station: Station) -> None:
         """A live line's first step: take a proposal the planning thread has ready, and ask for the next one
@@ -602,6 +620,7 @@ class CampaignEngine:
             if step is not None:
                 self.log.emit(StepEvent(trial_id, step.name, step.index, station.name, "started"))
         self.busy[station.name] = trial_id
+        self._busy_since[station.name] = self.clock.now()
         station.last_setpoints = dict(sent)
         self.dispatcher.submit(Job(trial_id, station, sent))
 
@@ -639,6 +658,7 @@ class CampaignEngine:
         """A sample's step ended with a result: on to the next step, or the trial's result after the last
         (a failed sample ends its way at the step it failed in)."""
         step = self.settings.line[station.step]
+        self.line.took(station.step, m.duration_s)
         failed = m.status != "ok"
         data = {"reason": m.detail} if failed else {"values": dict(m.values), "units": dict(m.units),
                                                      "duration_s": m.duration_s}

@@ -8,6 +8,7 @@ bookkeeping over the engine's clock: nothing here talks to an instrument or the 
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -36,6 +37,22 @@ class Waiting:
     since: float  # when the previous step ended (engine clock)
 
 
+def predicted_wait(ready_at: float, next_free_at: Sequence[float], ahead_ready_at: Sequence[float],
+                   next_s: float | None) -> float:
+    """How long a sample ready for the next step at `ready_at` would wait for one of its stations.
+
+    `next_free_at`: when each station of the next step frees (inf when it is busy for an unknown time);
+    `ahead_ready_at`: when each sample already bound for that step is ready for it (they go first, in that
+    order); `next_s`: how long the step takes (its mean so far; None: unknown, a station a sample takes
+    is then busy for an unknown time)."""
+    slots = sorted(next_free_at)
+    for ready in sorted(ahead_ready_at):
+        start = max(slots[0], ready)
+        slots[0] = start + next_s if next_s is not None else math.inf
+        slots.sort()
+    return max(0.0, slots[0] - ready_at)
+
+
 class LineQueues:
     """Samples waiting for each step. The first step takes new proposals; only a sample whose first step
     a crash interrupted waits for it here (to run it again)."""
@@ -44,6 +61,7 @@ class LineQueues:
         self.steps = tuple(steps)
         self._waiting: dict[int, deque[Waiting]] = {step.index: deque() for step in self.steps}
         self._so_far: dict[int, SampleSoFar] = {}
+        self._durations: dict[int, list[float]] = {}  # step index -> how long each of its runs took
 
     @property
     def active(self) -> bool:
@@ -69,6 +87,18 @@ class LineQueues:
 
     def step_done(self, trial_id: int, measurement: Measurement) -> None:
         self._so_far.setdefault(trial_id, SampleSoFar()).add(measurement)
+
+    def took(self, index: int, seconds: float) -> None:
+        """Step `index` ran once for `seconds` (a result or a failed sample): its mean schedules new samples."""
+        self._durations.setdefault(index, []).append(seconds)
+
+    def mean_duration(self, index: int) -> float | None:
+        """How long step `index` has taken so far (None before it has ended once)."""
+        seen = self._durations.get(index)
+        return sum(seen) / len(seen) if seen else None
+
+    def waiting_for(self, index: int) -> list[Waiting]:
+        return list(self._waiting.get(index, ()))
 
     def so_far(self, trial_id: int) -> SampleSoFar:
         return self._so_far.get(trial_id, SampleSoFar())

@@ -349,3 +349,36 @@ def test_live_the_planner_works_on_its_own_thread_while_samples_move_on(tmp_path
     began = {(e["trial_id"], e["data"]["index"]): e["t"] for e in events if e["data"]["phase"] == "started"}
     gaps = [began[(t, i + 1)] - end for (t, i), end in ended.items() if (t, i + 1) in began]
     assert len(gaps) == 16 and max(gaps) < 0.25, gaps
+
+
+# ---- starting samples: no film coated only to expire --------------------------------------------------------
+
+
+def test_predicted_wait_queues_the_samples_ahead_on_the_next_steps_stations() -> None:
+    from closedloop.controller.engine.line import predicted_wait
+
+    # Two plates free at 10 and 30; one sample ahead, ready at 5, takes the plate free at 10 until 10 + 20.
+    assert predicted_wait(12.0, [10.0, 30.0], [5.0], 20.0) == pytest.approx(30.0 - 12.0)
+    assert predicted_wait(40.0, [10.0, 30.0], [5.0], 20.0) == 0.0
+    assert predicted_wait(0.0, [0.0], [0.0], None) == float("inf")  # the plate is taken for an unknown time
+
+
+def test_a_slow_step_after_the_first_gets_no_sample_that_would_expire_waiting_and_stays_busy(tmp_path: Path) -> None:
+    """The anneal (second step here: a furnace-free line) takes 25 min on one station with a 10 min max_wait;
+    coating takes 1 min. Starting a film whenever the coater is free would make most of them expire."""
+    db = created(tmp_path, ("    stations: 2\n", ""), ("duration: 30 s\n", "duration: 30 s\n    max_wait: 10 min\n"),
+                 ("trials: 6", "trials: 5"))
+    steps = line_steps(anneal=Scripted(60, {"sheet_resistance": 100.0}), move=Scripted(25 * 60),
+                       probe=Scripted(60, {"y": 1.0}))
+    steps["move"].measures = {}
+    stations = [Station("anneal-1", steps["anneal"], virtual=True, step=0), Station("move", steps["move"], virtual=True, step=1),
+                Station("probe", steps["probe"], virtual=True, step=2)]
+    with Campaign.open(db, writer=True) as c:
+        assert c.run_with(stations, gate=protocol_gate(c.protocol)).kind is HaltKind.BUDGET
+        events = c.store.events(kinds=["step"])
+    assert [e for e in events if e["data"]["phase"] == "expired"] == []
+    moves = sorted((e["virtual_t"], e["data"]["phase"]) for e in events if e["data"]["step"] == "move")
+    starts = [t for t, phase in moves if phase == "started"]
+    ends = [t for t, phase in moves if phase == "done"]
+    # The slow step never idles for long: each run starts within the first step's minute of the last one's end.
+    assert len(starts) == 5 and all(start - end <= 60.0 for start, end in zip(starts[1:], ends[:-1], strict=False))
