@@ -289,7 +289,9 @@ class Campaign:
         if not recorded:
             return None, time_scale
         data = recorded[0]["data"] or {}
-        return data.get("connection"), time_scale if time_scale is not None else data.get("time_scale")
+        scale = time_scale if time_scale is not None else data.get("time_scale")
+        # A line's steps keep their own connections (the protocol's): only the pace carries over.
+        return (None if self.protocol.is_line else data.get("connection")), scale
 
     def _record_link(self, connection: str | None, time_scale: float | None) -> None:
         if connection is None and time_scale is None:

@@ -37,11 +37,12 @@ def _require_operator(protocol: Protocol, approve: bool) -> None:
         )
 
 
-def _check_link(port: str | None, time_scale: float | None, sim: bool) -> None:
+def _check_link(port: str | None, time_scale: float | None, sim: bool, *, line: bool = False) -> None:
+    """`line`: a workflow, whose steps name their own connections (emulators too): --time-scale alone."""
     if port is not None and sim:
         raise BadInput("--port and --sim exclude each other: --port talks to an instrument (or an emulator) on a "
                        "real port, --sim simulates it in this process")
-    if time_scale is not None and port is None:
+    if time_scale is not None and port is None and not line:
         raise BadInput("--time-scale paces the controller with an emulator (`closedloop emulate MODEL --pty "
                        "--time-scale N`); give that emulator's port with --port too")
     if time_scale is not None and port is not None and emulator_name(port):
@@ -152,8 +153,9 @@ def run(protocol: str, db: str | None, sim: bool, approve: bool, seed: int | Non
         port: str | None, time_scale: float | None, no_report: bool) -> None:
     """Run a campaign from PROTOCOL until a stop rule fires."""
     _refuse_existing(db, "run")
-    _check_link(port, time_scale, sim)
-    _require_operator(load_protocol(protocol), approve)
+    parsed = load_protocol(protocol)
+    _check_link(port, time_scale, sim, line=parsed.is_line)
+    _require_operator(parsed, approve)
     campaign = Campaign.create(protocol, db, seed=seed, sim=sim, port=port)
     click.echo(f"campaign file: {campaign.store.path}", err=True)
     _link_header(campaign, port, time_scale, "--port")
@@ -179,7 +181,7 @@ def resume(campaign_file: str, sim: bool, approve: bool, quiet: bool, port: str 
     try:
         _require_operator(campaign.protocol, approve)
         linked_port, linked_scale = campaign.live_link(port, time_scale, sim=sim)
-        _check_link(linked_port, linked_scale, sim)
+        _check_link(linked_port, linked_scale, sim, line=campaign.protocol.is_line)
     except BadInput:
         campaign.close()
         raise

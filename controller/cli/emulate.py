@@ -1,8 +1,12 @@
-"""`closedloop emulate MODEL`: serve a simulated instrument on a real pseudo-terminal or TCP port.
+"""`closedloop emulate MODEL...`: serve simulated instruments on real pseudo-terminals or TCP ports.
 
 The first line on stdout says where to connect (`listening on /dev/pts/7` or
 `listening on socket://127.0.0.1:5025`); the emulator then serves until SIGTERM or Ctrl-C and exits 0.
 Point a protocol's `connection:` at that path to run the real serial driver against the model.
+
+Several models (`closedloop emulate opv_robot hotplate hotplate trmc`) are served from one process, one
+line each (`opv_robot listening on /dev/pts/7`), the same model twice as two instruments: the emulators
+of a line share the films they make and measure (`simulators.line.ledger`) only inside one process.
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import sys
+import threading
 from types import FrameType
 
 import click
@@ -38,7 +43,7 @@ def _terminator(ctx: click.Context, param: click.Parameter, value: str) -> str:
 
 
 @click.command()
-@click.argument("model", type=click.Choice(sorted(EMULATORS)))
+@click.argument("models", metavar="MODEL...", nargs=-1, required=True, type=click.Choice(sorted(EMULATORS)))
 @click.option("--pty", "use_pty", is_flag=True, help="Serve on a new pseudo-terminal (the default).")
 @click.option("--tcp", "tcp_port", type=click.IntRange(0, 65535), help="Serve on 127.0.0.1:PORT instead (0: any free port).")
 @click.option("--faults", default="", callback=_fault_spec, help="Faults to inject, e.g. 'no_reply:0.1,garbage:0.05,reset:once@5'.")
@@ -55,7 +60,7 @@ def _terminator(ctx: click.Context, param: click.Parameter, value: str) -> str:
               help="Append every setpoint, rate, shutter and gas change the instrument takes to FILE, one JSON "
                    "object a line (t_s in emulated seconds), as it happens: what a driver really did. MBE only.")
 def emulate(
-    model: str,
+    models: tuple[str, ...],
     use_pty: bool,
     tcp_port: int | None,
     faults: str,
@@ -67,29 +72,47 @@ def emulate(
     unplug_time: float,
     record_path: str | None,
 ) -> None:
-    """Serve the simulated instrument MODEL behind a pty or a TCP port until killed."""
+    """Serve each simulated instrument MODEL behind a pty or a TCP port until killed."""
     if use_pty and tcp_port is not None:
         raise click.UsageError("choose one of --pty and --tcp PORT")
-    injector = FaultInjector(faults, seed=seed, slow_delay_s=slow_delay, unplug_s=unplug_time)
-    emulated = make_model(model, ScaledClock(time_scale), seed)
-    if record_path is not None:
-        _record_to(emulated, model, record_path)
-    device = Device(emulated, faults=injector, terminator=terminator, echo=echo)
-    try:
-        server: PtyServer | TcpServer = PtyServer(device) if tcp_port is None else TcpServer(device, tcp_port)
-    except OSError as e:
-        raise click.ClickException(f"cannot listen on port {tcp_port}: {e}; pick another with --tcp PORT (or 0)") from None
+    if tcp_port and len(models) > 1:
+        raise click.UsageError(f"--tcp {tcp_port} is one port for {len(models)} models; use --tcp 0 (any free port "
+                               "for each) or --pty")
+    if record_path is not None and len(models) > 1:
+        raise click.UsageError("--record follows one emulator; give one MODEL")
+    clock = ScaledClock(time_scale)
+    servers: list[PtyServer | TcpServer] = []
+    for i, model in enumerate(models):
+        # The same model twice is two instruments: each its own noise (and faults) from its own seed.
+        emulated = make_model(model, clock, seed + i)
+        if record_path is not None:
+            _record_to(emulated, model, record_path)
+        injector = FaultInjector(faults, seed=seed + i, slow_delay_s=slow_delay, unplug_s=unplug_time)
+        device = Device(emulated, faults=injector, terminator=terminator, echo=echo)
+        try:
+            servers.append(PtyServer(device) if tcp_port is None else TcpServer(device, tcp_port))
+        except OSError as e:
+            raise click.ClickException(f"cannot listen on port {tcp_port}: {e}; pick another with --tcp PORT (or 0)") from None
 
     def stop(signum: int, frame: FrameType | None) -> None:
-        server.shutdown()
+        for server in servers:
+            server.shutdown()
 
-    click.echo(f"listening on {server.url}")
+    for model, server in zip(models, servers, strict=True):
+        click.echo(f"{model} listening on {server.url}" if len(models) > 1 else f"listening on {server.url}")
     sys.stdout.flush()
+    others = [threading.Thread(target=server.serve_forever, name=f"emulate-{i}", daemon=True)
+              for i, server in enumerate(servers[1:], start=1)]
     try:
         with handled_signals(stop):
-            server.serve_forever()
+            for thread in others:
+                thread.start()
+            servers[0].serve_forever()  # on the main thread, which receives the signals
+            for thread in others:
+                thread.join(timeout=5)
     finally:
-        server.close()
+        for server in servers:
+            server.close()
 
 
 def _record_to(emulated: object, model: str, path: str) -> None:

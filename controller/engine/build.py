@@ -44,6 +44,7 @@ def settings_from(protocol: Protocol, seed: int) -> EngineSettings:
         candidates=protocol.candidates_frame(),
         result_units=protocol.objective_units(),
         line=tuple(protocol.steps()) if protocol.is_line else (),
+        max_in_line=protocol.schedule.max_samples_in_line,
     )
 
 

@@ -110,6 +110,7 @@ class EngineSettings:
     on_fault: Literal["pause", "continue", "stop"] = "pause"
     candidates: pd.DataFrame | None = None
     line: tuple[Step, ...] = ()  # a workflow's steps; empty for a protocol of one instrument
+    max_in_line: int | None = None  # samples in the line at once (None: as many as the schedule allows)
     # Each objective's unit as the protocol declares it: results are stored in it (a driver reporting in
     # another unit is converted at ingest), so targets, outcome constraints, the report and `tell` agree.
     result_units: dict[str, str] = field(default_factory=dict)
@@ -536,19 +537,23 @@ class CampaignEngine:
 
     def _room_for_a_new_sample(self) -> bool:
         """A line starts a new sample only when it would not wait longer than the next step's max_wait for
-        a free station (by the steps' durations so far); without a max_wait, no longer than that step
-        takes. Coating films that expire waiting for a hot plate would waste them; the bottleneck is kept
-        busy all the same, since a sample is started early enough to be ready when a station frees."""
+        a free station (by the steps' durations so far; a station taken for a time not yet known is
+        taken); without a max_wait, unless samples already queue for the next step. Coating films that
+        expire waiting for a hot plate would waste them; the bottleneck is kept busy all the same, since
+        a sample is started early enough to be ready when a station frees."""
+        if self.settings.max_in_line is not None and len(self.busy) + self.line.waiting() >= self.settings.max_in_line:
+            return False
         if len(self.settings.line) < 2:
             return True
+        limit = self.settings.line[1].max_wait_s
+        if limit is None:  # no deadline: start unless samples already queue for the next step's stations
+            return len(self.line.waiting_for(1)) < sum(s.step == 1 for s in self.stations)
         now, first, nxt = self.clock.now(), self.line.mean_duration(0) or 0.0, self.line.mean_duration(1)
         free_at = [now if s.name not in self.busy else self._busy_since[s.name] + nxt if nxt is not None else math.inf
                    for s in self.stations if s.step == 1]
         ahead = [now for _ in self.line.waiting_for(1)]
         ahead += [self._busy_since[s.name] + first for s in self.stations if s.step == 0 and s.name in self.busy]
-        limit = self.settings.line[1].max_wait_s
-        wait = predicted_wait(now + first, free_at or [now], ahead, nxt)
-        return wait <= (limit if limit is not None else (nxt or 0.0))
+        return predicted_wait(now + first, free_at or [now], ahead, nxt) <= limit
 
     def _start_sample_live(self, station: Station) -> None:
         """A live line's first step: take a proposal the planning thread has ready, and ask for the next one

@@ -118,15 +118,15 @@ def _line_stations(protocol: Protocol, *, seed: int, sim: bool, connection: str 
     for step in steps:
         if step.instrument is None:
             continue
-        view = protocol.step_view(step)
-        link = resolve_link(view, sim=sim)
-        if step.stations > 1 and not link.in_process:
-            raise InstrumentUnavailable(
-                f"workflow.{step.name}: stations: {step.stations} run side by side only on emulated instruments in "
-                "this process (sim:// or --sim) for now; one connection cannot reach several real instruments")
-        entry = instrument(view.the_instrument().driver)
-        stations += [Station(name, _driver(view, entry, link, seed), virtual=link.in_process, step=step.index)
-                     for name in step.station_names()]
+        for i, name in enumerate(step.station_names()):
+            view = protocol.step_view(step, i)
+            link = resolve_link(view, sim=sim)
+            if step.stations > 1 and not link.in_process and not step.connections:
+                raise InstrumentUnavailable(
+                    f"workflow.{step.name}: stations: {step.stations} real instruments need one connection each: "
+                    f"give workflow.{step.name}.connections: [PORT, ...] (sim:// or --sim emulates each)")
+            entry = instrument(view.the_instrument().driver)
+            stations.append(Station(name, _driver(view, entry, link, seed), virtual=link.in_process, step=step.index))
     in_process = all(station.virtual for station in stations)
     for step in steps:
         if step.instrument is None:

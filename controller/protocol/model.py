@@ -52,7 +52,7 @@ from closedloop.controller.protocol.sections import (
     at_most_max_parameters,
     is_identifier,
 )
-from closedloop.controller.protocol.workflow import Step, StepSection, steps_of
+from closedloop.controller.protocol.workflow import ScheduleSection, Step, StepSection, steps_of
 from closedloop.controller.protocol.yaml_source import (
     MAX_BYTES,
     FieldPath,
@@ -91,6 +91,7 @@ class Protocol(Section):
     candidates: CandidatesSpec | None = None
     instrument: InstrumentSection | None = None  # one instrument; or a line of them in `workflow`
     workflow: dict[str, StepSection] | None = Field(None, min_length=1, max_length=MAX_STEPS)
+    schedule: ScheduleSection = ScheduleSection()
     planner: PlannerSection = PlannerSection()
     budget: BudgetSection
     stop: StopSection = StopSection()
@@ -235,14 +236,17 @@ class Protocol(Section):
         stations = instruments.station_options(section).stations
         return [Step(section.driver.removeprefix(SIM), 0, section, tuple(self.space), stations)]
 
-    def step_view(self, step: Step) -> Protocol:
+    def step_view(self, step: Step, station: int | None = None) -> Protocol:
         """The protocol as one step sees it: that step's instrument as `instrument`, the space cut to the
         step's parameters, problems located under `workflow.STEP.instrument`. Every check and builder for
         one instrument (validate's envelope checks, stations, emulators) runs on it unchanged."""
         if self.workflow is None:
             return self
+        instrument = step.instrument
+        if station is not None and step.connections and instrument is not None:  # that station's own port
+            instrument = instrument.model_copy(update={"connection": step.connections[station]})
         view = self.model_copy(update={
-            "instrument": step.instrument,
+            "instrument": instrument,
             "workflow": None,
             "space": {name: spec for name, spec in self.space.items() if name in step.parameters},
         })

@@ -32,6 +32,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from closedloop.controller.protocol.sections import Duration, InstrumentSection, Section, problem_at
+from closedloop.drivers.serial_config import check_connection
 
 Transfer = Literal["robot", "operator"]
 
@@ -44,6 +45,9 @@ class StepSection(Section):
     duration: Duration = 0.0  # a robot transfer's time, in seconds ("30 s")
     parameters: list[str] = Field(default_factory=list)
     stations: int = Field(1, ge=1, le=64)
+    # One connection per station when the step's instruments are several real ones (two hot plates on two
+    # ports); the instrument's own `connection` otherwise.
+    connections: list[str] | None = None
     max_wait: Duration | None = None  # longest time from the end of the previous step to the start of this one
     on_crash: Literal["repeat", "lost"] = "repeat"
 
@@ -60,10 +64,26 @@ class StepSection(Section):
             raise problem_at("duration", f"a duration cannot be negative, got {self.duration:g} s")
         if self.max_wait is not None and self.max_wait <= 0:
             raise problem_at("max_wait", f"max_wait must be a positive time such as 30 min, got {self.max_wait:g} s")
+        if self.connections is not None:
+            if self.instrument is None:
+                raise problem_at("connections", "a transfer has no connection")
+            if len(self.connections) != self.stations:
+                raise problem_at("connections", f"{len(self.connections)} connection(s) for {self.stations} station(s): "
+                                 "give one for each station")
+            for url in self.connections:
+                check_connection(url)
         if self.instrument is not None and "stations" in self.instrument.options:
             raise problem_at("instrument", "set how many of this step's instrument run side by side with the "
                              "step's `stations:`, not instrument.options.stations")
         return self
+
+
+class ScheduleSection(Section):
+    """How a line takes samples in: `max_samples_in_line: 1` runs one sample at a time through every step
+    (a line with one set of substrate holders, or a comparison); unlimited by default, each new sample
+    started when it would not wait past the next step's max_wait."""
+
+    max_samples_in_line: int | None = Field(None, ge=1)
 
 
 @dataclass(frozen=True)
@@ -79,6 +99,7 @@ class Step:
     repeatable: bool = True  # after a crash mid-step: run it again (else the sample is lost)
     transfer: Transfer | None = None
     duration_s: float = 0.0
+    connections: tuple[str, ...] = ()  # one per station, when the step names them
 
     def station_names(self) -> list[str]:
         """The names the step's stations are journaled under: the step's name, numbered when several."""
@@ -88,9 +109,9 @@ class Step:
 def steps_of(workflow: dict[str, StepSection]) -> list[Step]:
     return [
         Step(name, i, s.instrument, tuple(s.parameters), s.stations, s.max_wait, s.on_crash == "repeat",
-             s.transfer, s.duration)
+             s.transfer, s.duration, tuple(s.connections or ()))
         for i, (name, s) in enumerate(workflow.items())
     ]
 
 
-__all__ = ["Step", "StepSection", "Transfer", "steps_of"]
+__all__ = ["ScheduleSection", "Step", "StepSection", "Transfer", "steps_of"]

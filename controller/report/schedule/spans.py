@@ -7,9 +7,14 @@ past the step's `max_wait` and never started it. A campaign without step events 
 file written before lines existed) still has a schedule: each trial's state events give one span, from
 its move to "running" until it is measured, failed or abandoned, on the station in its `instrument`.
 
-    >>> spans = spans_from_events(store.events(), store.trials())
+    >>> def step(trial, t, phase):  # as CampaignStore.events() reads them back
+    ...     data = {"step": "coat", "index": 0, "station": "robot", "phase": phase}
+    ...     return {"kind": "step", "trial_id": trial, "t": 1.7e9 + t, "virtual_t": t, "data": data}
+    >>> spans = spans_from_events([step(1, 0.0, "started"), step(1, 100.0, "done"), step(2, 100.0, "started")], [])
     >>> spans[0]
     StepSpan(trial=1, step='coat', index=0, station='robot', start=0.0, end=100.0, outcome='done')
+    >>> spans[1].outcome  # started, not ended yet
+    'running'
 
 Times are seconds on the campaign's clock: an event's `virtual_t` in simulation, else its wall time `t`.
 """

@@ -2,9 +2,12 @@
 many samples a day the line finished and would finish at steady state; from its spans
 (`controller.report.schedule.spans`).
 
-    >>> s = summarize(spans, expired)
+    >>> from closedloop.controller.report.schedule.spans import StepSpan
+    >>> spans = [StepSpan(1, "coat", 0, "robot", 0.0, 100.0, "done"), StepSpan(2, "coat", 0, "robot", 100.0, 300.0, "done"),
+    ...          StepSpan(1, "anneal", 1, "plate", 100.0, 250.0, "done")]
+    >>> s = summarize(spans)
     >>> s.bottleneck.step, f"{s.bottleneck.utilization:.0%}", round(s.predicted_per_day)
-    ('anneal', '83%', 288)
+    ('coat', '100%', 576)
 
 The horizon is the campaign's working time: from the first span's start to the last span's end. A
 station's utilization is its busy time (the union of its spans, whatever their outcome: a faulted or
