@@ -19,7 +19,7 @@ from closedloop.version import __version__
 COMMANDS: dict[str, tuple[str, str, str]] = {
     "ask": ("campaign", "ask", "Hand out N trials to run by hand; they are recorded as pending until `tell`."),
     "bench": ("bench", "bench", "Replay planners against DATASET.csv, one row per experiment, and compare them with random sampling."),
-    "emulate": ("emulate", "emulate", "Serve the simulated instrument MODEL behind a pty or a TCP port until killed."),
+    "emulate": ("emulate", "emulate", "Serve each simulated instrument MODEL behind a pty or a TCP port until killed."),
     "export": ("campaign", "export", "One tidy row per trial (conditions, objectives, status, timestamps, proposer) + a JSON sidecar."),
     "import": ("warm_start", "import_command", "Add earlier results to CAMPAIGN_FILE as warm-start trials, from a CSV file or another campaign."),
     "init": ("campaign", "init", "Create the campaign file of PROTOCOL without touching any instrument, to ask/tell or resume."),

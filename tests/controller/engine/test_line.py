@@ -386,3 +386,12 @@ def test_a_slow_step_after_the_first_gets_no_sample_that_would_expire_waiting_an
     ends = [t for t, phase in moves if phase == "done"]
     # The slow step never idles for long: each run starts within the first step's minute of the last one's end.
     assert len(starts) == 5 and all(start - end <= 60.0 for start, end in zip(starts[1:], ends[:-1], strict=False))
+
+
+def test_an_intermediate_result_of_a_step_can_be_an_outcome_constraint(tmp_path: Path) -> None:
+    """The furnace step's sheet resistance is measured on the way, not optimized: a constraint may name it,
+    in any unit of its dimension, and every trial's result carries it (see the --sim run above)."""
+    path = line_file(tmp_path, ("objectives:", 'outcome_constraints: ["sheet_resistance <= 2 kohm"]\nobjectives:'))
+    problem = load_protocol(path).to_problem()
+    (constraint,) = problem.outcome_constraints
+    assert (constraint.name, constraint.op, constraint.bound) == ("sheet_resistance", "<=", 2000.0)
