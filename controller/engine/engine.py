@@ -9,31 +9,19 @@ a file that `reconcile` can put right.
 from __future__ import annotations
 
 import contextlib
-import functools
-import logging
-import math
 import queue
-import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal
 
-from closedloop.controller.engine import history
 from closedloop.controller.engine.dispatch import Completion, Dispatcher, Job, Station
 from closedloop.controller.engine.events import (
-    HANDED_OUT_TO,
     Abandonment,
-    CampaignHalted,
     CampaignRunning,
     DriverFailed,
     ErrorInfo,
     EventLog,
-    InitialPointOffered,
     OperatorDecided,
-    PlannerFailed,
     ProposalRefused,
-    SafeStateEntered,
     StepEvent,
     TrialAbandoned,
     TrialApproved,
@@ -43,80 +31,34 @@ from closedloop.controller.engine.events import (
     error_of,
 )
 from closedloop.controller.engine.gate import OutsideSpace, SafetyGate
+from closedloop.controller.engine.halting import Halting
 from closedloop.controller.engine.halts import Halt, HaltKind, paused, stopped
-from closedloop.controller.engine.line import LineQueues, predicted_wait
+from closedloop.controller.engine.line import LineQueues
+from closedloop.controller.engine.line_flow import LineFlow
 from closedloop.controller.engine.operator import Approver, OperatorAbsent
-from closedloop.controller.engine.planahead import PlanAhead, PlanRequest
-from closedloop.controller.engine.reoffer import abandoned_initial_points
+from closedloop.controller.engine.planahead import PlanAhead
+from closedloop.controller.engine.proposing import ProposalSource
 from closedloop.controller.engine.results import in_units
-from closedloop.controller.protocol.workflow import Step
+from closedloop.controller.engine.state import (
+    APPROVAL_ATTEMPTS,
+    FAULT_STATUS,
+    HANDED_OUT_BEFORE,
+    PLAN_POLL_S,
+    REFUSALS_BEFORE_STOP,
+    SEED_STRIDE,
+    EngineSettings,
+    Offered,
+    planner_seed,
+    reraise_interrupt,
+)
 from closedloop.controller.store.campaign_store import CampaignStore
-from closedloop.controller.store.reads import TrialRecord
-from closedloop.drivers.base import EnvelopeViolation, InstrumentContext, Journaled, Measurement, Recoverable
+from closedloop.drivers.base import EnvelopeViolation, InstrumentContext, Measurement, Recoverable
 from closedloop.planners.base import Planner
-from closedloop.planners.provenance import Proposal, Provenance
-from closedloop.planners.space import Conditions, Problem
+from closedloop.planners.space import Conditions
 from closedloop.units import UnitError
 
-if TYPE_CHECKING:
-    import pandas as pd  # for annotations only: importing it costs a third of a second
 
-FAULT_STATUS = "instrument_fault"
-SEED_STRIDE = 1_000_003  # a planner call's seed: campaign seed * SEED_STRIDE + trials stored so far
-REFUSALS_BEFORE_STOP = 3  # proposals in a row the gate or operator turned down before the campaign gives up
-APPROVAL_ATTEMPTS = 10  # edits the operator may try on one proposal
-# After Ctrl-C/SIGTERM, how long trials may take to stop before they are given up and every instrument is
-# made safe anyway: a service manager sends SIGKILL some seconds after SIGTERM (systemd: 90 s), and a
-# driver stuck in a call that ignores the abort must not keep the instrument hot until then.
-ABORT_GRACE_S = 10.0
-PLAN_POLL_S = 0.05  # live line: how often the engine looks whether the planner has finished, between completions
-HANDED_OUT_BEFORE = "handed out before, no result told yet"  # why `ask` offers a pending trial again
-
-log = logging.getLogger(__name__)
-
-
-def planner_seed(campaign_seed: int, trials_so_far: int) -> int:
-    """The seed of the planner call made when the campaign holds `trials_so_far` trials. An audit
-    (`controller.offline.audit`) recomputes it to call the planner again."""
-    return campaign_seed * SEED_STRIDE + trials_so_far
-
-
-@dataclass(frozen=True)
-class Offered:
-    """A trial `ask` hands to a person (`CampaignEngine.hand_out_next`); `again` says why it is not a new
-    proposal: it was handed out before and waits for its result, it waited to be run, or it is an
-    abandoned initial-design point offered again. None for a new proposal."""
-
-    trial_id: int
-    again: str | None = None
-
-
-@dataclass(frozen=True)
-class EngineSettings:
-    """The parts of a protocol the engine acts on (`controller.engine.build.settings_from` makes them)."""
-
-    problem: Problem
-    seed: int
-    max_trials: int
-    batch_size: int = 1
-    n_initial: int = 0  # the planner's initial design: points while fewer results than this exist
-    max_wall_time_s: float | None = None
-    no_improvement: int | None = None
-    stop_on_target: bool = True
-    approval: Literal["none", "every", "outside_region"] = "none"
-    approval_raised: bool = False  # `approval` is "every" because this run asked for it, not the protocol
-    trusted_region: dict[str, tuple[float, float]] = field(default_factory=dict)
-    fault_retries: int = 0
-    on_fault: Literal["pause", "continue", "stop"] = "pause"
-    candidates: pd.DataFrame | None = None
-    line: tuple[Step, ...] = ()  # a workflow's steps; empty for a protocol of one instrument
-    max_in_line: int | None = None  # samples in the line at once (None: as many as the schedule allows)
-    # Each objective's unit as the protocol declares it: results are stored in it (a driver reporting in
-    # another unit is converted at ingest), so targets, outcome constraints, the report and `tell` agree.
-    result_units: dict[str, str] = field(default_factory=dict)
-
-
-class CampaignEngine:
+class CampaignEngine(ProposalSource, LineFlow, Halting):
     """One campaign's closed loop over its stores, planner, gate, stations and clock (all given)."""
 
     def __init__(
@@ -235,7 +177,7 @@ class CampaignEngine:
                 try:
                     recovered = station.driver.recover(t.id, InstrumentContext(clock=self.clock, trial_id=t.id))
                 except BaseException as exc:  # noqa: BLE001 - a driver bug: the trial is abandoned and re-run
-                    _reraise_interrupt(exc)
+                    reraise_interrupt(exc)
                     self.log.emit(DriverFailed(station.name, f"recover trial {t.id}", ErrorInfo.of(exc, with_traceback=True)))
             if recovered is not None:
                 self.log.emit(TrialMeasured(t.id, recovered, recovered=True))
@@ -245,57 +187,6 @@ class CampaignEngine:
                                              "the controller stopped before a result was stored"))
                 requeued.append(self._retry(t.id, "re-queued after interruption"))
         return requeued
-
-    def _back_in_line(self, trial_id: int) -> bool:
-        """After a crash, a sample of a line goes on from the step it was in, with what its finished steps
-        measured: waiting for the next step, or running an interrupted step again where the protocol says
-        it can be repeated (journaled). False when it cannot go on (a step that cannot be repeated: the
-        sample is lost, journaled; or no step had started): the caller abandons it."""
-        events = [e for e in self.store.events(trial_id=trial_id, kinds=["step"]) if isinstance(e["data"], dict)]
-        if not events:
-            return False
-        for e in events:
-            if e["data"].get("phase") == "done":
-                self.line.step_done(trial_id, Measurement(values=dict(e["data"].get("values") or {}),
-                                                          units=dict(e["data"].get("units") or {}),
-                                                          duration_s=float(e["data"].get("duration_s") or 0.0)))
-        last = events[-1]
-        index, phase = int(last["data"].get("index", 0)), last["data"].get("phase")
-        now = self.clock.now()
-        since = now if self.clock.virtual else min(now, float(last["t"]))
-        if phase == "done" and not self.line.is_last(index):
-            self.line.arrive(trial_id, index + 1, since)
-            return True
-        step = self.settings.line[index]
-        if phase == "started" and self._recovered_step(trial_id, str(last["data"].get("station")), now):
-            return True
-        if phase in ("started", "repeat") and step.repeatable:
-            self.log.emit(StepEvent(trial_id, step.name, index, None, "repeat",
-                                    "the controller stopped during this step; it runs again"))
-            self.line.arrive(trial_id, index, now, first=True)
-            return True
-        if phase in ("started", "repeat"):
-            self.log.emit(StepEvent(trial_id, step.name, index, None, "lost",
-                                    f"the controller stopped during {step.name}, which cannot be repeated (on_crash: lost)"))
-        self.line.drop(trial_id)
-        return False
-
-    def _recovered_step(self, trial_id: int, station_name: str, now: float) -> bool:
-        """The interrupted step's result read back from its instrument, where its driver can: then the
-        sample goes on as if the step had just ended."""
-        station = next((s for s in self.stations if s.name == station_name), None)
-        if station is None or not isinstance(station.driver, Recoverable):
-            return False
-        try:
-            recovered = station.driver.recover(trial_id, InstrumentContext(clock=self.clock, trial_id=trial_id))
-        except BaseException as exc:  # noqa: BLE001 - a driver bug: the step is repeated or the sample lost
-            _reraise_interrupt(exc)
-            self.log.emit(DriverFailed(station.name, f"recover trial {trial_id}", ErrorInfo.of(exc, with_traceback=True)))
-            return False
-        if recovered is None:
-            return False
-        self._step_finished(trial_id, station, recovered, now)
-        return True
 
     def run(self, *, resumed: bool = False) -> Halt:
         """Run until a stop rule fires or the campaign pauses; returns why."""
@@ -340,130 +231,6 @@ class CampaignEngine:
         return self.clock.elapsed_since(self.elapsed_origin)
 
     # ---- proposing ----------------------------------------------------------------------------------
-
-    @functools.cached_property
-    def planner(self) -> Planner:
-        return self._make_planner()
-
-    @functools.cached_property
-    def fallback_planner(self) -> Planner:
-        return self._make_fallback()
-
-    def _propose(self, n: int, *, within_budget: bool = True, origin: str | None = None) -> tuple[int, list[int]]:
-        """(how many trials were proposed, the ids of those that passed the gate). Abandoned initial-design
-        points come back before the planner is asked for more."""
-        request, made, passed = self._plan_request(n, within_budget=within_budget, origin=origin)
-        if request is None:
-            return made, passed
-        proposals = self._ask_planner(request.observations, request.pending, request.n, request.seed)
-        return made + len(proposals), passed + self._store_proposals(proposals, origin)
-
-    def _plan_request(
-        self, n: int, *, within_budget: bool = True, origin: str | None = None
-    ) -> tuple[PlanRequest | None, int, list[int]]:
-        """What the planner is to be asked for, after abandoned initial-design points come back (stored
-        here, with the ids of those that passed the gate): (None when nothing is left to ask, how many
-        trials were made, the ids that passed)."""
-        trials = self.store.trials()
-        pending = history.pending(trials)
-        if within_budget:
-            n = min(n, self.settings.max_trials - history.n_results(trials) - len(pending))
-        if n <= 0:
-            return None, 0, []
-        observations = history.observations(self.settings.problem, trials)
-        again = self._offer_again(trials, observations, n, origin)
-        passed = [trial_id for trial_id in again if self._passes_gate(trial_id, self.store.trial(trial_id).conditions)]
-        if len(again) == n:
-            return None, n, passed
-        if again:  # the planner sees the points offered again as pending
-            trials = self.store.trials()
-            pending = history.pending(trials)
-        seed = planner_seed(self.settings.seed, len(trials))
-        return PlanRequest(observations, pending, n - len(again), seed, origin), len(again), passed
-
-    def _store_proposals(self, proposals: Sequence[Proposal], origin: str | None) -> list[int]:
-        """Each proposal stored as a trial and passed through the gate; the ids that passed."""
-        passed = []
-        for proposal in proposals:
-            provenance = proposal.provenance
-            trial_id = self.log.add_trial(
-                proposal.conditions,
-                proposer=provenance.planner or self.planner.name,
-                origin=origin or ("initial" if provenance.initial else "planner"),
-                provenance=provenance,
-            )
-            if self._passes_gate(trial_id, proposal.conditions):
-                passed.append(trial_id)
-        return passed
-
-    def _offer_again(self, trials: list[TrialRecord], observations: list, n: int, origin: str | None) -> list[int]:
-        """Up to `n` abandoned initial-design points stored as new trials (journaled), while the planner is
-        still in its initial design (as it decides: fewer results than `n_initial`)."""
-        if len(observations) >= self.settings.n_initial:
-            return []
-        refused = {e["trial_id"] for e in self.store.events(kinds=["safety_refusal"])}
-        points = abandoned_initial_points(trials, is_initial=self._initial_design_trial, refused=refused)
-        out = []
-        for point in points[:n]:
-            last, first = point.last, point.first
-            why = f"initial-design point of trial {first.id}, abandoned ({last.detail or 'no result'})"
-            provenance = Provenance(planner=first.proposer, design="initial", notes=(f"offered again: {why}",),
-                                    extra={"offered_again_of": last.id})
-            with self.store.batch():  # the trial and why it exists, together
-                trial_id = self.log.add_trial(last.conditions, proposer=first.proposer,
-                                              origin=origin or "initial", provenance=provenance)
-                self.log.emit(InitialPointOffered(trial_id, last.id, f"offered again: {why}"))
-            self._reoffered[trial_id] = why
-            out.append(trial_id)
-        return out
-
-    def _initial_design_trial(self, trial: TrialRecord) -> bool:
-        if trial.origin == "initial":
-            return True
-        record = self.store.proposal(trial.id)  # `ask` stores its trials as "manual": the proposal says
-        return record is not None and record.provenance.initial
-
-    def waiting(self) -> list[TrialRecord]:
-        """Trials `ask` offers before new ones, oldest first: those handed out before with no result told,
-        then those stored but never run (a retry queued after a fault or an operator abort)."""
-        return self.handed_out() + self.store.trials(states=["proposed", "approved"])
-
-    def handed_out(self) -> list[TrialRecord]:
-        """Trials handed to a person with `ask` whose result has not been told, oldest first."""
-        return [t for t in self.store.trials(states=["dispatched"]) if t.instrument == HANDED_OUT_TO]
-
-    def _waiting(self, n: int) -> list[Offered]:
-        out: list[Offered] = []
-        for t in self.waiting():
-            if len(out) >= n:
-                break
-            if t.state == "dispatched":
-                out.append(Offered(t.id, HANDED_OUT_BEFORE))
-            elif t.state == "approved" or self._passes_gate(t.id, t.conditions):
-                self.hand_out(t.id)
-                retry = f" of trial {t.retry_of}" if t.retry_of else ""
-                out.append(Offered(t.id, f"stored earlier ({t.origin}{retry}) and never run"))
-        return out
-
-    def _ask_planner(self, observations: list, pending: list[Conditions], n: int, seed: int) -> list[Proposal]:
-        request = PlanRequest(observations, pending, n, seed)
-        try:
-            return list(self._planner_call(request))
-        except Exception as exc:  # noqa: BLE001 - a planner bug must not end an overnight campaign; it is journaled
-            return self._fall_back(request, exc)
-
-    def _planner_call(self, request: PlanRequest) -> Sequence[Proposal]:
-        """The planner's proposals for `request`: a pure computation (safe on the planning thread)."""
-        problem, candidates = self.settings.problem, self.settings.candidates
-        return self.planner.propose(problem, request.observations, request.pending, request.n, request.seed, candidates)
-
-    def _fall_back(self, request: PlanRequest, exc: Exception) -> list[Proposal]:
-        problem, candidates = self.settings.problem, self.settings.candidates
-        why = f"planner raised {type(exc).__name__}: {exc}; used {self.fallback_planner.name}"
-        self.log.emit(PlannerFailed(ErrorInfo.of(exc, with_traceback=True), self.fallback_planner.name))
-        proposals = self.fallback_planner.propose(problem, request.observations, request.pending, request.n,
-                                                  request.seed, candidates)
-        return [Proposal(p.conditions, p.provenance.with_fallback(why)) for p in proposals]
 
     def _passes_gate(self, trial_id: int, conditions: Conditions) -> bool:
         try:
@@ -535,77 +302,6 @@ class CampaignEngine:
                 return
             self._dispatch(self.ready.popleft(), station)
 
-    def _room_for_a_new_sample(self) -> bool:
-        """A line starts a new sample only when it would not wait longer than the next step's max_wait for
-        a free station (by the steps' durations so far; a station taken for a time not yet known is
-        taken); without a max_wait, unless samples already queue for the next step. Coating films that
-        expire waiting for a hot plate would waste them; the bottleneck is kept busy all the same, since
-        a sample is started early enough to be ready when a station frees."""
-        if self.settings.max_in_line is not None and len(self.busy) + self.line.waiting() >= self.settings.max_in_line:
-            return False
-        if len(self.settings.line) < 2:
-            return True
-        limit = self.settings.line[1].max_wait_s
-        if limit is None:  # no deadline: start unless samples already queue for the next step's stations
-            return len(self.line.waiting_for(1)) < sum(s.step == 1 for s in self.stations)
-        now, first, nxt = self.clock.now(), self.line.mean_duration(0) or 0.0, self.line.mean_duration(1)
-        free_at = [now if s.name not in self.busy else self._busy_since[s.name] + nxt if nxt is not None else math.inf
-                   for s in self.stations if s.step == 1]
-        ahead = [now for _ in self.line.waiting_for(1)]
-        ahead += [self._busy_since[s.name] + first for s in self.stations if s.step == 0 and s.name in self.busy]
-        return predicted_wait(now + first, free_at or [now], ahead, nxt) <= limit
-
-    def _start_sample_live(self, station: Station) -> None:
-        """A live line's first step: take a proposal the planning thread has ready, and ask for the next one
-        at once, so that it is ready when this station frees."""
-        assert self._planning is not None
-        self._take_plan()
-        if self.ready:
-            self._dispatch(self.ready.popleft(), station)
-        if not self.ready:
-            self._plan_next()
-
-    def _plan_next(self) -> None:
-        assert self._planning is not None
-        if self._planning.busy or self._refusals >= REFUSALS_BEFORE_STOP:
-            return
-        request, _, passed = self._plan_request(self.settings.batch_size)
-        for trial_id in passed:
-            self.approve(trial_id)
-        if request is not None:
-            self._planning.start(request, self._planner_call)
-
-    def _take_plan(self, timeout: float | None = 0.0) -> None:
-        assert self._planning is not None
-        outcome = self._planning.take(timeout)
-        if outcome is None:
-            return
-        proposals = (list(outcome.proposals) if outcome.error is None
-                     else self._fall_back(outcome.request, outcome.error))
-        for trial_id in self._store_proposals(proposals, outcome.request.origin):
-            self.approve(trial_id)
-
-    def _next_step(self, station: Station) -> None:
-        """A free station of a later step takes the sample that has waited longest, unless it waited past
-        the step's max_wait: such a sample is recorded as failed, and the next one is taken."""
-        step = self.settings.line[station.step]
-        while (waiting := self.line.next_for(station.step)) is not None:
-            waited = self.clock.now() - waiting.since
-            if step.max_wait_s is not None and waited > step.max_wait_s:
-                self._expired(waiting.trial_id, step, waited)
-                continue
-            self._dispatch(waiting.trial_id, station)
-            return
-
-    def _expired(self, trial_id: int, step: Step, waited: float) -> None:
-        reason = (f"waited {waited / 60:.1f} min for {step.name}, longer than its max_wait of "
-                  f"{(step.max_wait_s or 0) / 60:g} min")
-        with self.store.batch():
-            self.log.emit(StepEvent(trial_id, step.name, step.index, None, "expired", reason,
-                                    {"waited_s": waited, "max_wait_s": step.max_wait_s}))
-            self.ingest(trial_id, self.line.result(trial_id, Measurement(
-                status="failed_sample", detail=reason, analysis="line", instrument=step.name), step))
-
     def _dispatch(self, trial_id: int, station: Station) -> None:
         trial = self.store.trial(trial_id)
         conditions = trial.conditions
@@ -658,24 +354,6 @@ class CampaignEngine:
             self._step_finished(trial_id, station, m, done.finished_at)
             return
         self.ingest(trial_id, m, station=station)
-
-    def _step_finished(self, trial_id: int, station: Station, m: Measurement, at: float) -> None:
-        """A sample's step ended with a result: on to the next step, or the trial's result after the last
-        (a failed sample ends its way at the step it failed in)."""
-        step = self.settings.line[station.step]
-        self.line.took(station.step, m.duration_s)
-        failed = m.status != "ok"
-        data = {"reason": m.detail} if failed else {"values": dict(m.values), "units": dict(m.units),
-                                                     "duration_s": m.duration_s}
-        if failed or self.line.is_last(station.step):
-            with self.store.batch():
-                self.log.emit(StepEvent(trial_id, step.name, step.index, station.name,
-                                        "failed" if failed else "done", m.detail if failed else "", data))
-                self.ingest(trial_id, self.line.result(trial_id, m, step), station=station)
-            return
-        self.log.emit(StepEvent(trial_id, step.name, step.index, station.name, "done", "", data))
-        self.line.step_done(trial_id, m)
-        self.line.arrive(trial_id, station.step + 1, at)
 
     def _fault(self, trial_id: int, station: Station | None, detail: str, error: BaseException | None) -> None:
         refused = isinstance(error, EnvelopeViolation)
@@ -759,113 +437,5 @@ class CampaignEngine:
 
     # ---- stopping -----------------------------------------------------------------------------------
 
-    def _stop_rule(self) -> Halt | None:
-        s = self.settings
-        trials = self.store.trials()
-        return history.stop_rule(
-            s.problem,
-            history.observations(s.problem, trials),
-            results=history.n_results(trials),
-            max_trials=s.max_trials,
-            elapsed_s=self.elapsed(),
-            max_wall_time_s=s.max_wall_time_s,
-            no_improvement=s.no_improvement,
-            stop_on_target=s.stop_on_target,
-            imported=history.imported_flags(s.problem, trials),
-        )
 
-    def _why_idle(self) -> Halt | None:
-        if self.ready:
-            return None
-        if self._refusals >= REFUSALS_BEFORE_STOP:
-            return stopped(HaltKind.GATE_REFUSALS,
-                           f"{REFUSALS_BEFORE_STOP} proposals in a row refused by the safety gate")
-        held = self.handed_out()
-        if held:  # the rest of the budget is with a person: nothing to run until their results are told
-            ids = ", ".join(str(t.id) for t in held)
-            return paused(HaltKind.WAITING_FOR_RESULTS, (
-                f"the rest of the budget is taken by {len(held)} trial(s) handed out with ask ({ids}); record "
-                "their results with closedloop tell, then resume"))
-        return stopped(HaltKind.NOTHING_TO_PROPOSE, "the planner has nothing left to propose (candidate pool exhausted?)")
-
-    def _finish(self, halt: Halt) -> Halt:
-        self._safe_state(halt.text)
-        self.log.emit(CampaignHalted(halt))
-        return halt
-
-    def _pause(self, halt: Halt, *, abort: bool) -> Halt:
-        """Pause, then put every instrument safe. With `abort` (Ctrl-C, SIGTERM) the trials running on live
-        instruments are stopped first (virtual ones have already finished) and each is recorded as an
-        operator abort and queued again; without it (nobody at the terminal) they run to their end.
-        Another Ctrl-C while waiting gives up on them at once."""
-        deadline = None
-        if abort:
-            self._aborting = True
-            for station, exc in self.dispatcher.abort_running():
-                self.log.emit(DriverFailed(station.name, "abort", ErrorInfo.of(exc, with_traceback=True)))
-            deadline = time.monotonic() + ABORT_GRACE_S
-        try:
-            while self.dispatcher.in_flight:
-                try:
-                    done = self.dispatcher.next_completion(
-                        timeout=None if deadline is None else max(0.0, deadline - time.monotonic()))
-                except queue.Empty:  # the grace period is over: give the trials up, make everything safe
-                    for job in self.dispatcher.abandon_all():
-                        self.log.emit(DriverFailed(job.station.name, f"stop trial {job.trial_id}", ErrorInfo(
-                            "TimeoutError", f"still running {ABORT_GRACE_S:g} s after the abort")))
-                        self._operator_abort(job.trial_id, f"did not stop within {ABORT_GRACE_S:g} s of the abort")
-                    break
-                if isinstance(done.error, OperatorAbsent):
-                    self.busy.pop(done.job.station.name, None)
-                    self._operator_abort(done.job.trial_id, f"operator absent: {done.error}")
-                else:
-                    self._complete(done)
-        except KeyboardInterrupt:
-            self._aborting = True
-            for job in self.dispatcher.abandon_all():
-                self._operator_abort(job.trial_id, "given up by the operator (second Ctrl-C) before the trial stopped")
-        return self._finish(halt)
-
-    def _safe_state(self, why: str) -> None:
-        """Every instrument safe at the campaign's end or pause."""
-        for station in self.stations:
-            self._make_safe(station, why, journal=True)
-
-    def _leave_everything_safe(self) -> None:
-        """Stop the running trials and put every instrument safe without touching the campaign file."""
-        for station, exc in self.dispatcher.abort_running():
-            log.warning("abort on %s failed: %r", station.name, exc)
-        for station in self.stations:
-            try:
-                if isinstance(station.driver, Journaled):
-                    station.driver.set_journal(None)  # a journal into a failing store must not stop a command
-                station.driver.safe_state()
-            except BaseException as exc:  # noqa: BLE001 - every other instrument must still be made safe
-                log.warning("safe state of %s failed: %r", station.name, exc)
-
-    def _make_safe(self, station: Station, why: str, *, journal: bool) -> None:
-        """`station`'s safe state, journaled as a campaign event. With `journal` its commands are recorded
-        without a trial: they belong to the campaign, not to the last trial that used the link. A
-        safe_state that raises (it must not) is journaled, and the campaign goes on to pause."""
-        error = None
-        try:
-            if journal and isinstance(station.driver, Journaled):
-                station.driver.set_journal(lambda direction, text: self.log.command(
-                    None, station.name, direction, text, self.clock.now()))
-        except BaseException as exc:  # noqa: BLE001 - unjournaled commands beat an instrument left hot
-            _reraise_interrupt(exc)
-            self.log.emit(DriverFailed(station.name, "set_journal", ErrorInfo.of(exc, with_traceback=True)))
-        try:
-            station.driver.safe_state()
-        except BaseException as exc:  # noqa: BLE001 - the other instruments must still be made safe
-            _reraise_interrupt(exc)
-            error = ErrorInfo.of(exc, with_traceback=True)
-        if journal or error is not None:
-            self.log.emit(SafeStateEntered(station.name, why, error))
-
-
-def _reraise_interrupt(exc: BaseException) -> None:
-    """Around a driver call on the engine's thread: a real Ctrl-C goes on to pause the campaign; anything
-    else the driver raised (asyncio's CancelledError and SystemExit are BaseExceptions too) is its fault."""
-    if isinstance(exc, KeyboardInterrupt):
-        raise exc
+__all__ = ["FAULT_STATUS", "HANDED_OUT_BEFORE", "SEED_STRIDE", "CampaignEngine", "EngineSettings", "Offered", "planner_seed"]

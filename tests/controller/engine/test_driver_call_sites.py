@@ -20,7 +20,7 @@ from typing import NamedTuple
 import pytest
 
 from closedloop.controller.campaign import Campaign
-from closedloop.controller.engine import engine as engine_module
+from closedloop.controller.engine import halting as halting_module
 from closedloop.controller.engine.build import protocol_gate
 from closedloop.controller.engine.dispatch import Station
 from closedloop.controller.store.errors import StorageFailed
@@ -197,7 +197,7 @@ def test_an_abort_that_raises_is_journaled_and_the_interrupted_campaign_still_pa
 def test_a_trial_that_ignores_the_abort_is_given_up_after_the_grace_period_and_the_station_made_safe(
     branin_protocol, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(engine_module, "ABORT_GRACE_S", 1.0)
+    monkeypatch.setattr(halting_module, "ABORT_GRACE_S", 1.0)
     driver = FaultyInstrument("nowhere", ERRORS["KeyError"], run_s=20.0, ignore_abort=True)
     run = interrupted_run(branin_protocol(trials=3, n_init=3, retries=0), tmp_path, driver)
     driver_errors, aborts, states = run.driver_errors, run.aborts, run.states

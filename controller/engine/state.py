@@ -1,0 +1,182 @@
+"""What the engine's parts share: its settings, constants, and the state every part reads and writes.
+
+`CampaignEngine` (engine.py) is composed of parts, each one concern of the closed loop: proposing
+(proposing.py), moving samples through a line (line_flow.py), halting (halting.py), and the engine's
+own operations. Each part is a class over `EngineState`, which declares the state they share and the
+operations one part asks of another, so each module reads (and type-checks) on its own.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Literal
+
+from closedloop.controller.engine.clock import VirtualClock, WallClock
+from closedloop.controller.engine.dispatch import Completion, Dispatcher, Station
+from closedloop.controller.engine.events import (
+    EventLog,
+)
+from closedloop.controller.engine.gate import SafetyGate
+from closedloop.controller.engine.halts import Halt
+from closedloop.controller.engine.line import LineQueues
+from closedloop.controller.engine.operator import Approver
+from closedloop.controller.engine.planahead import PlanAhead, PlanRequest
+from closedloop.controller.protocol.workflow import Step
+from closedloop.controller.store.campaign_store import CampaignStore
+from closedloop.controller.store.reads import TrialRecord
+from closedloop.drivers.base import Measurement
+from closedloop.planners.base import Planner
+from closedloop.planners.provenance import Proposal
+from closedloop.planners.space import Conditions, Problem
+
+if TYPE_CHECKING:
+    import pandas as pd  # for annotations only: importing it costs a third of a second
+
+FAULT_STATUS = "instrument_fault"
+SEED_STRIDE = 1_000_003  # a planner call's seed: campaign seed * SEED_STRIDE + trials stored so far
+REFUSALS_BEFORE_STOP = 3  # proposals in a row the gate or operator turned down before the campaign gives up
+APPROVAL_ATTEMPTS = 10  # edits the operator may try on one proposal
+# After Ctrl-C/SIGTERM, how long trials may take to stop before they are given up and every instrument is
+# made safe anyway: a service manager sends SIGKILL some seconds after SIGTERM (systemd: 90 s), and a
+# driver stuck in a call that ignores the abort must not keep the instrument hot until then.
+ABORT_GRACE_S = 10.0
+PLAN_POLL_S = 0.05  # live line: how often the engine looks whether the planner has finished, between completions
+HANDED_OUT_BEFORE = "handed out before, no result told yet"  # why `ask` offers a pending trial again
+
+log = logging.getLogger(__name__)
+
+
+def planner_seed(campaign_seed: int, trials_so_far: int) -> int:
+    """The seed of the planner call made when the campaign holds `trials_so_far` trials. An audit
+    (`controller.offline.audit`) recomputes it to call the planner again."""
+    return campaign_seed * SEED_STRIDE + trials_so_far
+
+
+@dataclass(frozen=True)
+class Offered:
+    """A trial `ask` hands to a person (`CampaignEngine.hand_out_next`); `again` says why it is not a new
+    proposal: it was handed out before and waits for its result, it waited to be run, or it is an
+    abandoned initial-design point offered again. None for a new proposal."""
+
+    trial_id: int
+    again: str | None = None
+
+
+@dataclass(frozen=True)
+class EngineSettings:
+    """The parts of a protocol the engine acts on (`controller.engine.build.settings_from` makes them)."""
+
+    problem: Problem
+    seed: int
+    max_trials: int
+    batch_size: int = 1
+    n_initial: int = 0  # the planner's initial design: points while fewer results than this exist
+    max_wall_time_s: float | None = None
+    no_improvement: int | None = None
+    stop_on_target: bool = True
+    approval: Literal["none", "every", "outside_region"] = "none"
+    approval_raised: bool = False  # `approval` is "every" because this run asked for it, not the protocol
+    trusted_region: dict[str, tuple[float, float]] = field(default_factory=dict)
+    fault_retries: int = 0
+    on_fault: Literal["pause", "continue", "stop"] = "pause"
+    candidates: pd.DataFrame | None = None
+    line: tuple[Step, ...] = ()  # a workflow's steps; empty for a protocol of one instrument
+    max_in_line: int | None = None  # samples in the line at once (None: as many as the schedule allows)
+    # Each objective's unit as the protocol declares it: results are stored in it (a driver reporting in
+    # another unit is converted at ingest), so targets, outcome constraints, the report and `tell` agree.
+    result_units: dict[str, str] = field(default_factory=dict)
+
+
+class EngineState:
+    """The state the engine's parts share (set up in `CampaignEngine.__init__`), and the operations one
+    part asks of another (each defined by the part that owns it; here only to say what it promises)."""
+
+    store: CampaignStore
+    settings: EngineSettings
+    _make_planner: Callable[[], Planner]
+    _make_fallback: Callable[[], Planner]
+    stations: list[Station]
+    gate: SafetyGate
+    dispatcher: Dispatcher
+    clock: VirtualClock | WallClock
+    log: EventLog
+    approver: Approver | None
+    elapsed_origin: float
+    ready: deque[int]  # approved trials waiting for a free station
+    busy: dict[str, int]  # station name -> trial id
+    _busy_since: dict[str, float]  # station name -> when its trial started (engine clock)
+    halt: Halt | None
+    _refusals: int
+    _refused_in_a_row: int
+    _exhausted_in_a_row: int
+    _aborting: bool
+    _reoffered: dict[int, str]
+    line: LineQueues
+    _planning: PlanAhead | None
+
+    def approve(self, trial_id: int) -> bool:
+        """The operator's approval where needed, then queued for a station (engine.py)."""
+        raise NotImplementedError
+
+    def hand_out(self, trial_id: int) -> None:
+        raise NotImplementedError
+
+    def ingest(self, trial_id: int, measurement: Measurement, *, station: Station | None = None) -> None:
+        raise NotImplementedError
+
+    def elapsed(self) -> float:
+        raise NotImplementedError
+
+    def _dispatch(self, trial_id: int, station: Station) -> None:
+        raise NotImplementedError
+
+    def _complete(self, done: Completion) -> None:
+        raise NotImplementedError
+
+    def _passes_gate(self, trial_id: int, conditions: Conditions) -> bool:
+        raise NotImplementedError
+
+    def _operator_abort(self, trial_id: int, detail: str) -> None:
+        raise NotImplementedError
+
+    # proposing.py
+    def _propose(self, n: int, *, within_budget: bool = True, origin: str | None = None) -> tuple[int, list[int]]:
+        raise NotImplementedError
+
+    def _plan_request(
+        self, n: int, *, within_budget: bool = True, origin: str | None = None
+    ) -> tuple[PlanRequest | None, int, list[int]]:
+        raise NotImplementedError
+
+    def _store_proposals(self, proposals: Sequence[Proposal], origin: str | None) -> list[int]:
+        raise NotImplementedError
+
+    def _planner_call(self, request: PlanRequest) -> Sequence[Proposal]:
+        raise NotImplementedError
+
+    def _fall_back(self, request: PlanRequest, exc: Exception) -> list[Proposal]:
+        raise NotImplementedError
+
+    def handed_out(self) -> list[TrialRecord]:
+        raise NotImplementedError
+
+    # line_flow.py
+    def _next_step(self, station: Station) -> None:
+        raise NotImplementedError
+
+    def _step_finished(self, trial_id: int, station: Station, m: Measurement, at: float) -> None:
+        raise NotImplementedError
+
+    # halting.py
+    def _make_safe(self, station: Station, why: str, *, journal: bool) -> None:
+        raise NotImplementedError
+
+
+def reraise_interrupt(exc: BaseException) -> None:
+    """Around a driver call on the engine's thread: a real Ctrl-C goes on to pause the campaign; anything
+    else the driver raised (asyncio's CancelledError and SystemExit are BaseExceptions too) is its fault."""
+    if isinstance(exc, KeyboardInterrupt):
+        raise exc
