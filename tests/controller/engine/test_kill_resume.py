@@ -68,7 +68,7 @@ def test_sigkill_at_random_moments_then_resume(branin_protocol, tmp_path):
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     kills = 0
     finished = False
-    while kills < 20 and not finished:
+    while kills < 12 and not finished:  # 12 kills: enough to land in every phase; each costs ~4 s of suite
         args = ["resume", str(db)] if db.exists() else ["run", str(protocol), "--db", str(db)]
         cmd = [*CLI, *args, "--quiet", "--no-report"]
         proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -83,7 +83,7 @@ def test_sigkill_at_random_moments_then_resume(branin_protocol, tmp_path):
             kills += 1
             if db.exists():
                 check_invariants(db)
-    assert kills >= 20 or finished
+    assert kills >= 12 or finished
     if not finished:
         done = subprocess.run([*CLI, "resume", str(db), "--quiet", "--no-report"], env=env, capture_output=True, timeout=600)
         assert done.returncode == 0, done.stderr.decode()

@@ -395,3 +395,28 @@ def test_an_intermediate_result_of_a_step_can_be_an_outcome_constraint(tmp_path:
     problem = load_protocol(path).to_problem()
     (constraint,) = problem.outcome_constraints
     assert (constraint.name, constraint.op, constraint.bound) == ("sheet_resistance", "<=", 2000.0)
+
+
+def test_an_operator_transfer_waits_for_the_operator_at_the_terminal(tmp_path: Path) -> None:
+    """`transfer: operator`: the run asks the person to move each sample and goes on when they press Enter;
+    with nobody to answer (the input ends), the campaign pauses and the sample is not lost."""
+    path = line_file(tmp_path, ("    transfer: robot\n    duration: 30 s\n", "    transfer: operator\n"),
+                     ("trials: 6", "trials: 2"), ("n: 6}", "n: 2}"))
+    db = tmp_path / "line.sqlite"
+    result = invoke_with_input(["run", str(path), "--db", str(db), "--sim", "--no-report"], "\n\n")
+    assert result.exit_code == 0, result.output
+    assert "trial 1: move the sample of trial 1 to probe and confirm - press Enter when done" in result.stderr
+    with Campaign.open(db) as c:
+        steps = c.store.events(kinds=["operator_step"])
+        assert [t.state for t in c.store.trials()] == ["measured", "measured"]
+    assert sorted(e["trial_id"] for e in steps) == [1, 2]  # each move confirmed and journaled
+    nobody = invoke_with_input(["run", str(path), "--db", str(tmp_path / "alone.sqlite"), "--sim", "--no-report"], "")
+    assert nobody.exit_code == 130 and "operator absent" in nobody.stderr
+
+
+def invoke_with_input(args: list[str], text: str):  # type: ignore[no-untyped-def]
+    from click.testing import CliRunner
+
+    from closedloop.controller.cli.main import main
+
+    return CliRunner().invoke(main, args, input=text)
