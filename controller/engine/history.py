@@ -23,6 +23,10 @@ WARM_START = "warm_start"  # the origin of earlier results added by `closedloop 
 # still be given to the planner; measured, see near_the_space and benchmarks/warm_start_outside.py.
 OUTSIDE_MARGIN = 0.25
 IN_FLIGHT_STATES = ("proposed", "approved", "dispatched", "running")
+# The analysis of a failed sample that waited past a step's max_wait: failed, and counted (it cost a film),
+# but no evidence about its conditions, so the planner is not shown it (the feasibility model would learn
+# that good conditions fail when the line was merely busy).
+EXPIRED = "line:expired"
 
 
 def observations(problem: Problem, trials: Sequence[TrialRecord]) -> list[Observation]:
@@ -44,6 +48,8 @@ def _observed(problem: Problem, trials: Sequence[TrialRecord]) -> list[tuple[Tri
     out = []
     for t in sorted(trials, key=lambda t: t.id):
         if t.origin == WARM_START and not near_the_space(problem, t.conditions):
+            continue
+        if t.state == "failed" and t.analysis == EXPIRED:
             continue
         if t.state == "failed":
             out.append((t, Observation(conditions=dict(t.conditions), failed=True)))

@@ -92,10 +92,15 @@ class LineQueues:
         """Step `index` ran once for `seconds` (a result or a failed sample): its mean schedules new samples."""
         self._durations.setdefault(index, []).append(seconds)
 
-    def mean_duration(self, index: int) -> float | None:
-        """How long step `index` has taken so far (None before it has ended once)."""
+    def shortest(self, index: int) -> float | None:
+        """The shortest run of step `index` so far (None before it has ended once)."""
         seen = self._durations.get(index)
-        return sum(seen) / len(seen) if seen else None
+        return min(seen) if seen else None
+
+    def longest(self, index: int) -> float | None:
+        """The longest run of step `index` so far (None before it has ended once)."""
+        seen = self._durations.get(index)
+        return max(seen) if seen else None
 
     def waiting_for(self, index: int) -> list[Waiting]:
         return list(self._waiting.get(index, ()))

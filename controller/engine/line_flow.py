@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 
+from closedloop.controller.engine import history
 from closedloop.controller.engine.dispatch import Station
 from closedloop.controller.engine.events import (
     DriverFailed,
@@ -90,7 +91,10 @@ class LineFlow(EngineState):
         limit = self.settings.line[1].max_wait_s
         if limit is None:  # no deadline: start unless samples already queue for the next step's stations
             return len(self.line.waiting_for(1)) < sum(s.step == 1 for s in self.stations)
-        now, first, nxt = self.clock.now(), self.line.mean_duration(0) or 0.0, self.line.mean_duration(1)
+        # Bounds from what the steps have taken so far: the first step's shortest run (the sample is ready
+        # at the earliest) and the next step's longest (its stations free at the latest), so that a
+        # prediction errs towards an idle minute on the first step rather than a film wasted waiting.
+        now, first, nxt = self.clock.now(), self.line.shortest(0) or 0.0, self.line.longest(1)
         free_at = [now if s.name not in self.busy else self._busy_since[s.name] + nxt if nxt is not None else math.inf
                    for s in self.stations if s.step == 1]
         ahead = [now for _ in self.line.waiting_for(1)]
@@ -146,7 +150,7 @@ class LineFlow(EngineState):
             self.log.emit(StepEvent(trial_id, step.name, step.index, None, "expired", reason,
                                     {"waited_s": waited, "max_wait_s": step.max_wait_s}))
             self.ingest(trial_id, self.line.result(trial_id, Measurement(
-                status="failed_sample", detail=reason, analysis="line", instrument=step.name), step))
+                status="failed_sample", detail=reason, analysis=history.EXPIRED, instrument=step.name), step))
 
     def _step_finished(self, trial_id: int, station: Station, m: Measurement, at: float) -> None:
         """A sample's step ended with a result: on to the next step, or the trial's result after the last

@@ -61,6 +61,7 @@ class TrialRecord:
     measurement_status: str | None = None
     detail: str = ""
     duration_s: float | None = None
+    analysis: str = ""  # what made the result: an analysis name, or "line:expired" (a sample left waiting)
 
 
 @dataclass(frozen=True)
@@ -259,7 +260,7 @@ def _read_trials(db: Database, states: list[str] | None, trial_id: int | None = 
         units.setdefault(row["trial_id"], {})[row["name"]] = row["unit"]
     records = []
     for row in db.query(
-        f"SELECT t.*, i.status AS measurement_status, i.duration_s FROM trials t "
+        f"SELECT t.*, i.status AS measurement_status, i.analysis AS measurement_analysis, i.duration_s FROM trials t "
         f"LEFT JOIN measurement_info i ON i.trial_id = t.id AND i.superseded = 0 WHERE {clause} ORDER BY t.id",
         params,
     ):
@@ -280,6 +281,7 @@ def _read_trials(db: Database, states: list[str] | None, trial_id: int | None = 
                 measurement_status=cells.optional(cells.text, row, "measurement_info", "measurement_status"),
                 detail=row["detail"] or "",
                 duration_s=cells.optional(cells.number, row, "measurement_info", "duration_s"),
+                analysis=cells.optional(cells.text, row, "measurement_info", "measurement_analysis") or "",
             )
         )
     return records

@@ -251,6 +251,14 @@ def test_a_sample_that_waits_past_max_wait_is_a_failed_sample_saying_so(tmp_path
         r"failed at probe: waited \d+\.\d min for probe, longer than its max_wait of 10 min", late.detail), late.detail
     assert late.values == {"sheet_resistance": pytest.approx(100.0 + late.id)}  # what it measured before is kept
     assert late.id not in probe.ran
+    # Failed, and counted against the budget; but the planner is not told its conditions fail: the line was busy.
+    from closedloop.controller.engine import history
+
+    with Campaign.open(db) as c:
+        problem = c.protocol.to_problem()
+        assert late.analysis == history.EXPIRED and history.n_results(trials) == len(trials)
+        shown = [o.conditions for o in history.observations(problem, trials)]
+    assert late.conditions not in shown and len(shown) == len(trials) - len(expired)
 
 
 @pytest.mark.parametrize("at", ["anneal", "move", "probe"])
