@@ -30,6 +30,7 @@ def run_dry_runs(
     time_scale: float | None = None,
     seed: int | None = None,
     scratch_dir: str | None = None,
+    report_to: str | None = None,
 ) -> int:
     """Validate each file with `validate_file` (the CLI's, whose `problem_line` prints a problem), dry-run
     the valid ones, print, and return the exit code."""
@@ -44,7 +45,8 @@ def run_dry_runs(
         result = validate_file(Path(path))
         if result["valid"]:
             try:
-                report = dry_run(path, port=port, time_scale=time_scale, seed=seed, scratch_dir=scratch_dir)
+                report = dry_run(path, port=port, time_scale=time_scale, seed=seed, scratch_dir=scratch_dir,
+                                 report_to=report_to)
             except ProtocolError as e:
                 result["problems"] = [vars(p) for p in e.problems]
             except (BadInput, InstrumentUnavailable, OSError) as e:
@@ -53,6 +55,8 @@ def run_dry_runs(
                 result["dry_run"] = report.to_dict()
                 if not as_json:
                     click.echo(format_report(report))
+                    if report_to is not None:
+                        click.echo(f"  report (the schedule as a Gantt chart): {report_to}")
                 codes.append(report.exit_code)
         if result["problems"]:
             result["valid"] = False

@@ -26,9 +26,12 @@ from closedloop.controller.protocol.validate import ValidationReport, validate_p
 @click.option("--time-scale", type=float, help="With --port: the emulator's --time-scale.")
 @click.option("--seed", type=int, help="With --dry-run: override the protocol's planner seed.")
 @click.option("--scratch-dir", type=click.Path(file_okay=False), help="With --dry-run: keep the dry-run campaign files here.")
+@click.option("--report", "report_to", type=click.Path(dir_okay=False),
+              help="With --dry-run of one protocol: write the simulated campaign's HTML report here (its "
+                   "schedule as a Gantt chart, utilization per station, and the campaign's figures).")
 def validate_command(
     protocols: tuple[Path, ...], as_json: bool, dry_run: bool, port: str | None, time_scale: float | None,
-    seed: int | None, scratch_dir: str | None,
+    seed: int | None, scratch_dir: str | None, report_to: str | None,
 ) -> None:
     """Check protocol files before any hardware moves: schema, units, safety envelope, constraint
     feasibility, objectives, budget and candidate table. Exit 0 if every file is valid, 2 otherwise.
@@ -37,16 +40,22 @@ def validate_command(
     the instrument's simulator: exit 1 if a safety or consistency problem appears."""
     if not dry_run:
         extra = [name for name, given in (("--port", port), ("--time-scale", time_scale), ("--seed", seed),
-                                          ("--scratch-dir", scratch_dir)) if given is not None]
+                                          ("--scratch-dir", scratch_dir), ("--report", report_to)) if given is not None]
         if extra:
             raise click.UsageError(f"{', '.join(extra)} only apply with --dry-run")
         sys.exit(run_validate(protocols, as_json=as_json))
     if time_scale is not None and port is None:
         raise click.UsageError("--time-scale paces the dry run with an emulator on --port; give --port too")
+    if report_to is not None and len(protocols) > 1:
+        raise click.UsageError(f"--report {report_to} is one file for {len(protocols)} protocols; dry-run one at a time")
+    if report_to is not None:  # refused before minutes of simulation, not after
+        target = Path(report_to)
+        if not target.parent.is_dir() or target.is_dir():
+            raise click.BadParameter(f"{report_to}: write it into an existing folder, as a file", param_hint="--report")
     from closedloop.controller.cli.dryrun import run_dry_runs
 
     sys.exit(run_dry_runs(protocols, validate_file, _problem_line, as_json=as_json, port=port,
-                          time_scale=time_scale, seed=seed, scratch_dir=scratch_dir))
+                          time_scale=time_scale, seed=seed, scratch_dir=scratch_dir, report_to=report_to))
 
 
 def validate_file(path: Path) -> dict[str, Any]:

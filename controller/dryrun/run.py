@@ -67,10 +67,12 @@ def dry_run(
     seed: int | None = None,
     scratch_dir: str | Path | None = None,
     operator_step_s: float = DEFAULT_OPERATOR_STEP_S,
+    report_to: str | Path | None = None,
 ) -> DryRunReport:
     """Run the protocol's campaign against its simulator and report. `port`: an emulator's device path or
     URL (`closedloop emulate MODEL --pty`) instead of the in-process simulator, with the emulator's
-    `time_scale`; `scratch_dir`: keep the campaign file there (default: a temporary folder, deleted).
+    `time_scale`; `scratch_dir`: keep the campaign file there (default: a temporary folder, deleted);
+    `report_to`: write the simulated campaign's HTML report there (its schedule as a Gantt chart).
     Raises `ProtocolError`/`OSError` for a protocol that cannot be read and `InstrumentUnavailable` or
     `BadInput` for an instrument or port that cannot be used (all bad input)."""
     protocol = load_protocol(protocol_path)
@@ -89,10 +91,13 @@ def dry_run(
             halt = campaign.run(sim=port is None, approver=operator, on_event=operator.seen.append, **link)
             elapsed = time.perf_counter() - started
             where = f"emulator at {port}" if port else f"in-process simulator ({_simulated(campaign.protocol)})"
-            return build_report(
+            report = build_report(
                 campaign, operator, halt=halt, instrument=where, scale=time_scale or 1.0,
                 wall_s=elapsed, operator_step_s=operator_step_s, keep=scratch_dir is not None,
             )
+            if report_to is not None:
+                campaign.report(report_to)
+            return report
         finally:
             campaign.close()
 

@@ -428,3 +428,15 @@ def invoke_with_input(args: list[str], text: str):  # type: ignore[no-untyped-de
     from closedloop.controller.cli.main import main
 
     return CliRunner().invoke(main, args, input=text)
+
+
+def test_the_dry_run_of_a_line_prints_its_schedule_and_writes_the_gantt(tmp_path: Path) -> None:
+    path = line_file(tmp_path, ("trials: 6", "trials: 4"), ("n: 6}", "n: 4}"))
+    result = invoke("validate", path, "--dry-run", "--report", tmp_path / "dry.html")
+    assert result.exit_code == 0, result.output
+    assert "bottleneck: anneal" in result.stdout and "· anneal-2:" in result.stdout
+    assert f"report (the schedule as a Gantt chart): {tmp_path / 'dry.html'}" in result.stdout
+    page = (tmp_path / "dry.html").read_text()
+    assert 'data-plot="schedule-gantt"' in page and "anneal-2" in page
+    nowhere = invoke("validate", path, "--dry-run", "--report", tmp_path / "no" / "dry.html")
+    assert nowhere.exit_code == 2 and "write it into an existing folder" in nowhere.output
