@@ -38,6 +38,11 @@ def observations(problem: Problem, trials: Sequence[TrialRecord]) -> list[Observ
     return [o for _, o in _observed(problem, trials)]
 
 
+def observed_ids(problem: Problem, trials: Sequence[TrialRecord]) -> list[int]:
+    """The trial id of each of `observations(problem, trials)`, in the same order."""
+    return [t.id for t, _ in _observed(problem, trials)]
+
+
 def imported_flags(problem: Problem, trials: Sequence[TrialRecord]) -> list[bool]:
     """For each of `observations(problem, trials)`: is it a warm-start trial (an earlier result)?"""
     return [t.origin == WARM_START for t, _ in _observed(problem, trials)]

@@ -96,7 +96,8 @@ def model_view(data: ReportData) -> ModelView:
     view.notes += fitted.notes + training.notes
     best = history.best(problem, obs)
     view.best = None if best is None else dict(best.conditions)
-    result_ids = [t.id for t in sorted(data.results, key=lambda t: t.id)]
+    # Not every result is an observation: an expired film, a warm-start row far outside the space.
+    result_ids = history.observed_ids(problem, data.trials)
     for i, outcome in enumerate(fitted.outcomes[: len(problem.objectives)]):
         gp = fitted.model.models[i] if isinstance(fitted.model, ModelListGP) else fitted.model
         # An objective is always a SingleTaskGP (`fit_gp`); only the feasibility outcome is a classifier.

@@ -259,6 +259,11 @@ def test_a_sample_that_waits_past_max_wait_is_a_failed_sample_saying_so(tmp_path
         assert late.analysis == history.EXPIRED and history.n_results(trials) == len(trials)
         shown = [o.conditions for o in history.observations(problem, trials)]
     assert late.conditions not in shown and len(shown) == len(trials) - len(expired)
+    # The report's model view pairs each observation with its trial (observed_ids): an expired film is neither.
+    assert late.id not in history.observed_ids(problem, trials) and len(history.observed_ids(problem, trials)) == len(shown)
+    with Campaign.open(db) as c:
+        page = c.report(tmp_path / "line.html").read_text()
+    assert 'data-plot="schedule-gantt"' in page
 
 
 @pytest.mark.parametrize("at", ["anneal", "move", "probe"])
