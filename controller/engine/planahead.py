@@ -11,6 +11,7 @@ In virtual time planning costs no instrument time, and the engine plans in line,
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -57,8 +58,6 @@ class PlanAhead:
         self._done.clear()
 
         def work() -> None:
-            import time
-
             started = time.perf_counter()
             outcome = PlanOutcome(request)
             try:
