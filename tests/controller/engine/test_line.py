@@ -445,3 +445,23 @@ def test_the_dry_run_of_a_line_prints_its_schedule_and_writes_the_gantt(tmp_path
     assert 'data-plot="schedule-gantt"' in page and "anneal-2" in page
     nowhere = invoke("validate", path, "--dry-run", "--report", tmp_path / "no" / "dry.html")
     assert nowhere.exit_code == 2 and "write it into an existing folder" in nowhere.output
+
+
+class ReadsBack(Scripted):
+    """A probe that keeps its last result: after a crash, `recover` reads trial 2's back."""
+
+    def recover(self, trial_id: int, ctx: InstrumentContext) -> Measurement | None:
+        return Measurement(values={"y": 42.0}, units={"y": ""}, detail="read back") if trial_id == 2 else None
+
+
+def test_after_sigkill_a_step_whose_driver_can_read_its_result_back_is_not_run_again(tmp_path: Path) -> None:
+    db = created(tmp_path)
+    killed = subprocess.run([sys.executable, "-c", KILL_AT, str(db), "probe"], cwd=Path(__file__).parents[3],
+                            capture_output=True, text=True, timeout=120)
+    assert killed.returncode == -9, killed.stderr
+    steps = line_steps(probe=ReadsBack(60, {"y": 1.0}))
+    assert scripted_run(db, steps).kind is HaltKind.BUDGET
+    with Campaign.open(db) as c:
+        trial = c.store.trial(2)
+    assert trial.state == "measured" and trial.values["y"] == 42.0 and 2 not in steps["probe"].ran
+    assert [p for _, s, p, _ in step_events(db, 2) if s == "probe"] == ["started", "done"]  # no repeat
