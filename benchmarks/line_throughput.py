@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -28,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from closedloop.controller.campaign import Campaign
+from closedloop.controller.offline.bench_metrics import censored_median
 from closedloop.controller.offline.campaign_bench import REACH_FRACTION, ground_truth, machine
 from closedloop.controller.offline.executors import configure_worker
 from closedloop.controller.protocol.model import load_protocol
@@ -112,18 +112,11 @@ def judge(record: dict[str, Any], truth: Any) -> dict[str, Any]:
     }
 
 
-def median(values: list[float | None]) -> float | None:
-    """The median, counting a run that never reached the target as later than any that did."""
-    if not values or sum(v is None for v in values) * 2 >= len(values):
-        return None
-    return statistics.median([v if v is not None else float("inf") for v in values])
-
-
 def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
     keys = ("trials_to_target", "hours_to_target", "instrument_hours_to_target", "films_per_day",
             "bottleneck_utilization", "expired", "failed", "wall_over_campaign_time")
     return {"seeds": len(runs), "reached": sum(r["trials_to_target"] is not None for r in runs),
-            **{f"median_{k}": median([r[k] for r in runs]) for k in keys}}
+            **{f"median_{k}": censored_median([r[k] for r in runs]) for k in keys}}
 
 
 def main() -> None:

@@ -9,6 +9,7 @@ operations one part asks of another, so each module reads (and type-checks) on i
 from __future__ import annotations
 
 import logging
+from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -90,7 +91,7 @@ class EngineSettings:
     result_units: dict[str, str] = field(default_factory=dict)
 
 
-class EngineState:
+class EngineState(ABC):
     """The state the engine's parts share (set up in `CampaignEngine.__init__`), and the operations one
     part asks of another (each defined by the part that owns it; here only to say what it promises)."""
 
@@ -117,62 +118,64 @@ class EngineState:
     line: LineQueues
     _planning: PlanAhead | None
 
+    # The operations one part asks of another; each is defined by the part that owns it. Abstract, so a
+    # part left undefined stops the engine from being built rather than failing mid-campaign.
+
+    # engine.py
+    @abstractmethod
     def approve(self, trial_id: int) -> bool:
-        """The operator's approval where needed, then queued for a station (engine.py)."""
-        raise NotImplementedError
+        """The operator's approval where needed, then queued for a station; False when skipped."""
 
+    @abstractmethod
     def hand_out(self, trial_id: int) -> None:
-        raise NotImplementedError
+        """`ask`: the trial goes to a person."""
 
+    @abstractmethod
     def ingest(self, trial_id: int, measurement: Measurement, *, station: Station | None = None) -> None:
-        raise NotImplementedError
+        """A trial's result, stored; an instrument fault goes through the fault policy."""
 
+    @abstractmethod
     def elapsed(self) -> float:
-        raise NotImplementedError
+        """The campaign's time so far on its clock."""
 
+    @abstractmethod
     def _dispatch(self, trial_id: int, station: Station) -> None:
-        raise NotImplementedError
+        """The trial (or a sample's next step) sent to `station` after the gate's check."""
 
+    @abstractmethod
     def _complete(self, done: Completion) -> None:
-        raise NotImplementedError
+        """What a finished job leads to: a result, a step done, or a fault."""
 
+    @abstractmethod
     def _passes_gate(self, trial_id: int, conditions: Conditions) -> bool:
-        raise NotImplementedError
+        """Approved by the safety gate (a refusal is journaled)."""
 
+    @abstractmethod
     def _operator_abort(self, trial_id: int, detail: str) -> None:
-        raise NotImplementedError
+        """A trial the operator stopped: abandoned and queued again."""
 
     # proposing.py
-    def _propose(self, n: int, *, within_budget: bool = True, origin: str | None = None) -> tuple[int, list[int]]:
-        raise NotImplementedError
-
+    @abstractmethod
     def _plan_request(
         self, n: int, *, within_budget: bool = True, origin: str | None = None
     ) -> tuple[PlanRequest | None, int, list[int]]:
-        raise NotImplementedError
+        """What the planner is to be asked for (None: nothing), how many trials were made, the ids that passed."""
 
+    @abstractmethod
     def _store_proposals(self, proposals: Sequence[Proposal], origin: str | None) -> list[int]:
-        raise NotImplementedError
+        """Proposals stored as trials and gated; the ids that passed."""
 
+    @abstractmethod
     def _planner_call(self, request: PlanRequest) -> Sequence[Proposal]:
-        raise NotImplementedError
+        """The planner's proposals for `request`: a pure computation (safe on the planning thread)."""
 
+    @abstractmethod
     def _fall_back(self, request: PlanRequest, exc: Exception) -> list[Proposal]:
-        raise NotImplementedError
+        """The fallback planner's proposals after the planner raised (journaled)."""
 
+    @abstractmethod
     def handed_out(self) -> list[TrialRecord]:
-        raise NotImplementedError
-
-    # line_flow.py
-    def _next_step(self, station: Station) -> None:
-        raise NotImplementedError
-
-    def _step_finished(self, trial_id: int, station: Station, m: Measurement, at: float) -> None:
-        raise NotImplementedError
-
-    # halting.py
-    def _make_safe(self, station: Station, why: str, *, journal: bool) -> None:
-        raise NotImplementedError
+        """Trials handed to a person with `ask` and not told yet."""
 
 
 def reraise_interrupt(exc: BaseException) -> None:

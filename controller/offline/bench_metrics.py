@@ -132,7 +132,7 @@ def acceleration_curve(curve: Sequence[float], pool_size: int, top_count: int) -
     return out
 
 
-def censored_median(trials: Sequence[int | None]) -> float | None:
+def censored_median(trials: Sequence[float | None]) -> float | None:
     """Median of per-run trial counts where None means "not within the budget" (counted as later than
     any finite value); None when at least half the runs did not get there, so the median is unknown."""
     if not trials:

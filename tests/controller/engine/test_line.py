@@ -188,16 +188,17 @@ class Scripted:
     """A step's instrument in virtual time: takes `seconds`, measures `measures`, and for the trials in
     `fail` gives a failed sample, in `fault` raises an instrument fault."""
 
-    def __init__(self, seconds: float, measures: Mapping[str, float] = {}, *, fail: set[int] = frozenset(),  # noqa: B006
-                 fault: set[int] = frozenset()) -> None:  # type: ignore[assignment]
-        self.seconds, self.measures, self.fail, self.fault = seconds, dict(measures), fail, fault
+    def __init__(self, seconds: float, measures: Mapping[str, float] | None = None) -> None:
+        self.seconds, self.measures = seconds, dict(measures or {})
+        self.fail: set[int] = set()
+        self.fault: set[int] = set()
         self.ran: list[int] = []
 
     def describe(self) -> DriverDescription:
         return DriverDescription("scripted", SafetyEnvelope({}), {k: "" for k in self.measures})
 
     def check(self, conditions: Mapping[str, Value]) -> None:
-        pass
+        """Every setting is accepted: the line's steps, not an envelope, are under test."""
 
     def run(self, conditions: Mapping[str, Value], ctx: InstrumentContext) -> Measurement:
         self.ran.append(ctx.trial_id)
@@ -210,10 +211,10 @@ class Scripted:
         return Measurement(values=values, units={k: "" for k in values})
 
     def safe_state(self) -> None:
-        pass
+        """Nothing is held at a setpoint."""
 
     def close(self) -> None:
-        pass
+        """There is no port."""
 
 
 def line_steps(**override: Scripted) -> dict[str, Scripted]:
