@@ -23,8 +23,12 @@ TRANSFER_ANALYSIS_VERSION = "1"
 class TransferDriver:
     """A `drivers.base.Driver` for a transfer step (see the module docstring)."""
 
-    def __init__(self, by: Literal["robot", "operator"], duration_s: float, to_step: str) -> None:
+    def __init__(self, by: Literal["robot", "operator"], duration_s: float, to_step: str, *,
+                 simulated: bool = False) -> None:
+        # `simulated`: a line run on emulators, where an operator's transfer with a duration is played by a
+        # simulated operator taking that long (a device made by hand in a day); without one, the person asked.
         self.by, self.duration_s, self.to_step = by, duration_s, to_step
+        self.simulated = simulated and by == "operator" and duration_s > 0
         self._description = DriverDescription(name=f"transfer ({by})", envelope=SafetyEnvelope({}), measures={})
 
     def describe(self) -> DriverDescription:
@@ -38,7 +42,10 @@ class TransferDriver:
     def run(self, conditions: Mapping[str, Value], ctx: InstrumentContext) -> Measurement:
         self.check(conditions)
         started = ctx.clock.now()
-        if self.by == "operator":
+        if self.simulated:
+            ctx.journal("tx", f"simulated operator: sample {ctx.trial_id} to {self.to_step} ({self.duration_s:g} s)")
+            ctx.clock.sleep(self.duration_s)
+        elif self.by == "operator":
             ctx.confirm(f"move the sample of trial {ctx.trial_id} to {self.to_step} and confirm")
         else:
             ctx.journal("tx", f"move sample {ctx.trial_id} to {self.to_step}")

@@ -56,6 +56,8 @@ class Provenance:
     fit_time_s: float = 0.0
     optimize_time_s: float = 0.0
     fallback: str | None = None
+    fidelity: str | None = None  # the source chosen for this proposal (multi-fidelity); None: the target
+    fidelity_reason: str | None = None  # why that source, in a sentence a user can read
     notes: Sequence[str] = ()
     extra: Mapping[str, Any] = field(default_factory=dict)
 

@@ -83,6 +83,20 @@ class OutcomeConstraint:
 
 
 @dataclass(frozen=True)
+class Fidelity:
+    """One source of the objective: a cheap proxy (a TRMC film) or the target itself (a finished device).
+
+    `measures` names the quantity this source reports (the target's is the problem's first objective);
+    `cost` is hours per measurement, as the protocol declares it; `log` models log10 of the quantity."""
+
+    name: str
+    measures: str
+    cost: float
+    log: bool = False
+    target: bool = False
+
+
+@dataclass(frozen=True)
 class SearchSpace:
     parameters: tuple[Parameter, ...]
     constraints: tuple[LinearConstraint, ...] = ()
@@ -130,6 +144,8 @@ class Problem:
     outcome_constraints: tuple[OutcomeConstraint, ...] = ()
     # Multi-objective reference point (per objective, in the objective's own units); inferred if None.
     reference_point: dict[str, float] | None = None
+    # Sources of the first objective and their costs (multi-fidelity); empty: an ordinary problem.
+    fidelities: tuple[Fidelity, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -143,3 +159,4 @@ class Observation:
     conditions: Conditions
     values: dict[str, float] = field(default_factory=dict)
     failed: bool = False
+    fidelity: str | None = None  # the source that measured it (Problem.fidelities); None: the target

@@ -25,6 +25,8 @@ from closedloop.controller.store.campaign_store import CampaignStore
 from closedloop.planners.base import Planner
 from closedloop.planners.registry import make_planner
 
+MULTIFIDELITY = "multifidelity"  # the planner a protocol with fidelities gets when it asks for botorch
+
 
 def settings_from(protocol: Protocol, seed: int) -> EngineSettings:
     """What the engine acts on, from the protocol (and the campaign's seed)."""
@@ -45,6 +47,8 @@ def settings_from(protocol: Protocol, seed: int) -> EngineSettings:
         result_units=protocol.objective_units(),
         line=tuple(protocol.steps()) if protocol.is_line else (),
         max_in_line=protocol.schedule.max_samples_in_line,
+        routes=protocol.routes(),
+        max_instrument_hours=None if protocol.budget.instrument_time is None else protocol.budget.instrument_time / 3600,
     )
 
 
@@ -52,6 +56,8 @@ def planner_spec(protocol: Protocol) -> tuple[str, dict[str, Any]]:
     """The planner name and options a protocol asks for. Audits rebuild their planners from this too, so
     a re-derived proposal comes from exactly the planner the campaign used."""
     p = protocol.planner
+    if protocol.fidelities and p.planner_name == "botorch":  # the model-based planner, across the sources
+        return MULTIFIDELITY, {"n_initial": p.initial.n, "initial_method": p.initial.method, **(p.options or {})}
     return p.planner_name, {"n_initial": p.initial.n, "initial_method": p.initial.method, **(p.options or {})}
 
 

@@ -43,6 +43,8 @@ class Halting(EngineState):
             no_improvement=s.no_improvement,
             stop_on_target=s.stop_on_target,
             imported=history.imported_flags(s.problem, trials),
+            spent_hours=history.cost_hours(s.problem, trials),
+            max_hours=s.max_instrument_hours,
         )
 
     def _why_idle(self) -> Halt | None:

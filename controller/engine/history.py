@@ -49,15 +49,23 @@ def imported_flags(problem: Problem, trials: Sequence[TrialRecord]) -> list[bool
 
 
 def _observed(problem: Problem, trials: Sequence[TrialRecord]) -> list[tuple[TrialRecord, Observation]]:
+    """With fidelities, a proxy's trial is observed with the quantity its source measures (and that
+    source's name): the planner models the sources jointly; the stop rules look at the target only."""
     wanted = {o.name for o in problem.objectives} | {c.name for c in problem.outcome_constraints}
+    proxies = {f.name: f.measures for f in problem.fidelities if not f.target}
     out = []
     for t in sorted(trials, key=lambda t: t.id):
         if t.origin == WARM_START and not near_the_space(problem, t.conditions):
             continue
         if t.state == "failed" and t.analysis == EXPIRED:
             continue
+        proxy = t.fidelity if t.fidelity in proxies else None
         if t.state == "failed":
-            out.append((t, Observation(conditions=dict(t.conditions), failed=True)))
+            out.append((t, Observation(conditions=dict(t.conditions), failed=True, fidelity=proxy)))
+        elif t.state == "measured" and proxy is not None:
+            value = t.values.get(proxies[proxy])
+            values = {proxies[proxy]: float(value)} if value is not None and math.isfinite(value) else {}
+            out.append((t, Observation(conditions=dict(t.conditions), values=values, failed=not values, fidelity=proxy)))
         elif t.state == "measured":
             values = {k: float(v) for k, v in t.values.items() if k in wanted and math.isfinite(v)}
             if all(o.name in values for o in problem.objectives):
@@ -89,6 +97,22 @@ def near_the_space(problem: Problem, conditions: Conditions) -> bool:
             if not low - slack <= x <= high + slack:
                 return False
     return True
+
+
+def of_target(obs: Sequence[Observation]) -> list[Observation]:
+    """The observations of the target itself (all of them without fidelities): what stop rules, the best
+    result and improvements are judged by; a proxy's value is not the objective."""
+    return [o for o in obs if o.fidelity is None]
+
+
+def cost_hours(problem: Problem, trials: Sequence[TrialRecord], states: Sequence[str] = RESULT_STATES) -> float:
+    """Instrument time of the campaign's own trials in `states`, each at its source's declared cost (the
+    target's for a trial without one); 0 without fidelities."""
+    if not problem.fidelities:
+        return 0.0
+    costs = {f.name: f.cost for f in problem.fidelities}
+    target = next(f.cost for f in problem.fidelities if f.target)
+    return sum(costs.get(t.fidelity or "", target) for t in trials if t.state in states and t.origin != WARM_START)
 
 
 def pending(trials: Sequence[TrialRecord]) -> list[Conditions]:
@@ -130,7 +154,7 @@ def improvement_flags(problem: Problem, obs: Sequence[Observation]) -> list[bool
     flags: list[bool] = []
     seen: list[list[float]] = []
     for o in obs:
-        if o.failed or not _feasible(problem, o):
+        if o.failed or o.fidelity is not None or not _feasible(problem, o):
             flags.append(False)
             continue
         y = _signed(problem, o)
@@ -145,7 +169,7 @@ def improvement_flags(problem: Problem, obs: Sequence[Observation]) -> list[bool
 
 def best(problem: Problem, obs: Sequence[Observation]) -> Observation | None:
     """The best feasible observation by the first objective (the headline number users look at)."""
-    good = [o for o in obs if not o.failed and _feasible(problem, o)]
+    good = [o for o in of_target(obs) if not o.failed and _feasible(problem, o)]
     if not good:
         return None
     first = problem.objectives[0]
@@ -154,7 +178,7 @@ def best(problem: Problem, obs: Sequence[Observation]) -> Observation | None:
 
 def target_reached(problem: Problem, obs: Sequence[Observation]) -> str | None:
     """The name of an objective whose target a feasible observation reached, if any."""
-    for o in obs:
+    for o in of_target(obs):
         if o.failed or not _feasible(problem, o):
             continue
         for obj in problem.objectives:
@@ -177,15 +201,21 @@ def stop_rule(
     no_improvement: int | None,
     stop_on_target: bool,
     imported: Sequence[bool] = (),
+    spent_hours: float = 0.0,
+    max_hours: float | None = None,
 ) -> Halt | None:
     """The protocol's stop rule that fires now, or None. `imported` marks the observations that are earlier
     results (`imported_flags`): they set the bar a trial must beat to count as an improvement, but only
     the campaign's own trials can reach the target or fill the no-improvement window (a literature value
     at the target is no sample of ours, and importing 30 rows must not end a campaign that just began)."""
     earlier = list(imported) or [False] * len(obs)
+    pairs = [(o, e) for o, e in zip(obs, earlier, strict=True) if o.fidelity is None]  # judged by the target
+    obs, earlier = [o for o, _ in pairs], [e for _, e in pairs]
     own = [o for o, e in zip(obs, earlier, strict=True) if not e]
     if results >= max_trials:
         return stopped(HaltKind.BUDGET, f"budget: {results} of {max_trials} trials done")
+    if max_hours is not None and spent_hours >= max_hours:
+        return stopped(HaltKind.BUDGET, f"budget: {spent_hours:.1f} h of {max_hours:.1f} h instrument time spent")
     if max_wall_time_s is not None and elapsed_s >= max_wall_time_s:
         return stopped(HaltKind.WALL_TIME, f"wall time: {elapsed_s / 3600:.2f} h of {max_wall_time_s / 3600:.2f} h used")
     if stop_on_target:

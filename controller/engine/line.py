@@ -67,8 +67,11 @@ class LineQueues:
     def active(self) -> bool:
         return bool(self.steps)
 
-    def is_last(self, index: int) -> bool:
-        return index == len(self.steps) - 1
+    def next_index(self, index: int, route: Sequence[int] | None = None) -> int | None:
+        """The step after step `index` on a sample's `route` (its fidelity's steps; every step by default),
+        or None after its last."""
+        later = [i for i in (range(len(self.steps)) if route is None else route) if i > index]
+        return later[0] if later else None
 
     def waiting(self) -> int:
         return sum(len(queue) for queue in self._waiting.values())

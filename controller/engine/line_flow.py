@@ -44,8 +44,9 @@ class LineFlow(EngineState):
         index, phase = int(last["data"].get("index", 0)), last["data"].get("phase")
         now = self.clock.now()
         since = now if self.clock.virtual else min(now, float(last["t"]))
-        if phase == "done" and not self.line.is_last(index):
-            self.line.arrive(trial_id, index + 1, since)
+        after = self.line.next_index(index, self._route(trial_id))
+        if phase == "done" and after is not None:
+            self.line.arrive(trial_id, after, since)
             return True
         step = self.settings.line[index]
         if phase == "started" and self._recovered_step(trial_id, str(last["data"].get("station")), now):
@@ -160,7 +161,8 @@ class LineFlow(EngineState):
         failed = m.status != "ok"
         data = {"reason": m.detail} if failed else {"values": dict(m.values), "units": dict(m.units),
                                                      "duration_s": m.duration_s}
-        if failed or self.line.is_last(station.step):
+        after = self.line.next_index(station.step, self._route(trial_id))
+        if failed or after is None:
             with self.store.batch():
                 self.log.emit(StepEvent(trial_id, step.name, step.index, station.name,
                                         "failed" if failed else "done", m.detail if failed else "", data))
@@ -168,4 +170,13 @@ class LineFlow(EngineState):
             return
         self.log.emit(StepEvent(trial_id, step.name, step.index, station.name, "done", "", data))
         self.line.step_done(trial_id, m)
-        self.line.arrive(trial_id, station.step + 1, at)
+        self.line.arrive(trial_id, after, at)
+
+    def _route(self, trial_id: int) -> tuple[int, ...] | None:
+        """The steps of the trial's fidelity (a film skips the device steps); None without fidelities. A
+        trial with no fidelity of its own (proposed by a planner that does not choose) takes the target's."""
+        routes = self.settings.routes
+        if not routes:
+            return None
+        target = next((f.name for f in self.settings.problem.fidelities if f.target), "")
+        return routes.get(self.store.trial(trial_id).fidelity or target, routes.get(target))

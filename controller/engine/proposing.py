@@ -58,6 +58,9 @@ class ProposalSource(EngineState):
         pending = history.pending(trials)
         if within_budget:
             n = min(n, self.settings.max_trials - history.n_results(trials) - len(pending))
+            if self.settings.max_instrument_hours is not None:  # no new trial once results and those in flight fill it
+                committed = history.cost_hours(self.settings.problem, trials, (*history.RESULT_STATES, *history.IN_FLIGHT_STATES))
+                n = n if committed < self.settings.max_instrument_hours - 1e-9 else 0
         if n <= 0:
             return None, 0, []
         observations = history.observations(self.settings.problem, trials)
@@ -98,7 +101,7 @@ class ProposalSource(EngineState):
             last, first = point.last, point.first
             why = f"initial-design point of trial {first.id}, abandoned ({last.detail or 'no result'})"
             provenance = Provenance(planner=first.proposer, design="initial", notes=(f"offered again: {why}",),
-                                    extra={"offered_again_of": last.id})
+                                    fidelity=first.fidelity, extra={"offered_again_of": last.id})
             with self.store.batch():  # the trial and why it exists, together
                 trial_id = self.log.add_trial(last.conditions, proposer=first.proposer,
                                               origin=origin or "initial", provenance=provenance)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from abc import ABC, abstractmethod
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
@@ -86,6 +86,10 @@ class EngineSettings:
     candidates: pd.DataFrame | None = None
     line: tuple[Step, ...] = ()  # a workflow's steps; empty for a protocol of one instrument
     max_in_line: int | None = None  # samples in the line at once (None: as many as the schedule allows)
+    # With fidelities: each source's steps (indices into `line`), and the instrument-time budget in hours
+    # (each trial counted at its source's declared cost).
+    routes: Mapping[str, tuple[int, ...]] = field(default_factory=dict)
+    max_instrument_hours: float | None = None
     # Each objective's unit as the protocol declares it: results are stored in it (a driver reporting in
     # another unit is converted at ingest), so targets, outcome constraints, the report and `tell` agree.
     result_units: dict[str, str] = field(default_factory=dict)

@@ -131,7 +131,7 @@ def _line_stations(protocol: Protocol, *, seed: int, sim: bool, connection: str 
     for step in steps:
         if step.instrument is None:
             to_step = steps[step.index + 1].name if step.index + 1 < len(steps) else "the end of the line"
-            driver = TransferDriver(step.transfer or "robot", step.duration_s, to_step)
+            driver = TransferDriver(step.transfer or "robot", step.duration_s, to_step, simulated=in_process)
             stations += [Station(name, driver, virtual=in_process, step=step.index) for name in step.station_names()]
     return sorted(stations, key=lambda station: station.step)
 

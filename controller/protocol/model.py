@@ -35,6 +35,12 @@ from closedloop.controller.protocol.expressions import (
     parse_linear_constraint,
     parse_outcome_constraint,
 )
+from closedloop.controller.protocol.fidelities import (
+    FidelitySection,
+    fidelity_problems,
+    fidelity_records,
+    routes,
+)
 from closedloop.controller.protocol.sections import (
     ApprovalSection,
     BudgetSection,
@@ -92,6 +98,7 @@ class Protocol(Section):
     instrument: InstrumentSection | None = None  # one instrument; or a line of them in `workflow`
     workflow: dict[str, StepSection] | None = Field(None, min_length=1, max_length=MAX_STEPS)
     schedule: ScheduleSection = ScheduleSection()
+    fidelities: dict[str, FidelitySection] | None = None  # sources of the objective and their costs
     planner: PlannerSection = PlannerSection()
     budget: BudgetSection
     stop: StopSection = StopSection()
@@ -177,7 +184,12 @@ class Protocol(Section):
             objectives,
             self.outcome_constraint_list(),
             self.reference_point,
+            fidelity_records(self.fidelities or {}),
         )
+
+    def routes(self) -> dict[str, tuple[int, ...]]:
+        """Each fidelity's steps (indices into `steps()`); empty without fidelities."""
+        return routes(self.fidelities, self.steps()) if self.fidelities else {}
 
     def trusted_region_bounds(self) -> dict[str, tuple[float, float]]:
         """Approval's trusted region as (low, high) per parameter, in the parameter's unit."""
@@ -406,6 +418,7 @@ def _cross_section_problems(protocol: Protocol) -> list[ProtocolProblem]:
         wanted = "one objective" if acquisition == "qLogNEI" else "two or more objectives"
         found.append(protocol.problem(("planner", "acquisition"), f"{acquisition} needs {wanted}; this protocol has {n_objectives} (use auto)"))
     found += _instrument_or_workflow_problems(protocol)
+    found += _fidelities_problems(protocol)
     if protocol._source is not None:
         if protocol.instrument is not None and protocol.workflow is None:
             found += instruments.option_problems(protocol.instrument, protocol._source)
@@ -450,6 +463,24 @@ def _instrument_or_workflow_problems(protocol: Protocol) -> list[ProtocolProblem
             found.append(protocol.problem(("space", name), f"{name!r} is received by several steps "
                                           f"({', '.join(steps)}); each parameter is set by exactly one step"))
     return found
+
+
+def _fidelities_problems(protocol: Protocol) -> list[ProtocolProblem]:
+    budget = protocol.budget.instrument_time is not None
+    if protocol.fidelities is None:
+        return [protocol.problem(("budget", "instrument_time"), "instrument_time counts each trial at its source's "
+                                 "declared cost: declare the sources in fidelities, or use trials and wall_time")] if budget else []
+
+    def measured_by(step_name: str) -> set[str] | None:
+        step = next(s for s in protocol.steps() if s.name == step_name)
+        try:
+            return set(protocol.step_description(step).measures)
+        except (ProtocolError, instruments.InstrumentDescriptionError, ValueError, KeyError):
+            return None
+
+    problems = fidelity_problems(protocol.fidelities, workflow=protocol.workflow if protocol.instrument is None else None,
+                                 objectives=list(protocol.objectives), measured_by=measured_by)
+    return [protocol.problem(("fidelities", *p.path), p.message) for p in problems]
 
 
 def _option_problems(data: Any, source: SourceMap) -> list[ProtocolProblem]:

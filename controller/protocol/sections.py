@@ -229,6 +229,8 @@ class PlannerSection(Section):
 class BudgetSection(Section):
     trials: int = Field(ge=1)
     wall_time: Duration | None = None
+    # Instrument time: each trial counted at its fidelity's declared cost (protocols with `fidelities:`).
+    instrument_time: Duration | None = Field(None, gt=0)
 
 
 class StopSection(Section):

@@ -61,6 +61,17 @@ class StepSummary:
 
 
 @dataclass(frozen=True)
+class FidelitySummary:
+    """One source of the objective: its route through the workflow, what it measures, its declared cost."""
+
+    name: str
+    steps: list[str]
+    measures: str
+    cost_s: float
+    target: bool
+
+
+@dataclass(frozen=True)
 class EnvelopeMargin:
     """How far a parameter's range sits inside the instrument's limit, in the instrument's unit."""
 
@@ -87,6 +98,7 @@ class PlannerSummary:
 class BudgetSummary:
     trials: int
     wall_time_s: float | None
+    instrument_time_s: float | None = None
 
 
 @dataclass(frozen=True)
@@ -115,6 +127,7 @@ class ValidationSummary:
     candidates: CandidatesSummary | None
     notes: list[str] = field(default_factory=list)
     steps: list[StepSummary] = field(default_factory=list)  # a workflow's steps, in order (empty: one instrument)
+    fidelities: list[FidelitySummary] = field(default_factory=list)  # sources of the objective (empty: one)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready; a parameter lists only the fields of its type."""

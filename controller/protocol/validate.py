@@ -35,6 +35,7 @@ from closedloop.controller.protocol.summary import (
     CandidatesSummary,
     ConstraintSummary,
     EnvelopeMargin,
+    FidelitySummary,
     InstrumentSummary,
     ObjectiveSummary,
     ParameterSummary,
@@ -395,7 +396,9 @@ def _summary(
         envelope_margins=found.margins,
         planner=PlannerSummary(p.planner.initial.n, p.planner.initial.method, p.planner.acquisition,
                                p.planner.batch_size, p.planner.seed),
-        budget=BudgetSummary(p.budget.trials, p.budget.wall_time),
+        budget=BudgetSummary(p.budget.trials, p.budget.wall_time, p.budget.instrument_time),
+        fidelities=[FidelitySummary(name, list(f.steps), f.measures, f.cost, f.target)
+                    for name, f in (p.fidelities or {}).items()],
         approval=p.approval.mode,
         candidates=None if rows is None else CandidatesSummary(str(p.candidates_path), rows),
         notes=found.notes,

@@ -11,7 +11,8 @@
         stations: 2                            # two hot plates side by side
         max_wait: 30 min                       # after the previous step ends, or the sample is failed
       load:
-        transfer: operator                     # a person moves the sample and confirms (robot: a timed move)
+        transfer: operator                     # a person moves the sample and confirms (robot: a timed move);
+                                               # with a duration, --sim takes that long instead of asking
       measure:
         instrument: {driver: trmc, connection: socket://trmc-station.lab:5025}
         max_wait: 30 min
@@ -42,7 +43,9 @@ class StepSection(Section):
 
     instrument: InstrumentSection | None = None
     transfer: Transfer | None = None  # a move by a robot (taking `duration`) or by the operator (confirmed)
-    duration: Duration = 0.0  # a robot transfer's time, in seconds ("30 s")
+    # A robot transfer's time ("30 s"). An operator's transfer takes as long as the operator does; its
+    # duration (a device made by hand in "24 h") is what `--sim` and the dry run take instead of asking.
+    duration: Duration = 0.0
     parameters: list[str] = Field(default_factory=list)
     stations: int = Field(1, ge=1, le=64)
     # One connection per station when the step's instruments are several real ones (two hot plates on two
@@ -58,8 +61,6 @@ class StepSection(Section):
                              "transfer (transfer: robot | operator); give exactly one")
         if self.transfer is not None and self.parameters:
             raise problem_at("parameters", "a transfer receives no parameters; give them to an instrument's step")
-        if self.transfer == "operator" and self.duration:
-            raise problem_at("duration", "an operator's transfer takes as long as the operator does; remove duration")
         if self.duration < 0:
             raise problem_at("duration", f"a duration cannot be negative, got {self.duration:g} s")
         if self.max_wait is not None and self.max_wait <= 0:

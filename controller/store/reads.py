@@ -62,6 +62,7 @@ class TrialRecord:
     detail: str = ""
     duration_s: float | None = None
     analysis: str = ""  # what made the result: an analysis name, or "line:expired" (a sample left waiting)
+    fidelity: str | None = None  # the source chosen for it (its proposal's, or its first attempt's); None: the target
 
 
 @dataclass(frozen=True)
@@ -239,6 +240,13 @@ class CampaignReads:
         return row
 
 
+# Each trial with the trial its retries go back to: a retry runs the same proposal, from the same source.
+_FIRST_ATTEMPT = (
+    "WITH RECURSIVE first_attempt(id, first) AS (SELECT id, id FROM trials WHERE retry_of IS NULL "
+    "UNION ALL SELECT r.id, f.first FROM trials r JOIN first_attempt f ON r.retry_of = f.id)"
+)
+
+
 def _read_trials(db: Database, states: list[str] | None, trial_id: int | None = None) -> list[TrialRecord]:
     where: list[str] = ["1"]
     params: list[str | int] = []
@@ -260,8 +268,12 @@ def _read_trials(db: Database, states: list[str] | None, trial_id: int | None = 
         units.setdefault(row["trial_id"], {})[row["name"]] = row["unit"]
     records = []
     for row in db.query(
-        f"SELECT t.*, i.status AS measurement_status, i.analysis AS measurement_analysis, i.duration_s FROM trials t "
-        f"LEFT JOIN measurement_info i ON i.trial_id = t.id AND i.superseded = 0 WHERE {clause} ORDER BY t.id",
+        f"{_FIRST_ATTEMPT} SELECT t.*, i.status AS measurement_status, i.analysis AS measurement_analysis, i.duration_s, "
+        f""
+        f"CASE WHEN json_valid(p.provenance) THEN json_extract(p.provenance, '$.fidelity') END AS fidelity FROM trials t "
+        f"LEFT JOIN measurement_info i ON i.trial_id = t.id AND i.superseded = 0 "
+        f"LEFT JOIN first_attempt f ON f.id = t.id LEFT JOIN proposals p ON p.trial_id = f.first "
+        f"WHERE {clause} ORDER BY t.id",
         params,
     ):
         records.append(
@@ -282,6 +294,7 @@ def _read_trials(db: Database, states: list[str] | None, trial_id: int | None = 
                 detail=row["detail"] or "",
                 duration_s=cells.optional(cells.number, row, "measurement_info", "duration_s"),
                 analysis=cells.optional(cells.text, row, "measurement_info", "measurement_analysis") or "",
+                fidelity=row["fidelity"] if isinstance(row["fidelity"], str) else None,
             )
         )
     return records

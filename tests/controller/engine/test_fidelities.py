@@ -1,0 +1,106 @@
+"""Fidelities (issue 22): sources of one objective, each a route through the workflow with a declared cost;
+the budget in instrument time; the status and report's cost view.
+
+The line is protocols/opv_line.yaml (coating robot, two hot plates, TRMC station on their emulators) with two
+sources: `quick` stops after the anneal and reports the film's thickness (20 min), `full` goes on to the
+TRMC station and measures the objective phi_sum_mu_max (1 h).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from closedloop.controller.campaign import Campaign
+from closedloop.controller.engine.halts import HaltKind
+from closedloop.controller.protocol.model import load_protocol
+from closedloop.controller.protocol.yaml_source import ProtocolError
+from closedloop.planners.space import Fidelity
+from tests.controller.cli.campaigns import invoke
+from tests.controller.engine.test_line import line_file
+
+ROOT = Path(__file__).resolve().parents[3]
+FIDELITIES = """\
+fidelities:
+  quick: {steps: [coat, anneal], measures: thickness, cost: 20 min}
+  full: {steps: [coat, anneal, measure], measures: phi_sum_mu_max, cost: 1 h, log: true, target: true}
+"""
+
+
+def mf_file(tmp_path: Path, *edits: tuple[str, str]) -> Path:
+    text = (ROOT / "protocols" / "opv_line.yaml").read_text() + FIDELITIES
+    for old, new in edits:
+        assert old in text, old
+        text = text.replace(old, new)
+    path = tmp_path / "mf_line.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_the_sources_reach_the_planner_with_their_costs_in_hours_and_routes(tmp_path: Path) -> None:
+    protocol = load_protocol(mf_file(tmp_path))
+    assert protocol.to_problem().fidelities == (
+        Fidelity("quick", "thickness", 1 / 3, False, False), Fidelity("full", "phi_sum_mu_max", 1.0, True, True))
+    assert protocol.routes() == {"quick": (0, 1), "full": (0, 1, 2)}
+    result = invoke("validate", mf_file(tmp_path))
+    assert result.exit_code == 0, result.output
+    assert "    quick: measures thickness, 20 min each, steps coat -> anneal" in result.stdout
+    assert "    full: measures phi_sum_mu_max, 1 h each, steps coat -> anneal -> measure; the target" in result.stdout
+
+
+@pytest.mark.parametrize(("edit", "field", "message"), [
+    (("target: true}", "target: false}"), "fidelities", "exactly one source is the target (target: true); 0 are"),
+    (("[coat, anneal, measure]", "[coat, measure, anneal]"), "fidelities.full.steps",
+     "list the steps once each, in the workflow's order: coat, anneal, measure"),
+    (("[coat, anneal]", "[anneal]"), "fidelities.quick.steps", "every sample enters the line at its first step (coat)"),
+    (("[coat, anneal]", "[coat, anneal, aneal]"), "fidelities.quick.steps[2]", "'aneal' is not a step of the workflow"),
+    (("[coat, anneal]", "[coat]"), "fidelities.quick.steps", "anneal sets parameters of the space (anneal_temp, "
+     "anneal_time): every source passes it"),
+    (("measures: phi_sum_mu_max,", "measures: thickness,"), "fidelities.full.measures",
+     "the target measures the objective 'phi_sum_mu_max', not 'thickness'"),
+    (("measures: thickness,", "measures: tau_half,"), "fidelities.quick.measures",
+     "none of its steps measures 'tau_half'; they measure plate_temp, thickness"),
+    (("cost: 20 min", "cost: 0 min"), "fidelities.quick.cost", "a cost is a positive time"),
+    (("  full: {steps: [coat, anneal, measure], measures: phi_sum_mu_max, cost: 1 h, log: true, target: true}\n", ""),
+     "fidelities", "one source is no choice"),
+])
+def test_a_fidelity_mistake_is_refused_at_its_place(tmp_path: Path, edit: tuple[str, str], field: str, message: str) -> None:
+    with pytest.raises(ProtocolError) as refusal:
+        load_protocol(mf_file(tmp_path, edit))
+    assert any(p.field == field and message in p.message and p.line > 0 for p in refusal.value.problems), \
+        refusal.value.problems
+
+
+def test_instrument_time_needs_fidelities_and_one_instrument_cannot_have_them(tmp_path: Path) -> None:
+    with pytest.raises(ProtocolError) as refusal:
+        load_protocol(line_file(tmp_path, ("budget: {trials: 6}", "budget: {trials: 6, instrument_time: 10 h}")))
+    assert [(p.field, p.message[:43]) for p in refusal.value.problems] == [
+        ("budget.instrument_time", "instrument_time counts each trial at its so")]
+    one = tmp_path / "one.yaml"
+    one.write_text((ROOT / "protocols" / "trmc_opv_blend.yaml").read_text() + FIDELITIES)
+    result = invoke("validate", one)
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert "fidelities: fidelities need a workflow: each source is a route through the workflow's steps" in result.output
+
+
+def test_the_instrument_time_budget_stops_the_campaign_and_status_shows_the_spend(tmp_path: Path) -> None:
+    # A planner that does not choose sources (random) runs every trial at the target, 1 h each: a 4 h budget
+    # is four trials, whatever the trial budget says.
+    path = mf_file(tmp_path, ("budget: {trials: 40, wall_time: 12 h}", "budget: {trials: 20, instrument_time: 4 h}"),
+                   ("  seed: 1\n", "  seed: 1\n  acquisition: random\n"))
+    db = tmp_path / "mf.sqlite"
+    with Campaign.create(path, db) as c:
+        halt = c.run(sim=True)
+        trials = c.store.trials()
+        status = c.status()
+    assert halt.kind is HaltKind.BUDGET and halt.text == "budget: 4.0 h of 4.0 h instrument time spent"
+    assert len(trials) == 4 and all(t.fidelity is None and "phi_sum_mu_max" in t.values
+                                    for t in trials if t.state == "measured")
+    assert status["fidelities"]["spent_hours"] == pytest.approx(4.0)
+    shown = invoke("status", db)
+    assert "instrument time: 4 h of 4 h at the declared costs (quick 0 x 0.333 h, full 4 x 1 h)" in shown.stdout
+    report = invoke("report", db, "-o", tmp_path / "r.html")
+    assert report.exit_code == 0, report.output
+    page = (tmp_path / "r.html").read_text()
+    assert "Fidelities and cost" in page and "4 h of instrument time spent in all" in page
