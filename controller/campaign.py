@@ -71,6 +71,7 @@ class Offer:
     trial: int
     conditions: Conditions
     again: str | None = None
+    fidelity: str | None = None  # the source to measure it with (a protocol with fidelities); None: the target
 
     def __iter__(self) -> Iterator[Any]:
         return iter((self.trial, self.conditions))
@@ -335,8 +336,11 @@ class Campaign:
             raise CampaignOver(halt)
         if not force:
             self._check_room_for(n, waiting=0 if new else len(engine.waiting()), new=new)
-        return [Offer(o.trial_id, self.store.trial(o.trial_id).conditions, o.again)
-                for o in engine.hand_out_next(n, new=new)]
+        offers = []
+        for o in engine.hand_out_next(n, new=new):
+            trial = self.store.trial(o.trial_id)
+            offers.append(Offer(o.trial_id, trial.conditions, o.again, trial.fidelity))
+        return offers
 
     def _check_room_for(self, n: int, *, waiting: int, new: bool) -> None:
         """Refuse (rather than cap) an `ask` that needs more new trials than the budget has room for. Handed-out
@@ -415,7 +419,7 @@ class Campaign:
             raise BadInput(f"trial {trial_id}: a failed sample (--failed) is recorded without values; "
                            f"drop {', '.join(values)} or drop --failed", field=next(iter(values)))
         parsed = {name: self._operator_value(trial_id, name, raw) for name, raw in values.items()}
-        missing = [name for name in self.required_values() if name not in parsed]
+        missing = [name for name in self.required_values(trial.fidelity) if name not in parsed]
         if not failed and missing:
             raise BadInput(f"trial {trial_id}: missing a value for {', '.join(missing)} (or mark it --failed)")
         units_of = self.measured_units()
@@ -429,10 +433,14 @@ class Campaign:
             detail=note or "entered by the operator",
         )
 
-    def required_values(self) -> list[str]:
+    def required_values(self, fidelity: str | None = None) -> list[str]:
         """What every result told by hand must give: each objective, then each other quantity an outcome
-        constraint names (without it the planner could not tell whether the sample meets the constraint)."""
+        constraint names (without it the planner could not tell whether the sample meets the constraint).
+        A trial of a cheap source (`fidelity`) gives what that source measures."""
         problem = self.protocol.to_problem()
+        proxy = next((f for f in problem.fidelities if f.name == fidelity and not f.target), None)
+        if proxy is not None:
+            return [proxy.measures]
         names = [o.name for o in problem.objectives] + [c.name for c in problem.outcome_constraints]
         return list(dict.fromkeys(names))
 
@@ -501,8 +509,23 @@ class Campaign:
             "budget": self.protocol.budget.trials,
             "counts": counts,
             "best": None if best is None else {"conditions": best.conditions, "values": best.values},
+            "fidelities": self._spend(problem, trials),
             "last_events": self.store.events(limit=8),
         }
+
+    def _spend(self, problem: Problem, trials: Sequence[TrialRecord]) -> dict[str, Any] | None:
+        """Instrument time spent at the declared costs, in all and per source; None without fidelities."""
+        if not problem.fidelities:
+            return None
+        target = next(f.name for f in problem.fidelities if f.target)
+        per = {f.name: history.cost_hours(problem, [t for t in trials if (t.fidelity or target) == f.name])
+               for f in problem.fidelities}
+        results = {f.name: sum(t.state in history.RESULT_STATES and (t.fidelity or target) == f.name for t in trials)
+                   for f in problem.fidelities}
+        budget = self.protocol.budget.instrument_time
+        return {"spent_hours": sum(per.values()), "budget_hours": None if budget is None else budget / 3600,
+                "sources": [{"name": f.name, "target": f.target, "cost_hours": f.cost, "results": results[f.name],
+                             "spent_hours": per[f.name]} for f in problem.fidelities]}
 
     def _feasibility(self, problem: Problem, trials: Sequence[TrialRecord]) -> dict[str, Any] | None:
         """How many measured trials meet each outcome constraint, and all of them; None without constraints."""

@@ -231,6 +231,11 @@ def status(campaign_file: str, as_json: bool) -> None:
     imported = f" (+{s['warm_start']} earlier, imported as warm start)" if s.get("warm_start") else ""
     click.echo(f"results: {s['results']} of {s['budget']}{imported}; trials by state: "
                + ", ".join(f"{k} {v}" for k, v in sorted(s["counts"].items())))
+    if s.get("fidelities"):
+        spent = s["fidelities"]
+        of = f" of {spent['budget_hours']:g} h" if spent["budget_hours"] is not None else ""
+        click.echo(f"instrument time: {spent['spent_hours']:.4g} h{of} at the declared costs ("
+                   + ", ".join(f"{f['name']} {f['results']} x {f['cost_hours']:.3g} h" for f in spent["sources"]) + ")")
     if s["best"]:
         values = ", ".join(f"{k}={v:.6g}" for k, v in s["best"]["values"].items())
         cond = ", ".join(f"{k}={v:.6g}" if isinstance(v, float) else f"{k}={v}" for k, v in s["best"]["conditions"].items())
@@ -266,23 +271,27 @@ def ask(campaign_file: str, n: int, new: bool, force: bool, fmt: str) -> None:
     with Campaign.open(campaign_file, writer=True) as c:
         offers = c.ask(n, new=new, force=force)
         names = c.protocol.to_problem().space.names
+        sources = bool(c.protocol.fidelities)
     for offer in offers:  # diagnostics on stderr: stdout stays the table, JSON or CSV of the trials
         if offer.again is not None:
             click.echo(f"trial {offer.trial}: offered again: {offer.again}", err=True)
     if any(o.again == HANDED_OUT_BEFORE for o in offers):
         click.echo("(ask --new proposes new trials in addition to the pending ones)", err=True)
-    rows = [{"trial": o.trial, **o.conditions} for o in offers]
+    # With fidelities each trial says which source measures it (the target when the planner did not choose).
+    target = next((name for name, f in (c.protocol.fidelities or {}).items() if f.target), None)
+    rows = [{"trial": o.trial, **({"fidelity": o.fidelity or target} if sources else {}), **o.conditions} for o in offers]
+    columns = ["trial", *(["fidelity"] if sources else []), *names]
     if fmt == "json":
         click.echo(json.dumps(rows, indent=2))
     elif fmt == "csv":
-        w = csv.DictWriter(sys.stdout, fieldnames=["trial", *names], lineterminator="\n")
+        w = csv.DictWriter(sys.stdout, fieldnames=columns, lineterminator="\n")
         w.writeheader()
         w.writerows(rows)
     else:
         # Rounded for reading; --format json/csv give the exact values the campaign stores.
         for r in rows:
             click.echo(f"trial {r['trial']}: " + "  ".join(
-                f"{k}={r[k]:.6g}" if isinstance(r[k], float) else f"{k}={r[k]}" for k in names))
+                f"{k}={r[k]:.6g}" if isinstance(r[k], float) else f"{k}={r[k]}" for k in columns[1:]))
 
 
 def _parse_assignments(pairs: tuple[str, ...]) -> dict[str, str]:

@@ -138,6 +138,11 @@ def format_summary(file: str, s: ValidationSummary) -> str:
     else:
         where = s.instrument.connection or "an in-process simulator"
         lines.append(f"  instrument: {s.instrument.driver} at {where}; measures {measured}")
+    if s.fidelities:
+        lines.append("  fidelities (sources of the objective; the planner picks one per trial, weighing by cost):")
+        for f in s.fidelities:
+            lines.append(f"    {f.name}: measures {f.measures}, {_duration(f.cost_s)} each, steps {' -> '.join(f.steps)}"
+                         + ("; the target" if f.target else ""))
     if s.envelope_margins:
         lines.append("  envelope margins (distance from each bound to the instrument's limit):")
         for m in s.envelope_margins:
@@ -145,6 +150,8 @@ def format_summary(file: str, s: ValidationSummary) -> str:
             above = "-" if m.high_margin is None else f"{m.high_margin:g}"
             lines.append(f"    {m.parameter:<{width}}  {below} below, {above} above {m.unit}".rstrip())
     wall = f", at most {_duration(s.budget.wall_time_s)}" if s.budget.wall_time_s is not None else ""
+    if s.budget.instrument_time_s is not None:
+        wall += f", at most {_duration(s.budget.instrument_time_s)} of instrument time at the declared costs"
     lines.append(f"  budget: {s.budget.trials} trials ({s.planner.initial} initial, {s.planner.method}){wall}; "
                  f"approval: {s.approval}")
     if s.candidates:

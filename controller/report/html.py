@@ -37,6 +37,7 @@ from closedloop.controller.report.data import (
     load_report_data,
     timestamp,
 )
+from closedloop.controller.report.fidelity import fidelity_blocks, spend
 from closedloop.controller.report.figures import (
     Block,
     Plot,
@@ -117,6 +118,7 @@ def _render(store: CampaignReads) -> str:
         ("Instrument data", instrument_blocks(store, data)),
         ("Timing", [timing_plot(data)]),
         *_schedule_section(data),
+        *_fidelity_section(data),
         ("Trials", _trial_table(data)),
         ("Failures, faults, refusals and operator decisions", _incidents(data)),
     ]
@@ -207,7 +209,8 @@ def _header(data: ReportData, model_notes: list[str]) -> str:
                     + (f"; options {json.dumps(planner.options, sort_keys=True)}" if planner.options else "")),
         ("objectives", ", ".join(f"{'maximize' if o.maximize else 'minimize'} {o.name}" for o in data.objectives)),
         *([("outcome constraints", constraints)] if (constraints := constraint_summary(data)) else []),
-        ("budget", f"{protocol.budget.trials} trials"),
+        ("budget", f"{protocol.budget.trials} trials" + (f", {protocol.budget.instrument_time / 3600:g} h instrument time"
+                                                         if protocol.budget.instrument_time else "")),
         ("created", timestamp(info["created_at"])),
         ("stopped", timestamp(info["stopped_at"])),
         ("status", info["status"]),
@@ -224,6 +227,18 @@ def _header(data: ReportData, model_notes: list[str]) -> str:
 
 
 # ---- schedule -------------------------------------------------------------------------------------------
+
+
+def _fidelity_section(data: ReportData) -> list[tuple[str, str]]:
+    """What each source of the objective cost, the best target value against that cost, and the relation
+    between the sources the planner learned; nothing for a campaign of one source."""
+    if not data.problem.fidelities:
+        return []
+    rows = [s.row for s in spend(data)]
+    total = sum(s.hours for s in spend(data))
+    table = _table(["source", "measures", "cost each [h]", "results", "failed", "in flight", "spent [h]"], rows)
+    note = f"<p>{total:.4g} h of instrument time spent in all, at the protocol's declared costs.</p>"
+    return [("Fidelities and cost", table + note + "\n".join(_block(b) for b in fidelity_blocks(data)))]
 
 
 def _schedule_section(data: ReportData) -> list[tuple[str, str]]:

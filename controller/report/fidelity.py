@@ -1,0 +1,130 @@
+"""The report's cost view of a multi-fidelity campaign: what each source cost, the best target value
+against instrument time spent, and the proxy-target relation the planner learned.
+
+Costs are the protocol's declared costs per measurement (what the planner weighed and the budget counts),
+not the steps' measured durations (the schedule section shows those).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import plotly.graph_objects as go
+
+from closedloop.controller.engine import history
+from closedloop.controller.report.data import ReportData
+from closedloop.controller.report.figures import Block, Note, Plot, label, layout
+from closedloop.planners.space import Fidelity
+
+# The planner's record of how strongly it believed the sources move together when it chose (provenance
+# acquisition_settings): the inter-task correlation of its multi-task model.
+TASK_CORRELATION = "task_correlation"
+
+
+@dataclass(frozen=True)
+class SourceSpend:
+    """One source's share of the campaign."""
+
+    fidelity: Fidelity
+    trials: int  # with a result (measured or failed)
+    failed: int
+    in_flight: int
+    hours: float  # results x declared cost
+
+    @property
+    def row(self) -> list[Any]:
+        f = self.fidelity
+        return [f.name + (" (target)" if f.target else ""), f.measures, f.cost, self.trials, self.failed,
+                self.in_flight, self.hours]
+
+
+def source_of(data: ReportData, trial_fidelity: str | None) -> Fidelity:
+    """The source a trial was measured by (the target when it names none)."""
+    by_name = {f.name: f for f in data.problem.fidelities}
+    target = next(f for f in data.problem.fidelities if f.target)
+    return by_name.get(trial_fidelity or "", target)
+
+
+def spend(data: ReportData) -> list[SourceSpend]:
+    out = []
+    for f in data.problem.fidelities:
+        mine = [t for t in data.trials if source_of(data, t.fidelity).name == f.name and t.origin != history.WARM_START]
+        results = [t for t in mine if t.state in history.RESULT_STATES]
+        out.append(SourceSpend(f, len(results), sum(t.state == "failed" for t in results),
+                               sum(t.state in history.IN_FLIGHT_STATES for t in mine), len(results) * f.cost))
+    return out
+
+
+def best_vs_cost(data: ReportData) -> tuple[list[float], list[float | None], list[str]]:
+    """For each result in order: the declared instrument hours spent so far, the best target value so far
+    (None before the first), and the source that made the result."""
+    objective = data.objectives[0]
+    spent, best = 0.0, None
+    hours: list[float] = []
+    bests: list[float | None] = []
+    sources: list[str] = []
+    for t in data.results:
+        f = source_of(data, t.fidelity)
+        spent += f.cost
+        value = t.values.get(objective.name) if f.target and t.state == "measured" else None
+        if value is not None and history.feasible(data.problem, t.values):
+            best = value if best is None else (max if objective.maximize else min)(best, value)
+        hours.append(spent)
+        bests.append(best)
+        sources.append(f.name)
+    return hours, bests, sources
+
+
+def learned_correlation(data: ReportData) -> list[tuple[int, float]]:
+    """(trial id, the task correlation the planner had learned when proposing it), for model-based proposals."""
+    out = []
+    for trial_id, record in sorted(data.proposals.items()):
+        settings: Mapping[str, Any] = record.provenance.acquisition_settings if record is not None else {}
+        value = settings.get(TASK_CORRELATION)
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            out.append((trial_id, float(value)))
+    return out
+
+
+def best_vs_cost_plot(data: ReportData) -> Block:
+    if not data.results:
+        return Note("Best target value vs instrument time", "no data: the campaign has no results yet")
+    hours, bests, sources = best_vs_cost(data)
+    objective = data.objectives[0]
+    fig = go.Figure()
+    fig.add_trace(go.Scatter(x=hours, y=bests, mode="lines", line={"shape": "hv", "color": "black"},
+                             name=f"best {objective.name} so far"))
+    for f in data.problem.fidelities:
+        pick = [i for i, s in enumerate(sources) if s == f.name]
+        fig.add_trace(go.Scatter(
+            x=[hours[i] for i in pick], y=[bests[i] for i in pick], mode="markers",
+            marker={"symbol": "circle" if f.target else "line-ns-open", "size": 9 if f.target else 12},
+            name=f"{f.name} result ({f.cost:g} h each)", text=[f"trial {data.results[i].id}" for i in pick]))
+    fig.update_xaxes(title_text="instrument time spent (declared cost) [h]")
+    fig.update_yaxes(title_text=label(objective.name, data.unit_of_objective(objective.name)))
+    return Plot("fidelity-cost", "Best target value vs instrument time", layout(fig),
+                "Each result moves right by its source's declared cost; the line is the best target value "
+                "measured so far (a proxy's result never sets it, it only guides the planner).")
+
+
+def correlation_plot(data: ReportData) -> Block:
+    trace = learned_correlation(data)
+    if not trace:
+        return Note("Proxy-target relation the planner learned",
+                    "no model-based proposal yet: the planner learns the relation once both sources have results")
+    fig = go.Figure(go.Scatter(x=[t for t, _ in trace], y=[c for _, c in trace], mode="lines+markers",
+                               name="task correlation"))
+    fig.update_xaxes(title_text="trial proposed")
+    fig.update_yaxes(title_text="learned correlation (proxy, target)", range=[-1.05, 1.05])
+    return Plot("fidelity-correlation", "Proxy-target relation the planner learned", layout(fig),
+                "The correlation between the sources in the planner's multi-task model when it proposed each "
+                "trial: near 1 the cheap source predicts the target and is worth its cost; near 0 it is ignored.")
+
+
+def fidelity_blocks(data: ReportData) -> list[Block]:
+    return [best_vs_cost_plot(data), correlation_plot(data)]
+
+
+__all__ = ["SourceSpend", "best_vs_cost", "fidelity_blocks", "learned_correlation", "spend", "TASK_CORRELATION"]
