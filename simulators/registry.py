@@ -34,6 +34,7 @@ from closedloop.drivers.transport import Port, TransportSettings, register_port_
 from closedloop.drivers.trmc import TRMC_DESCRIPTION, TrmcOptions
 from closedloop.records import Value
 from closedloop.simulators import furnace
+from closedloop.simulators.device.truth import device_ground_truth
 from closedloop.simulators.emulator import EmulatedPort, LineModel, ModelFactory, emulated_port
 from closedloop.simulators.line import hotplate
 from closedloop.simulators.testfunctions import TEST_FUNCTIONS, FunctionInstrument, FunctionOptions
@@ -65,6 +66,12 @@ def _opv_robot_model(clock: Clock, seed: int) -> LineModel:
     from closedloop.simulators.line.robot import OpvRobotModel  # the film physics: scipy, only when served
 
     return OpvRobotModel(clock, seed)  # films go to the process's shared ledger, for the line's next steps
+
+
+def _smu_model(clock: Clock, seed: int) -> LineModel:
+    from closedloop.simulators.device.wire import SmuWireModel  # device physics: scipy, only when served
+
+    return SmuWireModel(clock, seed)  # a line's devices come from the process's shared ledger
 
 
 def _hotplate_model(clock: Clock, seed: int) -> LineModel:
@@ -127,6 +134,8 @@ EMULATORS: dict[str, WireEmulator] = {
         ),
         WireEmulator("trmc", "trmc", "the TRMC station's control PC", _trmc_model,
                      truth=_trmc_truth, ground_truth=trmc_ground_truth),
+        WireEmulator("smu", "smu", "a Keithley 2400-class SMU under a solar simulator, with a device jig (J-V)",
+                     _smu_model, ground_truth=device_ground_truth),
         WireEmulator("mbe", "mbe", "the MBE growth controller and its chamber", _mbe_model,
                      truth=_mbe_truth, ground_truth=mbe_ground_truth),
         # An OPV line (simulators/line): the robot and the hot plates record each film in the process's
