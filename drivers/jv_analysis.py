@@ -31,12 +31,13 @@ from typing import Any
 import numpy as np
 
 from closedloop.drivers.base import Measurement
+from closedloop.drivers.smu import RAW_SWEEPS
 from closedloop.drivers.trmc_analysis import _json_safe
 
 ANALYSIS_NAME = "jv-sweep"
 ANALYSIS_VERSION = "1.0"
 UNITS = {"pce": "%", "voc": "V", "jsc": "mA/cm^2", "ff": ""}
-RAW_ARTIFACTS = ("voltage_forward_V", "current_forward_A", "voltage_reverse_V", "current_reverse_A", "jv_setup")
+RAW_ARTIFACTS = RAW_SWEEPS
 MIN_POINTS = 10
 MIN_JSC = 0.05  # mA/cm^2: below this (or 5 noise sd) the cell gives no photocurrent
 MIN_VOC = 0.1  # V

@@ -21,11 +21,19 @@ light soak plus both sweeps would keep the shutter open longer than MAX_LAMP_ON_
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Literal
 
 from pydantic import Field, StrictBool, model_validator
 
-from closedloop.drivers.base import DriverDescription, EnvelopeViolation, Limit, SafetyEnvelope
+from closedloop.drivers.base import (
+    DriverDescription,
+    EnvelopeViolation,
+    Limit,
+    SafetyEnvelope,
+    Value,
+    require_settings,
+)
 from closedloop.drivers.options import DriverOptions, Duration, located, quantity_in
 from closedloop.drivers.trmc import PROCESS_PARAMETERS, TRMC_ENVELOPE
 
@@ -33,6 +41,8 @@ MAX_LAMP_ON_S = 600.0
 LAMP_ON_TIME = Limit(min=0.0, max=MAX_LAMP_ON_S, unit="s")
 LINE_CYCLE_S = 0.02  # one power-line cycle at 50 Hz: an integration of nplc cycles per point
 SWEEP_SETTINGS = ("sweep_start", "sweep_stop", "sweep_step", "compliance", "light_soak")
+# What a J-V measurement stores raw (drivers/jv_analysis.py derives the values from them).
+RAW_SWEEPS = ("voltage_forward_V", "current_forward_A", "voltage_reverse_V", "current_reverse_A", "jv_setup")
 
 SMU_ENVELOPE = SafetyEnvelope(
     {
@@ -116,3 +126,21 @@ class SmuOptions(DriverOptions):
 def smu_description(options: SmuOptions) -> DriverDescription:
     """What the station accepts in the mode `options.sample_from` chooses."""
     return SMU_LINE_DESCRIPTION if options.sample_from == "line" else SMU_DESCRIPTION
+
+
+def trial_sweep(options: SmuOptions, conditions: Mapping[str, Value]) -> dict[str, float]:
+    """The sweep settings of a trial: its own where it sets them, the options' otherwise."""
+    return {name: float(conditions.get(name, getattr(options, name))) for name in SWEEP_SETTINGS}
+
+
+def check_trial(options: SmuOptions, conditions: Mapping[str, Value]) -> None:
+    """Refuse settings outside the envelope, a sweep that does not span 0 V, a lamp-on time above the
+    limit and (recipe mode) a trial missing a process parameter: `EnvelopeViolation`, before any I/O."""
+    smu_description(options).envelope.check(conditions)
+    if options.sample_from == "recipe":
+        require_settings(conditions, PROCESS_PARAMETERS, "the device is made to the recipe: add it to the space or as a fixed parameter")
+    s = trial_sweep(options, conditions)
+    if not s["sweep_start"] <= 0.0 < s["sweep_stop"]:
+        raise EnvelopeViolation("sweep_start", s["sweep_start"], f"the sweep must span 0 V (ends at {s['sweep_stop']:g} V)")
+    lamp_on = options.lamp_on_time(s["light_soak"], s["sweep_start"], s["sweep_stop"], s["sweep_step"])
+    LAMP_ON_TIME.check("lamp_on_time", round(lamp_on, 3))

@@ -23,23 +23,21 @@ import numpy as np
 from closedloop.drivers.base import (
     Clock,
     DriverDescription,
-    EnvelopeViolation,
     InstrumentContext,
     InstrumentFault,
     Measurement,
     Value,
-    require_settings,
 )
 from closedloop.drivers.jv_analysis import analyze_to_measurement
 from closedloop.drivers.scpi import ScpiParseError, parse_list
 from closedloop.drivers.scpi_station import ScpiStation
 from closedloop.drivers.smu import (
-    LAMP_ON_TIME,
     PROCESS_PARAMETERS,
-    SWEEP_SETTINGS,
     SmuOptions,
+    check_trial,
     smu_description,
     sweep_points,
+    trial_sweep,
 )
 from closedloop.drivers.transport import Port
 
@@ -77,28 +75,15 @@ class SmuDriver(ScpiStation):
     def describe(self) -> DriverDescription:
         return smu_description(self.options)
 
-    def _sweep(self, conditions: Mapping[str, Value]) -> dict[str, float]:
-        """The sweep settings of a trial: its own where it sets them, the options' otherwise."""
-        return {name: float(conditions.get(name, getattr(self.options, name)))
-                for name in SWEEP_SETTINGS}
-
     def check(self, conditions: Mapping[str, Value]) -> None:
-        """Refuse settings outside the envelope, a sweep that does not span 0 V, a lamp-on time above the
-        limit and (recipe mode) a trial missing a process parameter, before any I/O."""
-        self.describe().envelope.check(conditions)
-        if not self.on_line:
-            require_settings(conditions, PROCESS_PARAMETERS, "the device is made to the recipe: add it to the space or as a fixed parameter")
-        s = self._sweep(conditions)
-        if not s["sweep_start"] <= 0.0 < s["sweep_stop"]:
-            raise EnvelopeViolation("sweep_start", s["sweep_start"], f"the sweep must span 0 V (ends at {s['sweep_stop']:g} V)")
-        lamp_on = self.options.lamp_on_time(s["light_soak"], s["sweep_start"], s["sweep_stop"], s["sweep_step"])
-        LAMP_ON_TIME.check("lamp_on_time", round(lamp_on, 3))
+        """Refuse a trial the station must not run, before any I/O (see `drivers.smu.check_trial`)."""
+        check_trial(self.options, conditions)
 
     # -- one trial -------------------------------------------------------------------------------
 
     def run(self, conditions: Mapping[str, Value], ctx: InstrumentContext) -> Measurement:
         self.check(conditions)
-        opts, s = self.options, self._sweep(conditions)
+        opts, s = self.options, trial_sweep(self.options, conditions)
         started = ctx.clock.now()
         self.transport.set_journal(ctx.journal)
         self.transport.follow_clock(ctx.clock)

@@ -73,3 +73,16 @@ def max_power_density(jph: np.ndarray, j0: np.ndarray, n: np.ndarray, rs: np.nda
         shift = np.where(curvature < 0, 0.5 * (left - right) / curvature, 0.0)
     peak = mid - 0.25 * (left - right) * np.clip(shift, -1.0, 1.0)
     return np.maximum(np.maximum(peak, power.max(axis=1)), 0.0)
+
+
+def cell_figures(cell: DiodeParameters, lamp_power: float = 0.1) -> dict[str, float]:
+    """The cell's noise-free figures: pce (%) under `lamp_power` (W/cm^2), voc (V), jsc (mA/cm^2), ff."""
+    jsc = float(jv_curve(np.array([0.0]), cell)[0])
+    pmax = float(max_power_density(*(np.array([p]) for p in (cell.jph, cell.j0, cell.n, cell.rs, cell.rsh)))[0])
+    low, high = 0.0, 2.0  # J falls through 0 once between them for any cell with a photocurrent
+    for _ in range(60):
+        mid = 0.5 * (low + high)
+        low, high = (mid, high) if jv_curve(np.array([mid]), cell)[0] > 0 else (low, mid)
+    voc = 0.5 * (low + high)
+    ff = pmax / (jsc * voc) if jsc > 0 and voc > 0 else 0.0
+    return {"pce": 100.0 * pmax / lamp_power, "voc": voc, "jsc": 1e3 * jsc, "ff": ff}

@@ -31,6 +31,7 @@ from scipy.stats import qmc, spearmanr
 from closedloop.drivers.base import Value
 from closedloop.simulators.device.diode import DiodeParameters, max_power_density
 from closedloop.simulators.device.landscape import HiddenLandscape
+from closedloop.simulators.device.settings import DeviceSettings
 from closedloop.simulators.trmc.process import (
     SearchBox,
     TrmcProcessModel,
@@ -41,20 +42,8 @@ from closedloop.simulators.truth import SearchRegion, search_box
 
 LAMP_POWER = 0.1  # W/cm^2: AM1.5G, 100 mW/cm^2
 CALIBRATION_POINTS = 1024  # Sobol points before the example protocol's constraint removes some
+DEFAULT_SETTINGS = DeviceSettings()
 SHORT_FRACTION = 0.7  # of device failures: pinhole shorts; the rest lost contacts (open circuit)
-
-
-@dataclass(frozen=True)
-class DeviceSettings:
-    proxy_correlation: float = 0.8  # Spearman rank correlation of TRMC true phi_sum_mu_max vs true PCE over the space
-    failure_rate: float = 0.1  # device-level failures (shorts, pinholes) TRMC cannot see, on top of film failures
-    seed: int = 0  # fixes the hidden device-only landscape (contacts, interlayers)
-
-    def __post_init__(self) -> None:
-        if not -1.0 <= self.proxy_correlation <= 1.0:
-            raise ValueError(f"proxy_correlation is a rank correlation in [-1, 1], got {self.proxy_correlation}")
-        if not 0.0 <= self.failure_rate <= 1.0:
-            raise ValueError(f"failure_rate is a probability in [0, 1], got {self.failure_rate}")
 
 
 @dataclass(frozen=True)
@@ -132,7 +121,7 @@ def _cells(u: np.ndarray) -> tuple[np.ndarray, ...]:
 class DeviceModel:
     """Conditions -> expected cell and PCE, sampled devices with scatter and failures, the best recipe."""
 
-    def __init__(self, settings: DeviceSettings = DeviceSettings()) -> None:
+    def __init__(self, settings: DeviceSettings = DEFAULT_SETTINGS) -> None:
         self.settings = settings
         self.film = TrmcProcessModel()
         self.hidden = HiddenLandscape(settings.seed)

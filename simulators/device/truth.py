@@ -10,16 +10,12 @@ from closedloop.simulators.truth import GroundTruth, SearchRegion
 
 
 def device_ground_truth(options: Any, region: SearchRegion, units: Mapping[str, str]) -> GroundTruth:
-    """PCE of the device model (simulators/device/model.py) with the options' simulator settings, or the
-    defaults (rank correlation 0.8 with TRMC, 10 % device failures, landscape seed 0)."""
+    """PCE of the device model (simulators/device/model.py) with the options' device settings (`sim:smu`),
+    or the defaults (rank correlation 0.8 with TRMC, 10 % device failures, landscape seed 0)."""
     from closedloop.simulators.device.model import DeviceModel, DeviceSettings
 
-    defaults = DeviceSettings()
-    model = DeviceModel(DeviceSettings(
-        proxy_correlation=float(getattr(options, "proxy_correlation", defaults.proxy_correlation)),
-        failure_rate=float(getattr(options, "failure_rate", defaults.failure_rate)),
-        seed=int(getattr(options, "landscape_seed", defaults.seed)),
-    ))
+    settings = options.device_settings() if hasattr(options, "device_settings") else DeviceSettings()
+    model = DeviceModel(settings)
     conditions, value = model.optimum_pce(region)
     return GroundTruth(
         quantity="pce",

@@ -15,8 +15,7 @@ leading colon; `STAR` and `START` both work. Setters have no reply; errors go to
   (the label of the next device: its random stream is (seed, n)), SAMP:LOAD (mount it: 60 s; a labelled device
   without a recipe comes from the line's `FilmLedger`, 270 s, or an error naming the sample).
 
-With the shutter closed a sweep measures the dark curve. A forward sweep reads a 1 % lower photocurrent than
-a reverse one (slow trap filling: a small hysteresis). Noise: 20 nA + 0.02 % of the current per point.
+With the shutter closed a sweep measures the dark curve; noise and hysteresis as `station.smu_sweep` says.
 `last_device` keeps the mounted device, so tests can compare the analysis with the model.
 """
 
@@ -29,8 +28,8 @@ import numpy as np
 
 from closedloop.drivers.base import Clock, Value
 from closedloop.drivers.trmc import SOLVENTS
-from closedloop.simulators.device.diode import DiodeParameters, jv_curve
 from closedloop.simulators.device.model import DeviceModel, DeviceSettings, SampledDevice
+from closedloop.simulators.device.station import smu_sweep
 from closedloop.simulators.line.ledger import FilmLedger, shared_ledger
 from closedloop.simulators.scpi_device import ScpiDeviceState
 
@@ -190,13 +189,9 @@ class SmuWireModel(ScpiDeviceState):
             return
         if not self._start(points * (self.delay + self.nplc * LINE_CYCLE_S)):
             return
-        voltage = self.start + self.step * np.arange(points)
-        cell = self.last_device.cell
-        light = (0.99 if self.step > 0 else 1.0) if self.shutter_open else 0.0
-        lit = DiodeParameters(cell.jph * light, cell.j0, cell.n, cell.rs, cell.rsh)
-        current = -jv_curve(voltage, lit) * CELL_AREA_CM2  # into the cell
-        current = current + self._rng.normal(0.0, 2e-8 + 2e-4 * np.abs(current))
-        self._sweep = np.stack([voltage, np.clip(current, -self.compliance, self.compliance)], axis=1)
+        voltage, current = smu_sweep(self.last_device.cell, self.start, self.stop, self.step, area_cm2=CELL_AREA_CM2,
+                                     compliance_A=self.compliance, lit=self.shutter_open, rng=self._rng)
+        self._sweep = np.stack([voltage, current], axis=1)
 
     def _fetch(self) -> str:
         if self._busy() or self._sweep is None:
