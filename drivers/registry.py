@@ -16,6 +16,7 @@ from closedloop.drivers.manual import ManualInstrumentConfig
 from closedloop.drivers.mbe import MBE_DESCRIPTION, MbeOptions
 from closedloop.drivers.opv_robot import ROBOT_DESCRIPTION, OpvRobotOptions
 from closedloop.drivers.serial_config import SerialInstrumentConfig
+from closedloop.drivers.smu import SmuOptions, smu_description
 from closedloop.drivers.trmc import TrmcOptions, trmc_description
 
 
@@ -29,6 +30,12 @@ def _trmc(connection: str, options: TrmcOptions) -> Driver:
     from closedloop.drivers.trmc_driver import TrmcDriver  # scipy, for the transient analysis
 
     return TrmcDriver(connection, options)
+
+
+def _smu(connection: str, options: SmuOptions) -> Driver:
+    from closedloop.drivers.smu_driver import SmuDriver
+
+    return SmuDriver(connection, options)
 
 
 def _opv_robot(connection: str, options: OpvRobotOptions) -> Driver:
@@ -67,6 +74,15 @@ TRMC = DriverEntry(
     connect=_trmc,
     emulator="trmc",
 )
+SMU = DriverEntry(
+    name="smu",
+    summary="J-V of a solar cell: a Keithley 2400-class SMU under a solar simulator; PCE, Voc, Jsc, FF "
+            "(sample_from: line: measure the device a line made)",
+    config=SmuOptions,
+    describe=smu_description,
+    connect=_smu,
+    emulator="smu",
+)
 MBE = DriverEntry(
     name="mbe",
     summary="oxide MBE growth controller: cells, substrate, ozone, shutters, RHEED, ex-situ results",
@@ -93,7 +109,7 @@ MANUAL = DriverEntry(
     section=True,
 )
 
-DRIVERS: dict[str, DriverEntry[Any]] = {entry.name: entry for entry in (SERIAL, TRMC, MBE, OPV_ROBOT, MANUAL)}
+DRIVERS: dict[str, DriverEntry[Any]] = {entry.name: entry for entry in (SERIAL, TRMC, SMU, MBE, OPV_ROBOT, MANUAL)}
 
 
 def driver_entry(name: str) -> DriverEntry[Any]:

@@ -25,17 +25,16 @@ from typing import Any
 import numpy as np
 
 from closedloop.drivers.base import (
-    Clock,
     DriverDescription,
     InstrumentContext,
     InstrumentFault,
-    Journal,
     Measurement,
     Value,
     require_settings,
 )
-from closedloop.drivers.scpi import ScpiParseError, check_error_queue, decode_block, parse_number
-from closedloop.drivers.transport import Port, SerialTransport, TransportSettings
+from closedloop.drivers.scpi import ScpiParseError, decode_block, parse_number
+from closedloop.drivers.scpi_station import ScpiStation
+from closedloop.drivers.transport import Port
 from closedloop.drivers.trmc import PROCESS_PARAMETERS, TrmcOptions, trmc_description
 from closedloop.drivers.trmc_analysis import analyze_to_measurement
 
@@ -57,25 +56,19 @@ _SAMPLE_COMMANDS = {
 _WORD_FORMATS = {"INT16": "<i2", "FLOAT32": "<f4"}
 
 
-class TrmcDriver:
+class TrmcDriver(ScpiStation):
     """The TRMC station over its link: a device path, socket://HOST:PORT, or an in-process `port`."""
+
+    name = "the TRMC station"
 
     def __init__(
         self, connection: str, options: TrmcOptions | Mapping[str, Any] | None = None, *, port: Port | None = None
     ) -> None:
         """`options` as a protocol gives them (validated here: a bad one raises ValueError naming it)."""
-        self.connection = connection
         self.options = options if isinstance(options, TrmcOptions) else TrmcOptions.model_validate(options or {})
-        settings = TransportSettings(
-            baudrate=self.options.baudrate,
-            read_terminator="\r\n",
-            write_terminator="\n",
-            timeout=self.options.timeout,
-            retries=self.options.retries,
-        )
-        self.transport = SerialTransport(connection, settings, port=port)
-        self.instrument_id = connection
-        self._identified_on = -1
+        opts = self.options
+        super().__init__(connection, baudrate=opts.baudrate, timeout=opts.timeout, retries=opts.retries,
+                         poll_s=opts.poll_s, opc_margin_s=opts.opc_margin_s, port=port)
         self.on_line = self.options.sample_from == "line"
 
     def describe(self) -> DriverDescription:
@@ -130,33 +123,6 @@ class TrmcDriver:
             )
         except ValueError as e:
             raise InstrumentFault(f"the station's record cannot be analyzed: {e}") from None
-
-    def _identify(self) -> None:
-        self.transport.open()
-        if self.transport.connections != self._identified_on:
-            self.instrument_id = self.transport.query("*IDN?")
-            self._identified_on = self.transport.connections
-
-    def _send_all(self, commands: list[str]) -> None:
-        for command in commands:
-            self.transport.write(command)
-        self._check_errors(commands[-1])
-
-    def _check_errors(self, after: str) -> None:
-        check_error_queue(self.transport.query, "SYST:ERR?", after, "the TRMC station")
-
-    def _operation(self, command: str, nominal_s: float, clock: Clock) -> None:
-        """Start an overlapped operation and wait until *OPC? says it completed."""
-        self._send_all([command])
-        deadline = clock.now() + nominal_s + self.options.opc_margin_s
-        clock.sleep(nominal_s)
-        while self.transport.query("*OPC?").strip() != "1":
-            if clock.now() >= deadline:
-                raise InstrumentFault(
-                    f"{command} did not complete within {nominal_s + self.options.opc_margin_s:g} s "
-                    "(*OPC? still 0); check the station, then resume"
-                )
-            clock.sleep(self.options.poll_s)
 
     def _number(self, query: str) -> float:
         reply = self.transport.query(query)
@@ -224,10 +190,3 @@ class TrmcDriver:
             self.transport.write("EXC:SHUT CLOS")
         except Exception as e:  # safe_state must never raise, whatever the link does
             log.warning("safe_state: closing the shutter of %s failed: %s", self.connection, e)
-
-    def set_journal(self, journal: Journal | None) -> None:
-        """Journal the link's commands and replies from now on (see `drivers.base.Journaled`)."""
-        self.transport.set_journal(journal)
-
-    def close(self) -> None:
-        self.transport.close()

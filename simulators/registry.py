@@ -30,10 +30,13 @@ from closedloop.drivers.base import Clock, Driver, DriverDescription, Limit, Saf
 from closedloop.drivers.mbe import MBE_DESCRIPTION, MbeOptions
 from closedloop.drivers.options import DriverOptions
 from closedloop.drivers.opv_robot import IDENTITY as OPV_ROBOT_IDENTITY
+from closedloop.drivers.smu import SMU_DESCRIPTION, SmuOptions
 from closedloop.drivers.transport import Port, TransportSettings, register_port_scheme
 from closedloop.drivers.trmc import TRMC_DESCRIPTION, TrmcOptions
 from closedloop.records import Value
 from closedloop.simulators import furnace
+from closedloop.simulators.device.settings import DeviceSettings
+from closedloop.simulators.device.truth import device_ground_truth
 from closedloop.simulators.emulator import EmulatedPort, LineModel, ModelFactory, emulated_port
 from closedloop.simulators.line import hotplate
 from closedloop.simulators.testfunctions import TEST_FUNCTIONS, FunctionInstrument, FunctionOptions
@@ -67,6 +70,12 @@ def _opv_robot_model(clock: Clock, seed: int) -> LineModel:
     return OpvRobotModel(clock, seed)  # films go to the process's shared ledger, for the line's next steps
 
 
+def _smu_model(clock: Clock, seed: int) -> LineModel:
+    from closedloop.simulators.device.wire import SmuWireModel  # device physics: scipy, only when served
+
+    return SmuWireModel(clock, seed)  # a line's devices come from the process's shared ledger
+
+
 def _hotplate_model(clock: Clock, seed: int) -> LineModel:
     return hotplate.HotplateModel(clock, seed)
 
@@ -87,6 +96,13 @@ def _mbe_truth(seed: int, options: Any) -> Truth:
     from closedloop.simulators.mbe.station import SimulatedMbeSystem
 
     return SimulatedMbeSystem(seed=seed).truth
+
+
+def _smu_truth(seed: int, options: Any) -> Truth:
+    from closedloop.simulators.device.station import SimulatedDeviceStation
+
+    settings = options.device_settings() if isinstance(options, SimulatedSmuOptions) else None
+    return SimulatedDeviceStation(seed=seed, settings=settings).truth
 
 
 @dataclass(frozen=True)
@@ -127,6 +143,8 @@ EMULATORS: dict[str, WireEmulator] = {
         ),
         WireEmulator("trmc", "trmc", "the TRMC station's control PC", _trmc_model,
                      truth=_trmc_truth, ground_truth=trmc_ground_truth),
+        WireEmulator("smu", "smu", "a Keithley 2400-class SMU under a solar simulator, with a device jig (J-V)",
+                     _smu_model, truth=_smu_truth, ground_truth=device_ground_truth),
         WireEmulator("mbe", "mbe", "the MBE growth controller and its chamber", _mbe_model,
                      truth=_mbe_truth, ground_truth=mbe_ground_truth),
         # An OPV line (simulators/line): the robot and the hot plates record each film in the process's
@@ -245,6 +263,19 @@ class SimulatedMbeOptions(MbeOptions):
     fault_rate: float = Field(0.0, ge=0.0, le=1.0)
 
 
+class SimulatedSmuOptions(SmuOptions):
+    """The SMU driver's options (so a protocol switches between `smu` and `sim:smu` unchanged), plus the
+    device model's settings (simulators/device/model.py): 0 for `proxy_correlation` is the control case
+    where TRMC's film signal says nothing about PCE."""
+
+    proxy_correlation: float = Field(0.8, ge=-1.0, le=1.0)
+    failure_rate: float = Field(0.1, ge=0.0, le=1.0)
+    landscape_seed: int = 0
+
+    def device_settings(self) -> DeviceSettings:
+        return DeviceSettings(self.proxy_correlation, self.failure_rate, self.landscape_seed)
+
+
 def _function(name: str) -> SimulatedInstrument[FunctionOptions]:
     def build(seed: int, options: FunctionOptions, inputs: SimulationInputs) -> Driver:
         return FunctionInstrument(name, seed=seed, **options.model_dump())
@@ -268,6 +299,12 @@ def _mbe_system(seed: int, options: SimulatedMbeOptions, inputs: SimulationInput
     return SimulatedMbeSystem(seed=seed, fault_rate=options.fault_rate)
 
 
+def _smu_station(seed: int, options: SimulatedSmuOptions, inputs: SimulationInputs) -> Driver:
+    from closedloop.simulators.device.station import SimulatedDeviceStation
+
+    return SimulatedDeviceStation(seed=seed, options=options, settings=options.device_settings())
+
+
 def _lookup(seed: int, options: DriverOptions, inputs: SimulationInputs) -> Driver:
     from closedloop.simulators.lookup import LookupInstrument
 
@@ -284,6 +321,10 @@ SIMULATED: dict[str, SimulatedInstrument[Any]] = {
         SimulatedInstrument("trmc", "the TRMC station's physics in process, no wire (fast, for benchmarks)",
                             TrmcOptions, TRMC_DESCRIPTION, _trmc_station, truth=_trmc_truth,
                             ground_truth=trmc_ground_truth),
+        SimulatedInstrument("smu", "solar cells made to each recipe and their J-V figures in process, no wire "
+                            "(device model settings: proxy_correlation, failure_rate, landscape_seed)",
+                            SimulatedSmuOptions, SMU_DESCRIPTION, _smu_station, truth=_smu_truth,
+                            ground_truth=device_ground_truth),
         SimulatedInstrument("mbe", "the MBE system's physics in process, no wire (fast, for benchmarks)",
                             SimulatedMbeOptions, MBE_DESCRIPTION, _mbe_system, truth=_mbe_truth,
                             ground_truth=mbe_ground_truth),

@@ -9,9 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from closedloop.records import Conditions, Value
+
+if TYPE_CHECKING:
+    from closedloop.simulators.trmc.process import SearchBox
 
 
 @dataclass(frozen=True)
@@ -50,20 +53,26 @@ class GroundTruth:
     method: str
 
 
-def trmc_ground_truth(options: Any, region: SearchRegion, units: Mapping[str, str]) -> GroundTruth:
-    """phi_sum_mu_max of the TRMC film model at the options' wavelength and fluence."""
-    from closedloop.simulators.trmc.process import SearchBox, TrmcProcessModel
+def search_box(region: SearchRegion) -> SearchBox:
+    """The film process's box (simulators/trmc/process.py) a region spans."""
+    from closedloop.simulators.trmc.process import SearchBox
 
-    model = TrmcProcessModel(fluence=float(options.fluence), wavelength=float(options.wavelength))
     low, high = region.range_of("spin_speed")
-    box = SearchBox(
+    return SearchBox(
         acceptor_fraction=region.range_of("acceptor_fraction"),
         anneal_temp=region.range_of("anneal_temp"),
         anneal_time=region.range_of("anneal_time"),
         spin_speed=(int(low), int(high), int(region.steps.get("spin_speed", 1))),
         solvents=region.choices_of("solvent"),
     )
-    conditions, value = model.optimum(region.constraints, box)
+
+
+def trmc_ground_truth(options: Any, region: SearchRegion, units: Mapping[str, str]) -> GroundTruth:
+    """phi_sum_mu_max of the TRMC film model at the options' wavelength and fluence."""
+    from closedloop.simulators.trmc.process import TrmcProcessModel
+
+    model = TrmcProcessModel(fluence=float(options.fluence), wavelength=float(options.wavelength))
+    conditions, value = model.optimum(region.constraints, search_box(region))
     return GroundTruth(
         quantity="phi_sum_mu_max",
         unit=units.get("phi_sum_mu_max", "cm^2/(V*s)"),

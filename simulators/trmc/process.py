@@ -287,8 +287,7 @@ class TrmcProcessModel:
         Deterministic: a grid over the continuous parameters per solvent and spin speed, then SLSQP from
         the best grid points; spin speed is searched on its own grid since it is an integer parameter.
         """
-        box = box or SearchBox()
-        return _maximize(self, box, constraints)
+        return maximize_over_box(self.peak_values, box or SearchBox(), constraints, exact=self.true_phi_sum_mu_max)
 
 
 def _process_values(conditions: Mapping[str, Value]) -> tuple[float, float, float, float, str]:
@@ -312,9 +311,22 @@ def _process_values(conditions: Mapping[str, Value]) -> tuple[float, float, floa
 _CONTINUOUS = ("acceptor_fraction", "anneal_temp", "anneal_time")
 
 
-def _maximize(
-    model: TrmcProcessModel, box: SearchBox, constraints: Sequence[Constraint]
+# Many points -> their (positive) values at once; the optimizer below maximizes it.
+BatchValues = Callable[[Sequence[Mapping[str, Value]]], np.ndarray]
+
+
+def maximize_over_box(
+    values: BatchValues,
+    box: SearchBox,
+    constraints: Sequence[Constraint] = (),
+    exact: Callable[[Mapping[str, Value]], float] | None = None,
 ) -> tuple[dict[str, Value], float]:
+    """The conditions maximizing `values` (positive; searched in log) over `box` subject to `constraints`.
+
+    Deterministic: a grid over the continuous parameters per solvent and spin speed, then COBYLA from the
+    best grid point of each solvent; spin speed is searched on its own grid since it is an integer
+    parameter. `exact` (default: `values` of the one point) gives the reported value of the best point.
+    """
     low, high, step = box.spin_speed
     spins = list(range(low, high + 1, step))
     bounds = [box.acceptor_fraction, box.anneal_temp, box.anneal_time]
@@ -328,17 +340,17 @@ def _maximize(
     grid = [p for p in grid if all(c(p) <= 0 for c in constraints)]
     if not grid:
         raise ValueError("the constraints exclude every grid point of the search box: check them")
-    values = np.concatenate([model.peak_values(grid[i : i + 2000]) for i in range(0, len(grid), 2000)])
+    grid_values = np.concatenate([values(grid[i : i + 2000]) for i in range(0, len(grid), 2000)])
     best: tuple[dict[str, Value], float] | None = None
     for solvent in box.solvents:
         mine = [i for i, p in enumerate(grid) if p["solvent"] == solvent]
         if not mine:
             continue
-        start = grid[max(mine, key=lambda i: values[i])]
-        point = _refine_continuous(model, start, bounds, constraints)
-        point = _refine_spin(model, point, spins, constraints)
-        point = _refine_continuous(model, point, bounds, constraints)
-        value = model.true_phi_sum_mu_max(point)
+        start = grid[max(mine, key=lambda i: grid_values[i])]
+        point = _refine_continuous(values, start, bounds, constraints)
+        point = _refine_spin(values, point, spins, constraints)
+        point = _refine_continuous(values, point, bounds, constraints)
+        value = exact(point) if exact is not None else float(values([point])[0])
         if best is None or value > best[1]:
             best = (point, value)
     assert best is not None
@@ -346,7 +358,7 @@ def _maximize(
 
 
 def _refine_continuous(
-    model: TrmcProcessModel,
+    values: BatchValues,
     start: dict[str, Value],
     bounds: list[tuple[float, float]],
     constraints: Sequence[Constraint],
@@ -360,7 +372,7 @@ def _refine_continuous(
         return {**start, **dict(zip(_CONTINUOUS, map(float, x), strict=True))}
 
     def objective(z: np.ndarray) -> float:
-        return -math.log(max(float(model.peak_values([point(z)])[0]), 1e-30))
+        return -math.log(max(float(values([point(z)])[0]), 1e-30))
 
     def holds(c: Constraint) -> Callable[[np.ndarray], float]:
         """`c` as COBYLA's inequality: >= 0 where the constraint holds."""
@@ -382,9 +394,8 @@ def _refine_continuous(
 
 
 def _refine_spin(
-    model: TrmcProcessModel, start: dict[str, Value], spins: list[int], constraints: Sequence[Constraint]
+    values: BatchValues, start: dict[str, Value], spins: list[int], constraints: Sequence[Constraint]
 ) -> dict[str, Value]:
     points = [{**start, "spin_speed": s} for s in spins]
     points = [p for p in points if all(c(p) <= 0 for c in constraints)] or [start]
-    values = model.peak_values(points)
-    return points[int(np.argmax(values))]
+    return points[int(np.argmax(values(points)))]

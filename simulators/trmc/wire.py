@@ -29,7 +29,6 @@ analysis of the wire data with the ground truth.
 from __future__ import annotations
 
 import math
-from collections import deque
 from collections.abc import Callable
 from dataclasses import replace
 
@@ -38,6 +37,7 @@ import numpy as np
 from closedloop.drivers.base import Clock, Value
 from closedloop.drivers.trmc import SOLVENTS
 from closedloop.simulators.line.ledger import FilmLedger, shared_ledger
+from closedloop.simulators.scpi_device import ScpiDeviceState
 from closedloop.simulators.trmc.physics import (
     Acquisition,
     Cavity,
@@ -63,7 +63,7 @@ _NUMERIC_SAMPLE = {  # command -> (condition, low, high)
 }
 
 
-class TrmcWireModel:
+class TrmcWireModel(ScpiDeviceState):
     """The station behind `handle(line)`; time comes from `clock` (scaled wall time or a trial's clock)."""
 
     def __init__(self, clock: Clock, seed: int = 0, ledger: FilmLedger | None = None) -> None:
@@ -86,16 +86,13 @@ class TrmcWireModel:
         self.shutter_open = False
         self.averages = 64
         self.word_format = "INT16"
-        self._busy_until = -math.inf
         self._film: Film | None = None
         self._rng: np.random.Generator | None = None
         self._loaded = False
         self._cavity: Cavity | None = None
         self._dark_power = 0.0
         self._record: tuple[np.ndarray, np.ndarray] | None = None
-        self._errors: deque[str] = deque(maxlen=16)
-        if not power_on:
-            self._errors.append('-315,"Configuration memory lost"')
+        self.clear_state(power_on)
 
     # -- the command set -------------------------------------------------------------------------
 
@@ -121,33 +118,8 @@ class TrmcWireModel:
         if action is not None:
             action(self)
             return None
-        self._errors.append(f'-113,"Undefined header;{text}"')
+        self._error(f'-113,"Undefined header;{text}"')
         return None
-
-    def _error(self, entry: str) -> None:
-        self._errors.append(entry)
-
-    def _number(self, argument: str, low: float, high: float) -> float | None:
-        try:
-            value = float(argument)
-        except ValueError:
-            self._error('-104,"Data type error"')
-            return None
-        if not (math.isfinite(value) and low <= value <= high):
-            self._error('-222,"Data out of range"')
-            return None
-        return value
-
-    def _busy(self) -> bool:
-        return self.clock.now() < self._busy_until
-
-    def _start(self, seconds: float) -> bool:
-        """Begin an overlapped operation; refused while another one runs, as the station's PC does."""
-        if self._busy():
-            self._error('-213,"Init ignored: operation in progress"')
-            return False
-        self._busy_until = self.clock.now() + seconds
-        return True
 
     def _conditions(self) -> dict[str, Value]:
         return {**self.recipe, "wavelength": self.wavelength, "fluence": self.fluence}
@@ -332,9 +304,6 @@ class TrmcWireModel:
         length = str(len(payload))
         return f"#{len(length)}{length}".encode("ascii") + payload
 
-    def _pop_error(self) -> str:
-        return self._errors.popleft() if self._errors else '0,"No error"'
-
 
 _QUERIES: dict[str, Callable[[TrmcWireModel], str | bytes]] = {
     "*IDN?": lambda m: IDN,
@@ -366,7 +335,7 @@ _SETTERS: dict[str, Callable[[TrmcWireModel, str], None]] = {
 }
 _ACTIONS: dict[str, Callable[[TrmcWireModel], None]] = {
     "*RST": lambda m: m.reset(power_on=True),
-    "*CLS": lambda m: m._errors.clear(),
+    "*CLS": lambda m: m.clear_errors(),
     "SAMP:PREP": TrmcWireModel._prepare,
     "SAMP:LOAD": TrmcWireModel._load,
     "CAV:TUNE": TrmcWireModel._tune,
