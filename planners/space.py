@@ -83,6 +83,22 @@ class OutcomeConstraint:
 
 
 @dataclass(frozen=True)
+class Fidelity:
+    """One source that measures (a proxy of) the objective, at a cost: a TRMC film in minutes, a device in a day.
+
+    Exactly one fidelity of a problem is the `target`: it measures `problem.objectives[0]`. The others
+    measure their own quantity (`measures`), which the multi-fidelity planner relates to the target by
+    learning how the two co-vary over the space.
+    """
+
+    name: str  # "film", "device"
+    measures: str  # the quantity this source measures: "phi_sum_mu_max", "pce"
+    cost: float  # hours per measurement (declared in the protocol)
+    log: bool = False  # model log10 of the measured quantity
+    target: bool = False  # exactly one fidelity is the target; it measures problem.objectives[0]
+
+
+@dataclass(frozen=True)
 class SearchSpace:
     parameters: tuple[Parameter, ...]
     constraints: tuple[LinearConstraint, ...] = ()
@@ -130,6 +146,8 @@ class Problem:
     outcome_constraints: tuple[OutcomeConstraint, ...] = ()
     # Multi-objective reference point (per objective, in the objective's own units); inferred if None.
     reference_point: dict[str, float] | None = None
+    # Sources of the objective with their costs; empty: an ordinary single-source problem.
+    fidelities: tuple[Fidelity, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -138,8 +156,11 @@ class Observation:
 
     `failed` marks a failed sample (the experiment ran, the material is bad): it carries no objective
     values but tells the planner where the process fails. Instrument faults never reach a planner.
+    `fidelity` names the source that measured it (`Problem.fidelities`); None is the target, or a
+    problem without fidelities. An observation of fidelity f carries `values = {f.measures: v}`.
     """
 
     conditions: Conditions
     values: dict[str, float] = field(default_factory=dict)
     failed: bool = False
+    fidelity: str | None = None
