@@ -142,7 +142,7 @@ class MultiFidelityPlanner(BotorchPlanner):
             if initial is not None:
                 return initial
             try:
-                return self._model_step(call)
+                return self._multitask_step(call)
             except Exception as error:  # noqa: BLE001 - a broken fit or optimizer must not stop a campaign
                 why = str(error) if isinstance(error, NoUsableData) else f"model-based step failed ({type(error).__name__}: {error})"
                 provenance = replace(
@@ -181,7 +181,7 @@ class MultiFidelityPlanner(BotorchPlanner):
             points += space_filling(encoding, existing + points, n - len(points), seed, pool)
         return _proposals(points, provenance)
 
-    def _model_step(self, call: _Call) -> list[Proposal]:
+    def _multitask_step(self, call: _Call) -> list[Proposal]:
         problem, sources, encoding, observations, pending, n, seed, pool = (
             call.problem, call.sources, call.encoding, call.observations, call.pending, call.n, call.seed, call.pool
         )  # fmt: skip

@@ -16,11 +16,13 @@ import math
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 from botorch.exceptions.warnings import InputDataWarning
 from botorch.fit import fit_gpytorch_mll
 from botorch.models import MultiTaskGP
+from botorch.posteriors import GPyTorchPosterior
 from gpytorch.mlls import ExactMarginalLogLikelihood  # type: ignore[import-untyped]  # gpytorch: no py.typed
 from torch import Tensor
 
@@ -59,11 +61,10 @@ class MultiTaskFit:
             dim=-1,
         )
         with torch.no_grad():
-            latent = self.model.posterior(rows)
-            noisy = self.model.posterior(rows, observation_noise=True)
-            # `Posterior` declares no covariance, though a GPyTorch posterior has one.
-            C = latent.mvn.covariance_matrix  # type: ignore[attr-defined]
-            measured = noisy.variance.flatten()  # type: ignore[attr-defined]
+            # A multi-task GP without outcome transform returns a GPyTorchPosterior, whose `mvn` holds the covariance.
+            latent = cast(GPyTorchPosterior, self.model.posterior(rows))
+            measured = cast(GPyTorchPosterior, self.model.posterior(rows, observation_noise=True)).variance.flatten()
+            C = latent.mvn.covariance_matrix
         target = float(C[0, 0])
         if target <= 0.0:
             return [0.0] * len(self.tasks)
@@ -85,7 +86,7 @@ def incumbent_candidates(fit: MultiTaskFit) -> Tensor:
         return torch.unique(target, dim=0)
     proxied = torch.unique(torch.cat(others), dim=0)
     with torch.no_grad():
-        predicted = fit.model.posterior(proxied).mean.flatten()  # type: ignore[attr-defined]
+        predicted = fit.model.posterior(proxied).mean.flatten()
     best = proxied[predicted.argsort(descending=True)[:PROXY_INCUMBENTS]]
     return torch.unique(torch.cat([target, best]), dim=0)
 
