@@ -13,8 +13,8 @@ synthetic`: a stand-in for trial runs of this script only, NOT a device model (t
 signal, mixed in standardized log units with a seeded smooth random function so the two have the asked
 correlation over the space; its optimum is the best of 4096 legal Sobol points).
 
-    $ .venv/bin/python benchmarks/multifidelity_planner.py --seeds 20 --workers 2 \\
-        --json benchmarks/results/multifidelity_planner.json
+    $ .venv/bin/python benchmarks/multifidelity_planner.py --seeds 20 --workers 2   # writes results/multifidelity_planner.json
+    $ .venv/bin/python benchmarks/multifidelity_planner.py --truth synthetic --seeds 2 --budget-devices 15  # a trial run
 """
 
 from __future__ import annotations
@@ -44,6 +44,7 @@ from closedloop.records import Value  # noqa: E402
 from closedloop.simulators.trmc.process import TrmcProcessModel  # noqa: E402
 
 PROTOCOL = Path(__file__).resolve().parents[1] / "protocols" / "trmc_opv_blend.yaml"
+RESULTS = Path(__file__).resolve().parent / "results" / "multifidelity_planner.json"
 FILM_HOURS, DEVICE_HOURS = 20 / 60, 24.0
 FILM_SCATTER = 0.15  # the TRMC station's lognormal film-to-film scatter (DOMAIN.md)
 REACH = 0.9
@@ -253,8 +254,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--options", default="{}", help="multifidelity planner options as JSON")
     parser.add_argument("--timing-observations", type=int, default=200)
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--json", dest="json_out", default=None)
+    parser.add_argument("--json", dest="json_out", default=None,
+                        help=f"report file (default with --truth device: {RESULTS.relative_to(RESULTS.parents[2])})")
     args = parser.parse_args(argv)  # fmt: skip
+    if args.truth == "device":
+        args.json_out = args.json_out or str(RESULTS)
+        try:
+            import closedloop.simulators.device.model  # noqa: F401
+        except ImportError as error:
+            parser.error(f"--truth device needs closedloop.simulators.device.model ({error}); or use --truth synthetic")
     options = {"n_initial": 8, **json.loads(args.options)}
     correlations = [float(c) for c in args.correlations.split(",")]
     jobs = [
