@@ -165,10 +165,7 @@ class BotorchPlanner:
         encoding = SpaceEncoding(problem.space)
         existing = [o.conditions for o in observations] + list(pending)
         provenance = base_provenance(self.name, self.version, seed, observations, pending)
-        if candidates is not None:
-            pool: list[Conditions] | None = candidate_pool(problem.space, candidates, existing).points
-        else:
-            pool = _unseen_points(encoding, existing)  # a small fully discrete space is a pool too
+        pool = search_pool(encoding, existing, candidates)
         if n == 0 or pool == []:
             return []
         with isolated_rng(seed):
@@ -253,6 +250,16 @@ class BotorchPlanner:
             fallbacks=fallbacks,
             notes=data.notes + fitted.remarks,
         )
+
+
+def search_pool(
+    encoding: SpaceEncoding, existing: Sequence[Conditions], candidates: pd.DataFrame | None
+) -> list[Conditions] | None:
+    """The points a proposal must come from: the candidate table's rows not yet observed or pending, all
+    legal points of a small fully discrete space not yet seen (a pool too), or None (search the space)."""
+    if candidates is not None:
+        return candidate_pool(encoding.space, candidates, existing).points
+    return _unseen_points(encoding, existing)
 
 
 def _unseen_points(encoding: SpaceEncoding, existing: Sequence[Conditions]) -> list[Conditions] | None:

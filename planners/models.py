@@ -14,7 +14,7 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import partial
-from typing import cast
+from typing import Any, cast
 
 import torch
 from botorch.exceptions.warnings import InputDataWarning
@@ -111,21 +111,28 @@ def additive_kernel(dim: int, groups: Sequence[Sequence[int]]) -> Kernel:
     return AdditiveKernel(*terms)
 
 
-def _new_gp(
-    X: Tensor, Y: Tensor, kernel: str = "rbf", groups: Sequence[Sequence[int]] | None = None
-) -> SingleTaskGP:
-    modules = {}
+def input_kernel(kernel: str, dim: int, groups: Sequence[Sequence[int]] | None = None) -> Kernel | None:
+    """The kernel over `dim` unit-cube columns that option `kernel` names (`KERNELS`); None for BoTorch's default."""
     if kernel == "additive":
         if not groups:
             raise ValueError(
                 "the additive kernel needs the parameters' column groups (SpaceEncoding.column_groups)"
             )
-        modules = {"covar_module": additive_kernel(X.shape[-1], groups)}
-    elif kernel == "matern52":
-        modules = {
-            "covar_module": get_matern_kernel_with_gamma_prior(X.shape[-1]),
-            "likelihood": get_gaussian_likelihood_with_gamma_prior(),
-        }
+        return additive_kernel(dim, groups)
+    if kernel == "matern52":
+        return get_matern_kernel_with_gamma_prior(dim)
+    return None
+
+
+def _new_gp(
+    X: Tensor, Y: Tensor, kernel: str = "rbf", groups: Sequence[Sequence[int]] | None = None
+) -> SingleTaskGP:
+    modules: dict[str, Any] = {}
+    covar_module = input_kernel(kernel, X.shape[-1], groups)
+    if covar_module is not None:
+        modules["covar_module"] = covar_module
+    if kernel == "matern52":
+        modules["likelihood"] = get_gaussian_likelihood_with_gamma_prior()
     with warnings.catch_warnings():
         # Warm-start points may sit outside the current bounds; that is data, not a mistake.
         warnings.simplefilter("ignore", InputDataWarning)

@@ -57,12 +57,21 @@ class BotorchOptions(PlannerOptions):
     feasibility_weight: Literal["majority", "probability"] = "majority"
 
 
+class MultiFidelityOptions(BotorchOptions):
+    """`planners.multifidelity.MultiFidelityPlanner`'s options: the botorch planner's and its own three."""
+
+    pad_failures: StrictBool = False
+    n_initial_target: Annotated[int, Field(ge=2)] = 3
+    min_correlation: Annotated[float, Field(ge=0.0, le=1.0)] = 0.5
+    proxy_share: Annotated[float, Field(ge=0.0, le=1.0)] = 0.5
+
+
 class ModelFreeOptions(PlannerOptions):
     """Sobol and random planners: nothing beyond the initial design."""
 
 
 PLANNER_OPTIONS: dict[str, type[PlannerOptions]] = {
-    "botorch": BotorchOptions, "sobol": ModelFreeOptions, "random": ModelFreeOptions,
+    "botorch": BotorchOptions, "multifidelity": MultiFidelityOptions, "sobol": ModelFreeOptions, "random": ModelFreeOptions,
 }
 
 

@@ -21,9 +21,12 @@ def _plain(value: Any) -> Any:
 
 def data_hash(observations: Sequence[Observation], pending: Sequence[Conditions]) -> str:
     """sha256 of the canonical JSON of the observations and pending points the planner was given."""
+    # The fidelity enters only when set, so the hashes of campaigns without fidelities stay what they were.
     payload = {
         "observations": [
-            {"conditions": o.conditions, "values": o.values, "failed": o.failed} for o in observations
+            {"conditions": o.conditions, "values": o.values, "failed": o.failed}
+            | ({"fidelity": o.fidelity} if o.fidelity is not None else {})
+            for o in observations
         ],
         "pending": list(pending),
     }
@@ -37,9 +40,11 @@ class Provenance:
 
     `design`: "initial" (the space-filling start), "model" (a model-based step), "fallback" (the model
     step could not run and a space-filling point was used; `fallback` says why), or the name of a
-    model-free planner. `seed` and `data_hash` (of the observations and pending points the planner was
-    given) let an audit call the planner again and compare. `extra` keeps fields this version does not
-    know, so a record read from an older or newer campaign file is written back unchanged.
+    model-free planner. `fidelity` is the source the planner chose to measure this proposal with (None:
+    the problem has no fidelities) and `fidelity_reason` one sentence saying why. `seed` and `data_hash`
+    (of the observations and pending points the planner was given) let an audit call the planner again
+    and compare. `extra` keeps fields this version does not know, so a record read from an older or newer
+    campaign file is written back unchanged.
     """
 
     planner: str

@@ -28,9 +28,20 @@ def _botorch() -> Callable[..., Planner]:
     return BotorchPlanner
 
 
+def _multifidelity() -> Callable[..., Planner]:
+    from closedloop.planners.multifidelity import MultiFidelityPlanner
+
+    return MultiFidelityPlanner
+
+
 # Each planner's class is imported when a planner of that name is made: a command that does not plan
 # (validate, status, tell) never loads torch.
-PLANNERS: dict[str, Callable[[], Callable[..., Planner]]] = {"sobol": _sobol, "random": _random, "botorch": _botorch}
+PLANNERS: dict[str, Callable[[], Callable[..., Planner]]] = {
+    "sobol": _sobol,
+    "random": _random,
+    "botorch": _botorch,
+    "multifidelity": _multifidelity,
+}
 
 
 def planner_options(name: str) -> dict[str, Any]:

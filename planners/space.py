@@ -84,16 +84,18 @@ class OutcomeConstraint:
 
 @dataclass(frozen=True)
 class Fidelity:
-    """One source of the objective: a cheap proxy (a TRMC film) or the target itself (a finished device).
+    """One source that measures (a proxy of) the objective, at a cost: a TRMC film in minutes, a device in a day.
 
-    `measures` names the quantity this source reports (the target's is the problem's first objective);
-    `cost` is hours per measurement, as the protocol declares it; `log` models log10 of the quantity."""
+    Exactly one fidelity of a problem is the `target`: it measures `problem.objectives[0]`. The others
+    measure their own quantity (`measures`), which the multi-fidelity planner relates to the target by
+    learning how the two co-vary over the space.
+    """
 
-    name: str
-    measures: str
-    cost: float
-    log: bool = False
-    target: bool = False
+    name: str  # "film", "device"
+    measures: str  # the quantity this source measures: "phi_sum_mu_max", "pce"
+    cost: float  # hours per measurement (declared in the protocol)
+    log: bool = False  # model log10 of the measured quantity
+    target: bool = False  # exactly one fidelity is the target; it measures problem.objectives[0]
 
 
 @dataclass(frozen=True)
@@ -144,7 +146,7 @@ class Problem:
     outcome_constraints: tuple[OutcomeConstraint, ...] = ()
     # Multi-objective reference point (per objective, in the objective's own units); inferred if None.
     reference_point: dict[str, float] | None = None
-    # Sources of the first objective and their costs (multi-fidelity); empty: an ordinary problem.
+    # Sources of the objective with their costs; empty: an ordinary single-source problem.
     fidelities: tuple[Fidelity, ...] = ()
 
 
@@ -154,9 +156,11 @@ class Observation:
 
     `failed` marks a failed sample (the experiment ran, the material is bad): it carries no objective
     values but tells the planner where the process fails. Instrument faults never reach a planner.
+    `fidelity` names the source that measured it (`Problem.fidelities`); None is the target, or a
+    problem without fidelities. An observation of fidelity f carries `values = {f.measures: v}`.
     """
 
     conditions: Conditions
     values: dict[str, float] = field(default_factory=dict)
     failed: bool = False
-    fidelity: str | None = None  # the source that measured it (Problem.fidelities); None: the target
+    fidelity: str | None = None

@@ -1,0 +1,318 @@
+"""Planner-only multi-fidelity benchmark: instrument-hours until a device reaches 90 % of the best PCE.
+
+Three strategies side by side on the same truth and seeds, each a loop propose -> measure -> observe in
+this process (no engine): "multifidelity" (the multifidelity planner choosing TRMC films, 20 min, or
+devices, 24 h), "pce_only" (the botorch planner on devices alone) and "lab" (the lab's habit: botorch on
+TRMC films alone for `--lab-films` films, then devices for the five best measured films). A strategy
+reaches the target at the first *device* measurement whose true PCE is >= 90 % of the optimum; its cost
+is the hours spent until then, failed measurements included. Runs that do not get there within
+`--budget-devices` devices' worth of hours are censored (counted as later than any run that did).
+
+Truth: `closedloop.simulators.device.model.DeviceModel` (`--truth device`, the default), or `--truth
+synthetic`: a stand-in for trial runs of this script only, NOT a device model (the TRMC film model's
+signal, mixed in standardized log units with a seeded smooth random function so the two have the asked
+correlation over the space; its optimum is the best of 4096 legal Sobol points).
+
+    $ .venv/bin/python benchmarks/multifidelity_planner.py --seeds 20 --workers 2   # writes results/multifidelity_planner.json
+    $ .venv/bin/python benchmarks/multifidelity_planner.py --truth synthetic --seeds 2 --budget-devices 15  # a trial run
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import statistics
+import sys
+import time
+from collections.abc import Mapping
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from closedloop.controller.offline.bench_metrics import censored_median  # noqa: E402
+from closedloop.controller.offline.campaign_bench import machine, search_region  # noqa: E402
+from closedloop.controller.protocol.model import load_protocol  # noqa: E402
+from closedloop.planners.space import Fidelity, Objective, Observation, Problem  # noqa: E402
+from closedloop.records import Value  # noqa: E402
+from closedloop.simulators.trmc.process import TrmcProcessModel  # noqa: E402
+
+PROTOCOL = Path(__file__).resolve().parents[1] / "protocols" / "trmc_opv_blend.yaml"
+RESULTS = Path(__file__).resolve().parent / "results" / "multifidelity_planner.json"
+FILM_HOURS, DEVICE_HOURS = 20 / 60, 24.0
+FILM_SCATTER = 0.15  # the TRMC station's lognormal film-to-film scatter (DOMAIN.md)
+REACH = 0.9
+STRATEGIES = ("multifidelity", "pce_only", "lab")
+FIDELITIES = (
+    Fidelity("film", "phi_sum_mu_max", FILM_HOURS, log=True),
+    Fidelity("device", "pce", DEVICE_HOURS, target=True),
+)
+
+
+class SyntheticDevice:
+    """Stand-in for DeviceModel in trial runs (`--truth synthetic`): see the module docstring."""
+
+    def __init__(self, proxy_correlation: float, seed: int, problem: Problem) -> None:
+        from closedloop.planners.encoding import SpaceEncoding
+        from closedloop.planners.sampling import sample_legal
+
+        self.film = TrmcProcessModel()
+        self.encoding = SpaceEncoding(problem.space)
+        rng = np.random.default_rng(seed)
+        self.w = rng.normal(0.0, 3.0, (12, self.encoding.dim))
+        self.b = rng.uniform(0.0, 2 * math.pi, 12)
+        self.r = proxy_correlation
+        self.points = sample_legal(self.encoding, 4096, seed)
+        film = np.array([self._log_film(p) for p in self.points])
+        hidden = np.array([self._hidden(p) for p in self.points])
+        self.film_scale = (float(film.mean()), float(film.std()))
+        self.hidden_scale = (float(hidden.mean()), float(hidden.std()))
+        values = [self.true_pce(p) for p in self.points]
+        best = int(np.argmax(values))
+        self.optimum = (self.points[best], float(values[best]))
+
+    def _log_film(self, c: Mapping[str, Value]) -> float:
+        return math.log10(self.film.true_phi_sum_mu_max(c))
+
+    def _hidden(self, c: Mapping[str, Value]) -> float:
+        x = self.encoding.encode([dict(c)]).numpy()[0]
+        return float(np.cos(self.w @ x + self.b).sum())
+
+    def true_film_signal(self, c: Mapping[str, Value]) -> float:
+        return self.film.true_phi_sum_mu_max(c)
+
+    def true_pce(self, c: Mapping[str, Value]) -> float:
+        z_film = (self._log_film(c) - self.film_scale[0]) / self.film_scale[1]
+        z_hidden = (self._hidden(c) - self.hidden_scale[0]) / self.hidden_scale[1]
+        z = self.r * z_film + math.sqrt(1.0 - self.r**2) * z_hidden
+        return 5.0 / (1.0 + math.exp(-(z - 1.0)))  # a P3HT:PCBM-like 0-5 % range, best films near 4 %
+
+    def failure_probability(self, c: Mapping[str, Value]) -> float:
+        return 1.0 - (1.0 - self.film.failure_probability(c)) * 0.9
+
+    def measure_pce(self, c: Mapping[str, Value], rng: np.random.Generator) -> float | None:
+        if rng.random() < self.failure_probability(c):
+            return None
+        return self.true_pce(c) * math.exp(0.05 * rng.standard_normal())
+
+    def optimum_pce(self, region: Any = None) -> tuple[dict[str, Value], float]:
+        return dict(self.optimum[0]), self.optimum[1]
+
+
+def make_truth(kind: str, correlation: float, seed: int, problem: Problem) -> Any:
+    if kind == "synthetic":
+        return SyntheticDevice(correlation, seed, problem)
+    from closedloop.simulators.device.model import DeviceModel, DeviceSettings
+
+    return DeviceModel(DeviceSettings(proxy_correlation=correlation, seed=seed))
+
+
+def measure_film(truth: Any, film: TrmcProcessModel, c: Mapping[str, Value], rng: np.random.Generator) -> Observation:
+    if rng.random() < film.failure_probability(c):
+        return Observation(dict(c), {}, True, "film")
+    sigma = math.sqrt(math.log(1.0 + FILM_SCATTER**2))
+    value = truth.true_film_signal(c) * math.exp(sigma * rng.standard_normal() - sigma**2 / 2)
+    return Observation(dict(c), {"phi_sum_mu_max": value}, False, "film")
+
+
+class Campaign:
+    """One strategy's run: spends hours, records devices, knows when the target was reached."""
+
+    def __init__(self, truth: Any, optimum: float, budget_hours: float, seed: int) -> None:
+        self.truth, self.optimum, self.budget = truth, optimum, budget_hours
+        self.rng = np.random.default_rng(seed)
+        self.film = TrmcProcessModel()
+        self.hours = 0.0
+        self.reached: float | None = None
+        self.films = self.devices = 0
+
+    @property
+    def over(self) -> bool:
+        return self.reached is not None or self.hours >= self.budget
+
+    def measure(self, c: Mapping[str, Value], fidelity: str) -> Observation:
+        if fidelity == "film":
+            self.hours += FILM_HOURS
+            self.films += 1
+            return measure_film(self.truth, self.film, c, self.rng)
+        self.hours += DEVICE_HOURS
+        self.devices += 1
+        pce = self.truth.measure_pce(c, self.rng)
+        if pce is None:
+            return Observation(dict(c), {}, True, "device")
+        if self.truth.true_pce(c) >= REACH * self.optimum and self.reached is None:
+            self.reached = self.hours
+        return Observation(dict(c), {"pce": pce}, False, "device")
+
+
+def run_one(job: dict[str, Any]) -> dict[str, Any]:
+    import torch
+
+    from closedloop.planners.registry import make_planner
+
+    torch.set_num_threads(1)
+    base, mf = problems()
+    truth = make_truth(job["truth"], job["correlation"], job["seed"], mf)
+    optimum = truth.optimum_pce(search_region(load_protocol(PROTOCOL)))[1]
+    run = Campaign(truth, optimum, job["budget_devices"] * DEVICE_HOURS, job["seed"])
+    started, cpu = time.perf_counter(), time.process_time()
+    seed0 = job["seed"] * 1_000_003
+    observations: list[Observation] = []
+    strategy = job["strategy"]
+    if strategy == "multifidelity":
+        planner = make_planner("multifidelity", **job["options"])
+        while not run.over:
+            (p,) = planner.propose(mf, observations, [], 1, seed0 + len(observations))
+            observations.append(run.measure(p.conditions, p.provenance.fidelity or "device"))
+    elif strategy == "pce_only":
+        planner = make_planner("botorch", n_initial=8)
+        device_problem = replace(base, objectives=(Objective("pce"),))
+        while not run.over:
+            (p,) = planner.propose(device_problem, observations, [], 1, seed0 + len(observations))
+            observations.append(replace(run.measure(p.conditions, "device"), fidelity=None))
+    else:  # the lab: BO on films alone, then devices for the five best films
+        planner = make_planner("botorch", n_initial=8)
+        films: list[Observation] = []
+        while len(films) < job["lab_films"] and not run.over:
+            (p,) = planner.propose(base, films, [], 1, seed0 + len(films))
+            films.append(replace(run.measure(p.conditions, "film"), fidelity=None))
+        best = sorted((o for o in films if not o.failed), key=lambda o: -o.values["phi_sum_mu_max"])[:5]
+        for o in best:
+            if not run.over:
+                run.measure(o.conditions, "device")
+    return {
+        **{k: job[k] for k in ("strategy", "correlation", "seed")},
+        "hours_to_target": None if run.reached is None else round(run.reached, 3),
+        "hours_spent": round(run.hours, 3), "films": run.films, "devices": run.devices,
+        "wall_s": round(time.perf_counter() - started, 1), "cpu_s": round(time.process_time() - cpu, 1),
+    }  # fmt: skip
+
+
+def problems() -> tuple[Problem, Problem]:
+    """The protocol's film problem as the controller builds it, and its multi-fidelity version (PCE the target)."""
+    base = load_protocol(PROTOCOL).to_problem()
+    return base, replace(base, objectives=(Objective("pce"),), fidelities=FIDELITIES)
+
+
+def planning_time(kind: str, n: int, options: dict[str, Any]) -> dict[str, Any]:
+    """Seconds of one multifidelity propose given `n` mixed observations (5 films per device, failures kept)."""
+    import torch
+
+    from closedloop.planners.encoding import SpaceEncoding
+    from closedloop.planners.registry import make_planner
+    from closedloop.planners.sampling import sample_legal
+
+    torch.set_num_threads(1)
+    _, mf = problems()
+    truth = make_truth(kind, 0.8, 0, mf)
+    run = Campaign(truth, math.inf, math.inf, 0)
+    points = sample_legal(SpaceEncoding(mf.space), n, 7)
+    observations = [run.measure(c, "device" if i % 6 == 5 else "film") for i, c in enumerate(points)]
+    planner = make_planner("multifidelity", **options)
+    planner.propose(mf, observations[:40], [], 1, 0)  # the first call in a process pays one-time costs
+    started, cpu = time.perf_counter(), time.process_time()
+    (p,) = planner.propose(mf, observations, [], 1, 1)
+    seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu
+    # The botorch planner on as many observations of one source (PCE only), on this machine at this load.
+    device_problem = replace(mf, fidelities=())
+    reference = [replace(o, values={"pce": truth.true_pce(o.conditions)} if not o.failed else {}, fidelity=None)
+                 for o in observations]  # fmt: skip
+    started, cpu = time.perf_counter(), time.process_time()
+    make_planner("botorch", n_initial=8).propose(device_problem, reference, [], 1, 1)
+    return {"observations": n, "devices": run.devices, "seconds": round(seconds, 2), "cpu_seconds": round(cpu_seconds, 2),
+            "fit_s": round(p.provenance.fit_time_s, 2), "botorch_seconds_same_n": round(time.perf_counter() - started, 2),
+            "botorch_cpu_seconds_same_n": round(time.process_time() - cpu, 2),
+            "fidelity": p.provenance.fidelity, "reason": p.provenance.fidelity_reason}  # fmt: skip
+
+
+def summary(runs: list[dict[str, Any]], budget_hours: float) -> dict[str, Any]:
+    hours = [r["hours_to_target"] for r in runs]
+    ordered = sorted(h if h is not None else math.inf for h in hours)  # censored runs last
+    # Nearest-rank quartiles: interpolating between a finite run and a censored one has no meaning.
+    q = [ordered[max(0, math.ceil(f * len(ordered)) - 1)] for f in (0.25, 0.5, 0.75)]
+    shown = [None if math.isinf(v) else round(v, 1) for v in q]
+    return {"reached": sum(h is not None for h in hours), "runs": len(runs), "median_hours": censored_median(hours),
+            "iqr_hours": [shown[0], shown[2]], "budget_hours": budget_hours,
+            "median_films": statistics.median(r["films"] for r in runs),
+            "median_devices": statistics.median(r["devices"] for r in runs)}  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--truth", choices=("device", "synthetic"), default="device",
+                        help="device: simulators.device.model.DeviceModel; synthetic: this file's stand-in, for trial runs")
+    parser.add_argument("--correlations", default="0.8,0", help="proxy rank correlations to run, comma-separated")
+    parser.add_argument("--seeds", type=int, default=20)
+    parser.add_argument("--budget-devices", type=float, default=40, help="budget in devices' worth of hours (24 h each)")
+    parser.add_argument("--lab-films", type=int, default=40, help="films the lab heuristic screens before devices")
+    parser.add_argument("--options", default="{}", help="multifidelity planner options as JSON")
+    parser.add_argument("--timing-observations", type=int, default=200)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--json", dest="json_out", default=None,
+                        help=f"report file (default with --truth device: {RESULTS.relative_to(RESULTS.parents[2])})")
+    args = parser.parse_args(argv)  # fmt: skip
+    if args.truth == "device":
+        args.json_out = args.json_out or str(RESULTS)
+        try:
+            import closedloop.simulators.device.model  # noqa: F401
+        except ImportError as error:
+            parser.error(f"--truth device needs closedloop.simulators.device.model ({error}); or use --truth synthetic")
+    options = {"n_initial": 8, **json.loads(args.options)}
+    correlations = [float(c) for c in args.correlations.split(",")]
+    jobs = [
+        {"strategy": s, "correlation": r, "seed": seed, "truth": args.truth, "budget_devices": args.budget_devices,
+         "lab_films": args.lab_films, "options": options}
+        for r in correlations for seed in range(args.seeds) for s in STRATEGIES
+    ]  # fmt: skip
+    load_before, started, cpu = os.getloadavg(), time.perf_counter(), time.process_time()
+    with ProcessPoolExecutor(args.workers) as pool:
+        timing = pool.submit(planning_time, args.truth, args.timing_observations, options)
+        runs = []
+        for run in pool.map(run_one, jobs):  # in job order, printed as they finish
+            runs.append(run)
+            print(f"{run['strategy']:14s} correlation {run['correlation']:g} seed {run['seed']}: "
+                  f"{run['hours_to_target']} h to target ({run['films']} films, {run['devices']} devices, "
+                  f"{run['wall_s']} s)", flush=True)  # fmt: skip
+        timing_result = timing.result()
+    budget_hours = args.budget_devices * DEVICE_HOURS
+    results: dict[str, Any] = {}
+    checks: dict[str, Any] = {}
+    for r in correlations:
+        by = {s: summary([x for x in runs if x["strategy"] == s and x["correlation"] == r], budget_hours) for s in STRATEGIES}
+        mf, pce = by["multifidelity"]["median_hours"], by["pce_only"]["median_hours"]
+        ratio = None if mf is None or pce is None else round(mf / pce, 3)
+        results[f"correlation {r:g}"] = {**by, "multifidelity_over_pce_only": ratio}
+        limit = 0.5 if r >= 0.5 else 1.1
+        checks[f"correlation {r:g}: multifidelity <= {limit} x pce_only"] = None if ratio is None else ratio <= limit
+    report = {
+        "benchmark": __doc__.splitlines()[0], "truth": args.truth, "protocol": str(PROTOCOL.name),
+        "seeds": args.seeds, "options": options, "lab_films": args.lab_films, "results": results, "checks": checks,
+        "planning_time": timing_result, "machine": machine(), "load_before": load_before, "load_after": os.getloadavg(),
+        "wall_s": round(time.perf_counter() - started, 1), "cpu_s_workers": round(sum(x["cpu_s"] for x in runs), 1),
+        "cpu_s_main": round(time.process_time() - cpu, 1), "runs": runs,
+    }  # fmt: skip
+    for key, value in results.items():
+        for s in STRATEGIES:
+            v = value[s]
+            print(f"{key} {s:14s} reached {v['reached']}/{v['runs']}  median {v['median_hours']} h  IQR {v['iqr_hours']}"
+                  f"  films {v['median_films']}  devices {v['median_devices']}")  # fmt: skip
+        print(f"{key} multifidelity / pce_only = {value['multifidelity_over_pce_only']}")
+    print(f"checks: {checks}")
+    t = timing_result
+    print(f"planning time at {t['observations']} observations: {t['seconds']} s wall, {t['cpu_seconds']} s CPU "
+          f"(botorch planner, one source, same n: {t['botorch_seconds_same_n']} s wall, {t['botorch_cpu_seconds_same_n']} s CPU)")
+    print(f"wall {report['wall_s']} s, workers' CPU {report['cpu_s_workers']} s, load {load_before} -> {report['load_after']}")
+    if args.json_out:
+        Path(args.json_out).write_text(json.dumps(report, indent=1))
+        print(f"wrote {args.json_out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
