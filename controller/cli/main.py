@@ -24,7 +24,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "import": ("warm_start", "import_command", "Add earlier results to CAMPAIGN_FILE as warm-start trials, from a CSV file or another campaign."),
     "init": ("campaign", "init", "Create the campaign file of PROTOCOL without touching any instrument, to ask/tell or resume."),
     "list": ("listing", "list_campaigns", "Every campaign file in FOLDER (default: here) with its status, progress, best result and last activity."),
-    "reanalyze": ("reanalyze", "reanalyze", "Recompute phi_sum_mu_max and tau_half of CAMPAIGN_FILE from its raw transients with the current analysis version; the previous values are kept, marked superseded."),
+    "reanalyze": ("reanalyze", "reanalyze", "Recompute the derived values of CAMPAIGN_FILE from its raw records (TRMC transients, J-V sweeps) with the current analysis version; the previous values are kept, marked superseded."),
     "replay": ("replay", "replay", "Audit CAMPAIGN: re-derive every recorded proposal from the recorded observations, seed and planner version, and report which match."),
     "report": ("report", "report", "Write one self-contained HTML report of CAMPAIGN_FILE (works offline; the campaign is opened read-only)."),
     "resume": ("campaign", "resume", "Reconcile interrupted trials of CAMPAIGN_FILE and continue it."),

@@ -1,4 +1,5 @@
-"""`closedloop reanalyze CAMPAIGN`: recompute derived TRMC values from the stored raw transients.
+"""`closedloop reanalyze CAMPAIGN`: recompute derived values from the stored raw records (TRMC transients,
+J-V sweeps).
 
 Exit codes as the other campaign commands: 0 done, 2 bad input (no such file, a campaign that is
 being run by another process, or one without raw transients).
@@ -15,8 +16,6 @@ from closedloop.controller.cli.errors import handle_errors
 from closedloop.controller.offline.reanalyze import NoRawTransients, TrialReanalysis, reanalyze_campaign
 from closedloop.controller.store.campaign_store import CampaignStore
 
-_SHOWN_VALUES = ("phi_sum_mu_max", "tau_half")
-
 
 def _value(values: dict[str, float], name: str) -> str:
     value = values.get(name)
@@ -25,7 +24,7 @@ def _value(values: dict[str, float], name: str) -> str:
 
 def _row(result: TrialReanalysis) -> str:
     changes = "  ".join(
-        f"{name} {_value(result.old_values, name)} -> {_value(result.new_values, name)}" for name in _SHOWN_VALUES
+        f"{name} {_value(result.old_values, name)} -> {_value(result.new_values, name)}" for name in result.derives
     )
     status = f"{result.old_status or '-'} -> {result.new_status}"
     analysis = f"[{result.old_analysis or '?'} -> {result.new_analysis}]"
@@ -38,8 +37,10 @@ def _row(result: TrialReanalysis) -> str:
 @click.option("--trial", "trial_ids", type=int, multiple=True, help="Only this trial (repeatable).")
 @handle_errors
 def reanalyze(campaign_file: str, trial_ids: tuple[int, ...]) -> None:
-    """Recompute phi_sum_mu_max and tau_half of CAMPAIGN_FILE from its raw transients with the current
-    analysis version; the previous values are kept, marked superseded."""
+    """Recompute the derived values of CAMPAIGN_FILE from its raw records (TRMC transients, J-V sweeps) with
+    the current analysis version; the previous values are kept, marked superseded.
+
+    TRMC transients give phi_sum_mu_max and tau_half; J-V sweeps give pce, voc, jsc and ff."""
     try:
         with CampaignStore.open(campaign_file, writer=True) as store:
             results = reanalyze_campaign(store, trial_ids or None)

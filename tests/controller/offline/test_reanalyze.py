@@ -105,7 +105,31 @@ def test_a_campaign_without_raw_transients_exits_2(tmp_path: Path, branin_protoc
     assert ran.exit_code == 0, ran.output
     result = CliRunner().invoke(main, ["reanalyze", str(db)])
     assert result.exit_code == 2
-    assert "raw transient" in result.output
+    assert "has a stored raw record (a TRMC transient" in result.output
     assert current_and_superseded(db) == (2, 0)
     missing = CliRunner().invoke(main, ["reanalyze", str(tmp_path / "nope.sqlite")])
     assert missing.exit_code == 2 and "error:" in missing.output
+
+
+def test_a_device_line_reanalyzes_its_jv_sweeps_and_keeps_what_earlier_steps_measured(tmp_path: Path) -> None:
+    """protocols/opv_device_mf.yaml's device route (robot, hot plate, a day's fabrication, the SMU): the
+    J-V analysis is redone from the stored sweeps; the film's thickness and plate temperature stay."""
+    text = (ROOT / "protocols" / "opv_device_mf.yaml").read_text()
+    for old, new in [("  seed: 1\n", "  seed: 1\n  acquisition: random\n"),  # every trial a device (the target)
+                     ("budget: {trials: 200, instrument_time: 400 h}", "budget: {trials: 3}")]:
+        assert old in text
+        text = text.replace(old, new)
+    (tmp_path / "mf.yaml").write_text(text)
+    db = tmp_path / "mf.sqlite"
+    ran = CliRunner().invoke(main, ["run", str(tmp_path / "mf.yaml"), "--sim", "--quiet", "--no-report", "--db", str(db)])
+    assert ran.exit_code == 0, ran.output
+    with CampaignStore.open(db) as store:
+        before = {t.id: t for t in store.trials(("measured",))}
+    assert before and all({"thickness", "plate_temp", "pce", "voc", "jsc", "ff"} <= set(t.values) for t in before.values())
+    result = CliRunner().invoke(main, ["reanalyze", str(db)])
+    assert result.exit_code == 0, result.output
+    assert "pce " in result.output and "jv-sweep 1.0 -> jv-sweep 1.0" in result.output
+    with CampaignStore.open(db) as store:
+        after = {t.id: t for t in store.trials(("measured",))}
+    for trial_id, t in before.items():
+        assert after[trial_id].values == pytest.approx(t.values)  # same analysis version: the same values, all kept
