@@ -19,6 +19,8 @@ class Planner(Protocol):
     `pending` are conditions already dispatched but not yet measured; a planner must not propose
     them again and should spread a batch away from them. `candidates`, when given, is pool mode:
     every proposal must be a row of that table (by parameter columns) not already observed or pending.
+    `pending_fidelities`, for a problem with fidelities, names the source each pending point is being
+    measured by (aligned with `pending`; None: the target); empty when unknown. Other planners ignore it.
     """
 
     name: str
@@ -32,4 +34,5 @@ class Planner(Protocol):
         n: int,
         seed: int,
         candidates: pd.DataFrame | None = None,
+        pending_fidelities: Sequence[str | None] = (),
     ) -> list[Proposal]: ...

@@ -159,6 +159,7 @@ class BotorchPlanner:
         n: int,
         seed: int,
         candidates: pd.DataFrame | None = None,
+        pending_fidelities: Sequence[str | None] = (),
     ) -> list[Proposal]:
         check_request(n)
         check_problem(problem)

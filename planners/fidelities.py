@@ -39,14 +39,17 @@ class Sources:
 
     def of(self, observation: Observation) -> Fidelity:
         """The source of an observation; no fidelity named means the target."""
-        if observation.fidelity is None:
+        return self.named(observation.fidelity, f"an observation (at {observation.conditions})")
+
+    def named(self, name: str | None, what: str = "a pending point") -> Fidelity:
+        """The source called `name`; None means the target."""
+        if name is None:
             return self.target
         for fidelity in self.all:
-            if fidelity.name == observation.fidelity:
+            if fidelity.name == name:
                 return fidelity
         raise ValueError(
-            f"an observation has fidelity {observation.fidelity!r}, which the problem does not declare; "
-            f"declared: {[f.name for f in self.all]} (at {observation.conditions})"
+            f"{what} has fidelity {name!r}, which the problem does not declare; declared: {[f.name for f in self.all]}"
         )
 
 
@@ -152,9 +155,11 @@ def failure_labels(encoding: SpaceEncoding, observations: Sequence[Observation])
     return X[finite], labels[finite]
 
 
-def hours_since_target(sources: Sources, observations: Sequence[Observation]) -> float:
-    """Instrument-hours spent on proxies since the last target measurement (observations in time order)."""
-    hours = 0.0
+def hours_since_target(sources: Sources, observations: Sequence[Observation],
+                       pending: Sequence[Fidelity] = ()) -> float:
+    """Instrument-hours spent on proxies since the last target result: those measured since (observations
+    in time order) and those in flight (`pending`, the source of each point being measured)."""
+    hours = sum(f.cost for f in pending if not f.target)
     for observation in reversed(observations):
         fidelity = sources.of(observation)
         if fidelity.target:

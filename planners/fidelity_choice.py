@@ -7,8 +7,11 @@ itself; two guards keep the target from starving where that estimate cannot be t
 failure of cost-aware multi-fidelity BO is never leaving the cheap source, Ax issue #475):
 
 - a proxy whose learned correlation with the target is below `min_correlation` is not measured at all;
-- once `proxy_share` x (the target's cost) hours have gone to proxies since the last target measurement,
-  the target is measured: proxies can at most add that share to the hours the target gets.
+- once `proxy_share` x (the target's cost) hours have gone to proxies since the last target result, the
+  target is measured: proxies can at most add that share to the hours the target gets. When a target
+  measurement is already in flight (a device a day in the making), nothing is proposed instead: the line
+  waits for it rather than spend more on proxies or start another target measurement the proxies did not
+  ask for.
 """
 
 from __future__ import annotations
@@ -37,9 +40,11 @@ class FidelityChoice:
 
 
 def choose_fidelity(
-    sources: Sources, fit: MultiTaskFit, x: Tensor, proxy_hours: float, guards: FidelityGuards
-) -> FidelityChoice:
-    """The source to measure `x` (d,) with; `proxy_hours` spent on proxies since the last target measurement."""
+    sources: Sources, fit: MultiTaskFit, x: Tensor, proxy_hours: float, guards: FidelityGuards,
+    target_in_flight: bool = False,
+) -> FidelityChoice | None:
+    """The source to measure `x` (d,) with; `proxy_hours` spent on proxies since the last target result
+    (with those in flight). None: wait for the target measurement in flight (see the module docstring)."""
     removed = fit.variance_removed(x)
     correlation = fit.correlations()
     names = [t.fidelity.name for t in fit.tasks]
@@ -71,6 +76,8 @@ def choose_fidelity(
         return FidelityChoice(target, reason(why), settings | {"rule": "variance per hour"})
     limit = guards.proxy_share * target.cost
     if proxy_hours + by_name[best].cost > limit + 1e-9:
+        if target_in_flight:
+            return None
         why = (
             f"{target.name}: {proxy_hours:.3g} h already on proxies since the last {target.name} measurement "
             f"(limit {limit:.3g} h = {guards.proxy_share:g} x its cost), though {best} scores "

@@ -7,8 +7,8 @@ all sources; (2) chooses the conditions by noisy log-EI of the *target* (pending
 at the target: their source is not known to the planner); (3) chooses the source at those conditions by
 target-variance reduction per instrument-hour, with guards against starving the target
 (`planners.fidelity_choice`). The initial design measures `n_initial` space-filling points with the
-cheapest proxy, then `n_initial_target` of them again with the target, so the task correlation is learned
-from pairs that span the space. Encoding, constraints, ints and choices, failed samples, seeding,
+cheapest proxy, then the `n_initial_target` best of them again with the target, so the task correlation is
+learned from pairs (and the proxy's best is measured by the target at once). Encoding, constraints, ints and choices, failed samples, seeding,
 fallbacks and provenance are the botorch planner's.
 """
 
@@ -41,7 +41,7 @@ from closedloop.planners.optimize import optimize_over_points, optimize_relaxed
 from closedloop.planners.outcomes import FEASIBILITY, NoUsableData, Outcome, TrainingData, check_problem
 from closedloop.planners.provenance import Proposal, Provenance, base_provenance, check_request
 from closedloop.planners.repair import make_legal
-from closedloop.planners.sampling import isolated_rng, maximin_select
+from closedloop.planners.sampling import isolated_rng
 from closedloop.planners.sobol import space_filling
 from closedloop.planners.space import Conditions, Fidelity, Observation, Problem
 
@@ -55,6 +55,7 @@ class _Call:
     encoding: SpaceEncoding
     observations: Sequence[Observation]
     pending: Sequence[Conditions]
+    pending_sources: Sequence[Fidelity]  # the source measuring each pending point (the target when unknown)
     n: int
     seed: int
     pool: list[Conditions] | None
@@ -66,10 +67,12 @@ class MultiFidelityPlanner(BotorchPlanner):
 
     Takes the botorch planner's options (same meaning; pad_failures is off by default here: a device that
     failed where its film worked, padded at the worst PCE, would tell the task model that film and device
-    disagree there, and that correlation decides where films are used) and three of its own:
+    disagree there, and that correlation decides where films are used; and a smaller optimizer and fit
+    budget, num_restarts 3, raw_samples 64, mc_samples 64, fit_maxiter 50: the multi-task model costs
+    about twice the botorch planner's per decision) and three of its own:
 
-    n_initial_target: target measurements in the initial design, at proxy-measured points spread over the
-        space (3: the fewest from which a correlation can be told from chance; each costs a full target
+    n_initial_target: target measurements in the initial design, at the best proxy-measured points (3: the
+        fewest from which a correlation can be told from chance; each costs a full target
         measurement, so more would spend the budget the proxies are meant to save).
     min_correlation: a proxy whose learned correlation with the target is below this is not measured.
     proxy_share: at most this many target-costs of hours go to proxies between two target measurements.
@@ -85,10 +88,10 @@ class MultiFidelityPlanner(BotorchPlanner):
         self,
         n_initial: int = 8,
         initial_method: str = "sobol",
-        num_restarts: int = 6,
-        raw_samples: int = 192,
-        mc_samples: int = 128,
-        fit_maxiter: int = 100,
+        num_restarts: int = 3,
+        raw_samples: int = 64,
+        mc_samples: int = 64,
+        fit_maxiter: int = 50,
         max_fit_points: int = 500,
         optimizer_maxiter: int = 200,
         max_choice_combinations: int = 8,
@@ -124,19 +127,23 @@ class MultiFidelityPlanner(BotorchPlanner):
         n: int,
         seed: int,
         candidates: pd.DataFrame | None = None,
+        pending_fidelities: Sequence[str | None] = (),
     ) -> list[Proposal]:
         check_request(n)
         check_problem(problem)
         sources = check_fidelities(problem)
         for observation in observations:
             sources.of(observation)  # an undeclared source is refused before anything is fitted
+        if pending_fidelities and len(pending_fidelities) != len(pending):
+            raise ValueError(f"pending_fidelities names {len(pending_fidelities)} source(s) for {len(pending)} pending point(s)")
+        pending_sources = [sources.named(name) for name in pending_fidelities] or [sources.target] * len(pending)
         encoding = SpaceEncoding(problem.space)
         existing = [o.conditions for o in observations] + list(pending)
         pool = search_pool(encoding, existing, candidates)
         if n == 0 or pool == []:
             return []
-        provenance = base_provenance(self.name, self.version, seed, observations, pending)
-        call = _Call(problem, sources, encoding, observations, pending, n, seed, pool, provenance)
+        provenance = base_provenance(self.name, self.version, seed, observations, pending, pending_fidelities)
+        call = _Call(problem, sources, encoding, observations, pending, pending_sources, n, seed, pool, provenance)
         with isolated_rng(seed):
             initial = self._initial_step(call)
             if initial is not None:
@@ -162,21 +169,38 @@ class MultiFidelityPlanner(BotorchPlanner):
         cheap = sources.cheapest
         measured_cheap = [o for o in observations if o.fidelity == cheap.name]
         target_usable = [o for o in observations if sources.of(o).target and not o.failed]
-        if len(measured_cheap) < self.n_initial:
+        # What is being measured counts towards the design: a line with devices a day in the making must
+        # not start a new initial device for every film that passes while they are made.
+        cheap_in_flight = sum(f.name == cheap.name for f in call.pending_sources)
+        target_in_flight = sum(f.target for f in call.pending_sources)
+        if len(measured_cheap) + cheap_in_flight < self.n_initial:
             why = f"{cheap.name}: initial design, {self.n_initial} {cheap.name} measurements to map the space cheaply"
             points = self._initial(encoding, existing, n, seed, pool)
             return _proposals(points, replace(provenance, fidelity=cheap.name, fidelity_reason=why))
-        if len(target_usable) >= self.n_initial_target:
-            return None
+        if len(target_usable) + target_in_flight >= self.n_initial_target:
+            if target_usable or not target_in_flight:
+                return None
+            # The first target results are still being made (a day for a device): nothing relates the sources
+            # yet, so the proxy maps the space meanwhile.
+            why = (f"{cheap.name}: waiting for the first {sources.target.name} results ({target_in_flight} being "
+                   f"measured); {cheap.name} measurements map the space meanwhile")
+            # At most the proxy share of the target's cost meanwhile (as between target results later).
+            room = self.guards.proxy_share * sources.target.cost - hours_since_target(sources, observations, call.pending_sources)
+            points = space_filling(encoding, existing, min(n, max(0, int(room / cheap.cost + 1e-9))), seed, pool)
+            return _proposals(points, replace(provenance, fidelity=cheap.name, fidelity_reason=why))
         why = (
-            f"{sources.target.name}: initial design, {self.n_initial_target} {sources.target.name} results at "
-            f"{cheap.name}-measured points so the correlation between the two can be learned"
+            f"{sources.target.name}: initial design, {self.n_initial_target} {sources.target.name} results at the "
+            f"best {cheap.name}-measured conditions, to learn how the two relate (and, if they do, to measure "
+            f"the proxy's best as a {sources.target.name} at once)"
         )
         provenance = replace(provenance, fidelity=sources.target.name, fidelity_reason=why)
-        # Pairs: the target at proxy-measured conditions spread over the space, not yet measured by the target.
+        # Pairs: the target at the proxy's best conditions not yet measured by the target. A lab measures its
+        # best films as devices first; if the proxy tracks the target these may already be near the optimum,
+        # and if it does not they are as good as any other points to learn that from.
         done = [o.conditions for o in observations if sources.of(o).target] + list(call.pending)
-        paired = [o.conditions for o in measured_cheap if not o.failed]
-        points = [paired[i] for i in maximin_select(encoding, paired, done, n)] if pool is None else []
+        ranked = sorted((o for o in measured_cheap if not o.failed and cheap.measures in o.values and o.conditions not in done),
+                        key=lambda o: o.values[cheap.measures], reverse=call.problem.objectives[0].maximize)
+        points = [o.conditions for o in ranked[:n]] if pool is None else []
         if len(points) < n:
             points += space_filling(encoding, existing + points, n - len(points), seed, pool)
         return _proposals(points, provenance)
@@ -224,7 +248,7 @@ class MultiFidelityPlanner(BotorchPlanner):
                 fallbacks.append(f"{replaced} optimized point(s) could not be made legal or repeated a known point; used Sobol for them")
         X = encoding.encode(points)
         values = pointwise_values(acq, X)
-        proxy_hours = hours_since_target(sources, observations)
+        proxy_hours = hours_since_target(sources, observations, call.pending_sources)
         base = replace(
             call.provenance,
             acquisition=acquisition.name,
@@ -235,8 +259,12 @@ class MultiFidelityPlanner(BotorchPlanner):
             notes=tuple(notes),
         )
         proposals = []
+        target_in_flight = any(f.target for f in call.pending_sources)
         for i, point in enumerate(points):
-            choice = choose_fidelity(sources, fit, X[i].to(DTYPE), proxy_hours, self.guards)
+            choice = choose_fidelity(sources, fit, X[i].to(DTYPE), proxy_hours, self.guards, target_in_flight)
+            if choice is None:  # proxies have had their share; the target measurement in flight comes first
+                continue
+            target_in_flight = target_in_flight or choice.fidelity.target
             proxy_hours = 0.0 if choice.fidelity.target else proxy_hours + choice.fidelity.cost
             settings = acquisition.settings | self.settings.as_provenance(None if pool is not None else encoding)
             proposals.append(

@@ -60,6 +60,12 @@ class BotorchOptions(PlannerOptions):
 class MultiFidelityOptions(BotorchOptions):
     """`planners.multifidelity.MultiFidelityPlanner`'s options: the botorch planner's and its own three."""
 
+    # A smaller optimizer and fit budget than the botorch planner's: the multi-task model and a mixed space
+    # (solvent x 3) cost twice as much per decision; measured in benchmarks/multifidelity_planner.py.
+    num_restarts: Count = 3
+    raw_samples: Count = 64
+    mc_samples: Count = 64
+    fit_maxiter: Count = 50
     pad_failures: StrictBool = False
     n_initial_target: Annotated[int, Field(ge=2)] = 3
     min_correlation: Annotated[float, Field(ge=0.0, le=1.0)] = 0.5

@@ -19,8 +19,10 @@ def _plain(value: Any) -> Any:
     raise TypeError(f"cannot serialise {value!r} ({type(value).__name__}) in planner provenance")
 
 
-def data_hash(observations: Sequence[Observation], pending: Sequence[Conditions]) -> str:
-    """sha256 of the canonical JSON of the observations and pending points the planner was given."""
+def data_hash(observations: Sequence[Observation], pending: Sequence[Conditions],
+              pending_fidelities: Sequence[str | None] = ()) -> str:
+    """sha256 of the canonical JSON of the observations and pending points the planner was given (and the
+    pending points' sources, when any is named: the hashes of campaigns without fidelities are unchanged)."""
     # The fidelity enters only when set, so the hashes of campaigns without fidelities stay what they were.
     payload = {
         "observations": [
@@ -29,7 +31,7 @@ def data_hash(observations: Sequence[Observation], pending: Sequence[Conditions]
             for o in observations
         ],
         "pending": list(pending),
-    }
+    } | ({"pending_fidelities": list(pending_fidelities)} if any(f is not None for f in pending_fidelities) else {})
     text = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=_plain)
     return hashlib.sha256(text.encode()).hexdigest()
 
@@ -110,14 +112,15 @@ class Proposal:
 
 
 def base_provenance(
-    planner: str, version: str, seed: int, observations: Sequence[Observation], pending: Sequence[Conditions]
+    planner: str, version: str, seed: int, observations: Sequence[Observation], pending: Sequence[Conditions],
+    pending_fidelities: Sequence[str | None] = (),
 ) -> Provenance:
     """The fields every proposal's provenance carries; model-based planners fill in the model fields."""
     return Provenance(
         planner=planner,
         planner_version=version,
         seed=int(seed),
-        data_hash=data_hash(observations, pending),
+        data_hash=data_hash(observations, pending, pending_fidelities),
         n_observations=len(observations),
         n_pending=len(pending),
     )

@@ -115,6 +115,7 @@ class _ModelFreePlanner:
         n: int,
         seed: int,
         candidates: pd.DataFrame | None = None,
+        pending_fidelities: Sequence[str | None] = (),
     ) -> list[Proposal]:
         check_request(n)
         encoding = SpaceEncoding(problem.space)

@@ -96,6 +96,10 @@ def _run_lines(r: DryRunReport) -> list[str]:
     ramp = f", {r.ramp_time_s / r.instrument_time_s:.0%} of it ramping" if r.instrument_time_s and r.ramp_time_s else ""
     lines.append(f"  instrument time: {_duration(r.instrument_time_s)}{ramp}; "
                  f"campaign time: {_duration(r.campaign_time_s)}")
+    if r.spend is not None:
+        lines.append(f"  sources: {r.spend['spent_hours']:.4g} h at the declared costs ("
+                     + ", ".join(f"{s['name']} {s['results']} x {s['cost_hours']:.3g} h" for s in r.spend["sources"]) + ")"
+                     + (f" of a {r.spend['budget_hours']:g} h budget" if r.spend["budget_hours"] is not None else ""))
     decisions = len(r.approvals) + len(r.operator_steps)
     parts = [f"{decisions} operator decisions x {_duration(r.operator_step_s)}" if decisions else "",
              f"planning and simulation {_duration(r.dry_run_wall_s)} as measured here"]

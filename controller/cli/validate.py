@@ -191,7 +191,11 @@ def _unit(unit: str) -> str:
 
 
 def _duration(seconds: float) -> str:
-    for size, name in ((86400, "day"), (3600, "h"), (60, "min")):
-        if seconds >= size:
+    """The largest unit that shows the time as a whole number (400 h, not 16.6667 day), else the largest."""
+    units = [(size, name) for size, name in ((86400, "day"), (3600, "h"), (60, "min")) if seconds >= size]
+    for size, name in units:
+        if (seconds / size).is_integer():
             return f"{seconds / size:g} {name}"
+    if units:
+        return f"{seconds / units[0][0]:g} {units[0][1]}"
     return f"{seconds:g} s"

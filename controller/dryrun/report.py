@@ -50,6 +50,8 @@ class DryRunReport:
     schedule: Schedule | None  # which sample was on which station when, read back like a live campaign's
     problems: list[Finding] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    # With fidelities: instrument time at the declared costs, in all and per source (Campaign.status's).
+    spend: dict[str, Any] | None = None
 
     @property
     def safe(self) -> bool:

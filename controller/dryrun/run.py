@@ -198,6 +198,7 @@ def build_report(
         approvals=[{**a, "why": _why_approval(campaign, a["conditions"])} for a in operator.approvals],
         operator_step_s=operator_step_s,
         dry_run_wall_s=wall_s,
+        spend=campaign.status()["fidelities"],
         wall_time_estimate_s=campaign_s + operator_s + wall_s,
         budget_wall_time_s=protocol.wall_time_s,
         transcript_trial=first,

@@ -99,6 +99,10 @@ def near_the_space(problem: Problem, conditions: Conditions) -> bool:
     return True
 
 
+# Sums of declared costs (a third of an hour each) are not exact: a budget of 110 h is spent at 109.9999999 h.
+HOURS_TOLERANCE = 1e-6
+
+
 def of_target(obs: Sequence[Observation]) -> list[Observation]:
     """The observations of the target itself (all of them without fidelities): what stop rules, the best
     result and improvements are judged by; a proxy's value is not the objective."""
@@ -117,6 +121,14 @@ def cost_hours(problem: Problem, trials: Sequence[TrialRecord], states: Sequence
 
 def pending(trials: Sequence[TrialRecord]) -> list[Conditions]:
     return [dict(t.conditions) for t in trials if t.state in IN_FLIGHT_STATES]
+
+
+def pending_fidelities(problem: Problem, trials: Sequence[TrialRecord]) -> list[str | None]:
+    """The source measuring each of `pending(trials)` (None: the target); empty without fidelities."""
+    if not problem.fidelities:
+        return []
+    proxies = {f.name for f in problem.fidelities if not f.target}
+    return [t.fidelity if t.fidelity in proxies else None for t in trials if t.state in IN_FLIGHT_STATES]
 
 
 def n_results(trials: Sequence[TrialRecord]) -> int:
@@ -214,7 +226,7 @@ def stop_rule(
     own = [o for o, e in zip(obs, earlier, strict=True) if not e]
     if results >= max_trials:
         return stopped(HaltKind.BUDGET, f"budget: {results} of {max_trials} trials done")
-    if max_hours is not None and spent_hours >= max_hours:
+    if max_hours is not None and spent_hours >= max_hours - HOURS_TOLERANCE:
         return stopped(HaltKind.BUDGET, f"budget: {spent_hours:.1f} h of {max_hours:.1f} h instrument time spent")
     if max_wall_time_s is not None and elapsed_s >= max_wall_time_s:
         return stopped(HaltKind.WALL_TIME, f"wall time: {elapsed_s / 3600:.2f} h of {max_wall_time_s / 3600:.2f} h used")

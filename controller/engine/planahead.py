@@ -28,6 +28,7 @@ class PlanRequest:
     n: int
     seed: int
     origin: str | None = None
+    pending_fidelities: list[str | None] = field(default_factory=list)  # with fidelities: each pending point's source
 
 
 @dataclass

@@ -25,7 +25,6 @@ from closedloop.controller.engine.state import (
 from closedloop.controller.store.reads import TrialRecord
 from closedloop.planners.base import Planner
 from closedloop.planners.provenance import Proposal, Provenance
-from closedloop.planners.space import Conditions
 
 
 class ProposalSource(EngineState):
@@ -45,7 +44,7 @@ class ProposalSource(EngineState):
         request, made, passed = self._plan_request(n, within_budget=within_budget, origin=origin)
         if request is None:
             return made, passed
-        proposals = self._ask_planner(request.observations, request.pending, request.n, request.seed)
+        proposals = self._ask_planner(request)
         return made + len(proposals), passed + self._store_proposals(proposals, origin)
 
     def _plan_request(
@@ -60,7 +59,7 @@ class ProposalSource(EngineState):
             n = min(n, self.settings.max_trials - history.n_results(trials) - len(pending))
             if self.settings.max_instrument_hours is not None:  # no new trial once results and those in flight fill it
                 committed = history.cost_hours(self.settings.problem, trials, (*history.RESULT_STATES, *history.IN_FLIGHT_STATES))
-                n = n if committed < self.settings.max_instrument_hours - 1e-9 else 0
+                n = n if committed < self.settings.max_instrument_hours - history.HOURS_TOLERANCE else 0
         if n <= 0:
             return None, 0, []
         observations = history.observations(self.settings.problem, trials)
@@ -72,7 +71,8 @@ class ProposalSource(EngineState):
             trials = self.store.trials()
             pending = history.pending(trials)
         seed = planner_seed(self.settings.seed, len(trials))
-        return PlanRequest(observations, pending, n - len(again), seed, origin), len(again), passed
+        sources = history.pending_fidelities(self.settings.problem, trials)
+        return PlanRequest(observations, pending, n - len(again), seed, origin, sources), len(again), passed
 
     def _store_proposals(self, proposals: Sequence[Proposal], origin: str | None) -> list[int]:
         """Each proposal stored as a trial and passed through the gate; the ids that passed."""
@@ -138,8 +138,7 @@ class ProposalSource(EngineState):
                 out.append(Offered(t.id, f"stored earlier ({t.origin}{retry}) and never run"))
         return out
 
-    def _ask_planner(self, observations: list, pending: list[Conditions], n: int, seed: int) -> list[Proposal]:
-        request = PlanRequest(observations, pending, n, seed)
+    def _ask_planner(self, request: PlanRequest) -> list[Proposal]:
         try:
             return list(self._planner_call(request))
         except Exception as exc:  # noqa: BLE001 - a planner bug must not end an overnight campaign; it is journaled
@@ -148,7 +147,8 @@ class ProposalSource(EngineState):
     def _planner_call(self, request: PlanRequest) -> Sequence[Proposal]:
         """The planner's proposals for `request`: a pure computation (safe on the planning thread)."""
         problem, candidates = self.settings.problem, self.settings.candidates
-        return self.planner.propose(problem, request.observations, request.pending, request.n, request.seed, candidates)
+        return self.planner.propose(problem, request.observations, request.pending, request.n, request.seed, candidates,
+                                    request.pending_fidelities)
 
     def _fall_back(self, request: PlanRequest, exc: Exception) -> list[Proposal]:
         problem, candidates = self.settings.problem, self.settings.candidates

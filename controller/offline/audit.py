@@ -61,6 +61,7 @@ class PlannerCall:
     recorded_fallback: str | None = None
     problems: tuple[str, ...] = ()  # what made the inputs unusable (the call is then not re-run)
     planner_version: str | None = None  # as recorded: an older version is rebuilt with its old defaults
+    pending_fidelities: tuple[str | None, ...] = ()  # with fidelities: the source measuring each pending point
 
 
 @dataclass(frozen=True)
@@ -266,6 +267,7 @@ def _reconstruct(
     snapshot = journal.snapshot(journal.created_event.get(first, 0), range(1, existing + 1))
     observations = history.observations(problem, snapshot)
     pending = history.pending(snapshot)
+    sources = history.pending_fidelities(problem, snapshot)
     if journal.trials[first].origin == "manual":
         n = len(batch)  # `ask -n N`: the operator chose N
     else:
@@ -280,11 +282,12 @@ def _reconstruct(
         tuple(observations),
         tuple(pending),
         provenance.data_hash,
-        data_hash(observations, pending),
+        data_hash(observations, pending, sources),
         frozenset(t.id for t in snapshot if t.state in (*history.RESULT_STATES, *history.IN_FLIGHT_STATES)),
         provenance.fallback,
         tuple(problems),
         provenance.planner_version,
+        tuple(sources),
     )
 
 
@@ -304,7 +307,8 @@ def replay_call(job: _Job) -> list[ProposalCheck]:
     call = job.call
     name, options = job.planner
     replayed = make_planner(name, **options).propose(
-        job.problem, list(call.observations), list(call.pending), call.n, call.seed, job.candidates
+        job.problem, list(call.observations), list(call.pending), call.n, call.seed, job.candidates,
+        list(call.pending_fidelities),
     )
     checks = []
     for i, tid in enumerate(call.trial_ids):

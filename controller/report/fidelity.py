@@ -18,9 +18,9 @@ from closedloop.controller.report.data import ReportData
 from closedloop.controller.report.figures import Block, Note, Plot, label, layout
 from closedloop.planners.space import Fidelity
 
-# The planner's record of how strongly it believed the sources move together when it chose (provenance
-# acquisition_settings): the inter-task correlation of its multi-task model.
-TASK_CORRELATION = "task_correlation"
+# Where the planner records, for each model-based proposal, how strongly it believed each source moves with
+# the target when it chose (planners/fidelity_choice.py): acquisition_settings["fidelity"]["task_correlation"].
+FIDELITY_SETTINGS, TASK_CORRELATION = "fidelity", "task_correlation"
 
 
 @dataclass(frozen=True)
@@ -77,15 +77,20 @@ def best_vs_cost(data: ReportData) -> tuple[list[float], list[float | None], lis
     return hours, bests, sources
 
 
-def learned_correlation(data: ReportData) -> list[tuple[int, float]]:
-    """(trial id, the task correlation the planner had learned when proposing it), for model-based proposals."""
-    out = []
+def learned_correlation(data: ReportData) -> dict[str, list[tuple[int, float]]]:
+    """Per proxy: (trial id, its correlation with the target the planner had learned when proposing that
+    trial), over the model-based proposals."""
+    proxies = [f.name for f in data.problem.fidelities if not f.target]
+    out: dict[str, list[tuple[int, float]]] = {name: [] for name in proxies}
     for trial_id, record in sorted(data.proposals.items()):
         settings: Mapping[str, Any] = record.provenance.acquisition_settings if record is not None else {}
-        value = settings.get(TASK_CORRELATION)
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            out.append((trial_id, float(value)))
-    return out
+        chosen = settings.get(FIDELITY_SETTINGS)
+        learned = chosen.get(TASK_CORRELATION) if isinstance(chosen, Mapping) else None
+        for name in proxies:
+            value = learned.get(name) if isinstance(learned, Mapping) else None
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                out[name].append((trial_id, float(value)))
+    return {name: trace for name, trace in out.items() if trace}
 
 
 def best_vs_cost_plot(data: ReportData) -> Block:
@@ -110,12 +115,12 @@ def best_vs_cost_plot(data: ReportData) -> Block:
 
 
 def correlation_plot(data: ReportData) -> Block:
-    trace = learned_correlation(data)
-    if not trace:
+    traces = learned_correlation(data)
+    if not traces:
         return Note("Proxy-target relation the planner learned",
                     "no model-based proposal yet: the planner learns the relation once both sources have results")
-    fig = go.Figure(go.Scatter(x=[t for t, _ in trace], y=[c for _, c in trace], mode="lines+markers",
-                               name="task correlation"))
+    fig = go.Figure([go.Scatter(x=[t for t, _ in trace], y=[c for _, c in trace], mode="lines+markers",
+                                name=f"{name} with the target") for name, trace in traces.items()])
     fig.update_xaxes(title_text="trial proposed")
     fig.update_yaxes(title_text="learned correlation (proxy, target)", range=[-1.05, 1.05])
     return Plot("fidelity-correlation", "Proxy-target relation the planner learned", layout(fig),

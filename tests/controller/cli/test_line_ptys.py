@@ -50,17 +50,23 @@ def step_count(db: Path) -> int:
         return 0
 
 
-def test_the_line_runs_on_three_kinds_of_emulator_on_ptys_and_resumes_after_sigkill(tmp_path: Path) -> None:
-    emulators = subprocess.Popen([sys.executable, "-m", "closedloop", "emulate", *MODELS, "--pty", "--time-scale",
-                                  str(SCALE), "--seed", "4"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+def serve(models: tuple[str, ...], seed: int) -> tuple[subprocess.Popen[str], dict[str, list[str]]]:
+    """`closedloop emulate MODELS --pty` in its own process, and the ptys each model listens on (in order)."""
+    emulators = subprocess.Popen([sys.executable, "-m", "closedloop", "emulate", *models, "--pty", "--time-scale",
+                                  str(SCALE), "--seed", str(seed)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                  text=True, cwd=ROOT)
+    assert emulators.stdout is not None
+    ptys: dict[str, list[str]] = {}
+    for _ in models:
+        model, _, where = emulators.stdout.readline().strip().partition(" listening on ")
+        assert where.startswith("/dev/"), (model, where, emulators.stderr.read() if emulators.poll() else "")
+        ptys.setdefault(model, []).append(where)
+    return emulators, ptys
+
+
+def test_the_line_runs_on_three_kinds_of_emulator_on_ptys_and_resumes_after_sigkill(tmp_path: Path) -> None:
+    emulators, ptys = serve(MODELS, seed=4)
     try:
-        assert emulators.stdout is not None
-        ptys: dict[str, list[str]] = {}
-        for _ in MODELS:
-            model, _, where = emulators.stdout.readline().strip().partition(" listening on ")
-            assert where.startswith("/dev/"), (model, where, emulators.stderr.read() if emulators.poll() else "")
-            ptys.setdefault(model, []).append(where)
         protocol = line_on(ptys, tmp_path, trials=4)
         db = tmp_path / "line.sqlite"
         validated = subprocess.run([sys.executable, "-m", "closedloop", "validate", str(protocol)], cwd=tmp_path,

@@ -104,3 +104,41 @@ def test_the_instrument_time_budget_stops_the_campaign_and_status_shows_the_spen
     assert report.exit_code == 0, report.output
     page = (tmp_path / "r.html").read_text()
     assert "Fidelities and cost" in page and "4 h of instrument time spent in all" in page
+
+
+def device_line(tmp_path: Path, budget: str) -> Path:
+    text = (ROOT / "protocols" / "opv_device_mf.yaml").read_text()
+    old = "budget: {trials: 200, instrument_time: 400 h}"
+    assert old in text
+    path = tmp_path / "opv_device_mf.yaml"
+    path.write_text(text.replace(old, budget))
+    return path
+
+
+def test_the_planner_chooses_each_source_and_each_sample_takes_its_route(tmp_path: Path) -> None:
+    """protocols/opv_device_mf.yaml in --sim with the multi-fidelity planner: eight films map the space,
+    three devices start (a day each), and while they are made films go on, no more than the planner's
+    proxy share (half a device's cost); a film skips the device steps and a device the TRMC station."""
+    db = tmp_path / "mf.sqlite"
+    with Campaign.create(device_line(tmp_path, "budget: {trials: 100, instrument_time: 110 h}"), db) as c:
+        halt = c.run(sim=True)
+        trials = c.store.trials()
+        steps = {t.id: [e["data"]["step"] for e in c.store.events(trial_id=t.id, kinds=["step"])
+                        if e["data"]["phase"] == "started"] for t in trials}
+        reasons = {t.id: c.store.proposal(t.id).provenance for t in trials}  # type: ignore[union-attr]
+        spend = c.status()["fidelities"]
+    assert halt.kind is HaltKind.BUDGET and "instrument time spent" in halt.text
+    films = [t for t in trials if t.fidelity == "film"]
+    devices = [t for t in trials if t.fidelity == "device"]
+    assert [t.fidelity for t in trials[:8]] == ["film"] * 8 and len(devices) >= 3
+    for t in films:
+        assert steps[t.id] == ["coat", "anneal", "measure"][:len(steps[t.id])]
+        assert t.state != "measured" or ("phi_sum_mu_max" in t.values and "pce" not in t.values)
+    for t in devices:
+        assert steps[t.id] == ["coat", "anneal", "fabricate", "jv"][:len(steps[t.id])]
+        assert t.state != "measured" or ("pce" in t.values and "phi_sum_mu_max" not in t.values)
+    waiting = [t for t in films if "waiting for the first device results" in (reasons[t.id].fidelity_reason or "")]
+    assert waiting and len(waiting) * 20 / 60 <= 12.0  # films while devices are made: at most half a device's cost
+    assert all(reasons[t.id].fidelity == t.fidelity for t in trials)
+    assert spend["spent_hours"] == pytest.approx(sum(20 / 60 if t.fidelity == "film" else 24.0 for t in trials
+                                                     if t.state in ("measured", "failed")))
