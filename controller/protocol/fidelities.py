@@ -17,7 +17,7 @@
 Each source is a route through the workflow: a sample proposed for `film` skips the device steps and one
 proposed for `device` skips the TRMC station. The planner models the sources jointly and chooses, for
 each proposal, the conditions and the source (weighing what a measurement teaches about the target by
-its declared cost); `budget: {instrument_time: 400 h}` counts each trial at its source's cost.
+its declared cost); `budget: {instrument_time: 200 h}` counts each trial at its source's cost.
 """
 
 from __future__ import annotations

@@ -35,7 +35,7 @@ def device_line_on(ptys: dict[str, list[str]], tmp_path: Path) -> Path:
         ("connection: sim://smu", f"connection: {ptys['smu'][0]}"),
         # Four films, then the first devices at the best of them: no model is fitted (fast).
         ("initial: {method: sobol, n: 24}", "initial: {method: sobol, n: 4}"),
-        ("budget: {trials: 200, instrument_time: 400 h}", "budget: {trials: 200, instrument_time: 74 h}"),
+        ("budget: {trials: 200, instrument_time: 200 h}", "budget: {trials: 200, instrument_time: 74 h}"),
     ]:
         assert old in text, old
         text = text.replace(old, new)

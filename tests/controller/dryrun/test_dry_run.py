@@ -80,11 +80,11 @@ def test_every_example_protocol_would_run_safely(protocol: Path, tmp_path: Path)
         protocol = tmp_path / protocol.name
         protocol.write_text(text.replace("budget: {trials: 40, wall_time: 12 h}", "budget: {trials: 11, wall_time: 12 h}"))
     if protocol.name == "opv_device_mf.yaml":
-        # Its sources and routes, on 110 h of its 400 h (the films and the first devices; a few model fits).
+        # Its sources and routes, on 110 h of its 200 h (the films and the first devices; a few model fits).
         text = protocol.read_text()
-        assert "budget: {trials: 200, instrument_time: 400 h}" in text
+        assert "budget: {trials: 200, instrument_time: 200 h}" in text
         protocol = tmp_path / protocol.name
-        protocol.write_text(text.replace("instrument_time: 400 h", "instrument_time: 110 h"))
+        protocol.write_text(text.replace("instrument_time: 200 h", "instrument_time: 110 h"))
     report = dry_run(protocol)
     assert report.problems == [], format_report(report)
     assert report.exit_code == 0

@@ -12,10 +12,13 @@ from pathlib import Path
 
 import pytest
 
-from closedloop.controller.campaign import Campaign
+from closedloop.controller.campaign import BadInput, Campaign
+from closedloop.controller.engine import history
 from closedloop.controller.engine.halts import HaltKind
 from closedloop.controller.protocol.model import load_protocol
 from closedloop.controller.protocol.yaml_source import ProtocolError
+from closedloop.controller.report.fidelity import FIDELITY_SETTINGS, TASK_CORRELATION
+from closedloop.planners.registry import make_planner
 from closedloop.planners.space import Fidelity
 from tests.controller.cli.campaigns import invoke
 from tests.controller.engine.test_line import line_file
@@ -108,7 +111,7 @@ def test_the_instrument_time_budget_stops_the_campaign_and_status_shows_the_spen
 
 def device_line(tmp_path: Path, budget: str) -> Path:
     text = (ROOT / "protocols" / "opv_device_mf.yaml").read_text()
-    old = "budget: {trials: 200, instrument_time: 400 h}"
+    old = "budget: {trials: 200, instrument_time: 200 h}"
     assert old in text
     path = tmp_path / "opv_device_mf.yaml"
     path.write_text(text.replace(old, budget))
@@ -142,3 +145,27 @@ def test_the_planner_chooses_each_source_and_each_sample_takes_its_route(tmp_pat
     assert all(reasons[t.id].fidelity == t.fidelity for t in trials)
     assert spend["spent_hours"] == pytest.approx(sum(20 / 60 if t.fidelity == "film" else 24.0 for t in trials
                                                      if t.state in ("measured", "failed")))
+    # With devices measured, the planner's next step is model-based: it records the film-device correlation
+    # where the report's cost view reads it.
+    with Campaign.open(db) as c:
+        problem = c.protocol.to_problem()
+        observations = history.observations(problem, c.store.trials())
+    (proposal,) = make_planner("multifidelity", n_initial=24).propose(problem, observations, [], 1, seed=5)
+    settings = proposal.provenance.acquisition_settings
+    assert proposal.provenance.design == "model" and proposal.provenance.fidelity in ("film", "device")
+    assert -1.0 <= settings[FIDELITY_SETTINGS][TASK_CORRELATION]["film"] <= 1.0
+    assert proposal.provenance.fidelity_reason and "task correlation film" in proposal.provenance.fidelity_reason
+
+
+def test_ask_names_each_trials_source_and_tell_wants_what_that_source_measures(tmp_path: Path) -> None:
+    db = tmp_path / "ask.sqlite"
+    with Campaign.create(ROOT / "protocols" / "opv_device_mf.yaml", db) as c:
+        offers = c.ask(2)
+        assert [o.fidelity for o in offers] == ["film", "film"]  # the initial design maps the space with films
+        with pytest.raises(BadInput, match="missing a value for phi_sum_mu_max"):
+            c.tell(offers[0].trial, {"pce": 3.1})
+        c.tell(offers[0].trial, {"phi_sum_mu_max": "2.1e-3 cm^2/(V*s)"})
+        assert c.store.trial(offers[0].trial).values == {"phi_sum_mu_max": pytest.approx(2.1e-3)}
+        assert c.status()["fidelities"]["spent_hours"] == pytest.approx(1 / 3)
+    shown = invoke("ask", db, "-n", "1")
+    assert shown.exit_code == 0 and f"trial {offers[1].trial}: fidelity=film  acceptor_fraction=" in shown.stdout

@@ -116,7 +116,7 @@ def test_a_device_line_reanalyzes_its_jv_sweeps_and_keeps_what_earlier_steps_mea
     J-V analysis is redone from the stored sweeps; the film's thickness and plate temperature stay."""
     text = (ROOT / "protocols" / "opv_device_mf.yaml").read_text()
     for old, new in [("  seed: 1\n", "  seed: 1\n  acquisition: random\n"),  # every trial a device (the target)
-                     ("budget: {trials: 200, instrument_time: 400 h}", "budget: {trials: 3}")]:
+                     ("budget: {trials: 200, instrument_time: 200 h}", "budget: {trials: 3}")]:
         assert old in text
         text = text.replace(old, new)
     (tmp_path / "mf.yaml").write_text(text)
