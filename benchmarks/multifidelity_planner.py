@@ -8,13 +8,11 @@ reaches the target at the first *device* measurement whose true PCE is >= 90 % o
 is the hours spent until then, failed measurements included. Runs that do not get there within
 `--budget-devices` devices' worth of hours are censored (counted as later than any run that did).
 
-Truth: `closedloop.simulators.device.model.DeviceModel` (`--truth device`, the default), or `--truth
-synthetic`: a stand-in for trial runs of this script only, NOT a device model (the TRMC film model's
-signal, mixed in standardized log units with a seeded smooth random function so the two have the asked
-correlation over the space; its optimum is the best of 4096 legal Sobol points).
+Truth: `closedloop.simulators.device.model.DeviceModel` at each asked proxy correlation (films measured
+with the TRMC station's film-to-film scatter, devices with the model's own scatter and failures).
 
     $ .venv/bin/python benchmarks/multifidelity_planner.py --seeds 20 --workers 2   # writes results/multifidelity_planner.json
-    $ .venv/bin/python benchmarks/multifidelity_planner.py --truth synthetic --seeds 2 --budget-devices 15  # a trial run
+    $ .venv/bin/python benchmarks/multifidelity_planner.py --seeds 2 --budget-devices 15 --json /tmp/try.json  # a trial run
 """
 
 from __future__ import annotations
@@ -41,6 +39,7 @@ from closedloop.controller.offline.campaign_bench import machine, search_region 
 from closedloop.controller.protocol.model import load_protocol  # noqa: E402
 from closedloop.planners.space import Fidelity, Objective, Observation, Problem  # noqa: E402
 from closedloop.records import Value  # noqa: E402
+from closedloop.simulators.device.model import DeviceModel, DeviceSettings  # noqa: E402
 from closedloop.simulators.trmc.process import TrmcProcessModel  # noqa: E402
 
 PROTOCOL = Path(__file__).resolve().parents[1] / "protocols" / "trmc_opv_blend.yaml"
@@ -58,65 +57,11 @@ FIDELITIES = (
 )
 
 
-class SyntheticDevice:
-    """Stand-in for DeviceModel in trial runs (`--truth synthetic`): see the module docstring."""
-
-    def __init__(self, proxy_correlation: float, seed: int, problem: Problem) -> None:
-        from closedloop.planners.encoding import SpaceEncoding
-        from closedloop.planners.sampling import sample_legal
-
-        self.film = TrmcProcessModel()
-        self.encoding = SpaceEncoding(problem.space)
-        rng = np.random.default_rng(seed)
-        self.w = rng.normal(0.0, 3.0, (12, self.encoding.dim))
-        self.b = rng.uniform(0.0, 2 * math.pi, 12)
-        self.r = proxy_correlation
-        self.points = sample_legal(self.encoding, 4096, seed)
-        film = np.array([self._log_film(p) for p in self.points])
-        hidden = np.array([self._hidden(p) for p in self.points])
-        self.film_scale = (float(film.mean()), float(film.std()))
-        self.hidden_scale = (float(hidden.mean()), float(hidden.std()))
-        values = [self.true_pce(p) for p in self.points]
-        best = int(np.argmax(values))
-        self.optimum = (self.points[best], float(values[best]))
-
-    def _log_film(self, c: Mapping[str, Value]) -> float:
-        return math.log10(self.film.true_phi_sum_mu_max(c))
-
-    def _hidden(self, c: Mapping[str, Value]) -> float:
-        x = self.encoding.encode([dict(c)]).numpy()[0]
-        return float(np.cos(self.w @ x + self.b).sum())
-
-    def true_film_signal(self, c: Mapping[str, Value]) -> float:
-        return self.film.true_phi_sum_mu_max(c)
-
-    def true_pce(self, c: Mapping[str, Value]) -> float:
-        z_film = (self._log_film(c) - self.film_scale[0]) / self.film_scale[1]
-        z_hidden = (self._hidden(c) - self.hidden_scale[0]) / self.hidden_scale[1]
-        z = self.r * z_film + math.sqrt(1.0 - self.r**2) * z_hidden
-        return 5.0 / (1.0 + math.exp(-(z - 1.0)))  # a P3HT:PCBM-like 0-5 % range, best films near 4 %
-
-    def failure_probability(self, c: Mapping[str, Value]) -> float:
-        return 1.0 - (1.0 - self.film.failure_probability(c)) * 0.9
-
-    def measure_pce(self, c: Mapping[str, Value], rng: np.random.Generator) -> float | None:
-        if rng.random() < self.failure_probability(c):
-            return None
-        return self.true_pce(c) * math.exp(0.05 * rng.standard_normal())
-
-    def optimum_pce(self, region: Any = None) -> tuple[dict[str, Value], float]:
-        return dict(self.optimum[0]), self.optimum[1]
-
-
-def make_truth(kind: str, correlation: float, seed: int, problem: Problem) -> Any:
-    if kind == "synthetic":
-        return SyntheticDevice(correlation, seed, problem)
-    from closedloop.simulators.device.model import DeviceModel, DeviceSettings
-
+def make_truth(correlation: float, seed: int) -> DeviceModel:
     return DeviceModel(DeviceSettings(proxy_correlation=correlation, seed=seed))
 
 
-def measure_film(truth: Any, film: TrmcProcessModel, c: Mapping[str, Value], rng: np.random.Generator) -> Observation:
+def measure_film(truth: DeviceModel, film: TrmcProcessModel, c: Mapping[str, Value], rng: np.random.Generator) -> Observation:
     if rng.random() < film.failure_probability(c):
         return Observation(dict(c), {}, True, "film")
     sigma = math.sqrt(math.log(1.0 + FILM_SCATTER**2))
@@ -127,7 +72,7 @@ def measure_film(truth: Any, film: TrmcProcessModel, c: Mapping[str, Value], rng
 class Campaign:
     """One strategy's run: spends hours, records devices, knows when the target was reached."""
 
-    def __init__(self, truth: Any, optimum: float, budget_hours: float, seed: int) -> None:
+    def __init__(self, truth: DeviceModel, optimum: float, budget_hours: float, seed: int) -> None:
         self.truth, self.optimum, self.budget = truth, optimum, budget_hours
         self.rng = np.random.default_rng(seed)
         self.film = TrmcProcessModel()
@@ -161,7 +106,7 @@ def run_one(job: dict[str, Any]) -> dict[str, Any]:
 
     torch.set_num_threads(1)
     base, mf = problems()
-    truth = make_truth(job["truth"], job["correlation"], job["seed"], mf)
+    truth = make_truth(job["correlation"], job["seed"])
     optimum = truth.optimum_pce(search_region(load_protocol(PROTOCOL)))[1]
     run = Campaign(truth, optimum, job["budget_devices"] * DEVICE_HOURS, job["seed"])
     started, cpu = time.perf_counter(), time.process_time()
@@ -204,7 +149,7 @@ def problems() -> tuple[Problem, Problem]:
     return base, replace(base, objectives=(Objective("pce"),), fidelities=FIDELITIES)
 
 
-def planning_time(kind: str, n: int, options: dict[str, Any]) -> dict[str, Any]:
+def planning_time(n: int, options: dict[str, Any]) -> dict[str, Any]:
     """Seconds of one multifidelity propose given `n` mixed observations (5 films per device, failures kept)."""
     import torch
 
@@ -214,7 +159,7 @@ def planning_time(kind: str, n: int, options: dict[str, Any]) -> dict[str, Any]:
 
     torch.set_num_threads(1)
     _, mf = problems()
-    truth = make_truth(kind, 0.8, 0, mf)
+    truth = make_truth(0.8, 0)
     run = Campaign(truth, math.inf, math.inf, 0)
     points = sample_legal(SpaceEncoding(mf.space), n, 7)
     observations = [run.measure(c, "device" if i % 6 == 5 else "film") for i, c in enumerate(points)]
@@ -249,8 +194,6 @@ def summary(runs: list[dict[str, Any]], budget_hours: float) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--truth", choices=("device", "synthetic"), default="device",
-                        help="device: simulators.device.model.DeviceModel; synthetic: this file's stand-in, for trial runs")
     parser.add_argument("--correlations", default="0.8,0", help="proxy rank correlations to run, comma-separated")
     parser.add_argument("--seeds", type=int, default=20)
     parser.add_argument("--budget-devices", type=float, default=40, help="budget in devices' worth of hours (24 h each)")
@@ -260,27 +203,21 @@ def main(argv: list[str] | None = None) -> int:
                         help="optimizer and fit budget for every strategy's planner, as JSON ({} for the planners' defaults)")
     parser.add_argument("--timing-observations", type=int, default=200)
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--json", dest="json_out", default=None,
-                        help=f"report file (default with --truth device: {RESULTS.relative_to(RESULTS.parents[2])})")
+    parser.add_argument("--json", dest="json_out", default=str(RESULTS),
+                        help=f"report file (default: {RESULTS.relative_to(RESULTS.parents[2])})")
     args = parser.parse_args(argv)  # fmt: skip
-    if args.truth == "device":
-        args.json_out = args.json_out or str(RESULTS)
-        try:
-            import closedloop.simulators.device.model  # noqa: F401
-        except ImportError as error:
-            parser.error(f"--truth device needs closedloop.simulators.device.model ({error}); or use --truth synthetic")
     # 24 films (8 h, a third of one device) map the space before any device: protocols/opv_device_mf.yaml's design.
     options = {"n_initial": 24, **json.loads(args.options)}
     optimizer = json.loads(args.optimizer)
     correlations = [float(c) for c in args.correlations.split(",")]
     jobs = [
-        {"strategy": s, "correlation": r, "seed": seed, "truth": args.truth, "budget_devices": args.budget_devices,
+        {"strategy": s, "correlation": r, "seed": seed, "budget_devices": args.budget_devices,
          "lab_films": args.lab_films, "options": options, "optimizer": optimizer}
         for r in correlations for seed in range(args.seeds) for s in STRATEGIES
     ]  # fmt: skip
     load_before, started, cpu = os.getloadavg(), time.perf_counter(), time.process_time()
     with ProcessPoolExecutor(args.workers) as pool:
-        timing = pool.submit(planning_time, args.truth, args.timing_observations, options)
+        timing = pool.submit(planning_time, args.timing_observations, options)
         runs = []
         for run in pool.map(run_one, jobs):  # in job order, printed as they finish
             runs.append(run)
@@ -299,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
         limit = 0.5 if r >= 0.5 else 1.1
         checks[f"correlation {r:g}: multifidelity <= {limit} x pce_only"] = None if ratio is None else ratio <= limit
     report = {
-        "benchmark": __doc__.splitlines()[0], "truth": args.truth, "protocol": str(PROTOCOL.name),
+        "benchmark": __doc__.splitlines()[0], "truth": "device", "protocol": str(PROTOCOL.name),
         "seeds": args.seeds, "options": options, "optimizer": optimizer, "lab_films": args.lab_films, "results": results, "checks": checks,
         "planning_time": timing_result, "machine": machine(), "load_before": load_before, "load_after": os.getloadavg(),
         "wall_s": round(time.perf_counter() - started, 1), "cpu_s_workers": round(sum(x["cpu_s"] for x in runs), 1),

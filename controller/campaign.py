@@ -517,15 +517,11 @@ class Campaign:
         """Instrument time spent at the declared costs, in all and per source; None without fidelities."""
         if not problem.fidelities:
             return None
-        target = next(f.name for f in problem.fidelities if f.target)
-        per = {f.name: history.cost_hours(problem, [t for t in trials if (t.fidelity or target) == f.name])
-               for f in problem.fidelities}
-        results = {f.name: sum(t.state in history.RESULT_STATES and (t.fidelity or target) == f.name for t in trials)
-                   for f in problem.fidelities}
+        spend = history.spend_by_source(problem, trials)
         budget = self.protocol.budget.instrument_time
-        return {"spent_hours": sum(per.values()), "budget_hours": None if budget is None else budget / 3600,
-                "sources": [{"name": f.name, "target": f.target, "cost_hours": f.cost, "results": results[f.name],
-                             "spent_hours": per[f.name]} for f in problem.fidelities]}
+        return {"spent_hours": sum(s.hours for s in spend), "budget_hours": None if budget is None else budget / 3600,
+                "sources": [{"name": s.fidelity.name, "target": s.fidelity.target, "cost_hours": s.fidelity.cost,
+                             "results": s.results, "spent_hours": s.hours} for s in spend]}
 
     def _feasibility(self, problem: Problem, trials: Sequence[TrialRecord]) -> dict[str, Any] | None:
         """How many measured trials meet each outcome constraint, and all of them; None without constraints."""

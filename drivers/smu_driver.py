@@ -137,10 +137,6 @@ class SmuDriver(ScpiStation):
 
     # -- after a trial ---------------------------------------------------------------------------
 
-    def recover(self, trial_id: int, ctx: InstrumentContext) -> Measurement | None:
-        """A device interrupted mid-sweep was light-soaked in part: measure it again."""
-        return None
-
     def safe_state(self) -> None:
         """Output off, then the shutter closed. Failures are logged, never raised."""
         for command in (":OUTP OFF", SHUTTER_CLOSED):

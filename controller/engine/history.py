@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 from closedloop.controller.engine.halts import Halt, HaltKind, stopped
 from closedloop.controller.store.reads import TrialRecord
 from closedloop.planners.space import (
     Conditions,
+    Fidelity,
     FixedParameter,
     FloatParameter,
     IntParameter,
@@ -109,14 +111,41 @@ def of_target(obs: Sequence[Observation]) -> list[Observation]:
     return [o for o in obs if o.fidelity is None]
 
 
+def source_of(problem: Problem, fidelity: str | None) -> Fidelity:
+    """The declared source a trial's `fidelity` names: the target when it names none (a planner that does
+    not choose, a trial told by hand). Only for a problem with fidelities."""
+    return next((f for f in problem.fidelities if f.name == fidelity), None) or next(
+        f for f in problem.fidelities if f.target)
+
+
 def cost_hours(problem: Problem, trials: Sequence[TrialRecord], states: Sequence[str] = RESULT_STATES) -> float:
-    """Instrument time of the campaign's own trials in `states`, each at its source's declared cost (the
-    target's for a trial without one); 0 without fidelities."""
+    """Instrument time of the campaign's own trials in `states`, each at its source's declared cost; 0
+    without fidelities."""
     if not problem.fidelities:
         return 0.0
-    costs = {f.name: f.cost for f in problem.fidelities}
-    target = next(f.cost for f in problem.fidelities if f.target)
-    return sum(costs.get(t.fidelity or "", target) for t in trials if t.state in states and t.origin != WARM_START)
+    return sum(source_of(problem, t.fidelity).cost for t in trials if t.state in states and t.origin != WARM_START)
+
+
+@dataclass(frozen=True)
+class SourceSpend:
+    """One source's share of a campaign (its own trials, not imported ones), at the declared cost."""
+
+    fidelity: Fidelity
+    results: int  # measured or failed
+    failed: int
+    in_flight: int
+    hours: float  # results x cost
+
+
+def spend_by_source(problem: Problem, trials: Sequence[TrialRecord]) -> list[SourceSpend]:
+    """What each source of a problem with fidelities has cost so far; empty without fidelities."""
+    out = []
+    for f in problem.fidelities:
+        mine = [t for t in trials if source_of(problem, t.fidelity).name == f.name and t.origin != WARM_START]
+        results = [t for t in mine if t.state in RESULT_STATES]
+        out.append(SourceSpend(f, len(results), sum(t.state == "failed" for t in results),
+                               sum(t.state in IN_FLIGHT_STATES for t in mine), len(results) * f.cost))
+    return out
 
 
 def pending(trials: Sequence[TrialRecord]) -> list[Conditions]:

@@ -178,5 +178,4 @@ class LineFlow(EngineState):
         routes = self.settings.routes
         if not routes:
             return None
-        target = next((f.name for f in self.settings.problem.fidelities if f.target), "")
-        return routes.get(self.store.trial(trial_id).fidelity or target, routes.get(target))
+        return routes.get(history.source_of(self.settings.problem, self.store.trial(trial_id).fidelity).name)

@@ -45,7 +45,7 @@ class FidelitySection(Section):
 
 
 @dataclass(frozen=True)
-class Problem:
+class FidelityProblem:
     """A problem with the fidelities section: where it is (under `fidelities`) and what is wrong."""
 
     path: FieldPath
@@ -69,49 +69,49 @@ def fidelity_problems(
     workflow: Mapping[str, StepSection] | None,
     objectives: list[str],
     measured_by: Callable[[str], set[str] | None],
-) -> list[Problem]:
+) -> list[FidelityProblem]:
     """What is wrong with `fidelities` given the rest of the protocol. `measured_by(step)` is what a step's
     instrument measures (None when its description cannot be read: validate reports that elsewhere)."""
     if not fidelities:
-        return [Problem((), "fidelities is empty: declare two or more sources, or remove the section")]
+        return [FidelityProblem((), "fidelities is empty: declare two or more sources, or remove the section")]
     if workflow is None:
-        return [Problem((), "fidelities need a workflow: each source is a route through the workflow's steps "
+        return [FidelityProblem((), "fidelities need a workflow: each source is a route through the workflow's steps "
                             "(see protocols/opv_device_mf.yaml)")]
-    found: list[Problem] = []
+    found: list[FidelityProblem] = []
     if len(fidelities) < 2:
-        found.append(Problem((), "one source is no choice: declare two or more (a cheap proxy and the target), "
+        found.append(FidelityProblem((), "one source is no choice: declare two or more (a cheap proxy and the target), "
                                  "or remove fidelities"))
     targets = [name for name, f in fidelities.items() if f.target]
     if len(targets) != 1:
-        found.append(Problem((), f"exactly one source is the target (target: true); {len(targets)} are"
+        found.append(FidelityProblem((), f"exactly one source is the target (target: true); {len(targets)} are"
                                  + (f" ({', '.join(targets)})" if targets else "")))
     if len(objectives) != 1:
-        found.append(Problem((), f"fidelities are sources of one objective; this protocol has {len(objectives)}"))
+        found.append(FidelityProblem((), f"fidelities are sources of one objective; this protocol has {len(objectives)}"))
     order = list(workflow)
     first = order[0]
     needed = [name for name, step in workflow.items() if step.parameters]
     used: set[str] = set()
     for name, f in fidelities.items():
         if f.cost <= 0:
-            found.append(Problem((name, "cost"), f"a cost is a positive time such as 20 min, got {f.cost:g} s"))
+            found.append(FidelityProblem((name, "cost"), f"a cost is a positive time such as 20 min, got {f.cost:g} s"))
         unknown = [s for s in f.steps if s not in workflow]
         for i, s in enumerate(f.steps):
             if s in unknown:
-                found.append(Problem((name, "steps", i), f"{s!r} is not a step of the workflow ({', '.join(order)})"))
+                found.append(FidelityProblem((name, "steps", i), f"{s!r} is not a step of the workflow ({', '.join(order)})"))
         known = [s for s in f.steps if s in workflow]
         used.update(known)
         if known != sorted(set(known), key=order.index):
-            found.append(Problem((name, "steps"), f"list the steps once each, in the workflow's order: "
+            found.append(FidelityProblem((name, "steps"), f"list the steps once each, in the workflow's order: "
                                                   f"{', '.join(sorted(set(known), key=order.index))}"))
         if known and first not in known:
-            found.append(Problem((name, "steps"), f"every sample enters the line at its first step ({first}); "
+            found.append(FidelityProblem((name, "steps"), f"every sample enters the line at its first step ({first}); "
                                                   f"add {first} to the steps"))
         for s in needed:
             if s not in known:
-                found.append(Problem((name, "steps"), f"{s} sets parameters of the space "
+                found.append(FidelityProblem((name, "steps"), f"{s} sets parameters of the space "
                                                       f"({', '.join(workflow[s].parameters)}): every source passes it"))
         if f.target and len(objectives) == 1 and f.measures != objectives[0]:
-            found.append(Problem((name, "measures"), f"the target measures the objective {objectives[0]!r}, "
+            found.append(FidelityProblem((name, "measures"), f"the target measures the objective {objectives[0]!r}, "
                                                      f"not {f.measures!r}"))
         measured: set[str] = set()
         readable = True
@@ -120,12 +120,12 @@ def fidelity_problems(
             readable = readable and step_measures is not None
             measured |= step_measures or set()
         if readable and known and f.measures not in measured:
-            found.append(Problem((name, "measures"), f"none of its steps measures {f.measures!r}; they measure "
+            found.append(FidelityProblem((name, "measures"), f"none of its steps measures {f.measures!r}; they measure "
                                                      f"{', '.join(sorted(measured)) or 'nothing'}"))
     for s in order:
         if s not in used:
-            found.append(Problem((), f"no source passes step {s!r}: add it to a source's steps or remove it"))
+            found.append(FidelityProblem((), f"no source passes step {s!r}: add it to a source's steps or remove it"))
     return found
 
 
-__all__ = ["FidelitySection", "Problem", "fidelity_problems", "fidelity_records", "routes"]
+__all__ = ["FidelityProblem", "FidelitySection", "fidelity_problems", "fidelity_records", "routes"]

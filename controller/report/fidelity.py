@@ -8,7 +8,6 @@ not the steps' measured durations (the schedule section shows those).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
 import plotly.graph_objects as go
@@ -16,45 +15,10 @@ import plotly.graph_objects as go
 from closedloop.controller.engine import history
 from closedloop.controller.report.data import ReportData
 from closedloop.controller.report.figures import Block, Note, Plot, label, layout
-from closedloop.planners.space import Fidelity
 
 # Where the planner records, for each model-based proposal, how strongly it believed each source moves with
 # the target when it chose (planners/fidelity_choice.py): acquisition_settings["fidelity"]["task_correlation"].
 FIDELITY_SETTINGS, TASK_CORRELATION = "fidelity", "task_correlation"
-
-
-@dataclass(frozen=True)
-class SourceSpend:
-    """One source's share of the campaign."""
-
-    fidelity: Fidelity
-    trials: int  # with a result (measured or failed)
-    failed: int
-    in_flight: int
-    hours: float  # results x declared cost
-
-    @property
-    def row(self) -> list[Any]:
-        f = self.fidelity
-        return [f.name + (" (target)" if f.target else ""), f.measures, f.cost, self.trials, self.failed,
-                self.in_flight, self.hours]
-
-
-def source_of(data: ReportData, trial_fidelity: str | None) -> Fidelity:
-    """The source a trial was measured by (the target when it names none)."""
-    by_name = {f.name: f for f in data.problem.fidelities}
-    target = next(f for f in data.problem.fidelities if f.target)
-    return by_name.get(trial_fidelity or "", target)
-
-
-def spend(data: ReportData) -> list[SourceSpend]:
-    out = []
-    for f in data.problem.fidelities:
-        mine = [t for t in data.trials if source_of(data, t.fidelity).name == f.name and t.origin != history.WARM_START]
-        results = [t for t in mine if t.state in history.RESULT_STATES]
-        out.append(SourceSpend(f, len(results), sum(t.state == "failed" for t in results),
-                               sum(t.state in history.IN_FLIGHT_STATES for t in mine), len(results) * f.cost))
-    return out
 
 
 def best_vs_cost(data: ReportData) -> tuple[list[float], list[float | None], list[str]]:
@@ -66,7 +30,7 @@ def best_vs_cost(data: ReportData) -> tuple[list[float], list[float | None], lis
     bests: list[float | None] = []
     sources: list[str] = []
     for t in data.results:
-        f = source_of(data, t.fidelity)
+        f = history.source_of(data.problem, t.fidelity)
         spent += f.cost
         value = t.values.get(objective.name) if f.target and t.state == "measured" else None
         if value is not None and history.feasible(data.problem, t.values):
@@ -132,4 +96,4 @@ def fidelity_blocks(data: ReportData) -> list[Block]:
     return [best_vs_cost_plot(data), correlation_plot(data)]
 
 
-__all__ = ["SourceSpend", "best_vs_cost", "fidelity_blocks", "learned_correlation", "spend", "TASK_CORRELATION"]
+__all__ = ["TASK_CORRELATION", "best_vs_cost", "fidelity_blocks", "learned_correlation"]

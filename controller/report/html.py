@@ -26,6 +26,7 @@ from typing import Any
 
 from plotly.offline import get_plotlyjs
 
+from closedloop.controller.engine import history
 from closedloop.controller.protocol.instruments import instrument_location, run_by_hand
 from closedloop.controller.protocol.sections import InstrumentSection
 from closedloop.controller.protocol.workflow import Step
@@ -37,7 +38,7 @@ from closedloop.controller.report.data import (
     load_report_data,
     timestamp,
 )
-from closedloop.controller.report.fidelity import fidelity_blocks, spend
+from closedloop.controller.report.fidelity import fidelity_blocks
 from closedloop.controller.report.figures import (
     Block,
     Plot,
@@ -234,8 +235,10 @@ def _fidelity_section(data: ReportData) -> list[tuple[str, str]]:
     between the sources the planner learned; nothing for a campaign of one source."""
     if not data.problem.fidelities:
         return []
-    rows = [s.row for s in spend(data)]
-    total = sum(s.hours for s in spend(data))
+    spend = history.spend_by_source(data.problem, data.trials)
+    rows = [[s.fidelity.name + (" (target)" if s.fidelity.target else ""), s.fidelity.measures, s.fidelity.cost,
+             s.results, s.failed, s.in_flight, s.hours] for s in spend]
+    total = sum(s.hours for s in spend)
     table = _table(["source", "measures", "cost each [h]", "results", "failed", "in flight", "spent [h]"], rows)
     note = f"<p>{total:.4g} h of instrument time spent in all, at the protocol's declared costs.</p>"
     return [("Fidelities and cost", table + note + "\n".join(_block(b) for b in fidelity_blocks(data)))]
