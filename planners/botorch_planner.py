@@ -26,7 +26,7 @@ from closedloop.planners.encoding import SpaceEncoding, point_key
 from closedloop.planners.models import check_feasibility, check_kernel, fit_models
 from closedloop.planners.optimize import OptimizerSettings, optimize_over_points, optimize_relaxed
 from closedloop.planners.outcomes import NoUsableData, build_training_data, check_problem
-from closedloop.planners.pool import candidate_pool
+from closedloop.planners.pool import CandidatePool, candidate_pool
 from closedloop.planners.provenance import Proposal, Provenance, base_provenance, check_request
 from closedloop.planners.repair import enumerate_legal, make_legal
 from closedloop.planners.sampling import isolated_rng
@@ -167,7 +167,7 @@ class BotorchPlanner:
         existing = [o.conditions for o in observations] + list(pending)
         provenance = base_provenance(self.name, self.version, seed, observations, pending)
         pool = search_pool(encoding, existing, candidates)
-        if n == 0 or pool == []:
+        if n == 0 or (pool is not None and len(pool) == 0):
             return []
         with isolated_rng(seed):
             if len(observations) < self.n_initial:
@@ -204,7 +204,7 @@ class BotorchPlanner:
         existing: list[Conditions],
         n: int,
         seed: int,
-        pool: list[Conditions] | None,
+        pool: Sequence[Conditions] | None,
     ) -> _Step:
         started = time.perf_counter()
         data = build_training_data(problem, encoding, observations, self.power_transform, self.pad_failures)
@@ -228,7 +228,7 @@ class BotorchPlanner:
         acq = acquisition.function
         fallbacks = list(fitted.notes)
         if pool is not None:
-            choices = encoding.encode(pool)
+            choices = pool.encoded(encoding) if isinstance(pool, CandidatePool) else encoding.encode(pool)
             points = [pool[i] for i in optimize_over_points(acq, choices, n)]
         else:
             relaxed = encoding.decode(optimize_relaxed(acq, encoding, n, self.settings))
@@ -255,11 +255,11 @@ class BotorchPlanner:
 
 def search_pool(
     encoding: SpaceEncoding, existing: Sequence[Conditions], candidates: pd.DataFrame | None
-) -> list[Conditions] | None:
+) -> Sequence[Conditions] | None:
     """The points a proposal must come from: the candidate table's rows not yet observed or pending, all
     legal points of a small fully discrete space not yet seen (a pool too), or None (search the space)."""
     if candidates is not None:
-        return candidate_pool(encoding.space, candidates, existing).points
+        return candidate_pool(encoding.space, candidates, existing)
     return _unseen_points(encoding, existing)
 
 
