@@ -9,9 +9,9 @@ model-space tensor straight from the parsed columns.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import overload
+from typing import Any, overload
 
 import numpy as np
 import pandas as pd
@@ -88,93 +88,92 @@ def candidate_pool(space: SearchSpace, table: pd.DataFrame, exclude: Sequence[Co
     """
     _check_columns(space, table)
     legal = np.ones(len(table), dtype=bool)
-    columns: dict[str, np.ndarray] = {}
-    numbers: dict[str, np.ndarray] = {}  # numeric parameters as floats (NaN where illegal), for the constraints
+    columns, numbers = _float_block(space, table, legal)
     for p in space.parameters:
+        if p.name in columns:
+            continue
         values, ok, as_float = _column(p, table[p.name] if p.name in table.columns else None, len(table))
         columns[p.name] = values
         legal &= ok
         if as_float is not None:
             numbers[p.name] = as_float
+    columns = {p.name: columns[p.name] for p in space.parameters}  # a point's keys in the space's order
     for constraint in space.constraints:
         legal &= _holds(constraint.coefficients, constraint.rhs, constraint.kind, numbers, len(table))
     if len(table) and not legal.any():
         _no_legal_row(space, table)
     candidates = np.flatnonzero(legal)
     kept = {name: column[candidates] for name, column in columns.items()}
-    keys = zip(*(_key_column(column) for column in kept.values()), strict=True)
-    seen = {point_key(space, c) for c in exclude}
-    keep: list[int] = []
-    for k, key in enumerate(keys):
-        if key not in seen:
-            seen.add(key)
-            keep.append(k)
+    keep = _first_unseen(space, kept, exclude)
     index = np.asarray(keep, dtype=np.int64)
     return CandidatePool(candidates[index], {n: c[index] for n, c in kept.items()}, int(len(table) - candidates.size))
 
 
-def usable_rows(
-    space: SearchSpace, table: pd.DataFrame, exclude: Sequence[Conditions], order: np.ndarray, n: int
-) -> list[tuple[int, Conditions]]:
-    """The first `n` usable rows of `table` in the row order `order` (positions), with their Conditions.
+# Parameters in the probe key (a prefix of `point_key`) by which rows are first told apart: the full key
+# of a row is formatted only when its probe matches another row's or a known point's.
+PROBE = 4
 
-    Reads only as many rows as it takes, one at a time, so its cost does not grow with the number of rows
-    or of unused columns: what a random pick needs. A row repeating an earlier-read one or an `exclude`
-    point is skipped, as `candidate_pool` skips it.
+
+def _first_unseen(space: SearchSpace, columns: dict[str, np.ndarray], exclude: Sequence[Conditions]) -> list[int]:
+    """Positions of the rows whose `point_key` is neither an `exclude` point's nor an earlier row's.
+
+    The keys of hundreds of columns cost microseconds per cell; most rows differ in their first few
+    parameters already, so full keys are made only where those agree.
     """
-    _check_columns(space, table)
-    known = _KnownPoints(space, exclude)
-    names = [p.name for p in space.parameters if p.name in table.columns]
-    positions = table.columns.get_indexer(pd.Index(names)).tolist()
-    out: list[tuple[int, Conditions]] = []
-    any_legal = False
-    for row in order.tolist():
-        if len(out) == n:
-            break
-        raw = {name: table.iat[row, j] for name, j in zip(names, positions, strict=True)}  # this row's cells only
-        conditions = _row(space, raw)
-        if conditions is None:
+    probe_space = SearchSpace(space.parameters[:PROBE])
+    names = list(columns)
+
+    def key(entry: list[Any]) -> tuple:
+        """The full key of a bucket entry [a known point or a row position, its key or None], made once."""
+        if entry[1] is None:
+            source = entry[0]
+            point = {name: _python(columns[name][source]) for name in names} if isinstance(source, int) else source
+            entry[1] = point_key(space, point)
+        return entry[1]
+
+    buckets: dict[tuple, list[list[Any]]] = {}
+    for point in exclude:
+        buckets.setdefault(point_key(probe_space, point), []).append([point, None])
+    keep: list[int] = []
+    probes = zip(*(_key_column(columns[p.name]) for p in probe_space.parameters), strict=True)
+    for k, probe in enumerate(probes):
+        bucket = buckets.setdefault(probe, [])
+        entry: list[Any] = [k, None]
+        if bucket and any(key(other) == key(entry) for other in bucket):
             continue
-        any_legal = True
-        if known.add(conditions):
-            out.append((row, conditions))
-    if len(table) and not any_legal and len(order) == len(table):
-        _no_legal_row(space, table)
-    return out
+        bucket.append(entry)
+        keep.append(k)
+    return keep
 
 
-class _KnownPoints:
-    """A set of points by `point_key`, indexed by the key of a few parameters: checking a point against
-    hundreds of known points of hundreds of parameters then costs a few full keys, not hundreds."""
+def _float_block(
+    space: SearchSpace, table: pd.DataFrame, legal: np.ndarray
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """The float parameters stored in numeric columns, checked all at once (a descriptor table has hundreds:
+    one 2-D array instead of one pandas column access each); `legal` is narrowed in place.
 
-    PROBE = 4  # parameters in the index key
-
-    def __init__(self, space: SearchSpace, points: Sequence[Conditions]) -> None:
-        self.space = space
-        self.probe = SearchSpace(space.parameters[: self.PROBE])
-        self.buckets: dict[tuple, list[Conditions]] = {}
-        for point in points:
-            self.buckets.setdefault(point_key(self.probe, point), []).append(point)
-
-    def add(self, point: Conditions) -> bool:
-        """Add `point`; False (and nothing added) when a point with the same key is known already."""
-        bucket = self.buckets.setdefault(point_key(self.probe, point), [])
-        key = point_key(self.space, point)
-        if any(point_key(self.space, other) == key for other in bucket):
-            return False
-        bucket.append(point)
-        return True
-
-
-def _row(space: SearchSpace, raw: Mapping[str, object]) -> Conditions | None:
-    """One table row as a legal point, or None (the one-row rule `candidate_pool` applies to whole columns)."""
-    conditions: Conditions = {}
-    for p in space.parameters:
-        value = _cell(p, raw.get(p.name))
-        if value is None:
-            return None
-        conditions[p.name] = value
-    return conditions if space.contains(conditions) else None
+    Returns the columns (float64) and the same as floats with NaN where illegal (for the constraints).
+    """
+    kinds = table.dtypes.to_dict()
+    block = [
+        p for p in space.parameters
+        if isinstance(p, FloatParameter) and p.name in kinds and getattr(kinds[p.name], "kind", "O") in "iuf"
+    ]  # fmt: skip
+    if not block:
+        return {}, {}
+    values = table[[p.name for p in block]].to_numpy(dtype=float)
+    low = np.array([p.low for p in block])
+    high = np.array([p.high for p in block])
+    slack = 1e-6 * np.maximum(1.0, np.abs(high - low))  # as SearchSpace.contains allows
+    with np.errstate(invalid="ignore"):
+        ok = np.isfinite(values) & (values >= low - slack) & (values <= high + slack)
+    legal &= ok.all(axis=1)
+    filled = np.where(ok, values, 0.0)
+    masked = np.where(ok, values, np.nan)
+    return (
+        {p.name: filled[:, j] for j, p in enumerate(block)},
+        {p.name: masked[:, j] for j, p in enumerate(block)},
+    )
 
 
 def _no_legal_row(space: SearchSpace, table: pd.DataFrame) -> None:
@@ -255,12 +254,8 @@ def _python(value: object) -> Value:
     return item() if callable(item) and isinstance(value, np.generic) else value  # type: ignore[return-value]
 
 
-def _cell(p: Parameter, raw: object) -> Value | None:
-    """The table value as the parameter's Python type, or None when it cannot be one."""
-    if isinstance(p, FixedParameter):
-        return p.value if raw is None or raw == p.value else None
-    if isinstance(p, ChoiceParameter):
-        return str(raw) if str(raw) in p.values else None  # the values are strings
+def _cell(p: IntParameter | FloatParameter, raw: object) -> Value | None:
+    """A cell of an object column as the numeric parameter's Python type, or None when it cannot be one."""
     if isinstance(raw, bool | np.bool_) or not isinstance(raw, int | float | np.integer | np.floating):
         return None
     if isinstance(p, IntParameter):

@@ -14,10 +14,10 @@ import numpy as np
 import pandas as pd
 
 from closedloop.planners.encoding import SpaceEncoding, point_key
-from closedloop.planners.pool import candidate_pool, usable_rows
+from closedloop.planners.pool import candidate_pool
 from closedloop.planners.provenance import Proposal, base_provenance, check_request
 from closedloop.planners.sampling import derive_seed, isolated_rng, maximin_select, sample_legal
-from closedloop.planners.space import Conditions, Observation, Problem, SearchSpace
+from closedloop.planners.space import Conditions, Observation, Problem
 
 # Cap on the candidates a space-filling pick looks at; plenty for an initial design, cheap to rank.
 MAX_SPACE_FILLING_CANDIDATES = 4096
@@ -71,17 +71,6 @@ def uniform_points(
     return out
 
 
-def random_rows(space: SearchSpace, table: pd.DataFrame, existing: Sequence[Conditions], n: int, seed: int) -> list[Conditions]:
-    """Up to `n` usable rows of a candidate table, uniformly at random, reading only the rows it picks.
-
-    Equivalent to `uniform_points` over `candidate_pool(space, table, existing)` when the table's rows are
-    distinct points (a row repeated k times is k times as likely), but its cost grows with n and the
-    number of parameters only, not with the rows or the unused columns of the table.
-    """
-    order = np.random.default_rng(derive_seed(seed, "pool-random")).permutation(len(table))
-    return [conditions for _, conditions in usable_rows(space, table, existing, order, n)]
-
-
 InitialDesign = Callable[
     [SpaceEncoding, Sequence[Conditions], int, int, Sequence[Conditions] | None], list[Conditions]
 ]
@@ -132,14 +121,9 @@ class _ModelFreePlanner:
         encoding = SpaceEncoding(problem.space)
         existing = [o.conditions for o in observations] + list(pending)
         initial = len(observations) < self.n_initial
-        rule = self._initial if initial else type(self).rule
-        if candidates is not None and rule is uniform_points:
-            # A uniform pick needs no parsed pool: read rows in a seeded random order until n are usable.
-            points = random_rows(problem.space, candidates, existing, n, seed)
-        else:
-            pool = None if candidates is None else candidate_pool(problem.space, candidates, existing)
-            with isolated_rng(seed):
-                points = rule(encoding, existing, n, seed, pool)
+        pool = None if candidates is None else candidate_pool(problem.space, candidates, existing)
+        with isolated_rng(seed):
+            points = (self._initial if initial else type(self).rule)(encoding, existing, n, seed, pool)
         provenance = base_provenance(self.name, self.version, seed, observations, pending)
         provenance = replace(
             provenance, acquisition=self.initial_method if initial else self.name, design="initial" if initial else self.name

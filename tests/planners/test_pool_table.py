@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 
 from closedloop.planners.encoding import SpaceEncoding, point_key
-from closedloop.planners.pool import candidate_pool, usable_rows
-from closedloop.planners.sobol import RandomPlanner, random_rows
+from closedloop.planners.pool import candidate_pool
+from closedloop.planners.sobol import RandomPlanner
 from closedloop.planners.space import (
     ChoiceParameter,
     Conditions,
@@ -114,33 +114,29 @@ def test_the_pool_encodes_without_a_row_loop_as_the_encoding_does() -> None:
     assert np.allclose(pool.encoded(encoding).numpy(), encoding.encode(list(pool)).numpy(), atol=1e-12)
 
 
-def test_a_random_row_pick_is_a_usable_unseen_row_and_reproducible() -> None:
-    table = mixed_table()
-    exclude = one_row_at_a_time(SPACE, table, [])[:40]
-    usable = one_row_at_a_time(SPACE, table, exclude)
-    picks = [random_rows(SPACE, table, exclude, 3, seed) for seed in range(20)]
-    assert all(len(p) == 3 and all(point in usable for point in p) for p in picks)
-    assert random_rows(SPACE, table, exclude, 3, 7) == picks[7]
-    assert len({point_key(SPACE, p[0]) for p in picks}) > 10  # different seeds, different rows
-    # In any order, the rows read are the usable ones, each once.
-    everything = usable_rows(SPACE, table, exclude, np.arange(len(table)), len(table))
-    assert [c for _, c in everything] == usable
+def test_rows_that_agree_on_the_first_parameters_are_still_told_apart() -> None:
+    # Rows are first compared by their first few parameters; the full key decides when those agree.
+    names = [f"c{i}" for i in range(8)]
+    space = SearchSpace(tuple(FloatParameter(n, 0.0, 1.0) for n in names))
+    table = pd.DataFrame([[0.5] * 7 + [v] for v in (0.1, 0.2, 0.1, 0.3)], columns=names)
+    known = [dict(zip(names, [0.5] * 7 + [0.3], strict=True))]
+    pool = candidate_pool(space, table, known)
+    assert [p["c7"] for p in pool] == [0.1, 0.2] and pool.rows.tolist() == [0, 1]
 
 
-def test_the_random_planner_reads_only_the_rows_it_picks() -> None:
-    # A wide table of which only the first two columns are parameters: the pick costs the same as on a narrow one.
+def test_the_random_planner_picks_usable_unseen_rows_of_a_wide_table() -> None:
     rng = np.random.default_rng(1)
-    wide = pd.DataFrame(rng.normal(size=(300, 400)), columns=[f"c{i}" for i in range(400)])
-    problem = Problem(SearchSpace((FloatParameter("c0", -9, 9), FloatParameter("c1", -9, 9))), (Objective("y"),))
-    seen = [Observation({"c0": float(wide.c0[i]), "c1": float(wide.c1[i])}, {"y": 0.0}) for i in range(30)]
-    [proposal] = RandomPlanner().propose(problem, seen, [], 1, seed=4, candidates=wide)
-    row = wide.index[(wide.c0 == proposal.conditions["c0"]) & (wide.c1 == proposal.conditions["c1"])]
-    assert len(row) == 1 and row[0] >= 30
-    assert proposal.provenance.design == "random"
+    wide = pd.DataFrame(rng.normal(size=(300, 400)).round(6), columns=[f"c{i}" for i in range(400)])
+    space = SearchSpace(tuple(FloatParameter(c, -9.0, 9.0) for c in wide.columns))
+    problem = Problem(space, (Objective("y"),))
+    seen = [Observation({c: float(wide[c].iloc[i]) for c in wide.columns}, {"y": 0.0}) for i in range(30)]
+    picks = [RandomPlanner().propose(problem, seen, [], 2, seed=s, candidates=wide) for s in (4, 4, 5)]
+    assert [p.conditions for p in picks[0]] == [p.conditions for p in picks[1]]
+    rows = [int(np.flatnonzero((wide == pd.Series(p.conditions)).all(axis=1))[0]) for p in picks[0] + picks[2]]
+    assert all(r >= 30 for r in rows) and rows[0] != rows[1]
 
 
-def test_a_table_with_no_legal_row_is_refused_by_the_random_pick_too() -> None:
+def test_a_table_with_no_legal_row_is_refused_naming_its_first_row() -> None:
     table = pd.DataFrame({"n": [2, 3], "solvent": ["dmf", "dmf"], "t": [0.1, 0.2], "k": [2, 2], "p": [1.0, 1.0]})
-    for pick in (lambda: candidate_pool(SPACE, table, []), lambda: random_rows(SPACE, table, [], 1, 0)):
-        with pytest.raises(ValueError, match="none of the 2 candidate rows is a legal point"):
-            pick()
+    with pytest.raises(ValueError, match=r"none of the 2 candidate rows is a legal point .*'n': 2"):
+        candidate_pool(SPACE, table, [])
