@@ -92,7 +92,7 @@ class BotorchPlanner:
         feasibility: str = "classifier",
         feasibility_weight: str = DEFAULT_FEASIBILITY_WEIGHT,
         surrogate: str = "auto",
-        pool_screen: int = 1024,
+        pool_screen: int = 512,
     ) -> None:
         """Options beyond the optimizer's budget (all off by default):
 

@@ -61,7 +61,7 @@ class BotorchOptions(ModelOptions):
     """`planners.botorch_planner.BotorchPlanner`'s options (see its docstring for what each one does)."""
 
     surrogate: Literal["auto", "gp", "forest"] = "auto"
-    pool_screen: Annotated[int, Field(ge=0)] = 1024
+    pool_screen: Annotated[int, Field(ge=0)] = 512
 
 
 class MultiFidelityOptions(ModelOptions):
