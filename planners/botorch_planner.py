@@ -23,15 +23,19 @@ from closedloop.planners.acquisition import (
     pointwise_values,
 )
 from closedloop.planners.encoding import SpaceEncoding, point_key
+from closedloop.planners.forest import ACQUISITION as FOREST_ACQUISITION
+from closedloop.planners.forest import forest_scores, top_rows
 from closedloop.planners.models import check_feasibility, check_kernel, fit_models
 from closedloop.planners.optimize import OptimizerSettings, optimize_over_points, optimize_relaxed
-from closedloop.planners.outcomes import NoUsableData, build_training_data, check_problem
+from closedloop.planners.outcomes import NoUsableData, TrainingData, build_training_data, check_problem
 from closedloop.planners.pool import candidate_pool
+from closedloop.planners.pool_view import PoolView, pool_view
 from closedloop.planners.provenance import Proposal, Provenance, base_provenance, check_request
 from closedloop.planners.repair import enumerate_legal, make_legal
 from closedloop.planners.sampling import isolated_rng
 from closedloop.planners.sobol import check_n_initial, initial_design, space_filling
 from closedloop.planners.space import Conditions, Observation, Problem
+from closedloop.planners.surrogate_choice import check_surrogate, choose_surrogate
 
 
 @dataclass
@@ -65,7 +69,9 @@ class BotorchPlanner:
     """
 
     name = "botorch"
-    version = "2"  # 2: failed samples by a GP classifier and floor padding (planners.registry.OLD_DEFAULTS)
+    # 2: failed samples by a GP classifier and floor padding; 3: pools screened for qLogNEI, constant and
+    # duplicated pool columns dropped, a random forest on wide pools (planners.registry.OLD_DEFAULTS)
+    version = "3"
 
     def __init__(
         self,
@@ -85,6 +91,8 @@ class BotorchPlanner:
         pad_failures: bool = True,
         feasibility: str = "classifier",
         feasibility_weight: str = DEFAULT_FEASIBILITY_WEIGHT,
+        surrogate: str = "auto",
+        pool_screen: int = 512,
     ) -> None:
         """Options beyond the optimizer's budget (all off by default):
 
@@ -109,10 +117,21 @@ class BotorchPlanner:
         feasibility_weight: how the classifier weighs the acquisition where samples may fail:
             "majority" (default: times P(working is more likely than not)) or "probability" (times
             P(the sample works), constrained EI: `planners.acquisition.SuccessWeight`; README measures both).
+        surrogate: the model of a step over a candidate pool: "gp", "forest" (a random forest, the trees'
+            mean and spread scored by log-EI, `planners.forest`), or "auto" (default): the forest where a
+            pool has more than `planners.surrogate_choice.FOREST_MIN_COLUMNS` informative columns, the GP
+            otherwise. Outside pool mode, and for several objectives or outcome constraints, always the GP.
+            Each pool proposal's provenance notes say which and why.
+        pool_screen: over a pool of more rows than this, Monte-Carlo noisy EI (the default acquisition)
+            is evaluated on the `pool_screen` rows of highest analytic LogEI only (0: on every row), so a
+            proposal over 18,000 rows costs well under a second (`planners.pool_view.PoolView.screened`).
+        In pool mode, input columns constant over the pool and the data, or duplicating another column,
+        are left out of the model (`planners.columns`), and the provenance notes name them.
         """
         check_n_initial(n_initial)
         check_kernel(kernel)
         check_feasibility(feasibility)
+        check_surrogate(surrogate)
         if feasibility_weight not in FEASIBILITY_WEIGHTS:
             raise ValueError(
                 f"botorch planner option feasibility_weight must be one of {list(FEASIBILITY_WEIGHTS)}, "
@@ -134,6 +153,8 @@ class BotorchPlanner:
         ):
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"botorch planner option {label} must be a positive int, got {value!r}")
+        if not isinstance(pool_screen, int) or isinstance(pool_screen, bool) or pool_screen < 0:
+            raise ValueError(f"botorch planner option pool_screen must be an int >= 0, got {pool_screen!r}")
         self.n_initial = n_initial
         self.initial_method = initial_method
         self._initial = initial_design(initial_method)
@@ -147,6 +168,8 @@ class BotorchPlanner:
         self.pad_failures = pad_failures
         self.feasibility = feasibility
         self.feasibility_weight = feasibility_weight
+        self.surrogate = surrogate
+        self.pool_screen = pool_screen
         self.settings = OptimizerSettings(
             num_restarts, raw_samples, optimizer_maxiter, max_choice_combinations
         )
@@ -167,7 +190,7 @@ class BotorchPlanner:
         existing = [o.conditions for o in observations] + list(pending)
         provenance = base_provenance(self.name, self.version, seed, observations, pending)
         pool = search_pool(encoding, existing, candidates)
-        if n == 0 or pool == []:
+        if n == 0 or (pool is not None and len(pool) == 0):
             return []
         with isolated_rng(seed):
             if len(observations) < self.n_initial:
@@ -204,16 +227,25 @@ class BotorchPlanner:
         existing: list[Conditions],
         n: int,
         seed: int,
-        pool: list[Conditions] | None,
+        pool: Sequence[Conditions] | None,
     ) -> _Step:
         started = time.perf_counter()
         data = build_training_data(problem, encoding, observations, self.power_transform, self.pad_failures)
-        fitted = fit_models(
-            data, self.fit_maxiter, self.max_fit_points, self.kernel, self.feasibility, encoding.column_groups()
-        )
-        fitted_at = time.perf_counter()
         X_pending = encoding.encode(pending)
         X_pending = X_pending[torch.isfinite(X_pending).all(dim=-1)]
+        view = pool_view(encoding, pool, data, X_pending) if pool is not None else None
+        inputs = len(encoding.column_groups()) if view is None else len(view.groups(encoding.column_groups()))
+        choice = choose_surrogate(self.surrogate, problem, observations, pool is not None, inputs)
+        notes = data.notes + ([] if view is None else view.selection.notes())
+        if pool is not None or self.surrogate != "auto":
+            notes.append(choice.reason)
+        if view is not None and choice.surrogate == "forest":
+            return self._forest_step(view, data, n, seed, started, notes)
+        groups = encoding.column_groups()
+        if view is not None:
+            data, X_pending, groups = view.selection.training(data), view.selection.apply(X_pending), view.groups(groups)
+        fitted = fit_models(data, self.fit_maxiter, self.max_fit_points, self.kernel, self.feasibility, groups)
+        fitted_at = time.perf_counter()
         acquisition = build_acquisition(
             problem,
             fitted,
@@ -227,9 +259,11 @@ class BotorchPlanner:
         )
         acq = acquisition.function
         fallbacks = list(fitted.notes)
-        if pool is not None:
-            choices = encoding.encode(pool)
-            points = [pool[i] for i in optimize_over_points(acq, choices, n)]
+        settings = acquisition.settings | self.settings.as_provenance(None if pool is not None else encoding)
+        if view is not None:
+            rows, screened = view.screened(acquisition.name, fitted, data, self.pool_screen)
+            settings |= screened
+            points = [view.pool[int(rows[i])] for i in optimize_over_points(acq, view.choices[rows], n)]
         else:
             relaxed = encoding.decode(optimize_relaxed(acq, encoding, n, self.settings))
             points, replaced = _legal_and_new(
@@ -239,27 +273,49 @@ class BotorchPlanner:
                 fallbacks.append(
                     f"{replaced} optimized point(s) could not be made legal or repeated a known point; used Sobol for them"
                 )
-        values = pointwise_values(acq, encoding.encode(points))
+        X_points = encoding.encode(points)
+        values = pointwise_values(acq, X_points if view is None else view.selection.apply(X_points))
         return _Step(
             points,
             values,
             acquisition.name,
-            acquisition.settings | self.settings.as_provenance(None if pool is not None else encoding),
+            settings,
             fitted.hyperparameters,
             fit_time_s=fitted_at - started,
             optimize_time_s=time.perf_counter() - fitted_at,
             fallbacks=fallbacks,
-            notes=data.notes + fitted.remarks,
+            notes=notes + fitted.remarks,
+        )
+
+    def _forest_step(
+        self, view: PoolView, data: TrainingData, n: int, seed: int, started: float, notes: list[str]
+    ) -> _Step:
+        """The forest's pick: the pool rows of highest log-EI (`planners.forest`)."""
+        X, y = view.selection.training(data).X[0], data.Y[0]
+        scores = forest_scores(X.numpy(), y.numpy().ravel(), view.choices.numpy(), seed)
+        fitted_at = time.perf_counter()
+        picked = top_rows(scores.log_ei, n)
+        if n > 1:
+            notes.append(f"the forest proposes the {n} rows of highest EI; it does not model them as pending")
+        return _Step(
+            [view.pool[i] for i in picked],
+            [float(scores.log_ei[i]) for i in picked],
+            FOREST_ACQUISITION,
+            scores.settings | {"optimizer": "every pool row scored", "n_candidates": len(view.pool)},
+            {},
+            fit_time_s=fitted_at - started,
+            optimize_time_s=time.perf_counter() - fitted_at,
+            notes=notes,
         )
 
 
 def search_pool(
     encoding: SpaceEncoding, existing: Sequence[Conditions], candidates: pd.DataFrame | None
-) -> list[Conditions] | None:
+) -> Sequence[Conditions] | None:
     """The points a proposal must come from: the candidate table's rows not yet observed or pending, all
     legal points of a small fully discrete space not yet seen (a pool too), or None (search the space)."""
     if candidates is not None:
-        return candidate_pool(encoding.space, candidates, existing).points
+        return candidate_pool(encoding.space, candidates, existing)
     return _unseen_points(encoding, existing)
 
 

@@ -58,7 +58,7 @@ class _Call:
     pending_sources: Sequence[Fidelity]  # the source measuring each pending point (the target when unknown)
     n: int
     seed: int
-    pool: list[Conditions] | None
+    pool: Sequence[Conditions] | None
     provenance: Provenance
 
 
@@ -140,7 +140,7 @@ class MultiFidelityPlanner(BotorchPlanner):
         encoding = SpaceEncoding(problem.space)
         existing = [o.conditions for o in observations] + list(pending)
         pool = search_pool(encoding, existing, candidates)
-        if n == 0 or pool == []:
+        if n == 0 or (pool is not None and len(pool) == 0):
             return []
         provenance = base_provenance(self.name, self.version, seed, observations, pending, pending_fidelities)
         call = _Call(problem, sources, encoding, observations, pending, pending_sources, n, seed, pool, provenance)

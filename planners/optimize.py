@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from botorch.acquisition import AcquisitionFunction
+from botorch.acquisition.analytic import LogExpectedImprovement
+from botorch.models.model import Model
 from botorch.optim import optimize_acqf, optimize_acqf_discrete, optimize_acqf_mixed
 from torch import Tensor
 
@@ -92,3 +95,21 @@ def optimize_over_points(acq: AcquisitionFunction, choices: Tensor, q: int) -> l
         matches = torch.nonzero((choices == x).all(dim=-1)).flatten().tolist()
         picked.append(next(i for i in matches if i not in picked))
     return picked
+
+
+def screen_points(model: Model, best_f: float, choices: Tensor, keep: int) -> Tensor:
+    """Indices (ascending) of the `keep` rows of `choices` with the highest analytic LogEI of `model`'s one output.
+
+    A Monte-Carlo noisy EI scores each row on its joint posterior with every observed point: over a pool of
+    18,000 rows and 150 observations that is seconds per proposal. Analytic LogEI needs each row's marginal
+    posterior only (milliseconds); a row that noisy EI would pick is among the analytic top few hundred.
+    """
+    acq = LogExpectedImprovement(model, best_f=best_f)
+    with torch.no_grad():
+        scores = torch.cat([acq(chunk.unsqueeze(1)) for chunk in choices.split(SCREEN_CHUNK)])
+    scores = torch.nan_to_num(scores, nan=-math.inf)
+    return torch.sort(torch.topk(scores, keep).indices).values
+
+
+# Rows per posterior call while screening: bounds memory, and the cost is the same per row.
+SCREEN_CHUNK = 4096

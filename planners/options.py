@@ -38,8 +38,8 @@ class PlannerOptions(BaseModel):
 Count = Annotated[int, Field(ge=1)]
 
 
-class BotorchOptions(PlannerOptions):
-    """`planners.botorch_planner.BotorchPlanner`'s options (see its docstring for what each one does)."""
+class ModelOptions(PlannerOptions):
+    """The options the botorch and multi-fidelity planners share (see BotorchPlanner's docstring)."""
 
     num_restarts: Count = 6
     raw_samples: Count = 192
@@ -57,7 +57,14 @@ class BotorchOptions(PlannerOptions):
     feasibility_weight: Literal["majority", "probability"] = "majority"
 
 
-class MultiFidelityOptions(BotorchOptions):
+class BotorchOptions(ModelOptions):
+    """`planners.botorch_planner.BotorchPlanner`'s options (see its docstring for what each one does)."""
+
+    surrogate: Literal["auto", "gp", "forest"] = "auto"
+    pool_screen: Annotated[int, Field(ge=0)] = 512
+
+
+class MultiFidelityOptions(ModelOptions):
     """`planners.multifidelity.MultiFidelityPlanner`'s options: the botorch planner's and its own three."""
 
     # A smaller optimizer and fit budget than the botorch planner's: the multi-task model and a mixed space

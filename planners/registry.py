@@ -54,17 +54,34 @@ def planner_options(name: str) -> dict[str, Any]:
     }
 
 
-# Defaults a planner version changed: {(planner, version): {option: that version's default}}.
-# Replays rebuild a recorded call with the defaults of the version that made it.
+# Defaults a planner version changed: {(planner, version): {option: that version's default}}, for the
+# options whose default changed in the next version. Replays rebuild a recorded call with the defaults
+# of the version that made it: those of its own entry and of every later version's entry.
 OLD_DEFAULTS: dict[tuple[str, str], dict[str, Any]] = {
     # Version 2 models failed samples with a GP classifier and pads them into the objective models.
     ("botorch", "1"): {"feasibility": "regression", "pad_failures": False},
+    # Version 3 screens large pools for qLogNEI and may take a random forest on wide pools. (It also
+    # drops constant and duplicated pool columns, which no option undoes: a replay of a version-2 pool
+    # call over such a table can differ; over a table without them it is the same.)
+    ("botorch", "2"): {"surrogate": "gp", "pool_screen": 0},
 }
 
 
 def options_as_of(name: str, version: str | None, options: dict[str, Any]) -> dict[str, Any]:
     """`options` for rebuilding planner `name` as recorded `version` was: its old defaults, unless set."""
-    return {**OLD_DEFAULTS.get((name, str(version)), {}), **options}
+    old: dict[str, Any] = {}
+    for (planner, changed), defaults in OLD_DEFAULTS.items():
+        if planner == name and _at_or_before(str(version), changed):
+            old = {**defaults, **old}  # an earlier version's own entry wins over a later one's
+    return {**old, **options}
+
+
+def _at_or_before(version: str, changed: str) -> bool:
+    """True when `version` is `changed` or older (numeric versions; an unknown one is never older)."""
+    try:
+        return int(version) <= int(changed)
+    except ValueError:
+        return version == changed
 
 
 def make_planner(name: str, **options: Any) -> Planner:

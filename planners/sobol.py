@@ -120,8 +120,8 @@ class _ModelFreePlanner:
         check_request(n)
         encoding = SpaceEncoding(problem.space)
         existing = [o.conditions for o in observations] + list(pending)
-        pool = None if candidates is None else candidate_pool(problem.space, candidates, existing).points
         initial = len(observations) < self.n_initial
+        pool = None if candidates is None else candidate_pool(problem.space, candidates, existing)
         with isolated_rng(seed):
             points = (self._initial if initial else type(self).rule)(encoding, existing, n, seed, pool)
         provenance = base_provenance(self.name, self.version, seed, observations, pending)

@@ -47,7 +47,8 @@ def _planner_options(pairs: tuple[str, ...]) -> dict[str, dict[str, Any]]:
 
 @click.command("bench")
 @click.argument("dataset", type=click.Path(path_type=Path))
-@click.option("--inputs", required=True, help="Comma-separated input columns, e.g. dx,gb,dz.")
+@click.option("--inputs", default=None,
+              help="Comma-separated input columns, e.g. dx,gb,dz (default: every usable column but the objective).")
 @click.option("--objective", required=True, help="The objective column.")
 @click.option("--direction", required=True, type=click.Choice(["max", "min"]), help="Maximize or minimize the objective.")
 @click.option("--planners", default="botorch,random", show_default=True, help="Comma-separated planner names.")
@@ -69,7 +70,7 @@ def _planner_options(pairs: tuple[str, ...]) -> dict[str, dict[str, Any]]:
               help="Write the full report (per-seed results, curves, versions, machine) to this file.")
 @click.option("--quiet", is_flag=True, help="No per-run progress lines.")
 def bench(
-    dataset: Path, inputs: str, objective: str, direction: str, planners: str, seeds: int, budget: int,
+    dataset: Path, inputs: str | None, objective: str, direction: str, planners: str, seeds: int, budget: int,
     init: int, tolerance: float, workers: int, executor: str, dask_scheduler: str | None, max_candidates: int | None, options: tuple[str, ...],
     json_out: Path | None, quiet: bool,
 ) -> None:
@@ -81,7 +82,7 @@ def bench(
     try:
         if tolerance < 0:
             raise BenchInputError(f"--tolerance must be >= 0, got {tolerance}")
-        pool = load_pool(dataset, _split(inputs), objective, direction)
+        pool = load_pool(dataset, None if inputs is None else _split(inputs), objective, direction)
         settings = BenchSettings(
             planners=tuple(_split(planners)),
             seeds=tuple(range(seeds)),
@@ -111,6 +112,21 @@ def _number(value: float | None, spec: str = ".1f") -> str:
     return "-" if value is None else format(value, spec)
 
 
+def _inputs_line(data: dict[str, Any], most: int = 12) -> str:
+    """Which columns were the inputs, and which columns were left out and why."""
+    inputs = data["inputs"]
+    shown = ", ".join(inputs[:most]) + (f", ... ({len(inputs) - most} more)" if len(inputs) > most else "")
+    by_reason: dict[str, list[str]] = {}
+    for entry in data.get("dropped_inputs") or []:  # "column (why)"
+        column, _, why = entry.rpartition(" (")
+        by_reason.setdefault(why.rstrip(")"), []).append(column)
+    left_out = "; ".join(
+        f"{', '.join(columns[:4])}{f', ... ({len(columns)} columns)' if len(columns) > 4 else ''} ({why})"
+        for why, columns in by_reason.items()
+    )
+    return f"inputs ({len(inputs)}): {shown}" + (f"; left out: {left_out}" if left_out else "")
+
+
 def format_report(result: dict[str, Any]) -> str:
     """The short table `closedloop bench` prints."""
     data, settings, baseline = result["dataset"], result["settings"], result["random_baseline"]
@@ -118,6 +134,7 @@ def format_report(result: dict[str, Any]) -> str:
         f"{data['path']}: {data['pool_size']} rows, {data['direction']} {data['objective']} "
         f"(best {data['best_value']:.6g}; {data['rows_counting_as_best']} row(s) within tolerance "
         f"{settings['tolerance']:g}; top 5 % = {data['top_count']} rows)",
+        _inputs_line(data),
         f"budget {settings['budget']} trials incl. {settings['init']} random initial rows, "
         f"{len(settings['seeds'])} seeds, {result['wall_time_s']:.0f} s",
         "",

@@ -35,6 +35,7 @@ import pandas as pd
 
 from closedloop.controller.offline.bench_metrics import summarize_pool, summarize_runs
 from closedloop.controller.offline.executors import ExecutorSpec, configure_worker, run_jobs  # noqa: F401 - configure_worker re-exported
+from closedloop.controller.offline.pool_inputs import UnusableInput, choose_inputs
 from closedloop.planners.encoding import point_key
 from closedloop.planners.registry import make_planner, planner_options
 from closedloop.planners.sampling import derive_seed
@@ -68,6 +69,7 @@ class PoolTable:
     inputs: tuple[str, ...]
     objective: str
     maximize: bool
+    dropped: tuple[str, ...] = ()  # default columns left out, each "column (why)" (`pool_inputs.choose_inputs`)
 
     @property
     def size(self) -> int:
@@ -100,20 +102,30 @@ class PoolRun:
     first_fallback: str | None
 
 
-def load_pool(path: str | Path, inputs: Sequence[str], objective: str, direction: str) -> PoolTable:
-    """Read a CSV pool; raise BenchInputError naming the file, column or row that is unusable."""
+def load_pool(path: str | Path, inputs: Sequence[str] | None, objective: str, direction: str) -> PoolTable:
+    """Read a CSV pool; raise BenchInputError naming the file, column or row that is unusable.
+
+    `inputs` None (or empty): every column but the objective that can inform a model
+    (`pool_inputs.choose_inputs`); the ones left out are in `PoolTable.dropped`.
+    """
     path = Path(path)
     if direction.lower() not in DIRECTIONS:
         raise BenchInputError(f"direction {direction!r} is not one of max, min (or maximize, minimize)")
     if not path.is_file():
         raise BenchInputError(f"{path}: no such file; give the path of a CSV table with a header row")
-    inputs = [c.strip() for c in inputs if c.strip()]
-    if not inputs:
-        raise BenchInputError("no input columns given; pass --inputs COL1,COL2,...")
     try:
         table = pd.read_csv(path)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
         raise BenchInputError(f"{path}: not a readable CSV table ({error})") from None
+    if objective not in table.columns:
+        raise BenchInputError(f"{path}: no column(s) {[objective]}; the table has {list(table.columns)}")
+    try:
+        choice = choose_inputs(path, table, [c.strip() for c in inputs or () if c.strip()], objective)
+    except UnusableInput as error:
+        raise BenchInputError(str(error)) from None
+    inputs = choice.inputs
+    if not inputs:
+        raise BenchInputError(f"{path}: no usable input column (left out: {', '.join(choice.dropped)}); pass --inputs")
     unknown = [c for c in [*inputs, objective] if c not in table.columns]
     if unknown:
         raise BenchInputError(f"{path}: no column(s) {unknown}; the table has {list(table.columns)}")
@@ -151,7 +163,7 @@ def load_pool(path: str | Path, inputs: Sequence[str], objective: str, direction
         )
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
     return PoolTable(str(path), digest, table.reset_index(drop=True), tuple(inputs), objective,
-                     DIRECTIONS[direction.lower()])
+                     DIRECTIONS[direction.lower()], tuple(choice.dropped))
 
 
 def pool_problem(pool: PoolTable) -> Problem:
@@ -285,6 +297,7 @@ def report(
             "sha256": pool.sha256,
             "pool_size": pool.size,
             "inputs": list(pool.inputs),
+            "dropped_inputs": list(pool.dropped),
             "objective": pool.objective,
             "direction": "max" if pool.maximize else "min",
             **pool_summary["dataset"],
