@@ -25,7 +25,7 @@ from closedloop.planners.acquisition import (
 from closedloop.planners.encoding import SpaceEncoding, point_key
 from closedloop.planners.forest import ACQUISITION as FOREST_ACQUISITION
 from closedloop.planners.forest import forest_scores, top_rows
-from closedloop.planners.models import check_feasibility, check_kernel, fit_models
+from closedloop.planners.models import DEFAULT_KERNEL, check_feasibility, check_kernel, fit_models
 from closedloop.planners.optimize import OptimizerSettings, optimize_over_points, optimize_relaxed
 from closedloop.planners.outcomes import NoUsableData, TrainingData, build_training_data, check_problem
 from closedloop.planners.pool import candidate_pool
@@ -69,8 +69,9 @@ class BotorchPlanner:
     """
 
     name = "botorch"
-    # 2: failed samples by a GP classifier and floor padding; 3: pools screened for qLogNEI, constant and
-    # duplicated pool columns dropped, a random forest on wide pools (planners.registry.OLD_DEFAULTS)
+    # 2: failed samples by a GP classifier and floor padding; 3: a Matern-5/2 kernel by default, pools
+    # screened for qLogNEI, constant and duplicated pool columns dropped, a random forest on wide pools
+    # (planners.registry.OLD_DEFAULTS)
     version = "3"
 
     def __init__(
@@ -85,7 +86,7 @@ class BotorchPlanner:
         optimizer_maxiter: int = 200,
         max_choice_combinations: int = 8,
         power_transform: bool = False,
-        kernel: str = "rbf",
+        kernel: str = DEFAULT_KERNEL,
         analytic_ei: bool = False,
         predictive_ei: bool = False,
         pad_failures: bool = True,
@@ -98,9 +99,13 @@ class BotorchPlanner:
 
         power_transform: fit the GP to Yeo-Johnson-warped objectives, robust to skew and outliers
             (`planners.warping`).
-        kernel: "rbf" (BoTorch's default), "matern52", or "additive": per-parameter terms plus a full
-            one, for quantities that are (in model units) close to a sum of per-parameter effects
-            (`planners.models.KERNELS`).
+        kernel: "matern52" (default: Gamma lengthscale priors with mean 0.5, BoTorch's default before
+            0.12), "rbf" (BoTorch's default since, a lengthscale prior that grows with the dimension), or
+            "additive": per-parameter terms plus a full one, for quantities that are (in model units) close
+            to a sum of per-parameter effects (`planners.models.KERNELS`). Matern-5/2 is the default since
+            version 3: on noisy Hartmann-6 it cut the median regret after 48 trials from 0.22 to 0.04 over
+            10 seeds; the dimension-scaled RBF prior's long lengthscales leave the 6-D basin unresolved
+            (README, "Beside Ax, BayBE and raw BoTorch").
         analytic_ei: for one objective without outcome constraints, proposing one point at a time with
             nothing pending, analytic LogEI instead of Monte-Carlo noisy LogEI: much cheaper over large
             candidate pools (`planners.acquisition.build_acquisition`).

@@ -54,6 +54,8 @@ from closedloop.planners.outcomes import FEASIBILITY, Outcome, TrainingData
 # effect of each parameter, not only of its near neighbours in the whole space; the full term keeps
 # interactions (anneal temperature x time). Needs the column groups (`SpaceEncoding.column_groups`).
 KERNELS = ("rbf", "matern52", "additive")
+# The botorch planner's default since its version 3 (`planners.botorch_planner.BotorchPlanner`).
+DEFAULT_KERNEL = "matern52"
 
 
 FEASIBILITY_MODELS = ("classifier", "regression")

@@ -60,6 +60,7 @@ class ModelOptions(PlannerOptions):
 class BotorchOptions(ModelOptions):
     """`planners.botorch_planner.BotorchPlanner`'s options (see its docstring for what each one does)."""
 
+    kernel: Literal["rbf", "matern52", "additive"] = "matern52"
     surrogate: Literal["auto", "gp", "forest"] = "auto"
     pool_screen: Annotated[int, Field(ge=0)] = 512
 

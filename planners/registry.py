@@ -63,7 +63,8 @@ OLD_DEFAULTS: dict[tuple[str, str], dict[str, Any]] = {
     # Version 3 screens large pools for qLogNEI and may take a random forest on wide pools. (It also
     # drops constant and duplicated pool columns, which no option undoes: a replay of a version-2 pool
     # call over such a table can differ; over a table without them it is the same.)
-    ("botorch", "2"): {"surrogate": "gp", "pool_screen": 0},
+    # Version 3 also models with a Matern-5/2 kernel by default.
+    ("botorch", "2"): {"surrogate": "gp", "pool_screen": 0, "kernel": "rbf"},
 }
 
 

@@ -23,7 +23,7 @@ from torch import Tensor
 from closedloop.controller.engine import history
 from closedloop.controller.report.data import ReportData
 from closedloop.planners.encoding import SpaceEncoding
-from closedloop.planners.models import check_kernel, fit_models
+from closedloop.planners.models import DEFAULT_KERNEL, check_kernel, fit_models
 from closedloop.planners.outcomes import NoUsableData, Outcome, build_training_data
 from closedloop.planners.sampling import isolated_rng
 from closedloop.planners.space import ChoiceParameter, Conditions
@@ -73,13 +73,13 @@ def model_view(data: ReportData) -> ModelView:
         return ModelView(notes=[f"no model view: {len(usable)} successful measurement(s), a GP needs at least {MIN_POINTS}"])
     encoding = SpaceEncoding(problem.space)
     options = data.protocol.planner.options or {}
-    kernel = str(options.get("kernel", "rbf"))
+    kernel = str(options.get("kernel", DEFAULT_KERNEL))
     view = ModelView()
     try:
         check_kernel(kernel)
     except ValueError:
-        view.notes.append(f"planner kernel {kernel!r} unknown here; shown with the default RBF kernel")
-        kernel = "rbf"
+        view.notes.append(f"planner kernel {kernel!r} unknown here; shown with the default {DEFAULT_KERNEL} kernel")
+        kernel = DEFAULT_KERNEL
     if options.get("power_transform"):
         view.notes.append("the planner power-warps objectives; this view models them without the warp")
     if options.get("pad_failures", True) and len(usable) < len(obs):

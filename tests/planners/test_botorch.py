@@ -59,8 +59,10 @@ def test_botorch_beats_sobol_on_branin() -> None:
             observed.append(Observation(p.conditions, {"y": branin(p.conditions["x1"], p.conditions["x2"])}))
         return min(o.values["y"] for o in observed) - optimum
 
-    seeds = range(3)
-    bo = np.mean([regret(fast(n_initial=5), s) for s in seeds])
+    # The planner's own optimizer and fit settings (its default Matern kernel needs them on Branin at 16
+    # trials: with `fast`'s 4 restarts it barely beats Sobol), four seeds.
+    seeds = range(4)
+    bo = np.mean([regret(BotorchPlanner(n_initial=5), s) for s in seeds])
     sobol = np.mean([regret(SobolPlanner(), s) for s in seeds])
     assert bo < 0.6 * sobol, f"mean regret: botorch {bo:.3f}, sobol {sobol:.3f}"
 

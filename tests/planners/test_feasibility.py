@@ -86,8 +86,9 @@ def test_failed_samples_can_enter_the_objective_model_as_its_worst_value() -> No
 def test_a_replay_rebuilds_a_version_1_planner_with_its_old_failure_handling() -> None:
     from closedloop.planners.registry import make_planner, options_as_of
 
-    # Version 1's own changes, and version 2's (no pool screen, no forest): a version-1 call had neither.
-    old = {"feasibility": "regression", "pad_failures": False, "surrogate": "gp", "pool_screen": 0}
+    # Version 1's own changes, and version 2's (RBF kernel, no pool screen, no forest): a version-1 call
+    # had those too.
+    old = {"feasibility": "regression", "pad_failures": False, "surrogate": "gp", "pool_screen": 0, "kernel": "rbf"}
     assert options_as_of("botorch", "1", {"n_initial": 5}) == old | {"n_initial": 5}
     assert options_as_of("botorch", "1", {"feasibility": "classifier"}) == old | {"feasibility": "classifier"}
     assert options_as_of("botorch", BotorchPlanner.version, {}) == {}
