@@ -25,7 +25,13 @@ from closedloop.planners.acquisition import (
 from closedloop.planners.encoding import SpaceEncoding, point_key
 from closedloop.planners.forest import ACQUISITION as FOREST_ACQUISITION
 from closedloop.planners.forest import forest_scores, top_rows
-from closedloop.planners.models import DEFAULT_KERNEL, check_feasibility, check_kernel, fit_models
+from closedloop.planners.models import (
+    DEFAULT_KERNEL,
+    check_feasibility,
+    check_kernel,
+    fit_models,
+    resolve_kernel,
+)
 from closedloop.planners.optimize import OptimizerSettings, optimize_over_points, optimize_relaxed
 from closedloop.planners.outcomes import NoUsableData, TrainingData, build_training_data, check_problem
 from closedloop.planners.pool import candidate_pool
@@ -69,7 +75,7 @@ class BotorchPlanner:
     """
 
     name = "botorch"
-    # 2: failed samples by a GP classifier and floor padding; 3: a Matern-5/2 kernel by default, pools
+    # 2: failed samples by a GP classifier and floor padding; 3: kernel "auto" (Matern-5/2 mostly), pools
     # screened for qLogNEI, constant and duplicated pool columns dropped, a random forest on wide pools
     # (planners.registry.OLD_DEFAULTS)
     version = "3"
@@ -99,13 +105,12 @@ class BotorchPlanner:
 
         power_transform: fit the GP to Yeo-Johnson-warped objectives, robust to skew and outliers
             (`planners.warping`).
-        kernel: "matern52" (default: Gamma lengthscale priors with mean 0.5, BoTorch's default before
-            0.12), "rbf" (BoTorch's default since, a lengthscale prior that grows with the dimension), or
-            "additive": per-parameter terms plus a full one, for quantities that are (in model units) close
-            to a sum of per-parameter effects (`planners.models.KERNELS`). Matern-5/2 is the default since
-            version 3: on noisy Hartmann-6 it cut the median regret after 48 trials from 0.22 to 0.04 over
-            10 seeds; the dimension-scaled RBF prior's long lengthscales leave the 6-D basin unresolved
-            (README, "Beside Ax, BayBE and raw BoTorch").
+        kernel: "auto" (default since version 3: "matern52", or "rbf" when the problem has outcome
+            constraints; `planners.models.resolve_kernel` says why), "matern52" (Gamma lengthscale priors
+            with mean 0.5, BoTorch's default before 0.12), "rbf" (BoTorch's default since, a lengthscale
+            prior that grows with the dimension), or "additive": per-parameter terms plus a full one, for
+            quantities that are (in model units) close to a sum of per-parameter effects
+            (`planners.models.KERNELS`). The kernel fitted is in each proposal's acquisition settings.
         analytic_ei: for one objective without outcome constraints, proposing one point at a time with
             nothing pending, analytic LogEI instead of Monte-Carlo noisy LogEI: much cheaper over large
             candidate pools (`planners.acquisition.build_acquisition`).
@@ -249,7 +254,8 @@ class BotorchPlanner:
         groups = encoding.column_groups()
         if view is not None:
             data, X_pending, groups = view.selection.training(data), view.selection.apply(X_pending), view.groups(groups)
-        fitted = fit_models(data, self.fit_maxiter, self.max_fit_points, self.kernel, self.feasibility, groups)
+        kernel = resolve_kernel(self.kernel, bool(problem.outcome_constraints))
+        fitted = fit_models(data, self.fit_maxiter, self.max_fit_points, kernel, self.feasibility, groups)
         fitted_at = time.perf_counter()
         acquisition = build_acquisition(
             problem,
@@ -264,7 +270,7 @@ class BotorchPlanner:
         )
         acq = acquisition.function
         fallbacks = list(fitted.notes)
-        settings = acquisition.settings | self.settings.as_provenance(None if pool is not None else encoding)
+        settings = acquisition.settings | self.settings.as_provenance(None if pool is not None else encoding) | {"kernel": kernel}
         if view is not None:
             rows, screened = view.screened(acquisition.name, fitted, data, self.pool_screen)
             settings |= screened

@@ -53,9 +53,22 @@ from closedloop.planners.outcomes import FEASIBILITY, Outcome, TrainingData
 # product of per-parameter factors is a sum in log units, and then every film teaches the model the
 # effect of each parameter, not only of its near neighbours in the whole space; the full term keeps
 # interactions (anneal temperature x time). Needs the column groups (`SpaceEncoding.column_groups`).
-KERNELS = ("rbf", "matern52", "additive")
-# The botorch planner's default since its version 3 (`planners.botorch_planner.BotorchPlanner`).
-DEFAULT_KERNEL = "matern52"
+# "auto" (the botorch planner's default since its version 3): Matern-5/2, or RBF for a problem with
+# outcome constraints (`resolve_kernel`).
+KERNELS = ("auto", "rbf", "matern52", "additive")
+DEFAULT_KERNEL = "auto"
+
+
+def resolve_kernel(kernel: str, outcome_constraints: bool) -> str:
+    """The kernel that option `kernel` fits: itself, or for "auto" Matern-5/2 unless the problem bounds a
+    measured quantity, then RBF. Measured (benchmarks/peers, 10 seeds): on noisy Hartmann-6 Matern cut the
+    median regret after 48 trials from 0.22 to 0.04, the RBF prior's long lengthscales leaving the 6-D
+    basin unresolved; but with a bound on tau_half the RBF models kept 5 of 7 proposals feasible where
+    Matern's kept 1 of 6 (tests/controller/cli/test_measured_constraints.py): a bound follows a smooth
+    process trend, which long lengthscales extrapolate beyond the data."""
+    if kernel != "auto":
+        return kernel
+    return "rbf" if outcome_constraints else "matern52"
 
 
 FEASIBILITY_MODELS = ("classifier", "regression")

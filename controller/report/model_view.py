@@ -23,7 +23,7 @@ from torch import Tensor
 from closedloop.controller.engine import history
 from closedloop.controller.report.data import ReportData
 from closedloop.planners.encoding import SpaceEncoding
-from closedloop.planners.models import DEFAULT_KERNEL, check_kernel, fit_models
+from closedloop.planners.models import DEFAULT_KERNEL, check_kernel, fit_models, resolve_kernel
 from closedloop.planners.outcomes import NoUsableData, Outcome, build_training_data
 from closedloop.planners.sampling import isolated_rng
 from closedloop.planners.space import ChoiceParameter, Conditions
@@ -92,7 +92,8 @@ def model_view(data: ReportData) -> ModelView:
     except NoUsableData as exc:
         return ModelView(notes=[f"no model view: {exc}"])
     with isolated_rng(data.info["seed"]):
-        fitted = fit_models(training, kernel=kernel, groups=encoding.column_groups())
+        fitted = fit_models(training, kernel=resolve_kernel(kernel, bool(problem.outcome_constraints)),
+                            groups=encoding.column_groups())
     view.notes += fitted.notes + training.notes
     best = history.best(problem, obs)
     view.best = None if best is None else dict(best.conditions)

@@ -88,7 +88,8 @@ def test_a_replay_rebuilds_a_version_1_planner_with_its_old_failure_handling() -
 
     # Version 1's own changes, and version 2's (RBF kernel, no pool screen, no forest): a version-1 call
     # had those too.
-    old = {"feasibility": "regression", "pad_failures": False, "surrogate": "gp", "pool_screen": 0, "kernel": "rbf"}
+    old = {"feasibility": "regression", "pad_failures": False, "surrogate": "gp", "pool_screen": 0, "kernel": "rbf",
+           "max_fit_points": 500}
     assert options_as_of("botorch", "1", {"n_initial": 5}) == old | {"n_initial": 5}
     assert options_as_of("botorch", "1", {"feasibility": "classifier"}) == old | {"feasibility": "classifier"}
     assert options_as_of("botorch", BotorchPlanner.version, {}) == {}
