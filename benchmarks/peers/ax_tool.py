@@ -53,11 +53,16 @@ class AxTool:
         for x, y in zip(points, values, strict=True):
             index = self._pending.pop(_key(x), None) if hasattr(self, "_pending") else None
             if index is None:
-                index = self.client.attach_trial(parameters=dict(x))
+                index = self.client.attach_trial(parameters=self._typed(x))
             if y is None:
                 self.client.mark_trial_failed(trial_index=index)
             else:
                 self.client.complete_trial(trial_index=index, raw_data={"y": y})
+
+    def _typed(self, x: Point) -> dict[str, float | int | str]:
+        """A point in the types Ax declared (a pool's int cell is a float to a float range)."""
+        kinds = {p.name: p.kind for p in self.problem.params}
+        return {k: float(v) if kinds.get(k) == "float" else v for k, v in x.items()}
 
     def ask(self, q: int, unrevealed: pd.DataFrame | None) -> list[Point]:
         trials = self.client.get_next_trials(max_trials=q)

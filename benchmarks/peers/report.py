@@ -106,7 +106,8 @@ def _round(x: float) -> float | None:
 
 
 def markdown(results: list[dict[str, Any]]) -> str:
-    """One table over problems: median (mean +- se) per tool, closedloop's paired wins, CPU per proposal."""
+    """One table over problems: median (mean +- se) per tool, closedloop's paired wins, CPU per proposal.
+    Variants of closedloop (`closedloop:<label>`, options tried) stay in the JSON, not in the table."""
     names = [n for n in (OURS, *PEERS, "random") if any(n in r["summary"]["tools"] for r in results)]
     lines = [
         "| problem | score (lower is better) | " + " | ".join(names) + " | closedloop wins/ties/losses vs "
@@ -127,7 +128,8 @@ def markdown(results: list[dict[str, Any]]) -> str:
                 text += f" {len(t['errors'])} errors"
             cells.append(f"**{text}**" if name == result["summary"]["verdict"].get("best_peer") else text)
         paired = result["summary"]["paired"]
-        wins = ", ".join(f"{p['wins']}/{p['ties']}/{p['losses']}" for n, p in paired.items())
+        wins = ", ".join(f"{paired[n]['wins']}/{paired[n]['ties']}/{paired[n]['losses']}" if n in paired else "-"
+                         for n in names if n != OURS)
         cpu = ", ".join(_fmt(tools[n]["cpu_s_per_proposal_median"]) if n in tools else "-" for n in names)
         lines.append(f"| {result['problem']} | {result['score']} | " + " | ".join(cells) + f" | {wins} | {cpu} |")
     return "\n".join(lines) + "\n"
