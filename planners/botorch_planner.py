@@ -88,7 +88,7 @@ class BotorchPlanner:
         raw_samples: int = 192,
         mc_samples: int = 128,
         fit_maxiter: int = 100,
-        max_fit_points: int = 500,
+        max_fit_points: int = 300,
         optimizer_maxiter: int = 200,
         max_choice_combinations: int = 8,
         power_transform: bool = False,

@@ -19,17 +19,17 @@ import platform
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
 from benchmarks.peers.catalog import PROBLEMS, problem
 from benchmarks.peers.harness import run_one
 from benchmarks.peers.report import markdown, summarize
+from closedloop.controller.offline.pool_bench import software_versions
 
 RESULTS = Path(__file__).resolve().parents[1] / "results"
 TOLERANCE = {"pool_cu_grain_boundary": 1e-4}  # 10 rows within 1e-4 J/m^2 of the minimum count as the best
-PACKAGES = ("closedloop", "torch", "botorch", "gpytorch", "ax-platform", "baybe", "scikit-learn")
+PACKAGES = ("torch", "botorch", "gpytorch", "ax-platform", "baybe", "scikit-learn")
 
 
 def _job(args: tuple[str, str, int, dict[str, Any] | None]) -> dict[str, Any]:
@@ -38,16 +38,6 @@ def _job(args: tuple[str, str, int, dict[str, Any] | None]) -> dict[str, Any]:
     run = run_one(problem(name), tool, seed, options).as_json()
     run["wall_s"] = round(time.perf_counter() - started, 2)
     return run
-
-
-def _versions() -> dict[str, str]:
-    out = {"python": platform.python_version()}
-    for package in PACKAGES:
-        try:
-            out[package] = version(package)
-        except PackageNotFoundError:
-            out[package] = "not installed"
-    return out
 
 
 def write_problem(name: str, runs: list[dict[str, Any]], settings: dict[str, Any]) -> dict[str, Any]:
@@ -122,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     if options is not None:
         tools = [f"closedloop:{args.label}" if t == "closedloop" else t for t in tools]
     RESULTS.mkdir(parents=True, exist_ok=True)
-    settings = {"versions": _versions(), "machine": {"platform": platform.platform(), "cpu_count": os.cpu_count()},
+    settings = {"versions": software_versions(PACKAGES), "machine": {"platform": platform.platform(), "cpu_count": os.cpu_count()},
                 "workers": args.workers, "torch_threads_per_run": 1,
                 "closedloop_options": {f"closedloop:{args.label}": options} if options else {}}
     for name in names:

@@ -351,9 +351,10 @@ def _run_task(task: tuple[PoolTable, str, int, BenchSettings]) -> PoolRun:
     return run_pool(*task)
 
 
-def software_versions() -> dict[str, str]:
+def software_versions(packages: Sequence[str] = PACKAGES) -> dict[str, str]:
+    """Python's, closedloop's and each of `packages`' installed version ("not installed" if absent)."""
     versions = {"python": sys.version.split()[0], "closedloop": __version__}
-    for package in PACKAGES:
+    for package in packages:
         try:
             versions[package] = version(package)
         except PackageNotFoundError:

@@ -27,7 +27,7 @@ def with_options(options: str, acquisition: str = "") -> tuple[str, str]:
 
 @pytest.mark.parametrize(("options", "field", "words"), [
     ("{kernal: rbf}", "planner.options.kernal", "unknown key 'kernal'; did you mean 'kernel'?"),
-    ("{kernel: laplace}", "planner.options.kernel", "use one of: rbf, matern52, additive"),
+    ("{kernel: laplace}", "planner.options.kernel", "use one of: auto, rbf, matern52, additive"),
     ("{num_restarts: many}", "planner.options.num_restarts", "valid integer"),
     ("{mc_samples: 0}", "planner.options.mc_samples", "must be >= 1"),
     ("{pad_failures: maybe}", "planner.options.pad_failures", "valid boolean"),
