@@ -40,7 +40,7 @@ from closedloop.planners.provenance import Proposal, Provenance, base_provenance
 from closedloop.planners.repair import enumerate_legal, make_legal
 from closedloop.planners.sampling import isolated_rng
 from closedloop.planners.sobol import check_n_initial, initial_design, space_filling
-from closedloop.planners.space import Conditions, Observation, Problem
+from closedloop.planners.space import ChoiceParameter, Conditions, Observation, Problem
 from closedloop.planners.surrogate_choice import check_surrogate, choose_surrogate
 
 
@@ -106,7 +106,7 @@ class BotorchPlanner:
         power_transform: fit the GP to Yeo-Johnson-warped objectives, robust to skew and outliers
             (`planners.warping`).
         kernel: "auto" (default since version 3: "matern52", or "rbf" when the problem has outcome
-            constraints; `planners.models.resolve_kernel` says why), "matern52" (Gamma lengthscale priors
+            constraints or choice parameters; `planners.models.resolve_kernel` says why), "matern52" (Gamma lengthscale priors
             with mean 0.5, BoTorch's default before 0.12), "rbf" (BoTorch's default since, a lengthscale
             prior that grows with the dimension), or "additive": per-parameter terms plus a full one, for
             quantities that are (in model units) close to a sum of per-parameter effects
@@ -254,7 +254,8 @@ class BotorchPlanner:
         groups = encoding.column_groups()
         if view is not None:
             data, X_pending, groups = view.selection.training(data), view.selection.apply(X_pending), view.groups(groups)
-        kernel = resolve_kernel(self.kernel, bool(problem.outcome_constraints))
+        choices = any(isinstance(p, ChoiceParameter) for p in problem.space.parameters)
+        kernel = resolve_kernel(self.kernel, bool(problem.outcome_constraints), choices)
         fitted = fit_models(data, self.fit_maxiter, self.max_fit_points, kernel, self.feasibility, groups)
         fitted_at = time.perf_counter()
         acquisition = build_acquisition(

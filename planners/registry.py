@@ -64,7 +64,7 @@ OLD_DEFAULTS: dict[tuple[str, str], dict[str, Any]] = {
     # drops constant and duplicated pool columns, which no option undoes: a replay of a version-2 pool
     # call over such a table can differ; over a table without them it is the same.)
     # Version 3 also models with kernel "auto" by default (Matern-5/2 unless the problem has outcome
-    # constraints), hyperparameters fitted on at most 300 points (a Matern fit takes ~4x the RBF's L-BFGS
+    # constraints or choice parameters), hyperparameters fitted on at most 300 points (a Matern fit takes ~4x the RBF's L-BFGS
     # iterations: a proposal at n = 1000 took 4.8 s fitting on 500 points, 2.1 s on 300).
     ("botorch", "2"): {"surrogate": "gp", "pool_screen": 0, "kernel": "rbf", "max_fit_points": 500},
 }

@@ -92,7 +92,8 @@ def model_view(data: ReportData) -> ModelView:
     except NoUsableData as exc:
         return ModelView(notes=[f"no model view: {exc}"])
     with isolated_rng(data.info["seed"]):
-        fitted = fit_models(training, kernel=resolve_kernel(kernel, bool(problem.outcome_constraints)),
+        choices = any(isinstance(p, ChoiceParameter) for p in problem.space.parameters)
+        fitted = fit_models(training, kernel=resolve_kernel(kernel, bool(problem.outcome_constraints), choices),
                             groups=encoding.column_groups())
     view.notes += fitted.notes + training.notes
     best = history.best(problem, obs)
