@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from benchmarks.peers.problems import BenchProblem, Point
+from benchmarks.peers.problems import BenchProblem, Point, plain_point
 from benchmarks.peers.tools import nearest_rows
 
 
@@ -78,7 +78,7 @@ class AxTool:
         targets = np.array([[float(x[c]) for c in columns] for x in points])  # type: ignore[arg-type]
         rows = nearest_rows(targets, unrevealed.to_numpy(dtype=float), q)
         records = unrevealed.iloc[rows].to_dict("records")
-        return [{str(k): (v.item() if isinstance(v, np.generic) else v) for k, v in r.items()} for r in records]
+        return [plain_point(r) for r in records]
 
 
 def _key(x: Point) -> tuple[object, ...]:

@@ -115,7 +115,7 @@ class BenchProblem:
             rng = np.random.default_rng([seed, 7])
             rows = rng.choice(len(self.pool.table), size=self.n_initial, replace=False)
             records = self.pool.table[list(self.pool.inputs)].iloc[rows].to_dict("records")
-            return [{str(k): _plain(v) for k, v in r.items()} for r in records]
+            return [plain_point(r) for r in records]
         sobol = qmc.Sobol(self.dims, scramble=True, seed=np.random.default_rng([seed, 8]))
         points: list[Point] = []
         while len(points) < self.n_initial:
@@ -155,6 +155,11 @@ class BenchProblem:
         if truth is None:
             return math.inf
         return self.optimum - truth if self.maximize else truth - self.optimum
+
+
+def plain_point(row: Mapping[object, object]) -> Point:
+    """A table row (numpy scalars) as a point of Python values, as every tool is told and asked."""
+    return {str(k): _plain(v) for k, v in row.items()}
 
 
 def _plain(v: object) -> float | int | str:

@@ -15,7 +15,7 @@ from typing import Protocol
 import numpy as np
 import pandas as pd
 
-from benchmarks.peers.problems import BenchProblem, Point
+from benchmarks.peers.problems import BenchProblem, Point, plain_point
 
 
 class Tool(Protocol):
@@ -106,20 +106,13 @@ class RandomTool:
     def ask(self, q: int, unrevealed: pd.DataFrame | None) -> list[Point]:
         if unrevealed is not None:
             rows = self.rng.choice(len(unrevealed), size=min(q, len(unrevealed)), replace=False)
-            return [_plain_row(r) for r in unrevealed.iloc[rows].to_dict("records")]
+            return [plain_point(r) for r in unrevealed.iloc[rows].to_dict("records")]
         points: list[Point] = []
         while len(points) < q:
             point = self.problem.from_unit(self.rng.random(self.problem.dims))
             if all(c.holds(point) for c in self.problem.constraints):
                 points.append(point)
         return points
-
-
-def _plain_row(row: dict[object, object]) -> Point:
-    out: Point = {}
-    for k, v in row.items():
-        out[str(k)] = v.item() if isinstance(v, np.generic) else v  # type: ignore[assignment]
-    return out
 
 
 def nearest_rows(targets: np.ndarray, rows: np.ndarray, q: int) -> list[int]:
