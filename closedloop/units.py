@@ -12,27 +12,37 @@ from __future__ import annotations
 import math
 import re
 from difflib import get_close_matches
+from pathlib import Path
 
 import pint
 
+# The lab units pint lacks (sccm, Torr, ohm/sq, at%, wt%, ...), in pint's own definition syntax.
+DEFINITIONS = Path(__file__).with_name("units.txt")
+# pint unit names cannot contain "%": composition units are rewritten before pint parses them.
+_COMPOSITION = [(re.compile(r"\bat\s*%"), "at_percent"), (re.compile(r"\bwt\s*%"), "wt_percent")]
+
+
+def _composition_names(text: str) -> str:
+    for pattern, name in _COMPOSITION:
+        text = pattern.sub(name, text)
+    return text
+
 
 def _registry() -> pint.UnitRegistry:
-    """pint's registry, from its on-disk cache of parsed definitions where one can be kept (a tenth of
-    the time every command would otherwise spend parsing pint's unit files); built afresh otherwise."""
+    """pint's registry with the project's definitions, from its on-disk cache of parsed definitions where
+    one can be kept (a tenth of the time every command would otherwise spend parsing pint's unit files);
+    built afresh otherwise."""
+    registry: pint.UnitRegistry
     try:
-        return pint.UnitRegistry(cache_folder=":auto:")
+        registry = pint.UnitRegistry(cache_folder=":auto:")
     except Exception:  # noqa: BLE001 - a read-only or odd home folder: no cache, same units
-        return pint.UnitRegistry()
+        registry = pint.UnitRegistry()
+    registry.load_definitions(str(DEFINITIONS))
+    registry.preprocessors.insert(0, _composition_names)  # before pint's own "%" -> "percent"
+    return registry
 
 
 ureg = _registry()
-# pint's slm is a PV flow (atm * L / min); a standard cubic centimetre per minute is a thousandth of it,
-# so sccm and slm convert into each other and into throughput units such as Torr*L/s.
-ureg.define("standard_cubic_centimeter_per_minute = standard_liter_per_minute / 1000 = sccm")
-ureg.define("@alias torr = Torr")
-# Photon counts are pure numbers: "photons/cm^2" must be interchangeable with "1/cm^2" (TRMC fluence).
-ureg.define("photon = count = photons")
-
 # A number, optionally followed by a unit: "12 h", "-5", "1e15 photons/cm^2", "500nm".
 _QUANTITY = re.compile(
     r"^\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?|[-+]?(?:infinity|inf|nan)(?![a-z]))\s*(.*?)\s*$", re.IGNORECASE

@@ -106,3 +106,23 @@ def test_durations_need_a_time_unit() -> None:
         parse_duration_s("5 K")
     with pytest.raises(UnitError, match="non-negative"):
         parse_duration_s("-1 s")
+
+
+@pytest.mark.parametrize(("value", "source", "target", "expected"), [
+    (120.0, "ohm/sq", "ohm", 120.0),  # a square is a pure number
+    (2.5, "kohm/sq", "ohm/sq", 2500.0),
+    (5.0, "at%", "atomic_fraction", 0.05),
+    (40.0, "wt %", "wt%", 40.0),
+    (1.0, "mbar", "Torr", 0.750062),
+    (10.0, "sccm", "slm", 0.01),
+])
+def test_the_lab_units_of_the_definitions_file(value: float, source: str, target: str, expected: float) -> None:
+    assert convert(value, source, target) == pytest.approx(expected, rel=1e-5)
+
+
+def test_atomic_and_weight_percent_are_not_interchangeable() -> None:
+    # Converting at% to wt% needs the elements' masses: pint must refuse it rather than pass it through.
+    assert not compatible("at%", "wt%")
+    assert not compatible("wt%", "percent")
+    with pytest.raises(UnitError, match="different dimensions"):
+        convert(5.0, "at%", "wt%")
