@@ -30,6 +30,7 @@ from closedloop.drivers.serial_sections import (
     WaitSpec,
     located,
 )
+from closedloop.drivers.serial_simulate import DescribedSimulation, SimulateSection, check_described
 from closedloop.units import is_time_unit, parse_unit
 
 __all__ = [
@@ -87,6 +88,8 @@ class SerialInstrumentConfig(Strict):
     measure: dict[str, MeasureSpec] = Field(default_factory=dict, validate_default=True)
     error_query: str | None = None
     safe_state: Commands = []
+    # How a dry run imitates this instrument when the project has no emulator of it (drivers.serial_simulate).
+    simulate: SimulateSection | None = None
 
     @field_validator("connection")
     @classmethod
@@ -175,6 +178,13 @@ class SerialInstrumentConfig(Strict):
                     f"command {command!r} cannot be sent in the line's encoding {encoding!r}; "
                     "remove the special characters or set serial.encoding (e.g. utf-8)"
                 ) from None
+        return self
+
+    @model_validator(mode="after")
+    def _simulation_fits(self) -> SerialInstrumentConfig:
+        if isinstance(self.simulate, DescribedSimulation):
+            check_described(self.simulate, settable=self.set, measure=self.measure, parameter_unit=self.parameter_unit,
+                            identify=self.identify, wait=self.wait)
         return self
 
     def parameter_unit(self, name: str) -> str:

@@ -30,6 +30,8 @@ from closedloop.drivers.base import Clock, Driver, DriverDescription, Limit, Saf
 from closedloop.drivers.mbe import MBE_DESCRIPTION, MbeOptions
 from closedloop.drivers.options import DriverOptions
 from closedloop.drivers.opv_robot import IDENTITY as OPV_ROBOT_IDENTITY
+from closedloop.drivers.serial_config import SerialInstrumentConfig
+from closedloop.drivers.serial_simulate import DescribedSimulation
 from closedloop.drivers.smu import SMU_DESCRIPTION, SmuOptions
 from closedloop.drivers.transport import Port, TransportSettings, register_port_scheme
 from closedloop.drivers.trmc import TRMC_DESCRIPTION, TrmcOptions
@@ -165,6 +167,22 @@ EMULATORS: dict[str, WireEmulator] = {
         ),
     )
 }
+
+
+def described_emulator(config: SerialInstrumentConfig, title: str) -> WireEmulator:
+    """The wire emulator of an instrument its own protocol simulates (a `simulate:` section, see
+    `simulators.described`), registered under a `sim://` name of its own so every link reaches it."""
+    from closedloop.simulators.described import DescribedInstrument, described_name, noise_free
+
+    if not isinstance(config.simulate, DescribedSimulation):
+        raise ValueError("the instrument section has no described simulation (simulate: with measure formulas)")
+    name = described_name(config, title)
+    if name not in EMULATORS:
+        EMULATORS[name] = WireEmulator(
+            name, "serial", f"{title}, simulated from its protocol's simulate: section",
+            lambda clock, seed: DescribedInstrument(config, clock, seed),
+            accepts=config.describe(), identity=config.simulate.identity, truth=noise_free(config))
+    return EMULATORS[name]
 
 
 def emulator(name: str) -> WireEmulator:

@@ -7,6 +7,10 @@ Point a protocol's `connection:` at that path to run the real serial driver agai
 Several models (`closedloop emulate opv_robot hotplate hotplate trmc`) are served from one process, one
 line each (`opv_robot listening on /dev/pts/7`), the same model twice as two instruments: the emulators
 of a line share the films they make and measure (`simulators.line.ledger`) only inside one process.
+
+`closedloop emulate --protocol FILE --pty` serves whatever stands in for that protocol's instrument in a
+dry run: its own `simulate:` section (an instrument the project has no emulator of), or the emulator of
+its driver; replies end in the protocol's read terminator unless --terminator says otherwise.
 """
 
 from __future__ import annotations
@@ -19,7 +23,12 @@ from types import FrameType
 
 import click
 
+from closedloop.controller.campaign import BadInput
+from closedloop.controller.cli.errors import handle_errors
 from closedloop.controller.cli.signals import handled_signals
+from closedloop.controller.engine.stations import resolve_link
+from closedloop.controller.protocol.model import load_protocol
+from closedloop.drivers.serial_config import SerialInstrumentConfig
 from closedloop.simulators.emulator import Device, PtyServer, ScaledClock, TcpServer
 from closedloop.simulators.faults import FaultInjector, FaultSpecError, parse_fault_spec
 from closedloop.simulators.mbe.wire import MbeWireModel, WireRecord
@@ -34,7 +43,9 @@ def _fault_spec(ctx: click.Context, param: click.Parameter, value: str) -> str:
     return value
 
 
-def _terminator(ctx: click.Context, param: click.Parameter, value: str) -> str:
+def _terminator(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    if value is None:
+        return None
     # Shells pass "\r\n" as backslash escapes; the instrument sends the control characters.
     decoded = value.encode("ascii").decode("unicode_escape") if "\\" in value else value
     if not decoded:
@@ -43,14 +54,18 @@ def _terminator(ctx: click.Context, param: click.Parameter, value: str) -> str:
 
 
 @click.command()
-@click.argument("models", metavar="MODEL...", nargs=-1, required=True, type=click.Choice(sorted(EMULATORS)))
+@handle_errors
+@click.argument("models", metavar="[MODEL...]", nargs=-1, type=click.Choice(sorted(EMULATORS)))
+@click.option("--protocol", "protocol_path", type=click.Path(dir_okay=False),
+              help="Serve the simulation that stands in for this protocol's instrument (its simulate: section).")
 @click.option("--pty", "use_pty", is_flag=True, help="Serve on a new pseudo-terminal (the default).")
 @click.option("--tcp", "tcp_port", type=click.IntRange(0, 65535), help="Serve on 127.0.0.1:PORT instead (0: any free port).")
 @click.option("--faults", default="", callback=_fault_spec, help="Faults to inject, e.g. 'no_reply:0.1,garbage:0.05,reset:once@5'.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for the model's noise and the faults.")
 @click.option("--time-scale", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True,
               help="Emulated seconds per wall second (3600: an hour per second).")
-@click.option("--terminator", default="\\r\\n", show_default=True, callback=_terminator, help="Reply terminator.")
+@click.option("--terminator", default=None, callback=_terminator,
+              help="Reply terminator [default: \\r\\n, or the protocol's].")
 @click.option("--echo", is_flag=True, help="Echo each command line before replying.")
 @click.option("--slow-delay", type=click.FloatRange(min=0), default=1.0, show_default=True,
               help="Seconds a slow_reply fault holds a reply back.")
@@ -61,18 +76,28 @@ def _terminator(ctx: click.Context, param: click.Parameter, value: str) -> str:
                    "object a line (t_s in emulated seconds), as it happens: what a driver really did. MBE only.")
 def emulate(
     models: tuple[str, ...],
+    protocol_path: str | None,
     use_pty: bool,
     tcp_port: int | None,
     faults: str,
     seed: int,
     time_scale: float,
-    terminator: str,
+    terminator: str | None,
     echo: bool,
     slow_delay: float,
     unplug_time: float,
     record_path: str | None,
 ) -> None:
-    """Serve each simulated instrument MODEL behind a pty or a TCP port until killed."""
+    """Serve each simulated instrument MODEL (or the one standing in for --protocol's instrument) behind a
+    pty or a TCP port until killed."""
+    if protocol_path is not None:
+        if models:
+            raise click.UsageError("give MODEL names or --protocol FILE, not both")
+        name, protocol_terminator = _protocol_emulator(protocol_path)
+        models, terminator = (name,), terminator or protocol_terminator
+    elif not models:
+        raise click.UsageError(f"name a MODEL to serve ({', '.join(sorted(EMULATORS))}) or --protocol FILE")
+    terminator = terminator or "\r\n"
     if use_pty and tcp_port is not None:
         raise click.UsageError("choose one of --pty and --tcp PORT")
     if tcp_port and len(models) > 1:
@@ -113,6 +138,21 @@ def emulate(
     finally:
         for server in servers:
             server.close()
+
+
+def _protocol_emulator(path: str) -> tuple[str, str]:
+    """The emulator standing in for the instrument of the protocol at `path`, and the terminator its
+    driver reads replies up to."""
+    protocol = load_protocol(path)
+    if protocol.is_line:
+        raise BadInput(f"{path}: a workflow has one instrument per step; serve each step's emulator by its MODEL name")
+    link = resolve_link(protocol, sim=True)
+    if link.emulator is None:
+        what = "pyvisa-sim serves its file itself (simulate.pyvisa_sim)" if link.url else "it has no wire"
+        raise BadInput(f"{path}: nothing to serve on a port: {what}; run the protocol with --sim or a dry run instead")
+    section = protocol.the_instrument()
+    terminator = section.serial.to_transport().read_terminator if isinstance(section, SerialInstrumentConfig) else "\r\n"
+    return link.emulator, terminator
 
 
 def _record_to(emulated: object, model: str, path: str) -> None:

@@ -37,6 +37,8 @@ from closedloop.controller.engine.stations import resolve_link
 from closedloop.controller.protocol.model import Protocol, load_protocol
 from closedloop.controller.protocol.sections import FixedSpec
 from closedloop.controller.report.schedule import schedule_of
+from closedloop.drivers.serial_config import SerialInstrumentConfig
+from closedloop.drivers.serial_simulate import PyvisaSimFile
 from closedloop.planners.space import Conditions
 
 DEFAULT_OPERATOR_STEP_S = 300.0  # assumed operator time per approval or manual step in the wall-time estimate
@@ -130,7 +132,14 @@ def _simulated(protocol: Protocol) -> str:
     if protocol.is_line:
         return ", ".join(f"{step.name}: {_simulated(protocol.step_view(step))}" for step in protocol.steps() if step.instrument)
     link = resolve_link(protocol, sim=True)
-    return protocol.the_instrument().driver if link.url is None else link.url
+    if link.url is None:
+        return protocol.the_instrument().driver
+    section = protocol.the_instrument()
+    if isinstance(section, SerialInstrumentConfig) and section.simulate is not None and link.emulator is None:
+        return f"the pyvisa-sim file {section.simulate.pyvisa_sim if isinstance(section.simulate, PyvisaSimFile) else ''}, {link.url}"
+    if isinstance(section, SerialInstrumentConfig) and section.simulate is not None:
+        return f"the protocol's own simulate: section, {link.url}"
+    return link.url
 
 
 def build_report(

@@ -21,9 +21,16 @@ from typing import Any
 
 from closedloop.controller.engine.dispatch import Station
 from closedloop.controller.protocol.catalog import SIM, instrument
-from closedloop.controller.protocol.instruments import emulator_problem, run_by_hand, section_config
+from closedloop.controller.protocol.instruments import (
+    emulator_problem,
+    run_by_hand,
+    section_config,
+    serial_instrument_config,
+)
 from closedloop.controller.protocol.model import Protocol
 from closedloop.drivers.base import Driver, DriverEntry
+from closedloop.drivers.serial_config import SerialInstrumentConfig
+from closedloop.drivers.serial_simulate import PyvisaSimFile
 from closedloop.drivers.transfer import TransferDriver
 from closedloop.simulators.registry import (
     EMULATORS,
@@ -31,6 +38,7 @@ from closedloop.simulators.registry import (
     SimulationInputs,
     Truth,
     WireEmulator,
+    described_emulator,
     emulator_name,
     sim_url,
 )
@@ -80,15 +88,51 @@ def resolve_link(protocol: Protocol, *, sim: bool = False, connection: str | Non
                                     "/dev/ttyUSB0 or /dev/pts/5, or a URL such as socket://host:port")
     url = connection.strip() if connection is not None else protocol.the_instrument().connection
     if sim and emulator_name(url) is None:
+        own = _own_simulation(protocol)
+        if own is not None:
+            return own
         if entry.emulator is None:
             raise InstrumentUnavailable(f"driver {entry.name} has no simulator to run --sim against")
         url = f"sim://{entry.emulator}"
+        foreign = emulator_problem(entry.name, url, protocol.the_instrument())
+        if foreign is not None and isinstance(protocol.the_instrument(), SerialInstrumentConfig):
+            raise InstrumentUnavailable(f"no simulator exists for this instrument: {foreign}. {_SIMULATE_HINT}")
     if url is None:
         raise InstrumentUnavailable(f"driver {entry.name} needs a connection (a device path or URL)")
     problem = emulator_problem(entry.name, url, protocol.the_instrument())
     if problem is not None:
         raise InstrumentUnavailable(f"connection {url}: {problem}")
     return Link(url, in_process=emulator_name(url) is not None)
+
+
+_SIMULATE_HINT = (
+    "Or give its protocol a simulation of its own: a `simulate:` section under `instrument:` (the reply to the "
+    "identify query, how long a run takes, each measured quantity as a formula of the setpoints, e.g. "
+    "simulate: {identity: \"MAKER,MODEL\", process_time: 10 min, measure: {QUANTITY: \"2 * PARAM + 1\"}}), "
+    "or a pyvisa-sim device file: simulate: {pyvisa_sim: FILE.yaml, resource: \"ASRL1::INSTR\"}"
+)
+
+
+def _own_simulation(protocol: Protocol) -> Link | None:
+    """The link to the simulation a serial instrument's protocol describes (`simulate:`), in this process
+    and virtual time; None when it describes none."""
+    section = protocol.the_instrument()
+    if not isinstance(section, SerialInstrumentConfig) or section.simulate is None:
+        return None
+    simulation = section.simulate
+    if isinstance(simulation, PyvisaSimFile):
+        path = protocol.beside_file(simulation.pyvisa_sim)
+        if not path.is_file():
+            raise InstrumentUnavailable(f"instrument.simulate.pyvisa_sim: no such file {str(path)!r}; give the path "
+                                        "of a pyvisa-sim device file, relative to the protocol")
+        resource = simulation.resource or (section.connection.removeprefix("visa://").partition("?")[0]
+                                           if section.connection.startswith("visa://") else None)
+        if not resource:
+            raise InstrumentUnavailable("instrument.simulate.resource: name the resource of the pyvisa-sim file "
+                                        "to open, e.g. resource: \"ASRL1::INSTR\"")
+        return Link(f"visa://{resource}?sim={path.resolve()}", in_process=True)
+    config = serial_instrument_config(section, protocol.space)
+    return Link(f"sim://{described_emulator(config, protocol.name).name}", in_process=True)
 
 
 def make_stations(protocol: Protocol, *, seed: int, sim: bool = False, connection: str | None = None) -> list[Station]:

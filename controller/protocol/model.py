@@ -207,7 +207,12 @@ class Protocol(Section):
     def candidates_path(self) -> Path | None:
         if self.candidates is None:
             return None
-        path = Path(self.candidates.path).expanduser()
+        return self.beside_file(self.candidates.path)
+
+    def beside_file(self, written: str) -> Path:
+        """A path the protocol names (a candidate table, a simulation file): relative to the protocol's
+        folder, or to the working folder for a protocol that has no file."""
+        path = Path(written).expanduser()
         base = self._path.parent if self._path is not None else Path.cwd()
         return path if path.is_absolute() else base / path
 

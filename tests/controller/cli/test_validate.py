@@ -21,7 +21,7 @@ EXAMPLES = sorted((ROOT / "protocols").glob("*.yaml"))
 
 def test_the_example_protocols_ship() -> None:
     assert [p.name for p in EXAMPLES] == [
-        "manual_spin_coating.yaml", "mbe_srruo3.yaml", "opv_device_mf.yaml", "opv_line.yaml", "pool_melting_points.yaml",
+        "hotplate_stirrer.yaml", "manual_spin_coating.yaml", "mbe_srruo3.yaml", "opv_device_mf.yaml", "opv_line.yaml", "pool_melting_points.yaml",
         "serial_furnace.yaml", "trmc_opv_blend.yaml", "trmc_opv_pareto.yaml",
     ]
     for path in EXAMPLES:
@@ -137,7 +137,7 @@ def test_validate_all_examples_in_a_real_process() -> None:
     done = subprocess.run([sys.executable, "-m", "closedloop", "validate", *map(str, EXAMPLES)],
                           capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.count(": valid: ") == len(EXAMPLES) == 8 and done.stderr == ""
+    assert done.stdout.count(": valid: ") == len(EXAMPLES) == 9 and done.stderr == ""
 
 
 # --- run and resume refuse what validate refuses, before a campaign file is created or changed (issue 19) ---
