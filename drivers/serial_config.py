@@ -96,14 +96,15 @@ class SerialInstrumentConfig(Strict):
     def _connection(cls, url: str) -> str:
         return check_connection(url)
 
-    @field_validator("set", mode="before")
+    # A command alone stands for {command: ...}; the schema for editors says both forms are fine.
+    @field_validator("set", mode="before", json_schema_input_type=dict[str, SetCommand | str])
     @classmethod
     def _set_shorthand(cls, value: Any) -> Any:
         if isinstance(value, dict):
             return {k: {"command": v} if isinstance(v, str) else v for k, v in value.items()}
         return value
 
-    @field_validator("measure", mode="before")
+    @field_validator("measure", mode="before", json_schema_input_type=dict[str, MeasureSpec | str])
     @classmethod
     def _measure_shorthand(cls, value: Any) -> Any:
         if isinstance(value, dict):

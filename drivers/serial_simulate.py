@@ -100,7 +100,11 @@ class DeviceRange(Strict):
 
 
 class DescribedSimulation(Strict):
-    """A simulation described in the protocol (see the module docstring)."""
+    """How a dry run imitates the instrument: `identity` answers the identify query; after a `start`
+    command the wait query gets `busy` for `process_time` (or as long as the set parameter
+    `process_time_from` says), then `ready`; each `measure` entry is a formula of the set parameters (in
+    their units) with noise; `ranges` are the setpoints the instrument itself accepts; the error query
+    answers `no_error`, or `error` / `unknown_command` for a refused setpoint or an unknown command."""
 
     identity: str | None = None
     process_time: Duration | None = None
@@ -113,7 +117,7 @@ class DescribedSimulation(Strict):
     error: str = '-222,"Data out of range"'
     unknown_command: str = '-113,"Undefined header"'
 
-    @field_validator("measure", mode="before")
+    @field_validator("measure", mode="before", json_schema_input_type=dict[str, SimulatedReading | str | float])
     @classmethod
     def _shorthand(cls, value: Any) -> Any:
         if isinstance(value, dict):

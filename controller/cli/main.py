@@ -19,7 +19,7 @@ from closedloop.version import __version__
 COMMANDS: dict[str, tuple[str, str, str]] = {
     "ask": ("campaign", "ask", "Hand out N trials to run by hand; they are recorded as pending until `tell`."),
     "bench": ("bench", "bench", "Replay planners against DATASET.csv, one row per experiment, and compare them with random sampling."),
-    "emulate": ("emulate", "emulate", "Serve each simulated instrument MODEL behind a pty or a TCP port until killed."),
+    "emulate": ("emulate", "emulate", "Serve each simulated instrument MODEL (or the one standing in for --protocol's instrument) behind a pty or a TCP port until killed."),
     "export": ("campaign", "export", "One tidy row per trial (conditions, objectives, status, timestamps, proposer) + a JSON sidecar."),
     "import": ("warm_start", "import_command", "Add earlier results to CAMPAIGN_FILE as warm-start trials, from a CSV file or another campaign."),
     "init": ("campaign", "init", "Create the campaign file of PROTOCOL without touching any instrument, to ask/tell or resume."),
@@ -29,6 +29,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "report": ("report", "report", "Write one self-contained HTML report of CAMPAIGN_FILE (works offline; the campaign is opened read-only)."),
     "resume": ("campaign", "resume", "Reconcile interrupted trials of CAMPAIGN_FILE and continue it."),
     "run": ("campaign", "run", "Run a campaign from PROTOCOL until a stop rule fires."),
+    "schema": ("schema", "schema", "Print the JSON Schema of protocol files (for editors), or with --reference the protocol reference page."),
     "status": ("campaign", "status", "Counts by state, best so far, stop reason and the last events of CAMPAIGN_FILE."),
     "tell": ("campaign", "tell", "Record results measured by hand: `--trial ID name=value ...` or `--csv results.csv`."),
     "validate": ("validate", "validate_command", "Check protocol files before any hardware moves: schema, units, safety envelope, constraint feasibility, objectives, budget and candidate table."),
