@@ -114,6 +114,10 @@ def test_queries_and_sets_through_pyvisa_sim_are_journaled() -> None:
                        ("tx", "SOUR:TEMP?"), ("rx", "350.0"), ("tx", "SYST:ERR?"), ("rx", '0,"No error"'),
                        ("tx", "SOUR:TEMP 5000"), ("tx", "SYST:ERR?"), ("rx", '-100,"Command error"'),
                        ("tx", "SOUR:TEMP?"), ("rx", "350.0")]
+    for command in ("SOUR:TEMP 25", "SOUR:FLOW 0", "ABOR"):  # the protocol's safe state: one-digit values too
+        transport.write(command)
+        assert transport.query("SYST:ERR?") == '0,"No error"', command
+    assert transport.query("SOUR:FLOW?") == "0.00"
     transport.close()
     assert not transport.is_open
 
