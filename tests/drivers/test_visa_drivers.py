@@ -21,6 +21,7 @@ from closedloop.drivers.serial_driver import SerialInstrumentDriver
 from closedloop.drivers.trmc_driver import TrmcDriver
 from closedloop.drivers.visa_port import VisaPort
 from closedloop.simulators.emulator import Device, PtyServer, ScaledClock, TcpServer
+from closedloop.simulators.faults import FaultInjector
 from closedloop.simulators.furnace import FurnaceModel, sheet_resistance
 from closedloop.simulators.trmc.wire import TrmcWireModel
 from tests import paths
@@ -159,3 +160,22 @@ def test_emulate_cli_serves_the_trmc_on_tcp_for_a_visa_socket_link() -> None:
     assert measurement.instrument.startswith("CLOSEDLOOP,TRMC-SIM")
     assert 0 < measurement.values["phi_sum_mu_max"] < 1
     assert "CURV?" in journal.sent()
+
+
+def test_a_dropped_tcp_link_is_reopened_through_visa_and_the_next_trial_runs() -> None:
+    """pyvisa-py hears a closed socket as silence, so the loss shows on the next write (a broken pipe):
+    the transport reconnects, abandons the trial, and the next one measures."""
+    device = Device(FurnaceModel(ScaledClock(INSTANT), seed=0), faults=FaultInjector("unplug:once@6", unplug_s=0.3))
+    with TcpServer(device) as server:
+        driver = furnace_driver(f"visa://TCPIP::127.0.0.1::{server.port}::SOCKET",
+                                wait={"query": "STAT:OPER?", "until": "^IDLE", "poll": "0.01 s", "timeout": "5 s"},
+                                serial={"terminator": "\n", "timeout": "0.3 s", "reconnect_backoff": "0.1 s"})
+        journal = Journal()
+        with pytest.raises(InstrumentFault):
+            driver.run(CONDITIONS, InstrumentContext(clock=WallClock(), trial_id=1, journal=journal))
+        assert driver.transport.reconnects == 1
+        assert ("rx", "[link re-established]") in journal
+        time.sleep(0.4)  # the emulator listens again after its unplug time
+        measurement, _ = run(driver, CONDITIONS, WallClock())
+    assert measurement.status == "ok"
+    assert measurement.values["sheet_resistance"] == pytest.approx(sheet_resistance(300.0, 30.0, 50.0), rel=0.1)
