@@ -51,7 +51,8 @@ _HOST_PORT = re.compile(r"^[^:/\s]+:(\d+)(/.*)?$")
 
 
 def check_connection(url: str) -> str:
-    """`url` if it is a device path or a pyserial URL (or sim://MODEL); ValueError saying what to write."""
+    """`url` if it is a device path or a pyserial URL (or sim://MODEL, visa://RESOURCE); ValueError saying
+    what to write."""
     usage = ("use a device path (/dev/ttyUSB0, COM3), socket://HOST:PORT, rfc2217://HOST:PORT, loop://, sim://MODEL "
              "or visa://RESOURCE (e.g. visa://GPIB0::12::INSTR)")
     if "://" not in url:

@@ -2,7 +2,8 @@
 answer to a different command.
 
 The port comes from pyserial's `serial_for_url` (a device path, `socket://host:port`, `loop://`), from
-pyvisa (`visa://RESOURCE`, drivers.visa_port), or is any object with the same few methods (`Port`), such as an in-process emulator. On top of it:
+pyvisa (`visa://RESOURCE`, drivers.visa_port), or is any object with the same few methods (`Port`),
+such as an in-process emulator. On top of it:
 
 - framing: a command is written with the write terminator; a reply is read up to the read terminator
   against a deadline. No reply, a partial line or undecodable bytes raise `InstrumentFault`;
