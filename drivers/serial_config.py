@@ -31,6 +31,7 @@ from closedloop.drivers.serial_sections import (
     located,
 )
 from closedloop.drivers.serial_simulate import DescribedSimulation, SimulateSection, check_described
+from closedloop.drivers.visa_port import check_visa_url
 from closedloop.units import is_time_unit, parse_unit
 
 __all__ = [
@@ -46,13 +47,15 @@ __all__ = [
     "check_connection",
 ]
 
-_SCHEMES = ("socket", "rfc2217", "loop", "spy", "hwgrep", "alt", "sim")
+_SCHEMES = ("socket", "rfc2217", "loop", "spy", "hwgrep", "alt", "sim", "visa")
 _HOST_PORT = re.compile(r"^[^:/\s]+:(\d+)(/.*)?$")
 
 
 def check_connection(url: str) -> str:
-    """`url` if it is a device path or a pyserial URL (or sim://MODEL); ValueError saying what to write."""
-    usage = "use a device path (/dev/ttyUSB0, COM3), socket://HOST:PORT, rfc2217://HOST:PORT, loop:// or sim://MODEL"
+    """`url` if it is a device path or a pyserial URL (or sim://MODEL, visa://RESOURCE); ValueError saying
+    what to write."""
+    usage = ("use a device path (/dev/ttyUSB0, COM3), socket://HOST:PORT, rfc2217://HOST:PORT, loop://, sim://MODEL "
+             "or visa://RESOURCE (e.g. visa://GPIB0::12::INSTR)")
     if "://" not in url:
         if url.startswith("/") or re.fullmatch(r"COM\d+", url, re.IGNORECASE):
             return url
@@ -64,6 +67,8 @@ def check_connection(url: str) -> str:
         match = _HOST_PORT.match(rest)
         if match is None or not 0 < int(match.group(1)) < 65536:
             raise ValueError(f"{url!r}: {scheme}:// needs HOST:PORT with a port in 1..65535")
+    if scheme == "visa":
+        return check_visa_url(url)
     if scheme == "sim" and not rest.strip("/"):
         raise ValueError("sim:// needs a model name, e.g. sim://furnace")
     return url

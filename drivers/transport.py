@@ -1,8 +1,9 @@
 """A line-oriented serial link that never hangs, never re-sends a setpoint and never hands back the
 answer to a different command.
 
-The port comes from pyserial's `serial_for_url` (a device path, `socket://host:port`, `loop://`), or
-is any object with the same few methods (`Port`), such as an in-process emulator. On top of it:
+The port comes from pyserial's `serial_for_url` (a device path, `socket://host:port`, `loop://`), from
+pyvisa (`visa://RESOURCE`, drivers.visa_port), or is any object with the same few methods (`Port`),
+such as an in-process emulator. On top of it:
 
 - framing: a command is written with the write terminator; a reply is read up to the read terminator
   against a deadline. No reply, a partial line or undecodable bytes raise `InstrumentFault`;
@@ -86,9 +87,18 @@ PortFactory = Callable[[str, TransportSettings], Port]
 _PORT_SCHEMES: dict[str, PortFactory] = {}
 
 
+def _open_visa(url: str, settings: TransportSettings) -> Port:
+    from closedloop.drivers.visa_port import open_visa_port  # pyvisa loads only when a visa:// link opens
+
+    return open_visa_port(url, settings)
+
+
 def register_port_scheme(scheme: str, factory: PortFactory) -> None:
     """Open `scheme://...` links with `factory(url, settings)`."""
     _PORT_SCHEMES[scheme] = factory
+
+
+register_port_scheme("visa", _open_visa)  # visa://RESOURCE: GPIB, USBTMC, LAN, serial via pyvisa
 
 
 def open_port(url: str, settings: TransportSettings) -> Port:
