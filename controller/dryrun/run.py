@@ -136,7 +136,8 @@ def _simulated(protocol: Protocol) -> str:
         return protocol.the_instrument().driver
     section = protocol.the_instrument()
     if isinstance(section, SerialInstrumentConfig) and section.simulate is not None and link.emulator is None:
-        return f"the pyvisa-sim file {section.simulate.pyvisa_sim if isinstance(section.simulate, PyvisaSimFile) else ''}, {link.url}"
+        written = section.simulate.pyvisa_sim if isinstance(section.simulate, PyvisaSimFile) else ""
+        return f"the pyvisa-sim file {written}, {link.url.partition('?')[0]}"
     if isinstance(section, SerialInstrumentConfig) and section.simulate is not None:
         return f"the protocol's own simulate: section, {link.url}"
     return link.url

@@ -109,3 +109,30 @@ def test_emulate_serves_the_protocols_simulation_on_a_pty(tmp_path: Path) -> Non
     assert done.returncode == 0, done.stderr
     assert "stopped: budget: 2 of 2 trials done" in done.stdout + done.stderr
     assert "viscosity_trend=" in done.stdout + done.stderr
+
+
+def test_a_dry_run_runs_against_a_pyvisa_sim_file_through_the_visa_link(tmp_path: Path) -> None:
+    text = STIRRER.read_text()
+    path = tmp_path / "stirrer.yaml"
+    simulate = '  simulate: {pyvisa_sim: sim.yaml, resource: "ASRL1::INSTR"}\n\n'
+    path.write_text(text[: text.index("  simulate:")] + simulate + text[text.index("planner:"):])
+    (tmp_path / "sim.yaml").write_text((paths.PROTOCOLS / "sim" / "hotplate_stirrer.yaml").read_text())
+    report = dry_run(path, scratch_dir=tmp_path / "scratch")
+    assert report.exit_code == 0
+    assert "the pyvisa-sim file sim.yaml, visa://ASRL1::INSTR" in report.instrument
+    [db] = (tmp_path / "scratch").glob("*.sqlite")
+    store = CampaignStore.open(db)
+    try:
+        replies = [c["text"] for c in store.commands() if c["direction"] == "rx"]
+    finally:
+        store.close()
+    assert "HS-7 v2.1 (pyvisa-sim)" in replies and "42.00 5" in replies
+
+
+def test_a_missing_pyvisa_sim_file_is_named(tmp_path: Path) -> None:
+    text = STIRRER.read_text()
+    path = tmp_path / "stirrer.yaml"
+    simulate = '  simulate: {pyvisa_sim: nowhere.yaml, resource: "ASRL1::INSTR"}\n\n'
+    path.write_text(text[: text.index("  simulate:")] + simulate + text[text.index("planner:"):])
+    result = CliRunner().invoke(main, ["validate", "--dry-run", str(path)])
+    assert result.exit_code == 2 and "nowhere.yaml" in result.output and "Traceback" not in result.output
