@@ -18,8 +18,8 @@ from closedloop.drivers.modbus_controller import (
     TARGET_SP,
     Alarms,
     ModbusController,
-    parse_modbus_url,
 )
+from closedloop.drivers.modbus_url import parse_modbus_url
 from closedloop.simulators.emulator import FollowedClock
 from closedloop.simulators.mbe.wire import MbeWireModel
 from closedloop.simulators.modbus_controller import ModbusEmulator, mbe_rack
