@@ -214,3 +214,32 @@ class ModbusEmulator:
         self._thread.join(5)
         self._thread = None
         self._loop.close()
+
+
+class LockedModel:
+    """The growth controller's line model taking the lock its Modbus loops take, for a process serving
+    both (`closedloop emulate mbe --modbus-tcp PORT`): the two servers' threads never move its clock twice."""
+
+    def __init__(self, model: MbeWireModel, lock: threading.Lock) -> None:
+        self.model, self.lock = model, lock
+
+    def handle(self, line: str) -> str | bytes | None:
+        with self.lock:
+            return self.model.handle(line)
+
+    def reset(self) -> None:
+        with self.lock:
+            self.model.reset()
+
+
+def serve_mbe_rack(model: MbeWireModel, port: int = 0, *, decimals: int = 1) -> tuple[LockedModel, ModbusEmulator]:
+    """Serve `model`'s heater loops on Modbus TCP 127.0.0.1:`port` (units as in `UNITS`); returns the
+    model to serve on the line in its place, and the running server."""
+    lock = threading.Lock()
+    return LockedModel(model, lock), ModbusEmulator(mbe_rack(model, lock), decimals=decimals).start_tcp(port=port)
+
+
+def rack_summary(server: ModbusEmulator) -> str:
+    """One line saying where each unit is: `modbus+tcp://127.0.0.1:5020 (unit 1 SR_CELL, ...)`."""
+    units = ", ".join(f"unit {unit} {ctrl}" for unit, ctrl in UNITS.items())
+    return f"modbus+tcp://{server.host}:{server.port} ({units})"
