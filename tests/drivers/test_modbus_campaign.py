@@ -59,8 +59,8 @@ def test_a_campaign_with_modbus_cells_survives_sigkill_mid_growth_and_resumes(tm
         run.wait(timeout=10)
 
         # The kill left the chamber growing: ozone on, shutters open, cells hot. Resuming does not make it
-        # safe first, so the retried growth is refused by the driver's vacuum check before anything
-        # heats; that fault sends the safe state and pauses. The next resume finds the chamber pumped down.
+        # safe first, so the retried growth is refused by the driver's vacuum check (before heating or
+        # opening gas); that fault sends the safe state and pauses. The next resume finds it pumped down.
         code, _, err = finished(closedloop("resume", str(db), "--quiet", cwd=tmp_path))
         assert code != 0 and "fault: refused " in err and "chamber pressure" in err, err
         code, out, err = finished(closedloop("resume", str(db), "--quiet", cwd=tmp_path))
