@@ -193,3 +193,62 @@ def test_urls_parse_into_links() -> None:
     assert (tcp.transport, tcp.host, tcp.port, tcp.unit) == ("tcp", "10.0.0.5", 5020, 3)
     rtu = parse_modbus_url("modbus+rtu:///dev/ttyUSB1?unit=1&baudrate=19200&parity=E")
     assert (rtu.transport, rtu.device, rtu.baudrate, rtu.parity, rtu.stopbits) == ("rtu", "/dev/ttyUSB1", 19200, "E", 1)
+
+
+def _recv_exactly(conn: socket.socket, n: int) -> bytes:
+    data = b""
+    while len(data) < n:
+        chunk = conn.recv(n - len(data))
+        if not chunk:
+            return b""
+        data += chunk
+    return data
+
+
+class LossyLink:
+    """A TCP relay in front of the emulator that loses writes on the way: their replies (`lose="reply"`,
+    the write landed) or the requests themselves (`lose="request"`). Reads pass both ways."""
+
+    def __init__(self, upstream_port: int, lose: str) -> None:
+        self.upstream, self.lose = upstream_port, lose
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._relay, args=(conn,), daemon=True).start()
+
+    def _relay(self, conn: socket.socket) -> None:
+        with conn, socket.create_connection(("127.0.0.1", self.upstream)) as up:
+            while header := _recv_exactly(conn, 7):  # MBAP: transaction, protocol, length, unit
+                body = _recv_exactly(conn, int.from_bytes(header[4:6], "big") - 1)
+                is_write = body[0] in (6, 16)
+                if is_write and self.lose == "request":
+                    continue
+                up.sendall(header + body)
+                reply = _recv_exactly(up, 7)
+                reply += _recv_exactly(up, int.from_bytes(reply[4:6], "big") - 1)
+                if not is_write:
+                    conn.sendall(reply)
+
+
+@pytest.mark.parametrize("lose", ["reply", "request"])
+def test_a_write_without_a_reply_is_read_back_and_never_sent_again(rack: Rack, lose: str) -> None:
+    link = LossyLink(rack.server.port, lose)
+    c = ModbusController(f"modbus+tcp://127.0.0.1:{link.port}?unit=2", RU, name="RU_CELL", timeout_s=0.3)
+    c.set_journal(lambda d, t: rack.journal.append((d, t)))
+    if lose == "reply":
+        c.write_setpoint(1850.0)  # the read-back shows it landed: done
+        assert ("rx", "RU_CELL [setpoint write unanswered; read back 1850: it landed]") in rack.journal
+    else:
+        with pytest.raises(InstrumentFault, match="went unanswered and the controller holds 1200; not re-sent"):
+            c.write_setpoint(1850.0)
+    assert [t for d, t in rack.journal if d == "tx"] == ["RU_CELL unit 2 WRITE 2 [18500]", "RU_CELL unit 2 READ 2 x1"]
+    assert [r.value for r in rack.model.record] == ([1850.0] if lose == "reply" else [])
+    c.close()
+    link.sock.close()
