@@ -129,16 +129,12 @@ def test_the_journal_holds_every_request_and_reply(rack: Rack) -> None:
     assert RAMP_RATE == 35
 
 
-class Silent:
-    """A TCP port that accepts and never answers: a controller with the wrong unit id or a dead bridge."""
+class TcpPeer:
+    """A TCP port on 127.0.0.1 serving each connection with `serve(conn)` on a thread of its own."""
 
     def __init__(self) -> None:
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen()
+        self.sock = socket.create_server(("127.0.0.1", 0))
         self.port = self.sock.getsockname()[1]
-        self.requests = 0
-        self.conns: list[socket.socket] = []
         threading.Thread(target=self._accept, daemon=True).start()
 
     def _accept(self) -> None:
@@ -147,12 +143,18 @@ class Silent:
                 conn, _ = self.sock.accept()
             except OSError:
                 return
-            self.conns.append(conn)
-            threading.Thread(target=self._count, args=(conn,), daemon=True).start()
+            threading.Thread(target=self.serve, args=(conn,), daemon=True).start()
 
-    def _count(self, conn: socket.socket) -> None:
+    def serve(self, conn: socket.socket) -> None:
+        raise NotImplementedError
+
+
+class Silent(TcpPeer):
+    """Accepts and never answers: a controller with the wrong unit id or a dead bridge."""
+
+    def serve(self, conn: socket.socket) -> None:
         while conn.recv(256):
-            self.requests += 1
+            pass
 
 
 def test_reads_are_retried_and_an_unanswered_write_is_read_back_never_sent_twice() -> None:
@@ -205,25 +207,15 @@ def _recv_exactly(conn: socket.socket, n: int) -> bytes:
     return data
 
 
-class LossyLink:
+class LossyLink(TcpPeer):
     """A TCP relay in front of the emulator that loses writes on the way: their replies (`lose="reply"`,
     the write landed) or the requests themselves (`lose="request"`). Reads pass both ways."""
 
     def __init__(self, upstream_port: int, lose: str) -> None:
         self.upstream, self.lose = upstream_port, lose
-        self.sock = socket.create_server(("127.0.0.1", 0))
-        self.port = self.sock.getsockname()[1]
-        threading.Thread(target=self._accept, daemon=True).start()
+        super().__init__()
 
-    def _accept(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._relay, args=(conn,), daemon=True).start()
-
-    def _relay(self, conn: socket.socket) -> None:
+    def serve(self, conn: socket.socket) -> None:
         with conn, socket.create_connection(("127.0.0.1", self.upstream)) as up:
             while header := _recv_exactly(conn, 7):  # MBAP: transaction, protocol, length, unit
                 body = _recv_exactly(conn, int.from_bytes(header[4:6], "big") - 1)
