@@ -1,7 +1,7 @@
-"""The MBE chamber's heater loops as Eurotherm controllers on Modbus: a real pymodbus server whose
-registers are the emulated chamber's (`simulators.mbe.wire.MbeWireModel`), so the temperatures the growth
-physics sees are the ones set through Modbus, and a setpoint written over Modbus lands in the same
-`record` as one sent over the growth controller's line.
+"""The MBE chamber's heater loops as Eurotherm controllers on Modbus: a real pymodbus server (TCP, or RTU
+on a pseudo-terminal) whose registers are the emulated chamber's (`simulators.mbe.wire.MbeWireModel`), so
+the temperatures the growth physics sees are the ones set through Modbus, and a setpoint written over
+Modbus lands in the same `record` as one sent over the growth controller's line.
 
 Units (Modbus device ids) 1, 2, 3 are the Sr cell, the Ru cell and the substrate heater. Each serves the
 register map of `drivers.modbus_controller` in both encodings at once, as a Eurotherm does: scaled 16-bit
@@ -15,14 +15,21 @@ always follows its setpoint. A setpoint rate limit of 0 means "no limit", as on 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
+import os
+import select
 import struct
 import threading
-from collections.abc import Mapping, Sequence
+import time
+import tty
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from pymodbus.constants import ExcCodes
-from pymodbus.server import ModbusTcpServer
+from pymodbus.framer import FramerType
+from pymodbus.server import ModbusSerialServer, ModbusTcpServer
+from pymodbus.server.base import ModbusBaseServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
 from closedloop.drivers.mbe import MBE_ENVELOPE
@@ -162,47 +169,69 @@ class Registers:
 
 
 class ModbusEmulator:
-    """A pymodbus TCP server for `loops` (unit -> loop) on a thread of its own; `url(unit)` says where."""
+    """A pymodbus server for `loops` (unit -> loop) on a thread of its own, over TCP (`start_tcp`) or RTU
+    on a pseudo-terminal (`start_rtu`); `url(unit)` says where a client connects."""
 
     def __init__(self, loops: Mapping[int, MbeHeaterLoop], *, decimals: int = 1) -> None:
         self.registers = {unit: Registers(loop, decimals) for unit, loop in loops.items()}
-        self.host, self.port = "127.0.0.1", 0
+        self.base_url = ""
         self._loop = asyncio.new_event_loop()
-        self._server: ModbusTcpServer | None = None
+        self._server: ModbusBaseServer | None = None
         self._thread: threading.Thread | None = None
+        self._ptys: PtyPair | None = None
 
     def start_tcp(self, host: str = "127.0.0.1", port: int = 0) -> ModbusEmulator:
-        """Listen on host:port (0: any free port) and serve from a daemon thread; returns self."""
+        """Listen on host:port (0: any free port); returns self."""
+
+        def tcp(devices: list[SimDevice]) -> ModbusBaseServer:
+            return ModbusTcpServer(devices, address=(host, port))
+
+        self._start(tcp, f"{host}:{port}")
+        listener: Any = self._server.transport if self._server else None  # an asyncio Server on TCP
+        self.base_url = f"modbus+tcp://{host}:{int(listener.sockets[0].getsockname()[1])}"
+        return self
+
+    def start_rtu(self) -> ModbusEmulator:
+        """Serve Modbus RTU (9600 baud, 8N1) on one of two linked pseudo-terminals; a client opens the
+        other, as if at the far end of an RS-485 line. Returns self."""
+        self._ptys = PtyPair()
+        server_path = self._ptys.paths[0]
+
+        def rtu(devices: list[SimDevice]) -> ModbusBaseServer:
+            return ModbusSerialServer(devices, framer=FramerType.RTU, port=server_path, baudrate=9600)
+
+        self._start(rtu, server_path)
+        self.base_url = f"modbus+rtu://{self._ptys.paths[1]}"
+        return self
+
+    def _start(self, make: Callable[[list[SimDevice]], ModbusBaseServer], where: str) -> None:
         started = threading.Event()
         failure: list[BaseException] = []
+
+        async def listen() -> None:
+            devices = [SimDevice(unit, simdata=r.simdata(), action=r.action) for unit, r in self.registers.items()]
+            self._server = make(devices)  # pymodbus servers are made inside their event loop
+            await self._server.serve_forever(background=True)
 
         def serve() -> None:
             asyncio.set_event_loop(self._loop)
             try:
-                self._loop.run_until_complete(self._listen(host, port))
+                self._loop.run_until_complete(listen())
             except BaseException as e:  # reported to the caller, which raises it
                 failure.append(e)
-                started.set()
                 return
-            started.set()
+            finally:
+                started.set()
             self._loop.run_forever()
 
         self._thread = threading.Thread(target=serve, name="modbus-emulator", daemon=True)
         self._thread.start()
         started.wait(10)
         if failure or self._server is None:
-            raise OSError(f"cannot serve Modbus on {host}:{port}: {failure[0] if failure else 'timed out'}")
-        return self
-
-    async def _listen(self, host: str, port: int) -> None:
-        devices = [SimDevice(unit, simdata=r.simdata(), action=r.action) for unit, r in self.registers.items()]
-        self._server = ModbusTcpServer(devices, address=(host, port))
-        await self._server.serve_forever(background=True)
-        listener: Any = self._server.transport  # an asyncio Server while listening on TCP
-        self.host, self.port = host, int(listener.sockets[0].getsockname()[1])
+            raise OSError(f"cannot serve Modbus on {where}: {failure[0] if failure else 'timed out'}")
 
     def url(self, unit: int) -> str:
-        return f"modbus+tcp://{self.host}:{self.port}?unit={unit}"
+        return f"{self.base_url}?unit={unit}"
 
     def close(self) -> None:
         """Stop serving and end the thread (idempotent)."""
@@ -214,6 +243,39 @@ class ModbusEmulator:
         self._thread.join(5)
         self._thread = None
         self._loop.close()
+        if self._ptys is not None:
+            self._ptys.close()
+
+
+class PtyPair:
+    """Two raw pseudo-terminals whose master sides a thread joins: bytes written to one's `paths` entry
+    come out of the other's, like a null-modem cable (what socat's pty,pty does)."""
+
+    def __init__(self) -> None:
+        self._fds = [os.openpty() for _ in range(2)]
+        for master, slave in self._fds:
+            tty.setraw(master)
+            tty.setraw(slave)
+        self.paths = [os.ttyname(slave) for _, slave in self._fds]
+        self._stop = threading.Event()
+        threading.Thread(target=self._relay, name="pty-pair", daemon=True).start()
+
+    def _relay(self) -> None:
+        (a, _), (b, _) = self._fds
+        while not self._stop.is_set():
+            with contextlib.suppress(OSError, ValueError):
+                ready, _, _ = select.select([a, b], [], [], 0.1)
+                for fd in ready:
+                    data = os.read(fd, 4096)
+                    os.write(b if fd == a else a, data)
+
+    def close(self) -> None:
+        self._stop.set()
+        time.sleep(0.15)  # the relay sees the flag before its descriptors go
+        for pair in self._fds:
+            for fd in pair:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
 
 
 class LockedModel:
@@ -232,14 +294,16 @@ class LockedModel:
             self.model.reset()
 
 
-def serve_mbe_rack(model: MbeWireModel, port: int = 0, *, decimals: int = 1) -> tuple[LockedModel, ModbusEmulator]:
-    """Serve `model`'s heater loops on Modbus TCP 127.0.0.1:`port` (units as in `UNITS`); returns the
-    model to serve on the line in its place, and the running server."""
+def serve_mbe_rack(model: MbeWireModel, port: int | None = 0, *, decimals: int = 1) -> tuple[LockedModel, ModbusEmulator]:
+    """Serve `model`'s heater loops (units as in `UNITS`) on Modbus TCP 127.0.0.1:`port`, or on RTU over a
+    pseudo-terminal when `port` is None; returns the model to serve on the line in its place, and the
+    running server."""
     lock = threading.Lock()
-    return LockedModel(model, lock), ModbusEmulator(mbe_rack(model, lock), decimals=decimals).start_tcp(port=port)
+    server = ModbusEmulator(mbe_rack(model, lock), decimals=decimals)
+    return LockedModel(model, lock), server.start_rtu() if port is None else server.start_tcp(port=port)
 
 
 def rack_summary(server: ModbusEmulator) -> str:
     """One line saying where each unit is: `modbus+tcp://127.0.0.1:5020 (unit 1 SR_CELL, ...)`."""
     units = ", ".join(f"unit {unit} {ctrl}" for unit, ctrl in UNITS.items())
-    return f"modbus+tcp://{server.host}:{server.port} ({units})"
+    return f"{server.base_url} ({units})"

@@ -231,7 +231,7 @@ class LossyLink(TcpPeer):
 
 @pytest.mark.parametrize("lose", ["reply", "request"])
 def test_a_write_without_a_reply_is_read_back_and_never_sent_again(rack: Rack, lose: str) -> None:
-    link = LossyLink(rack.server.port, lose)
+    link = LossyLink(parse_modbus_url(rack.server.url(2)).port, lose)
     c = ModbusController(f"modbus+tcp://127.0.0.1:{link.port}?unit=2", RU, name="RU_CELL", timeout_s=0.3)
     c.set_journal(lambda d, t: rack.journal.append((d, t)))
     if lose == "reply":
@@ -244,3 +244,26 @@ def test_a_write_without_a_reply_is_read_back_and_never_sent_again(rack: Rack, l
     assert [r.value for r in rack.model.record] == ([1850.0] if lose == "reply" else [])
     c.close()
     link.sock.close()
+
+
+def test_the_same_controller_over_modbus_rtu_on_a_serial_line() -> None:
+    clock = FollowedClock()
+    model = MbeWireModel(clock, seed=2)
+    server = ModbusEmulator(mbe_rack(model)).start_rtu()
+    try:
+        assert server.url(3).startswith("modbus+rtu:///dev/") and parse_modbus_url(server.url(3)).transport == "rtu"
+        substrate = ModbusController(server.url(3), MBE_ENVELOPE.limits["substrate_temp"], name="SUBSTRATE",
+                                     encoding="float32")
+        substrate.write_ramp_rate(30.0)
+        substrate.write_setpoint(758.0)
+        assert model.chamber.controllers["substrate_temp"].target == 758.0
+        clock.sleep(60.0)
+        assert substrate.read_working_setpoint() == pytest.approx(230.0)  # 200 + 30 degC/min for a minute
+        with pytest.raises(EnvelopeViolation):
+            substrate.write_setpoint(950.0)
+        with pytest.raises(InstrumentFault, match="illegal data address"):
+            substrate._read_raw(7, 1)
+        assert [r.value for r in model.record] == [30.0, 758.0]
+        substrate.close()
+    finally:
+        server.close()
