@@ -63,6 +63,7 @@ def _terminator(ctx: click.Context, param: click.Parameter, value: str) -> str:
 @click.option("--modbus-tcp", "modbus_port", type=click.IntRange(0, 65535),
               help="Also serve the chamber's heater loops as Eurotherm controllers on Modbus TCP 127.0.0.1:PORT "
                    "(0: any free port; units 1 Sr cell, 2 Ru cell, 3 substrate; one decimal). MBE only.")
+@click.option("--modbus-rtu", is_flag=True, help="The same on Modbus RTU (9600 baud, 8N1) over a new pseudo-terminal.")
 def emulate(
     models: tuple[str, ...],
     use_pty: bool,
@@ -76,6 +77,7 @@ def emulate(
     unplug_time: float,
     record_path: str | None,
     modbus_port: int | None,
+    modbus_rtu: bool,
 ) -> None:
     """Serve each simulated instrument MODEL behind a pty or a TCP port until killed."""
     if use_pty and tcp_port is not None:
@@ -85,8 +87,10 @@ def emulate(
                                "for each) or --pty")
     if record_path is not None and len(models) > 1:
         raise click.UsageError("--record follows one emulator; give one MODEL")
-    if modbus_port is not None and models != ("mbe",):
-        raise click.UsageError("--modbus-tcp serves the MBE chamber's heater loops; give the one MODEL mbe")
+    if modbus_rtu and modbus_port is not None:
+        raise click.UsageError("choose one of --modbus-tcp PORT and --modbus-rtu")
+    if (modbus_rtu or modbus_port is not None) and models != ("mbe",):
+        raise click.UsageError("--modbus-tcp/--modbus-rtu serve the MBE chamber's heater loops; give the one MODEL mbe")
     clock = ScaledClock(time_scale)
     servers: list[PtyServer | TcpServer] = []
     rack: ModbusEmulator | None = None
@@ -95,9 +99,9 @@ def emulate(
         emulated = make_model(model, clock, seed + i)
         if record_path is not None:
             _record_to(emulated, model, record_path)
-        if modbus_port is not None and isinstance(emulated, MbeWireModel):
+        if (modbus_rtu or modbus_port is not None) and isinstance(emulated, MbeWireModel):
             try:
-                emulated, rack = serve_mbe_rack(emulated, modbus_port)
+                emulated, rack = serve_mbe_rack(emulated, None if modbus_rtu else modbus_port)
             except OSError as e:
                 raise click.ClickException(f"{e}; pick another with --modbus-tcp PORT (or 0)") from None
         injector = FaultInjector(faults, seed=seed + i, slow_delay_s=slow_delay, unplug_s=unplug_time)

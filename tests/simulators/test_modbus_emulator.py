@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import serial
 from click.testing import CliRunner
 
@@ -52,6 +53,25 @@ def test_one_chamber_behind_the_line_and_the_modbus_port(tmp_path: Path) -> None
         assert process.wait(timeout=10) == 0, process.stderr.read() if process.stderr else ""
 
 
-def test_modbus_serves_only_the_mbe_chamber() -> None:
-    result = CliRunner().invoke(main, ["emulate", "furnace", "--modbus-tcp", "0"])
-    assert result.exit_code == 2 and "give the one MODEL mbe" in result.output
+def test_the_loops_on_modbus_rtu_over_a_pseudo_terminal() -> None:
+    process = subprocess.Popen([sys.executable, "-m", "closedloop", "emulate", "mbe", "--pty", "--modbus-rtu"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=paths.ROOT)
+    try:
+        assert process.stdout is not None
+        line, modbus = process.stdout.readline(), process.stdout.readline()
+        assert line.startswith("listening on /dev/") and modbus.startswith("modbus listening on modbus+rtu:///dev/")
+        sr = ModbusController(f"{modbus.split()[3]}?unit=1", MBE_ENVELOPE.limits["sr_cell_temp"], name="SR_CELL")
+        assert abs(sr.read_process_value() - 300.0) < 3.0 and sr.read_target_setpoint() == 300.0  # idle
+        sr.close()
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=10) == 0, process.stderr.read() if process.stderr else ""
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["furnace", "--modbus-tcp", "0"], "give the one MODEL mbe"),
+    (["mbe", "--modbus-tcp", "0", "--modbus-rtu"], "choose one of --modbus-tcp PORT and --modbus-rtu"),
+])
+def test_modbus_serves_only_the_mbe_chamber_one_way(args: list[str], message: str) -> None:
+    result = CliRunner().invoke(main, ["emulate", *args])
+    assert result.exit_code == 2 and message in result.output
