@@ -188,6 +188,10 @@ class ModbusController:
         with self._lock:
             try:
                 self.open()
+            except InstrumentFault:
+                self._note("rx", "[cannot connect: nothing was sent]")
+                raise
+            try:
                 if kind == "read":
                     reply = self.client.read_holding_registers(address, count=count, device_id=unit)
                 elif values is not None and len(values) == 1:

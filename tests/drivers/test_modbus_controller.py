@@ -267,3 +267,15 @@ def test_the_same_controller_over_modbus_rtu_on_a_serial_line() -> None:
         substrate.close()
     finally:
         server.close()
+
+
+def test_a_controller_nobody_listens_for_is_a_fault_that_says_so(rack: Rack) -> None:
+    closed = socket.create_server(("127.0.0.1", 0))
+    port = closed.getsockname()[1]
+    closed.close()
+    c = ModbusController(f"modbus+tcp://127.0.0.1:{port}?unit=2", RU, name="RU_CELL", timeout_s=0.3)
+    c.set_journal(lambda d, t: rack.journal.append((d, t)))
+    with pytest.raises(InstrumentFault, match="cannot connect to the controller at modbus"):
+        c.write_setpoint(1850.0)
+    assert rack.journal == [("tx", "RU_CELL unit 2 WRITE 2 [18500]"), ("rx", "RU_CELL [cannot connect: nothing was sent]")]
+
