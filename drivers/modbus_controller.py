@@ -22,8 +22,9 @@ from __future__ import annotations
 import math
 import struct
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 
 from pymodbus.client import ModbusSerialClient, ModbusTcpClient
 from pymodbus.exceptions import ModbusException
@@ -53,18 +54,17 @@ class Alarms:
 
 class ModbusController:
     """One loop of a temperature controller at `url` (see `parse_modbus_url`), refusing setpoints outside
-    `limit` (min/max, degC) and ramp rates above its `max_rate` (degC/min). `client` replaces the pymodbus
-    client (anything with its read_holding_registers/write_register(s)/connect/close)."""
+    `limit` (min/max, degC) and ramp rates above its `max_rate` (degC/min)."""
 
     def __init__(self, url: str, limit: Limit, *, name: str = "loop", encoding: Encoding = "scaled",
-                 decimals: int = 1, timeout_s: float = 1.0, read_retries: int = 2, client: Any = None) -> None:
+                 decimals: int = 1, timeout_s: float = 1.0, read_retries: int = 2) -> None:
         if encoding not in ("scaled", "float32"):
             raise ValueError(f"encoding must be 'scaled' or 'float32', got {encoding!r}")
         if not 0 <= decimals <= 4:
             raise ValueError(f"decimals must be 0-4 (the controller's display resolution), got {decimals!r}")
         self.url, self.link, self.limit, self.name = url, parse_modbus_url(url), limit, name
         self.encoding, self.decimals, self.read_retries = encoding, decimals, read_retries
-        self.client = client if client is not None else _client(self.link, timeout_s)
+        self.client = _client(self.link, timeout_s)
         self._journal: Journal | None = None
         self._lock = threading.Lock()  # an abort's safe state from another thread must not interleave
 
@@ -92,22 +92,18 @@ class ModbusController:
 
     def write_setpoint(self, value: float) -> None:
         """Send the target setpoint, refused (EnvelopeViolation, nothing sent) outside `limit`."""
-        try:
-            self.limit.check(self.name, value)
-        except EnvelopeViolation as e:
-            self._note("tx", f"REFUSED {e}")
-            raise
-        self._write_value(TARGET_SP, float(value), "setpoint")
+        self._write_value(TARGET_SP, value, "setpoint", lambda v: self.limit.check(self.name, v))
 
     def write_ramp_rate(self, rate_per_min: float) -> None:
         """Send the setpoint rate limit (degC/min), refused unless 0 < rate <= the limit's max_rate: a
         Eurotherm reads 0 as "no limit", which no caller may ask for by accident."""
         limit = self.limit.max_rate if self.limit.max_rate is not None else math.inf
-        if not (isinstance(rate_per_min, int | float) and math.isfinite(rate_per_min) and 0 < rate_per_min <= limit):
-            e = EnvelopeViolation(f"{self.name} ramp rate", rate_per_min, f"must be > 0 and at most max_rate {limit} degC/min")
-            self._note("tx", f"REFUSED {e}")
-            raise e
-        self._write_value(RAMP_RATE, float(rate_per_min), "ramp rate")
+
+        def check(rate: float) -> None:
+            if not (isinstance(rate, int | float) and math.isfinite(rate) and 0 < rate <= limit):
+                raise EnvelopeViolation(f"{self.name} ramp rate", rate, f"must be > 0 and at most max_rate {limit} degC/min")
+
+        self._write_value(RAMP_RATE, rate_per_min, "ramp rate", check)
 
     def set_journal(self, journal: Journal | None) -> None:
         self._journal = journal
@@ -163,21 +159,25 @@ class ModbusController:
         raise InstrumentFault(f"{self.name}: no reply from the controller at {self.url} to reading register "
                               f"{address} ({tries} tries); check the cable, the unit id and the baud rate")
 
-    def _write_value(self, parameter: int, value: float, what: str) -> None:
+    def _write_value(self, parameter: int, value: float, what: str, check: Callable[[float], None]) -> None:
+        """`check` the value and what its registers carry (a value rounded to the display's decimals
+        could land outside), then send it once; without a reply, read it back instead of re-sending."""
         address, _ = self._address(parameter)
         try:
-            registers = self.encode(value)
+            check(value)
+            registers = self.encode(float(value))
+            check(self.decode(registers))
         except EnvelopeViolation as e:
             self._note("tx", f"REFUSED {e}")
             raise
         if self._request("write", address, values=registers) is not None:
             return
         # No reply: the write may or may not have landed. Never send it again; ask what the loop holds.
-        held = self.decode(self._read_raw(address, len(registers)))
-        if abs(held - value) <= self.resolution() / 2 + 1e-9 * abs(value):
+        held, sent = self.decode(self._read_raw(address, len(registers))), self.decode(registers)
+        if held == sent:
             self._note("rx", f"[{what} write unanswered; read back {held:g}: it landed]")
             return
-        raise InstrumentFault(f"{self.name}: the {what} write of {value:g} went unanswered and the controller "
+        raise InstrumentFault(f"{self.name}: the {what} write of {sent:g} went unanswered and the controller "
                               f"holds {held:g}; not re-sent. Check the controller before going on")
 
     def _request(self, kind: str, address: int, *, count: int = 1, values: list[int] | None = None) -> list[int] | None:

@@ -78,7 +78,11 @@ def test_scaled_registers_carry_the_displays_decimals(rack: Rack) -> None:
     assert ("tx", "RU_CELL unit 2 WRITE 2 [18775]") in rack.journal
     with pytest.raises(EnvelopeViolation, match="does not fit a 16-bit register"):
         rack.client(decimals=2).write_setpoint(1877.0)  # 187700 > 32767
-    assert rack.ru.target == 1877.5
+    # What is checked is what the register carries: 100.06 is inside, the 100.1 it rounds to is not.
+    odd_limit = Limit(min=20.0, max=100.06, unit="degC", max_rate=30.0)
+    with pytest.raises(EnvelopeViolation, match="100.1: above the maximum 100.06"):
+        rack.client(unit=3, limit=odd_limit).write_setpoint(100.06)
+    assert [r.value for r in rack.model.record] == [1877.5]
 
 
 @pytest.mark.parametrize("value", [2000.5, 19.0, math.nan, math.inf])
