@@ -114,3 +114,21 @@ def test_abort_puts_modbus_cells_to_idle_at_rates_inside_the_envelope(rig: Modbu
     assert [r.value for r in rig.record if r.device == "SR_CELL"] == [10.0, 250.0]
     with pytest.raises(InstrumentFault, match="aborted by the operator"):
         rig.driver.wait_until_stable(["ru_cell_temp"], rig.ctx)
+
+
+def test_a_loop_switched_to_manual_while_the_film_grows_ends_the_growth_safely(rig: ModbusRig) -> None:
+    hmi = rig.operator(2)
+
+    def journal(direction: str, text: str) -> None:
+        rig.journal.append((direction, text))
+        if text == "SHUT:MAIN OPEN":  # the film starts growing: someone takes the Ru loop into manual
+            hmi._request("write", AUTO_MANUAL, values=[1])
+
+    rig.ctx.journal = journal
+    with pytest.raises(InstrumentFault, match="RU_CELL's Modbus controller .* manual mode"):
+        rig.driver.run(GOOD, rig.ctx)
+    sent = [t for d, t in rig.journal if d == "tx"]
+    opened = sent.index("SHUT:MAIN OPEN")
+    assert "SHUT:MAIN CLOS" in sent[opened:] and "OZONE:FLOW 0" in sent[opened:] and "GROW:MEAS?" not in sent
+    assert rig.model.chamber.controllers["ru_cell_temp"].target == 1200.0  # idle, through Modbus
+    assert all(not s.is_open for s in rig.model.chamber.shutters.values()) and rig.model.chamber.ozone_sccm == 0.0
