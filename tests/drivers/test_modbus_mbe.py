@@ -6,14 +6,18 @@ took, on its registers, and on the journal."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
+from closedloop.controller.cli.main import main
 from closedloop.drivers.base import EnvelopeViolation, InstrumentFault
 from closedloop.drivers.mbe import MBE_ENVELOPE
 from closedloop.drivers.mbe_driver import MbeDriver
 from closedloop.drivers.modbus_controller import ALARM_1_SP, AUTO_MANUAL, ModbusController
 from closedloop.simulators.modbus_controller import ModbusEmulator, mbe_rack
+from tests import paths
 from tests.drivers.test_mbe_driver import FAST, GOOD, Rig, assert_record_inside_envelope
 
 
@@ -132,3 +136,19 @@ def test_a_loop_switched_to_manual_while_the_film_grows_ends_the_growth_safely(r
     assert "SHUT:MAIN CLOS" in sent[opened:] and "OZONE:FLOW 0" in sent[opened:] and "GROW:MEAS?" not in sent
     assert rig.model.chamber.controllers["ru_cell_temp"].target == 1200.0  # idle, through Modbus
     assert all(not s.is_open for s in rig.model.chamber.shutters.values()) and rig.model.chamber.ozone_sccm == 0.0
+
+
+@pytest.mark.parametrize(("cells", "message"), [
+    ('{ru_cell_temp: {modbus: "tcp://127.0.0.1:5020"}}',
+     "30:44: instrument.options.cells.ru_cell_temp.modbus: modbus connection 'tcp://127.0.0.1:5020': unknown "
+     "scheme 'tcp'; write modbus+tcp://HOST:PORT?unit=N"),
+    ('{ga_cell_temp: {modbus: "modbus+tcp://127.0.0.1:5020?unit=1"}}', "unknown heater(s) ['ga_cell_temp']"),
+    ('{ru_cell_temp: {modbus: "modbus+tcp://127.0.0.1:5020?unit=2", decimals: 5}}', "decimals"),
+])
+def test_a_bad_cell_in_a_protocol_is_refused_at_validate_with_where_and_what_to_write(
+        tmp_path: Path, cells: str, message: str) -> None:
+    text = (paths.PROTOCOLS / "mbe_srruo3.yaml").read_text()
+    protocol = tmp_path / "mbe.yaml"
+    protocol.write_text(text.replace("  connection: sim://mbe ", f"  options: {{cells: {cells}}}\n  connection: sim://mbe "))
+    result = CliRunner().invoke(main, ["validate", str(protocol)])
+    assert result.exit_code == 2 and message in result.output and "Traceback" not in result.output
