@@ -6,7 +6,8 @@ shared/DOMAIN.md, MBE): per-cell maximum temperature and ramp rate, substrate ma
 from __future__ import annotations
 
 import math
-from typing import Any
+from collections.abc import Iterable
+from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
@@ -16,7 +17,8 @@ from closedloop.drivers.base import (
     Limit,
     SafetyEnvelope,
 )
-from closedloop.drivers.options import DriverOptions, Duration
+from closedloop.drivers.modbus_url import parse_modbus_url
+from closedloop.drivers.options import DriverOptions, Duration, Strict
 
 MBE_ENVELOPE = SafetyEnvelope(
     {
@@ -49,13 +51,31 @@ def _default_ramp_rates() -> dict[str, float]:
     return {h: float(MBE_ENVELOPE.limits[h].max_rate or 1.0) for h in HEATERS}
 
 
+class ModbusCell(Strict):
+    """A heater whose loop is its own Eurotherm-class controller on Modbus (drivers/modbus_controller.py):
+    `modbus` its URL (modbus+tcp://HOST:PORT?unit=N, modbus+rtu:///dev/ttyUSB0?unit=N&baudrate=9600),
+    `encoding` scaled 16-bit integers with `decimals` decimals or IEEE floats, as the controller is set up."""
+
+    modbus: str
+    encoding: Literal["scaled", "float32"] = "scaled"
+    decimals: int = Field(1, ge=0, le=4)
+    timeout_s: Duration = Field(1.0, gt=0)
+
+    @field_validator("modbus")
+    @classmethod
+    def _a_modbus_url(cls, url: str) -> str:
+        parse_modbus_url(url)  # its ValueError says what to write
+        return url
+
+
 class MbeOptions(DriverOptions):
     """How the driver runs a growth; every field can be given in the protocol's `instrument.options`.
 
     `ramp_rate`: degC/min per heater (default: the envelope's max_rate; give some heaters, the others keep
     theirs); `activation_ev`: each cell's Arrhenius activation energy, the slope flux tuning steps along;
-    `heat_gas_limit_torr`: highest chamber pressure at which heating or opening gas is allowed. Times are
-    durations ("15 s", "6 h") or seconds.
+    `heat_gas_limit_torr`: highest chamber pressure at which heating or opening gas is allowed; `cells`:
+    heaters set through their own Modbus controllers instead of the growth controller's line (heater ->
+    `ModbusCell`). Times are durations ("15 s", "6 h") or seconds.
     """
 
     ramp_rate: dict[str, float] = Field(default_factory=_default_ramp_rates)
@@ -74,6 +94,7 @@ class MbeOptions(DriverOptions):
     rheed_s: Duration = Field(600.0, gt=0)
     ex_situ_s: Duration = Field(3 * 3600.0, ge=0)
     timeout_s: Duration = Field(2.0, gt=0)
+    cells: dict[str, ModbusCell] = Field(default_factory=dict)
 
     @field_validator("ramp_rate", mode="before")
     @classmethod
@@ -95,10 +116,19 @@ class MbeOptions(DriverOptions):
     @field_validator("idle")
     @classmethod
     def _idle_heaters(cls, idle: dict[str, float]) -> dict[str, float]:
-        unknown = sorted(set(idle) - set(HEATERS))
-        if unknown:
-            raise ValueError(f"unknown heater(s) {unknown}; heaters: {', '.join(HEATERS)}")
+        _only_heaters(idle)
         for heater, value in idle.items():
             MBE_ENVELOPE.limits[heater].check(heater, value)
         return idle
 
+    @field_validator("cells")
+    @classmethod
+    def _cells_are_heaters(cls, cells: dict[str, ModbusCell]) -> dict[str, ModbusCell]:
+        _only_heaters(cells)
+        return cells
+
+
+def _only_heaters(names: Iterable[str]) -> None:
+    unknown = sorted(set(names) - set(HEATERS))
+    if unknown:
+        raise ValueError(f"unknown heater(s) {unknown}; heaters: {', '.join(HEATERS)}")

@@ -10,7 +10,9 @@
   interlock before opening any shutter: a bad vacuum refuses the step with `InstrumentFault`;
 - watchdog: a lost link (an `InstrumentFault` from the transport) or an `abort()` in the middle of a
   recipe puts the chamber in its safe state: shutters closed, ozone off, heaters ramping to idle at
-  rates inside the envelope.
+  rates inside the envelope;
+- heaters with their own Modbus controllers (`MbeOptions.cells`) are set through them after the same
+  checks, then read back: a controller that disagrees or alarms is a fault (drivers/mbe_modbus.py).
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from closedloop.drivers.base import (
     require_settings,
 )
 from closedloop.drivers.mbe import HEATERS, MBE_DESCRIPTION, MBE_ENVELOPE, MbeOptions, check_ramp_rate
+from closedloop.drivers.mbe_modbus import ModbusHeaters
 from closedloop.drivers.mbe_recipe import (
     ANALYSIS,
     ANALYSIS_VERSION,
@@ -67,6 +70,8 @@ class MbeDriver:
         self.options = options if isinstance(options, MbeOptions) else MbeOptions.model_validate(options or {})
         settings = TransportSettings(read_terminator="\r\n", write_terminator="\n", timeout=self.options.timeout_s)
         self.transport = SerialTransport(connection, settings, port=port)
+        # Heaters with their own Modbus controllers; one that disagrees or alarms makes the chamber safe.
+        self.modbus = ModbusHeaters(self.options.cells, on_fault=self.safe_state)
         self._ctx: InstrumentContext | None = None
         self._abort = threading.Event()
 
@@ -136,7 +141,10 @@ class MbeDriver:
             self._try(f"SHUT:{shutter} CLOS")
         self._try("OZONE:FLOW 0")
         self._try("BFM OUT")
+        self.modbus.go_idle(self.options.idle, self.options.ramp_rate)
         for heater, ctrl in HEATERS.items():
+            if heater in self.modbus:
+                continue
             idle = self.options.idle[heater]
             with contextlib.suppress(Exception):
                 if float(self.transport.query(f"{ctrl}:SP?")) <= idle:
@@ -152,9 +160,11 @@ class MbeDriver:
     def set_journal(self, journal: Journal | None) -> None:
         """Journal the link's commands and replies from now on (see `drivers.base.Journaled`)."""
         self.transport.set_journal(journal)
+        self.modbus.set_journal(journal)
 
     def close(self) -> None:
         self.transport.close()
+        self.modbus.close()
 
     # -- verbs -----------------------------------------------------------------------------------
 
@@ -171,8 +181,11 @@ class MbeDriver:
             ctx.journal("tx", f"REFUSED {e}")
             raise
         ctrl = HEATERS[heater]
-        if target > self._number(f"{ctrl}:PV?"):
+        if target > self._pv(heater):
             self._require_vacuum(f"heating {heater} to {target:g} degC", for_heat_or_gas=True)
+        if heater in self.modbus:
+            self.modbus.set(heater, target, rate_per_min)
+            return
         self._send(f"{ctrl}:RATE {_exact(rate_per_min)}")
         self._send(f"{ctrl}:SP {_exact(target)}")
 
@@ -184,7 +197,7 @@ class MbeDriver:
         budget_s = self.options.stabilize_timeout_s
         for heater, ctrl in HEATERS.items():
             target = float(conditions[heater])
-            start = self._number(f"{ctrl}:PV?")
+            start = self._pv(heater)
             rate = float(self.options.ramp_rate[heater])
             needed_s = abs(target - start) / rate * 60.0
             if needed_s <= budget_s:
@@ -206,7 +219,8 @@ class MbeDriver:
         deadline = ctx.clock.now() + self.options.stabilize_timeout_s
         while True:
             self._raise_if_aborted()
-            off = {h: self._number(f"{HEATERS[h]}:PV?") - self._number(f"{HEATERS[h]}:SP?") for h in heaters}
+            self.modbus.verify_all(heaters)  # the controllers' own registers and alarms, every poll
+            off = {h: self._pv(h) - self._sp(h) for h in heaters}
             if all(abs(e) <= self.options.stable_within_k for e in off.values()):
                 return
             if ctx.clock.now() >= deadline:
@@ -265,7 +279,7 @@ class MbeDriver:
         if not target_bep > 0:
             raise ValueError(f"target BEP must be > 0 Torr, got {target_bep!r}")
         heater, ea = CELLS[cell], self.options.activation_ev[cell]
-        temperature = self._number(f"{HEATERS[heater]}:SP?")
+        temperature = self._sp(heater)
         steps: list[tuple[float, float]] = []
         for iteration in range(1, max_iterations + 1):
             self.wait_until_stable([heater], ctx)
@@ -301,6 +315,7 @@ class MbeDriver:
                     self._raise_if_aborted()
                     if self.transport.query("ILCK?") != "OK":
                         raise InstrumentFault("interlock tripped during growth: chamber pressure too high")
+                    self.modbus.verify_all()  # a controller's alarm ends the growth too
                     ctx.clock.sleep(min(left, self.options.poll_s * 4))
             self.set_shutters(frozenset(), ctx)
             if rheed_s > 0:
@@ -314,8 +329,8 @@ class MbeDriver:
     def go_idle(self, ctx: InstrumentContext) -> None:
         """End of a growth: heaters above idle down to it at their configured rates, then ozone off.
         A heater below idle stays where it is: heating now would need gas off and a good vacuum."""
-        for heater, ctrl in HEATERS.items():
-            if self._number(f"{ctrl}:SP?") > self.options.idle[heater]:
+        for heater in HEATERS:
+            if self._sp(heater) > self.options.idle[heater]:
                 self.set_temperature(heater, self.options.idle[heater], self.options.ramp_rate[heater], ctx)
         self.set_ozone(0.0, ctx)
 
@@ -337,7 +352,14 @@ class MbeDriver:
             self._ctx = ctx
             self.transport.set_journal(ctx.journal)
             self.transport.follow_clock(ctx.clock)
+            self.modbus.set_journal(ctx.journal)
         self.transport.open()
+
+    def _pv(self, heater: str) -> float:
+        return self.modbus.read_pv(heater) if heater in self.modbus else self._number(f"{HEATERS[heater]}:PV?")
+
+    def _sp(self, heater: str) -> float:
+        return self.modbus.read_sp(heater) if heater in self.modbus else self._number(f"{HEATERS[heater]}:SP?")
 
     def _raise_if_aborted(self) -> None:
         if self._abort.is_set():

@@ -32,6 +32,7 @@ from closedloop.drivers.serial_config import SerialInstrumentConfig
 from closedloop.simulators.emulator import Device, PtyServer, ScaledClock, TcpServer
 from closedloop.simulators.faults import FaultInjector, FaultSpecError, parse_fault_spec
 from closedloop.simulators.mbe.wire import MbeWireModel, WireRecord
+from closedloop.simulators.modbus_controller import ModbusEmulator, rack_summary, serve_mbe_rack
 from closedloop.simulators.registry import EMULATORS, make_model
 
 
@@ -74,6 +75,10 @@ def _terminator(ctx: click.Context, param: click.Parameter, value: str | None) -
 @click.option("--record", "record_path", type=click.Path(dir_okay=False, writable=True),
               help="Append every setpoint, rate, shutter and gas change the instrument takes to FILE, one JSON "
                    "object a line (t_s in emulated seconds), as it happens: what a driver really did. MBE only.")
+@click.option("--modbus-tcp", "modbus_port", type=click.IntRange(0, 65535),
+              help="Also serve the chamber's heater loops as Eurotherm controllers on Modbus TCP 127.0.0.1:PORT "
+                   "(0: any free port; units 1 Sr cell, 2 Ru cell, 3 substrate; one decimal). MBE only.")
+@click.option("--modbus-rtu", is_flag=True, help="The same on Modbus RTU (9600 baud, 8N1) over a new pseudo-terminal.")
 def emulate(
     models: tuple[str, ...],
     protocol_path: str | None,
@@ -87,6 +92,8 @@ def emulate(
     slow_delay: float,
     unplug_time: float,
     record_path: str | None,
+    modbus_port: int | None,
+    modbus_rtu: bool,
 ) -> None:
     """Serve each simulated instrument MODEL (or the one standing in for --protocol's instrument) behind a
     pty or a TCP port until killed."""
@@ -105,13 +112,23 @@ def emulate(
                                "for each) or --pty")
     if record_path is not None and len(models) > 1:
         raise click.UsageError("--record follows one emulator; give one MODEL")
+    if modbus_rtu and modbus_port is not None:
+        raise click.UsageError("choose one of --modbus-tcp PORT and --modbus-rtu")
+    if (modbus_rtu or modbus_port is not None) and models != ("mbe",):
+        raise click.UsageError("--modbus-tcp/--modbus-rtu serve the MBE chamber's heater loops; give the one MODEL mbe")
     clock = ScaledClock(time_scale)
     servers: list[PtyServer | TcpServer] = []
+    rack: ModbusEmulator | None = None
     for i, model in enumerate(models):
         # The same model twice is two instruments: each its own noise (and faults) from its own seed.
         emulated = make_model(model, clock, seed + i)
         if record_path is not None:
             _record_to(emulated, model, record_path)
+        if (modbus_rtu or modbus_port is not None) and isinstance(emulated, MbeWireModel):
+            try:
+                emulated, rack = serve_mbe_rack(emulated, None if modbus_rtu else modbus_port)
+            except OSError as e:
+                raise click.ClickException(f"{e}; pick another with --modbus-tcp PORT (or 0)") from None
         injector = FaultInjector(faults, seed=seed + i, slow_delay_s=slow_delay, unplug_s=unplug_time)
         device = Device(emulated, faults=injector, terminator=terminator, echo=echo)
         try:
@@ -125,6 +142,8 @@ def emulate(
 
     for model, server in zip(models, servers, strict=True):
         click.echo(f"{model} listening on {server.url}" if len(models) > 1 else f"listening on {server.url}")
+    if rack is not None:
+        click.echo(f"modbus listening on {rack_summary(rack)}")
     sys.stdout.flush()
     others = [threading.Thread(target=server.serve_forever, name=f"emulate-{i}", daemon=True)
               for i, server in enumerate(servers[1:], start=1)]
@@ -138,6 +157,8 @@ def emulate(
     finally:
         for server in servers:
             server.close()
+        if rack is not None:
+            rack.close()
 
 
 def _protocol_emulator(path: str) -> tuple[str, str]:
