@@ -182,6 +182,11 @@ class CampaignEngine(ProposalSource, LineFlow, Halting):
             if recovered is not None:
                 self.log.emit(TrialMeasured(t.id, recovered, recovered=True))
                 continue
+            if station is not None:
+                # The instrument was left mid-trial (hot, gas on, shutters open) by a controller that died:
+                # nothing else is sent to it before its safe state, journaled like any other.
+                self._make_safe(station, f"the controller stopped during trial {t.id}; its state is unknown",
+                                journal=True)
             with self.store.batch():  # abandoned and re-queued together: a kill between them would lose the trial
                 self.log.emit(TrialAbandoned(t.id, Abandonment.INTERRUPTED,
                                              "the controller stopped before a result was stored"))

@@ -75,6 +75,9 @@ class LineFlow(EngineState):
             self.log.emit(DriverFailed(station.name, f"recover trial {trial_id}", ErrorInfo.of(exc, with_traceback=True)))
             return False
         if recovered is None:
+            # Left mid-step by a controller that died: safe before the step runs again or the sample is lost.
+            self._make_safe(station, f"the controller stopped during trial {trial_id}'s step; its state is unknown",
+                            journal=True)
             return False
         self._step_finished(trial_id, station, recovered, now)
         return True

@@ -178,6 +178,10 @@ class EngineState(ABC):
         """The fallback planner's proposals after the planner raised (journaled)."""
 
     @abstractmethod
+    def _make_safe(self, station: Station, why: str, *, journal: bool) -> None:
+        """`station`'s safe state, journaled as a campaign event (controller.engine.halting)."""
+
+    @abstractmethod
     def handed_out(self) -> list[TrialRecord]:
         """Trials handed to a person with `ask` and not told yet."""
 

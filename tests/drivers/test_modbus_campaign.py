@@ -58,11 +58,8 @@ def test_a_campaign_with_modbus_cells_survives_sigkill_mid_growth_and_resumes(tm
         run.send_signal(signal.SIGKILL)
         run.wait(timeout=10)
 
-        # The kill left the chamber growing: ozone on, shutters open, cells hot. Resuming does not make it
-        # safe first, so the retried growth is refused by the driver's vacuum check (before heating or
-        # opening gas); that fault sends the safe state and pauses. The next resume finds it pumped down.
-        code, _, err = finished(closedloop("resume", str(db), "--quiet", cwd=tmp_path))
-        assert code != 0 and "fault: refused " in err and "chamber pressure" in err, err
+        # The kill left the chamber growing: ozone on, shutters open, cells hot. Resuming makes it safe
+        # before anything else is sent (journaled as a campaign event), then the killed growth runs again.
         code, out, err = finished(closedloop("resume", str(db), "--quiet", cwd=tmp_path))
         assert code == 0, err
         assert "stopped: budget: 3 of 3 trials done" in out
@@ -70,10 +67,16 @@ def test_a_campaign_with_modbus_cells_survives_sigkill_mid_growth_and_resumes(tm
     with CampaignStore.open(db) as store:
         trials = store.trials()
         done = [t for t in trials if t.state in ("measured", "failed")]  # a wrong-phase film is a result
-        killed, refused = (t for t in trials if t.state == "abandoned")
-        assert refused.retry_of == killed.id and refused.conditions == killed.conditions
-        assert len(done) == 3 and any(t.conditions == killed.conditions for t in done)  # offered again
-        assert "OZONE:FLOW 0" in [c["text"] for c in store.commands(refused.id) if c["direction"] == "tx"]
+        [killed] = [t for t in trials if t.state == "abandoned"]
+        assert len(done) == 3 and any(t.conditions == killed.conditions and t.retry_of == killed.id for t in done)
+        made_safe = [e for e in store.events(kinds=["safe_state"]) if f"during trial {killed.id}" in (e["detail"] or "")]
+        assert made_safe, "resume did not put the chamber in its safe state first"
+        [retry] = [t for t in done if t.retry_of == killed.id]
+        killed_last = max(c["id"] for c in store.commands(killed.id))
+        retry_first = min(c["id"] for c in store.commands(retry.id))
+        between = [c["text"] for c in store.commands() if killed_last < c["id"] < retry_first
+                   and c["trial_id"] is None and c["direction"] == "tx"]
+        assert "OZONE:FLOW 0" in between  # safe between the kill and the growth run again
         for trial in [killed, *done]:
             sent = [c["text"] for c in store.commands(trial.id) if c["direction"] == "tx"]
             ru = round(trial.conditions["ru_cell_temp"] * 10)
