@@ -42,6 +42,7 @@ CONTROLLER_RANKS = {
     "campaign": 3,
     "dryrun": 4,
     "offline": 4,
+    "serve": 4,  # the dashboard reads campaigns (campaign, report, store); the cli starts it
     "cli": 5,
 }
 

@@ -29,6 +29,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "report": ("report", "report", "Write one self-contained HTML report of CAMPAIGN_FILE (works offline; the campaign is opened read-only)."),
     "resume": ("campaign", "resume", "Reconcile interrupted trials of CAMPAIGN_FILE and continue it."),
     "run": ("campaign", "run", "Run a campaign from PROTOCOL until a stop rule fires."),
+    "serve": ("serve", "serve", "Serve a live dashboard of the campaign files in FOLDER (default: here) and of each CAMPAIGN given."),
     "schema": ("schema", "schema", "Print the JSON Schema of protocol files (for editors), or with --reference the protocol reference page."),
     "status": ("campaign", "status", "Counts by state, best so far, stop reason and the last events of CAMPAIGN_FILE."),
     "tell": ("campaign", "tell", "Record results measured by hand: `--trial ID name=value ...` or `--csv results.csv`."),

@@ -190,6 +190,15 @@ class CampaignReads:
         return activity_of(stored, writer, engine_started=started, last_heard=last)
 
     @_reads
+    def change_marker(self) -> tuple[int, int, int]:
+        """(last event id, last command id, number of trials): changes whenever the campaign writes
+        anything, at the cost of three index lookups (a live page polls it)."""
+        row = self._db.execute(
+            "SELECT (SELECT coalesce(max(id), 0) FROM events), (SELECT coalesce(max(id), 0) FROM commands), "
+            "(SELECT count(*) FROM trials)").fetchone()
+        return int(row[0]), int(row[1]), int(row[2])
+
+    @_reads
     def commands(self, trial_id: int | None = None) -> list[dict]:
         if trial_id is None:
             return list(self._db.query("SELECT * FROM commands ORDER BY id"))

@@ -1,0 +1,58 @@
+"""`closedloop serve [FOLDER|CAMPAIGN.sqlite ...]`: the live dashboard in the browser.
+
+    $ closedloop serve campaigns/
+    serving 1 campaign(s) from campaigns at http://127.0.0.1:8765/ (Ctrl-C stops)
+
+Binds to 127.0.0.1 unless --host says otherwise (with a warning: anyone who reaches that address sees
+the campaigns). The dashboard only reads campaign files; a campaign runs the same with it open or not.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+from pathlib import Path
+
+import click
+
+from closedloop.controller.cli.errors import handle_errors
+
+
+@click.command()
+@click.argument("paths", metavar="[FOLDER|CAMPAIGN.sqlite]...", nargs=-1, type=click.Path(exists=True, path_type=Path))
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", type=click.IntRange(0, 65535), default=8765, show_default=True, help="Port (0: any free port).")
+@handle_errors
+def serve(paths: tuple[Path, ...], host: str, port: int) -> None:
+    """Serve a live dashboard of the campaign files in FOLDER (default: here) and of each CAMPAIGN given."""
+    import uvicorn
+
+    from closedloop.controller.serve.app import make_app
+    from closedloop.controller.serve.folder import ServedCampaigns
+
+    roots = list(paths) or [Path(".")]
+    if not _loopback(host):
+        click.echo(f"WARNING: serving on {host}: anyone who can reach this address sees these campaigns", err=True)
+    count = len(ServedCampaigns(roots).keys())
+    # Bound here, so the address printed is the one listening (with --port 0, the port the system chose).
+    listening = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+    listening.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        listening.bind((host, port))
+        listening.listen(128)  # a request arriving before the app is up waits in the backlog, not refused
+    except OSError as exc:
+        raise click.ClickException(f"cannot listen on {host}:{port}: {exc}; pick another with --port (0: any free port)") from None
+    bound = listening.getsockname()[1]
+    where = ", ".join(str(p) for p in roots)
+    click.echo(f"serving {count} campaign(s) from {where} at http://{host}:{bound}/ (Ctrl-C stops)")
+    server = uvicorn.Server(uvicorn.Config(make_app(roots), log_level="warning"))
+    server.run(sockets=[listening])
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

@@ -1,0 +1,89 @@
+"""The dashboard's web app (Starlette, served by uvicorn): the campaign list and one page per campaign,
+updated by server-sent events with no reload.
+
+Routes:
+  GET /                                  the campaigns (status, progress, best, last activity, badge)
+  GET /campaign/{key}                    one campaign, live
+  GET /api/campaigns                     the list as JSON
+  GET /api/campaign/{key}                a campaign's state as JSON (controller.serve.state)
+  GET /api/campaign/{key}/events         server-sent events: `change` whenever the campaign file changes
+  GET /static/plotly.min.js              plotly's own bundle from the installed package: the page works offline
+
+The server only reads: every request opens the campaign file read-only (WAL readers never block the
+writer). A key naming anything but a served campaign file is 404 (controller.serve.folder).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import html
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import plotly
+from sse_starlette.sse import EventSourceResponse
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import FileResponse, HTMLResponse, JSONResponse, Response
+from starlette.routing import Route
+
+from closedloop.controller.serve.folder import ServedCampaigns, UnknownCampaign
+from closedloop.controller.serve.pages import campaign_page, list_page
+from closedloop.controller.serve.state import campaign_state, change_marker
+
+POLL_S = 0.25  # how often an open page's stream looks at its campaign file (a result shows within ~0.5 s)
+PLOTLY_JS = Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
+
+
+def make_app(paths: list[Path], *, poll_s: float = POLL_S) -> Starlette:
+    """The dashboard over the campaign files in `paths` (folders and files)."""
+    served = ServedCampaigns(paths)
+
+    def path_of(request: Request) -> Path:
+        try:
+            return served.path(request.path_params["key"])
+        except UnknownCampaign as exc:
+            raise HTTPException(404, str(exc)) from None
+
+    async def index(request: Request) -> Response:
+        rows = await run_in_threadpool(served.rows)
+        return HTMLResponse(list_page([r.as_json() for r in rows]))
+
+    async def campaigns(request: Request) -> Response:
+        rows = await run_in_threadpool(served.rows)
+        return JSONResponse([r.as_json() for r in rows])
+
+    async def page(request: Request) -> Response:
+        path_of(request)
+        return HTMLResponse(campaign_page(html.escape(request.path_params["key"])))
+
+    async def state(request: Request) -> Response:
+        return JSONResponse(await run_in_threadpool(campaign_state, path_of(request)))
+
+    async def events(request: Request) -> Response:
+        path = path_of(request)
+
+        async def changes() -> AsyncIterator[dict[str, str]]:
+            last = None
+            while not await request.is_disconnected():
+                marker = await run_in_threadpool(change_marker, path)
+                if marker != last:
+                    last = marker
+                    yield {"event": "change", "data": ",".join(map(str, marker))}
+                await asyncio.sleep(poll_s)
+
+        return EventSourceResponse(changes(), ping=15)
+
+    async def plotly_js(request: Request) -> Response:
+        return FileResponse(PLOTLY_JS, media_type="text/javascript")
+
+    return Starlette(routes=[
+        Route("/", index),
+        Route("/api/campaigns", campaigns),
+        Route("/campaign/{key:path}", page),
+        Route("/api/campaign/{key:path}/events", events),
+        Route("/api/campaign/{key:path}", state),
+        Route("/static/plotly.min.js", plotly_js),
+    ])
