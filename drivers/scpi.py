@@ -15,6 +15,7 @@ from closedloop.drivers.base import InstrumentFault
 # SCPI-99 7.2.1: 9.91E37 is "not a number", +/-9.9E37 are +/- infinity (overload).
 _SCPI_NAN = 9.91e37
 _SCPI_INF = 9.9e37
+_QUOTED_CHARS = 120  # of a list reply in an error message
 _ERROR_REPLY = re.compile(r'^\s*([+-]?\d+)\s*(?:,\s*"?(.*?)"?\s*)?$', re.DOTALL)
 
 
@@ -38,13 +39,20 @@ def parse_number(text: str) -> float:
 
 
 def parse_list(text: str) -> list[float]:
-    """Numbers from a comma-separated reply ("1.0,2.5,+3E0"); an empty reply is an error."""
+    """Numbers from a comma-separated reply ("1.0,2.5,+3E0"); an empty reply is an error. A long reply
+    (a waveform) is quoted only in part, with the position of the item that is not a number."""
     if not text.strip():
         raise ScpiParseError("expected a comma-separated list of numbers, got an empty reply")
-    try:
-        return [parse_number(item) for item in text.split(",")]
-    except ScpiParseError as e:
-        raise ScpiParseError(f"expected a comma-separated list of numbers, got {text!r} ({e})") from None
+    items = text.split(",")
+    numbers: list[float] = []
+    for item in items:
+        try:
+            numbers.append(parse_number(item))
+        except ScpiParseError as e:
+            shown = repr(text) if len(text) <= _QUOTED_CHARS else f"{text[:_QUOTED_CHARS]!r}... ({len(text)} chars)"
+            raise ScpiParseError(f"expected a comma-separated list of numbers, got {shown} "
+                                 f"(item {len(numbers) + 1} of {len(items)}: {e})") from None
+    return numbers
 
 
 def parse_regex(text: str, pattern: str | re.Pattern[str]) -> float:

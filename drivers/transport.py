@@ -143,9 +143,14 @@ def _no_journal(direction: str, text: str) -> None:
     return None
 
 
+_SHOWN_BYTES = 120  # of a long reply (a waveform cut short) in a message or the journal
+
+
 def _show(data: bytes | bytearray) -> str:
-    """Bytes as an escaped literal, so garbage and control characters stay readable in a message."""
-    return repr(bytes(data))[1:]
+    """Bytes as an escaped literal, so garbage and control characters stay readable in a message; a long
+    run only by its start and length."""
+    shown = repr(bytes(data[:_SHOWN_BYTES]))[1:]
+    return shown if len(data) <= _SHOWN_BYTES else f"{shown}... ({len(data)} bytes)"
 
 
 class SerialTransport:

@@ -57,7 +57,10 @@ TRMC_LINE_DESCRIPTION = DriverDescription(
 )
 
 
-WordFormat = Annotated[Literal["INT16", "FLOAT32"], BeforeValidator(lambda v: v.upper() if isinstance(v, str) else v)]
+# How CURV? sends the record: INT16/FLOAT32 as an IEEE-488.2 binary block, ASCII as one line of
+# comma-separated values (what text-only links such as a pyvisa-sim file can carry; ~7x the bytes of
+# INT16, so a slow serial link may need a longer `timeout`).
+WordFormat = Annotated[Literal["INT16", "FLOAT32", "ASCII"], BeforeValidator(lambda v: v.upper() if isinstance(v, str) else v)]
 
 
 class TrmcOptions(DriverOptions):
@@ -70,7 +73,7 @@ class TrmcOptions(DriverOptions):
     # recipe: the station makes each film from the trial's process parameters; line: it measures the film
     # a line's earlier steps made, labelled with the trial id (see the module docstring).
     sample_from: Literal["recipe", "line"] = "recipe"
-    word_format: WordFormat = "INT16"  # samples of CURV?
+    word_format: WordFormat = "INT16"  # samples of CURV? (see WordFormat)
     baudrate: int = Field(115200, gt=0)
     timeout: Duration = Field(2.0, gt=0)  # per reply on the link
     retries: int = Field(2, ge=0)  # extra attempts for queries (never for setters or starts)

@@ -6,9 +6,10 @@ A trial: excitation settings (so the film's absorbance is measured where it will
 recipe (`SAMP:*`), spin-coat + anneal (`SAMP:PREP`), load (`SAMP:LOAD`; with `manual_loading: true`
 the operator confirms first), `CAV:TUNE` and its readings, then `ACQ:SING` with the shutter open only
 for the shots. Long operations are awaited by sleeping their nominal duration on the trial's clock and
-then polling `*OPC?`. The record comes back as a binary block, is scaled with the waveform preamble and
-analyzed by `drivers.trmc_analysis`; the raw record and the calibration are stored as artifacts, so a
-later analysis version can recompute the values (`closedloop reanalyze`).
+then polling `*OPC?`. The record comes back as a binary block (or, with `word_format: ASCII`, as a line
+of comma-separated values, for links that carry only text, such as a pyvisa-sim file), is scaled with
+the waveform preamble and analyzed by `drivers.trmc_analysis`; the raw record and the calibration are
+stored as artifacts, so a later analysis version can recompute the values (`closedloop reanalyze`).
 
 On a line (`sample_from: line`) the film was made by earlier steps: no recipe and no `SAMP:PREP`; the
 driver labels the film with `SAMP:ID <trial>` and loads it (`SAMP:LOAD`, which then includes the transfer
@@ -28,11 +29,12 @@ from closedloop.drivers.base import (
     DriverDescription,
     InstrumentContext,
     InstrumentFault,
+    Journal,
     Measurement,
     Value,
     require_settings,
 )
-from closedloop.drivers.scpi import ScpiParseError, decode_block, parse_number
+from closedloop.drivers.scpi import ScpiParseError, decode_block, parse_list, parse_number
 from closedloop.drivers.scpi_station import ScpiStation
 from closedloop.drivers.transport import Port
 from closedloop.drivers.trmc import PROCESS_PARAMETERS, TrmcOptions, trmc_description
@@ -53,7 +55,8 @@ _SAMPLE_COMMANDS = {
     "spin_speed": "SAMP:SPIN {:.0f}",
     "solvent": "SAMP:SOLV {}",
 }
-_WORD_FORMATS = {"INT16": "<i2", "FLOAT32": "<f4"}
+_WORD_FORMATS = {"INT16": "<i2", "FLOAT32": "<f4"}  # binary blocks; ASCII is a line of values
+_JOURNALED_CHARS = 80  # of an ASCII record
 
 
 class TrmcDriver(ScpiStation):
@@ -116,7 +119,7 @@ class TrmcDriver(ScpiStation):
             self._operation("ACQ:SING", averages / SHOT_RATE_HZ, ctx.clock)
         finally:
             self.safe_state()
-        time_s, dpr = self._read_record()
+        time_s, dpr = self._read_record(ctx.journal)
         try:
             return analyze_to_measurement(
                 time_s, dpr, calibration, instrument=self.instrument_id, duration_s=ctx.clock.now() - started
@@ -156,8 +159,9 @@ class TrmcDriver(ScpiStation):
             "thickness_cm": thickness_cm,
         }
 
-    def _read_record(self) -> tuple[np.ndarray, np.ndarray]:
-        """(time in s, dPr/Pr) from the preamble and the binary curve; a short or odd block is a fault."""
+    def _read_record(self, journal: Journal) -> tuple[np.ndarray, np.ndarray]:
+        """(time in s, dPr/Pr) from the preamble and the curve (a binary block, or a line of values with
+        `word_format: ASCII`); a short, odd or unreadable curve is a fault naming CURV?."""
         preamble = self.transport.query("WAV:PRE?")
         try:
             x_inc, x_origin, y_inc, y_origin, points = (parse_number(v) for v in preamble.split(","))
@@ -167,9 +171,12 @@ class TrmcDriver(ScpiStation):
             ) from None
         if not all(map(math.isfinite, (x_inc, x_origin, y_inc, y_origin, points))) or points < 1:
             raise InstrumentFault(f"WAV:PRE? answered {preamble!r}: no valid record on the station")
-        payload = self.transport.query_block("CURV?")
+        word_format = self.options.word_format.upper()
         try:
-            samples = decode_block(payload, _WORD_FORMATS[self.options.word_format.upper()])
+            if word_format == "ASCII":
+                samples = np.asarray(parse_list(self.transport.query("CURV?", journal=_abridged(journal))))
+            else:
+                samples = decode_block(self.transport.query_block("CURV?"), _WORD_FORMATS[word_format])
         except ScpiParseError as e:
             raise InstrumentFault(f"CURV?: {e}") from None
         if samples.size != int(points):
@@ -190,3 +197,15 @@ class TrmcDriver(ScpiStation):
             self.transport.write("EXC:SHUT CLOS")
         except Exception as e:  # safe_state must never raise, whatever the link does
             log.warning("safe_state: closing the shutter of %s failed: %s", self.connection, e)
+
+
+def _abridged(journal: Journal) -> Journal:
+    """`journal` with long replies shortened: an ASCII record (thousands of values) is kept whole in the
+    measurement's artifacts, so the journal notes its start and length, as it does for a binary block."""
+
+    def record(direction: str, text: str) -> None:
+        if direction == "rx" and len(text) > _JOURNALED_CHARS:
+            text = f"{text[:_JOURNALED_CHARS]}... [{len(text)} chars]"
+        journal(direction, text)
+
+    return record

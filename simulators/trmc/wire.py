@@ -18,8 +18,9 @@ Commands (setters have no reply; errors go to the queue read by SYST:ERR?):
   EXC:SHUT OPEN|CLOS  EXC:SHUT?  (and EXC:WAV?, EXC:FLU?)
   CAV:TUNE (20 s)  CAV:F0? (Hz)  CAV:Q?  CAV:PR? (dark reflected power, mW)  CAV:SENS? (A_sheet, 1/S)
   ACQ:AVER <n>  ACQ:SING (averages shots at 10 Hz; needs a loaded, tuned sample and an open shutter)
-  WAV:FORM INT16|FLOAT32  WAV:PRE? (x increment, x origin, y increment, y origin, points)
-  CURV? (the averaged dPr/Pr record as an IEEE-488.2 definite-length block, little-endian samples;
+  WAV:FORM INT16|FLOAT32|ASCII  WAV:PRE? (x increment, x origin, y increment, y origin, points)
+  CURV? (the averaged dPr/Pr record: INT16/FLOAT32 as an IEEE-488.2 definite-length block of little-endian
+  samples, ASCII as one line of comma-separated values (7 significant digits, y increment 1, y origin 0);
   value = y origin + y increment * sample, time = x origin + i * x increment)
 
 `last_transient` and `last_film` keep the most recent acquisition's physics, so tests can compare an
@@ -232,7 +233,7 @@ class TrmcWireModel(ScpiDeviceState):
             self._error('-104,"Data type error"')
 
     def _set_format(self, argument: str) -> None:
-        if argument.upper() not in ("INT16", "FLOAT32"):
+        if argument.upper() not in ("INT16", "FLOAT32", "ASCII"):
             self._error('-224,"Illegal parameter value"')
             return
         self.word_format = argument.upper()
@@ -285,6 +286,8 @@ class TrmcWireModel(ScpiDeviceState):
         time_s, y = self._record
         if self.word_format == "FLOAT32":
             return time_s, y.astype("<f4"), 1.0, 0.0
+        if self.word_format == "ASCII":
+            return time_s, y, 1.0, 0.0
         y_origin = float(0.5 * (y.max() + y.min()))
         y_increment = float(max(np.abs(y - y_origin).max(), 1e-12) / INT16_FULL_SCALE)
         codes = np.round((y - y_origin) / y_increment).astype("<i2")
@@ -298,8 +301,11 @@ class TrmcWireModel(ScpiDeviceState):
         x_increment = float(time_s[1] - time_s[0])
         return f"{x_increment:.9E},{float(time_s[0]):.9E},{y_increment:.9E},{y_origin:.9E},{samples.size}"
 
-    def _curve(self) -> bytes:
+    def _curve(self) -> str | bytes:
         wave = self._waveform()
+        if self.word_format == "ASCII":
+            # Like a scope's ASCII transfer: one value per sample; no record is SCPI's "not a number".
+            return "9.91E+37" if wave is None else ",".join(f"{v:.6E}" for v in wave[1])
         payload = b"" if wave is None else wave[1].tobytes()
         length = str(len(payload))
         return f"#{len(length)}{length}".encode("ascii") + payload

@@ -152,8 +152,8 @@ def test_station_errors_and_bad_options_are_reported() -> None:
     assert TrmcDriver("sim://trmc", {"timeout": "500 ms"}, port=in_process_port("trmc")).options.timeout == 0.5
     with pytest.raises(ValueError, match="(?s)manual_loading.*valid boolean"):
         TrmcDriver("sim://trmc", {"manual_loading": "yes"}, port=in_process_port("trmc"))
-    with pytest.raises(ValueError, match="(?s)word_format.*'INT16' or 'FLOAT32'"):
-        TrmcDriver("sim://trmc", {"word_format": "ASCII"}, port=in_process_port("trmc"))
+    with pytest.raises(ValueError, match="(?s)word_format.*'INT16', 'FLOAT32' or 'ASCII'"):
+        TrmcDriver("sim://trmc", {"word_format": "REAL64"}, port=in_process_port("trmc"))
 
 
 def test_manual_loading_asks_the_operator_before_the_film_goes_in() -> None:
