@@ -104,6 +104,17 @@ def test_run_sim_runs_the_modbus_protocol_and_journals_its_modbus_requests(tmp_p
     assert_nobody_connected(listener)
 
 
+def test_two_heaters_on_one_controller_are_refused_at_validate(tmp_path: Path) -> None:
+    # Live they would set each other's setpoint; in process each heater has its own loop, so only
+    # validation can catch it.
+    protocol = cells_protocol(tmp_path, 5020)
+    protocol.write_text(protocol.read_text().replace("unit=1", "unit=2"))
+    result = CliRunner().invoke(main, ["validate", str(protocol)])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert (":32:5: instrument.options.cells: ru_cell_temp and sr_cell_temp name the same controller "
+            "(modbus+tcp://127.0.0.1:5020?unit=2); give each heater its own controller") in result.output
+
+
 def test_ramp_time_counts_the_polls_of_modbus_controllers_too() -> None:
     rows = [("RU_CELL unit 2 WRITE 2 [18770]", 0), ("RU_CELL unit 2 READ 294 x1", 0), ("RU_CELL unit 2 READ 1 x1", 0),
             ("RU_CELL unit 2 READ 294 x1", 15), ("RU_CELL unit 2 READ 1 x1", 15), ("SHUT:SR CLOS", 300),
