@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
+from dataclasses import replace
 from typing import Any, Literal
 
 from pydantic import Field, field_validator
@@ -17,7 +18,7 @@ from closedloop.drivers.base import (
     Limit,
     SafetyEnvelope,
 )
-from closedloop.drivers.modbus_url import parse_modbus_url
+from closedloop.drivers.modbus_url import ModbusLink, parse_modbus_url
 from closedloop.drivers.options import DriverOptions, Duration, Strict
 
 MBE_ENVELOPE = SafetyEnvelope(
@@ -125,6 +126,15 @@ class MbeOptions(DriverOptions):
     @classmethod
     def _cells_are_heaters(cls, cells: dict[str, ModbusCell]) -> dict[str, ModbusCell]:
         _only_heaters(cells)
+        # Two heaters on one controller would set each other's setpoint live; a simulation in process,
+        # which gives each heater its own loop, could not show it.
+        seen: dict[ModbusLink, str] = {}
+        for heater, cell in cells.items():
+            link = replace(parse_modbus_url(cell.modbus), baudrate=0, parity="", stopbits=0)  # where, not how
+            if link in seen:
+                raise ValueError(f"{seen[link]} and {heater} name the same controller ({cell.modbus}); give each "
+                                 "heater its own controller (its own unit id)")
+            seen[link] = heater
         return cells
 
 

@@ -71,7 +71,7 @@ class MbeDriver:
         settings = TransportSettings(read_terminator="\r\n", write_terminator="\n", timeout=self.options.timeout_s)
         self.transport = SerialTransport(connection, settings, port=port)
         # Heaters with their own Modbus controllers; one that disagrees or alarms makes the chamber safe.
-        self.modbus = ModbusHeaters(self.options.cells, on_fault=self.safe_state)
+        self.modbus = ModbusHeaters(self.options.cells, on_fault=self.safe_state, beside=self.transport.port)
         self._ctx: InstrumentContext | None = None
         self._abort = threading.Event()
 

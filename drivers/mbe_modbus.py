@@ -6,6 +6,9 @@ registers are the second: after every setpoint the target setpoint and the rate 
 written, the working setpoint must lie on the ramp (between where it was and the target, inside the
 envelope), and the controller must be in automatic with its high alarm off. Anything else is an
 `InstrumentFault` naming what disagreed, and the driver puts the chamber in its safe state.
+
+When the chamber itself is simulated in this process, so are its controllers: the same requests then go
+to register banks on the simulated chamber (drivers/modbus_client.py), in its virtual time.
 """
 
 from __future__ import annotations
@@ -16,19 +19,27 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 
 from closedloop.drivers.base import InstrumentFault, Journal
 from closedloop.drivers.mbe import HEATERS, MBE_ENVELOPE, ModbusCell
+from closedloop.drivers.modbus_client import in_process_controllers
 from closedloop.drivers.modbus_controller import ModbusController
+from closedloop.drivers.modbus_url import parse_modbus_url
 
 
 class ModbusHeaters:
     """One `ModbusController` per heater in `cells` (heater -> its Modbus settings)."""
 
-    def __init__(self, cells: Mapping[str, ModbusCell], *, on_fault: Callable[[], None]) -> None:
-        """`on_fault()` runs before a fault from `set` or `verify_all` propagates (the safe state)."""
-        self.loops = {
-            heater: ModbusController(cell.modbus, MBE_ENVELOPE.limits[heater], name=HEATERS[heater],
-                                     encoding=cell.encoding, decimals=cell.decimals, timeout_s=cell.timeout_s)
-            for heater, cell in cells.items()
-        }
+    def __init__(self, cells: Mapping[str, ModbusCell], *, on_fault: Callable[[], None], beside: object = None) -> None:
+        """`on_fault()` runs before a fault from `set` or `verify_all` propagates (the safe state).
+        `beside`: the growth controller's port; when it simulates the chamber in this process (`sim://mbe`),
+        the cells' controllers are that simulation's, whatever their URLs (`simulated` is then True)."""
+        simulation = in_process_controllers(beside)
+        self.simulated = simulation is not None
+        self.loops: dict[str, ModbusController] = {}
+        for heater, cell in cells.items():
+            link, ctrl = parse_modbus_url(cell.modbus), HEATERS[heater]
+            client = None if simulation is None else simulation.client(link, ctrl, cell.decimals)
+            self.loops[heater] = ModbusController(cell.modbus, MBE_ENVELOPE.limits[heater], name=ctrl,
+                                                  encoding=cell.encoding, decimals=cell.decimals,
+                                                  timeout_s=cell.timeout_s, client=client)
         self.asked: dict[str, tuple[float, float]] = {}  # heater -> (setpoint, rate) last written
         self.on_fault = on_fault
 

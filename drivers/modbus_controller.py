@@ -15,6 +15,10 @@ Safety, as in the serial transport: a setpoint outside the loop's `Limit` (or no
 journaled as "REFUSED ..." before a byte is sent; reads are retried a few times on no reply; a write whose
 outcome is unknown is never sent again: its register is read back, and anything but the value written is
 an `InstrumentFault`. Every request and reply goes to the journal ("tx"/"rx").
+
+Requests go through a pymodbus client on the wire, or through the register bank of a controller simulated
+in this process (drivers/modbus_client.py): the same code above either, so a dry run checks what a live
+run would send.
 """
 
 from __future__ import annotations
@@ -26,11 +30,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
-from pymodbus.client import ModbusSerialClient, ModbusTcpClient
 from pymodbus.exceptions import ModbusException
 
 from closedloop.drivers.base import EnvelopeViolation, InstrumentFault, Journal, Limit
-from closedloop.drivers.modbus_url import ModbusLink, parse_modbus_url
+from closedloop.drivers.modbus_client import ModbusClient, pymodbus_client
+from closedloop.drivers.modbus_url import parse_modbus_url
 
 PV, TARGET_SP, OUTPUT_POWER, WORKING_SP = 1, 2, 3, 5
 ALARM_1_SP, RAMP_RATE, AUTO_MANUAL, ALARM_1_STATUS = 13, 35, 273, 294
@@ -54,17 +58,19 @@ class Alarms:
 
 class ModbusController:
     """One loop of a temperature controller at `url` (see `parse_modbus_url`), refusing setpoints outside
-    `limit` (min/max, degC) and ramp rates above its `max_rate` (degC/min)."""
+    `limit` (min/max, degC) and ramp rates above its `max_rate` (degC/min). `client`: what requests go
+    through (drivers/modbus_client.py); None: a pymodbus client on the wire to `url`."""
 
     def __init__(self, url: str, limit: Limit, *, name: str = "loop", encoding: Encoding = "scaled",
-                 decimals: int = 1, timeout_s: float = 1.0, read_retries: int = 2) -> None:
+                 decimals: int = 1, timeout_s: float = 1.0, read_retries: int = 2,
+                 client: ModbusClient | None = None) -> None:
         if encoding not in ("scaled", "float32"):
             raise ValueError(f"encoding must be 'scaled' or 'float32', got {encoding!r}")
         if not 0 <= decimals <= 4:
             raise ValueError(f"decimals must be 0-4 (the controller's display resolution), got {decimals!r}")
         self.url, self.link, self.limit, self.name = url, parse_modbus_url(url), limit, name
         self.encoding, self.decimals, self.read_retries = encoding, decimals, read_retries
-        self.client = _client(self.link, timeout_s)
+        self.client = client if client is not None else pymodbus_client(self.link, timeout_s)
         self._journal: Journal | None = None
         self._lock = threading.Lock()  # an abort's safe state from another thread must not interleave
 
@@ -219,10 +225,3 @@ class ModbusController:
 _EXCEPTIONS = {1: "illegal function", 2: "illegal data address", 3: "illegal data value", 4: "device failure",
                6: "device busy"}
 
-
-def _client(link: ModbusLink, timeout_s: float) -> ModbusTcpClient | ModbusSerialClient:
-    # retries=0: this class decides what may be retried (reads) and what never is (writes).
-    if link.transport == "tcp":
-        return ModbusTcpClient(link.host, port=link.port, timeout=timeout_s, retries=0)
-    return ModbusSerialClient(link.device, baudrate=link.baudrate, parity=link.parity, stopbits=link.stopbits,
-                              timeout=timeout_s, retries=0)

@@ -197,6 +197,11 @@ class SerialTransport:
             follow(clock)
 
     @property
+    def port(self) -> Any:
+        """The port underneath: a driver asks it what else is simulated with it (drivers/modbus_client.py)."""
+        return self._port
+
+    @property
     def is_open(self) -> bool:
         return bool(self._port.is_open)
 

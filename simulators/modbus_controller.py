@@ -135,6 +135,12 @@ class Registers:
     async def action(self, function_code: int, start_address: int, address: int, count: int,
                      registers: list[int], set_values: Sequence[Any] | None) -> ExcCodes | None:
         """pymodbus's SimDevice hook: fill the registers a read asks for, or apply a write."""
+        return self.apply(start_address, address, count, registers, set_values)
+
+    def apply(self, start_address: int, address: int, count: int, registers: list[int],
+              set_values: Sequence[Any] | None) -> ExcCodes | None:
+        """Fill `registers` (which start at `start_address`) with the `count` a read at `address` asks for,
+        or apply `set_values` written at `address`; an exception code when the loop refuses them."""
         if set_values is None:
             for a in range(address, address + count):
                 if (found := self.parameter_at(a)) is not None:

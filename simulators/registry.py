@@ -11,7 +11,9 @@ Two kinds, one registry each:
 
 Importing this module makes `sim://MODEL?seed=N&faults=SPEC` a URL every driver's transport opens
 (`drivers.transport.register_port_scheme`), the way pyserial's URL handlers work: there is one way to
-reach an emulator in process.
+reach an emulator in process. A `sim://` link simulates the whole instrument: `sim://mbe` also brings the
+chamber's heater loops as Modbus controllers, which a protocol's Modbus cells then reach in process
+whatever their URLs (`simulators.modbus_bank`, `drivers.modbus_client.in_process_controllers`).
 
 Adding a simulator: its model in its own module, and one entry here.
 """
@@ -88,6 +90,13 @@ def _mbe_model(clock: Clock, seed: int) -> LineModel:
     return MbeWireModel(clock, seed)
 
 
+def _mbe_controllers(port: EmulatedPort) -> EmulatedPort:
+    # pymodbus, which the MBE driver has loaded already; only when a sim://mbe link opens.
+    from closedloop.simulators.modbus_bank import with_modbus_controllers
+
+    return with_modbus_controllers(port)
+
+
 def _trmc_truth(seed: int, options: Any) -> Truth:
     from closedloop.simulators.trmc.station import SimulatedTrmcStation
 
@@ -115,6 +124,8 @@ class WireEmulator:
     for drivers whose description comes from the protocol (a serial instrument described in YAML), and
     `identity` what it answers to `*IDN?`: a protocol for another instrument must not run against it.
     `truth(seed, options)`: the model without noise, where it has one (dry-run and benchmark checks).
+    `beside(port)`: what else the instrument has that its `sim://` link simulates with it (the MBE chamber's
+    heater loops as Modbus controllers, `simulators.modbus_bank`), attached to the port it returns.
     """
 
     name: str
@@ -125,6 +136,7 @@ class WireEmulator:
     identity: str | None = None
     truth: Callable[[int, Any], Truth] | None = None
     ground_truth: GroundTruthMaker | None = None
+    beside: Callable[[EmulatedPort], EmulatedPort] | None = None
 
 
 EMULATORS: dict[str, WireEmulator] = {
@@ -148,7 +160,7 @@ EMULATORS: dict[str, WireEmulator] = {
         WireEmulator("smu", "smu", "a Keithley 2400-class SMU under a solar simulator, with a device jig (J-V)",
                      _smu_model, truth=_smu_truth, ground_truth=device_ground_truth),
         WireEmulator("mbe", "mbe", "the MBE growth controller and its chamber", _mbe_model,
-                     truth=_mbe_truth, ground_truth=mbe_ground_truth),
+                     truth=_mbe_truth, ground_truth=mbe_ground_truth, beside=_mbe_controllers),
         # An OPV line (simulators/line): the robot and the hot plates record each film in the process's
         # shared ledger, from which the TRMC emulator measures it (trmc with sample_from: line).
         WireEmulator("opv_robot", "opv_robot", "the OPV line's coating robot, speaking checksummed sentences",
@@ -201,7 +213,8 @@ def make_model(name: str, clock: Clock, seed: int = 0) -> LineModel:
 def in_process_port(
     name: str, *, seed: int = 0, faults: str = "", terminator: str = "\r\n", echo: bool = False
 ) -> EmulatedPort:
-    """A port with emulator `name` inside, in this process (what `sim://NAME` opens)."""
+    """A port with emulator `name` inside, in this process: the line alone (`sim://NAME` also attaches what
+    the instrument has beside it, see `WireEmulator.beside`)."""
     return emulated_port(emulator(name).model, seed=seed, faults=faults, terminator=terminator, echo=echo)
 
 
@@ -236,8 +249,9 @@ def _open_sim_url(url: str, settings: TransportSettings) -> Port:
     except KeyError as e:
         raise ValueError(f"connection {url!r}: {e.args[0]}") from None
     # The emulated device answers with the terminator the driver reads up to, so framing matches.
-    return emulated_port(entry.model, seed=seed, faults=query.get("faults", [""])[0],
+    port = emulated_port(entry.model, seed=seed, faults=query.get("faults", [""])[0],
                          terminator=settings.read_terminator, echo=settings.echo)
+    return port if entry.beside is None else entry.beside(port)
 
 
 register_port_scheme("sim", _open_sim_url)

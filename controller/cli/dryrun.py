@@ -17,7 +17,9 @@ from closedloop.controller.report.schedule.text import station_line, summary_lin
 
 EXIT_UNSAFE = EXIT_FAILED  # a dry run found a safety or consistency problem
 FOLD_MIN_REPEATS = 3  # a block of commands sent this many times in a row is printed once
-FOLD_MAX_BLOCK = 8  # longest block of commands looked for (a poll of every heater loop)
+# Longest block of commands looked for: a poll of every heater loop, 16 requests when the cells' Modbus
+# controllers are read back on each poll (alarms, setpoints, rate, working setpoint, PV).
+FOLD_MAX_BLOCK = 24
 
 
 def run_dry_runs(

@@ -24,7 +24,9 @@ from closedloop.planners.sampling import derive_seed, sample_legal
 from closedloop.planners.space import Conditions, Objective, Problem
 
 # A temperature loop's process-value poll (`RU_CELL:PV?`): a driver repeating it is waiting out a ramp.
-LOOP_READ = re.compile(r"^[A-Z_]+:(PV|SP)\?$")
+# A temperature loop read: on the growth controller's line (`RU_CELL:PV?`), or a register of its own Modbus
+# controller as ModbusController journals it (`RU_CELL unit 2 READ 1 x1`).
+LOOP_READ = re.compile(r"^([A-Z_]+:(PV|SP)\?|[A-Z_]+ unit \d+ READ \d+ x\d+)$")
 RAMP_DOMINATES = 0.5  # share of instrument time spent ramping above which a ramp dominates the budget
 COVERAGE_PROBES = 2048  # legal points the initial design's coverage is measured on
 COVERAGE_REFERENCES = 32  # random designs of the same size it is compared with
@@ -109,8 +111,8 @@ def _minus(a: float | None, b: float | None) -> float | None:
 
 def ramp_seconds(commands: Sequence[Mapping[str, Any]], when: Callable[[Mapping[str, Any]], float]) -> dict[int, float]:
     """Per trial, the instrument time the driver spent polling temperature loops (`<LOOP>:PV?` and
-    `<LOOP>:SP?` back to back) while waiting for them to reach their setpoints: the ramps. `when(command)`
-    is its time in seconds."""
+    `<LOOP>:SP?`, or their Modbus controllers' registers, back to back) while waiting for them to reach
+    their setpoints: the ramps. `when(command)` is its time in seconds."""
     out: dict[int, float] = {}
     previous: dict[int, tuple[float, bool]] = {}
     for c in commands:

@@ -140,6 +140,9 @@ def _simulated(protocol: Protocol) -> str:
         return f"the pyvisa-sim file {written}, {link.url.partition('?')[0]}"
     if isinstance(section, SerialInstrumentConfig) and section.simulate is not None:
         return f"the protocol's own simulate: section, {link.url}"
+    cells = getattr(protocol.instrument_options(), "cells", None)
+    if cells:  # a sim:// chamber's heaters answer its Modbus cells in process (simulators/modbus_bank.py)
+        return f"{link.url}, with Modbus cells {' and '.join(sorted(cells))} simulated in process"
     return link.url
 
 
