@@ -84,8 +84,16 @@ async function redraw() {{
   window.closedloopUpdates += 1;
   document.body.dataset.results = s.results;
 }}
+// One redraw at a time: a change arriving during a redraw is drawn once, right after it.
+let drawing = false, again = false;
+async function update() {{
+  if (drawing) {{ again = true; return; }}
+  drawing = true;
+  try {{ do {{ again = false; await redraw(); }} while (again); }} catch (e) {{ console.error(e); }}
+  drawing = false;
+}}
 const stream = new EventSource('/api/campaign/' + encodeURI(KEY) + '/events');
-stream.addEventListener('change', () => redraw().catch(console.error));
+stream.addEventListener('change', update);
 stream.onopen = () => {{ document.getElementById('live').textContent = 'live'; }};
 stream.onerror = () => {{ document.getElementById('live').textContent = 'reconnecting...'; }};
 </script>"""
