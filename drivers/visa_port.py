@@ -19,7 +19,7 @@ terminator (the transport sends its own), so framing happens once, in the transp
 
 from __future__ import annotations
 
-import contextlib
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -37,6 +37,14 @@ _KEYS = ("backend", "sim")
 _USAGE = ("write visa://RESOURCE[?backend=@py|@ivi][&sim=FILE.yaml], e.g. visa://GPIB0::12::INSTR, "
           "visa://TCPIP::192.168.1.5::5025::SOCKET or visa://ASRL1::INSTR?sim=simulators/visa/furnace.yaml")
 _CHUNK = 4096  # bytes asked for when reading the rest of a message (a VISA read ends at END anyway)
+# What a backend raises for a line setting the port refuses: termios.error on POSIX serial ports (not an
+# OSError), OSError or ValueError elsewhere.
+_REFUSED_SETTING: tuple[type[Exception], ...] = (OSError, ValueError)
+if sys.platform != "win32":
+    import termios
+
+    _REFUSED_SETTING += (termios.error,)
+
 _PROBE_MS = 20  # wait of one read() call: the transport's deadline loop calls again until its own timeout
 
 
@@ -199,7 +207,12 @@ class VisaPort:
         self.is_open = True
         self._pending.clear()
         self._timeout_ms = None
-        self._configure(resource, constants)
+        try:
+            self._configure(resource, constants)
+        except OSError:
+            self._resource, self.is_open = None, False  # not left open at line settings it refused
+            resource.close()
+            raise
 
     def _configure(self, resource: MessageBasedResource, constants: Any) -> None:
         s, attr = self.settings, constants.ResourceAttribute
@@ -222,12 +235,24 @@ class VisaPort:
                 self._counts_bytes = False
 
     def _set(self, attribute: pyvisa.constants.ResourceAttribute, value: Any) -> None:
-        """Set a VISA attribute where the backend supports it (a simulated session may not)."""
-        from pyvisa import errors
+        """Set a VISA attribute. One the backend does not have (a raw socket's serial settings in some
+        backends, a simulated session) is skipped; one it has and refuses (7 data bits on a port that
+        cannot do them) is an OSError: a link left at other line settings would garble every reply."""
+        from pyvisa import constants, errors
 
         assert self._resource is not None
-        with contextlib.suppress(errors.VisaIOError, NotImplementedError, ValueError):
+        unsupported = (constants.StatusCode.error_nonsupported_attribute,
+                       constants.StatusCode.error_nonsupported_attribute_state)
+        try:
             self._resource.set_visa_attribute(attribute, value)
+        except NotImplementedError:
+            return
+        except errors.VisaIOError as e:
+            if e.error_code in unsupported:
+                return
+            raise OSError(f"{self.link.resource}: cannot set {attribute.name} to {value!r}: {e.description}") from e
+        except _REFUSED_SETTING as e:  # pyvisa-py's serial session passes pyserial's termios errors through
+            raise OSError(f"{self.link.resource}: cannot set {attribute.name} to {value!r}: {e}") from e
 
     def close(self) -> None:
         resource, self._resource = self._resource, None
