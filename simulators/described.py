@@ -18,7 +18,7 @@ import math
 import re
 import string
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -29,6 +29,7 @@ from closedloop.drivers.serial_config import SerialInstrumentConfig
 from closedloop.drivers.serial_simulate import DescribedSimulation, SimulatedReading
 from closedloop.formulas import Formula, parse_formula
 from closedloop.records import Value
+from closedloop.simulators.emulator import FollowedClock
 from closedloop.units import convert, duration_seconds
 
 _VALUE = r"(?P<value>[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?|\S+?)"
@@ -150,11 +151,10 @@ def described_name(config: SerialInstrumentConfig, title: str) -> str:
     return f"protocol-{slug}-{digest}"
 
 
-def noise_free(config: SerialInstrumentConfig) -> Any:
+def noise_free(config: SerialInstrumentConfig) -> Callable[[int, Any], Callable[[Mapping[str, Value]], dict[str, float]]]:
     """`truth(seed, options)` for the registry: the readings' formulas without noise."""
-    from closedloop.simulators.emulator import FollowedClock
 
-    def truth(seed: int, options: Any) -> Any:
+    def truth(seed: int, options: Any) -> Callable[[Mapping[str, Value]], dict[str, float]]:
         return DescribedInstrument(config, FollowedClock(), seed).truth
 
     return truth
