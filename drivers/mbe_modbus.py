@@ -14,14 +14,19 @@ to register banks on the simulated chamber (drivers/modbus_client.py), in its vi
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import TypeVar
 
 from closedloop.drivers.base import InstrumentFault, Journal
 from closedloop.drivers.mbe import HEATERS, MBE_ENVELOPE, ModbusCell
 from closedloop.drivers.modbus_client import in_process_controllers
 from closedloop.drivers.modbus_controller import ModbusController
 from closedloop.drivers.modbus_url import parse_modbus_url
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 class ModbusHeaters:
@@ -114,13 +119,11 @@ class ModbusHeaters:
         """Each heater above its idle temperature ramps down to it (rate first); one that reads at or
         below idle is left alone (an abort never heats). Never raises: every step is tried on its own."""
         for heater, loop in self.loops.items():
-            with contextlib.suppress(Exception):
-                if loop.read_target_setpoint() <= idle[heater]:
-                    continue
-            with contextlib.suppress(Exception):
-                loop.write_ramp_rate(rates[heater])
-            with contextlib.suppress(Exception):
-                loop.write_setpoint(idle[heater])
+            target = _attempt(f"{heater}: reading its target setpoint", loop.read_target_setpoint)
+            if target is not None and target <= idle[heater]:
+                continue
+            _attempt(f"{heater}: ramp rate {rates[heater]} for idle", loop.write_ramp_rate, rates[heater])
+            _attempt(f"{heater}: idle setpoint {idle[heater]}", loop.write_setpoint, idle[heater])
             self.asked[heater] = (idle[heater], rates[heater])
 
     def set_journal(self, journal: Journal | None) -> None:
@@ -131,3 +134,13 @@ class ModbusHeaters:
         for loop in self.loops.values():
             with contextlib.suppress(Exception):
                 loop.close()
+
+
+def _attempt(what: str, step: Callable[..., T], *args: float) -> T | None:
+    """One step of going idle: its result, or None after logging why it failed (the next step is tried
+    anyway; a safe state must not stop at the first controller that does not answer)."""
+    try:
+        return step(*args)
+    except Exception as e:  # noqa: BLE001 - logged; going idle never raises
+        log.warning("going idle, %s failed: %s", what, e)
+        return None
