@@ -39,7 +39,8 @@ from closedloop.controller.engine.engine import CampaignEngine
 from closedloop.controller.engine.events import Subscriber
 from closedloop.controller.engine.gate import SafetyGate
 from closedloop.controller.engine.halts import Halt
-from closedloop.controller.engine.operator import Approver
+from closedloop.controller.engine.operator import Approver, OperatorControl
+from closedloop.controller.engine.remote import RemoteOperator
 from closedloop.controller.protocol.limits import unchecked_warning
 from closedloop.controller.protocol.model import (
     DICT_SOURCE,
@@ -51,6 +52,7 @@ from closedloop.controller.protocol.model import (
 from closedloop.controller.protocol.validate import require_valid
 from closedloop.controller.results_csv import ResultsFileError, read_results, result_value
 from closedloop.controller.store.campaign_store import CampaignStore, software_versions
+from closedloop.controller.store.control import ControlChannel
 from closedloop.controller.store.errors import UnknownTrial
 from closedloop.controller.store.reads import TrialRecord
 from closedloop.drivers.base import Measurement
@@ -187,9 +189,18 @@ class Campaign:
         even where the protocol needs no approval (what `--approve` means); journaled at the start."""
         from closedloop.controller.engine.stations import make_stations  # see _link
 
+        # The dashboard may pause, resume or abort any run (its token guards who may); it decides proposals
+        # only when it is the approver. Requests left from before this run are expired, not carried out.
+        control = approver if isinstance(approver, RemoteOperator) else self.remote_operator()
+        control.start()
         stations = make_stations(self.protocol, seed=self.seed, sim=sim, connection=port)
         return self._engine(stations, approver=approver, on_event=on_event, time_scale=time_scale,
-                            approve_every=approve_every)
+                            approve_every=approve_every, control=control)
+
+    def remote_operator(self) -> RemoteOperator:
+        """The operator at the dashboard (`closedloop serve`), reading this campaign's control channel: pass
+        it as `approver` to `run` or `resume` and proposals awaiting approval are decided from the page."""
+        return RemoteOperator(ControlChannel(self.store.path))
 
     def _engine(
         self,
@@ -200,6 +211,7 @@ class Campaign:
         time_scale: float | None = None,
         gate: SafetyGate | None = None,
         approve_every: bool = False,
+        control: OperatorControl | None = None,
     ) -> CampaignEngine:
         # Trials measured by hand (no stations) run on the wall clock, like the person measuring them.
         virtual = bool(stations) and all(s.virtual for s in stations)
@@ -218,8 +230,8 @@ class Campaign:
 
         return build_engine(
             self.protocol, self.store, seed=self.seed, stations=stations, clock=clock, gate=gate,
-            approver=approver, subscribers=() if on_event is None else (on_event,), elapsed_origin=origin,
-            approve_every=approve_every,
+            approver=approver, control=control, subscribers=() if on_event is None else (on_event,),
+            elapsed_origin=origin, approve_every=approve_every,
         )
 
     def run(

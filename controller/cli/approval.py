@@ -7,12 +7,20 @@ so stdout keeps only results.
 
 from __future__ import annotations
 
+import getpass
 import sys
 from typing import TextIO
 
 from closedloop.controller.engine.operator import Decision, OperatorAbsent
 from closedloop.planners.space import Conditions, Problem
 from closedloop.records import Value
+
+
+def _user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no login name (a container without a passwd entry)
+        return "the operator"
 
 
 def _coerce(text: str, current: object) -> Value:
@@ -25,8 +33,11 @@ def _coerce(text: str, current: object) -> Value:
 
 
 class TerminalApprover:
+    where = "terminal"
+
     def __init__(self, problem: Problem, stdin: TextIO | None = None, stdout: TextIO | None = None) -> None:
         self.problem = problem
+        self.who = f"{_user()} at the terminal"  # the journal names who decided
         self.stdin = stdin or sys.stdin
         self.stdout = stdout or sys.stderr
 
@@ -50,9 +61,9 @@ class TerminalApprover:
         while True:
             answer = self._read("[a]ccept, [e]dit, [s]kip? ").lower()
             if answer in ("a", "accept", "y", "yes"):
-                return Decision("accept")
+                return Decision("accept", by=self.who)
             if answer in ("s", "skip", "n", "no"):
-                return Decision("skip", note="skipped at the terminal")
+                return Decision("skip", note="skipped at the terminal", by=self.who)
             if answer in ("e", "edit"):
                 line = self._read("new values as name=value ...: ")
                 try:
@@ -65,7 +76,7 @@ class TerminalApprover:
                 except ValueError as exc:
                     self._say(f"could not read that: {exc}")
                     continue
-                return Decision("edit", conditions=edits, note=line)
+                return Decision("edit", conditions=edits, note=line, by=self.who)
             self._say("answer a, e or s")
 
     def confirm_step(self, trial_id: int, message: str) -> None:

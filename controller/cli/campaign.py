@@ -23,18 +23,35 @@ from closedloop.controller.cli.errors import configure_runtime, handle_errors
 from closedloop.controller.cli.progress import ProgressReporter
 from closedloop.controller.cli.signals import pause_on_signals
 from closedloop.controller.engine.engine import HANDED_OUT_BEFORE
+from closedloop.controller.engine.operator import Approver
 from closedloop.controller.protocol.limits import unchecked_warning
 from closedloop.controller.protocol.model import Protocol, load_protocol
 from closedloop.controller.store.errors import StorageFailed, StoreError
 from closedloop.simulators.registry import emulator_name
 
+Approving = Literal["terminal", "dashboard"] | None  # where the operator decides proposals (--approve-from)
+APPROVE_FROM = click.option(
+    "--approve-from", type=click.Choice(["terminal", "dashboard"]),
+    help="Where the operator accepts, edits or skips each proposal: at this terminal (as --approve) or on the "
+         "dashboard (`closedloop serve`, with its control token).")
 
-def _require_operator(protocol: Protocol, approve: bool) -> None:
-    if protocol.approval_mode != "none" and not approve:
+
+def _approving(approve: bool, approve_from: str | None) -> Approving:
+    if approve and approve_from == "dashboard":
+        raise BadInput("--approve answers at this terminal and --approve-from dashboard on the dashboard: give one")
+    return "dashboard" if approve_from == "dashboard" else "terminal" if approve or approve_from else None
+
+
+def _require_operator(protocol: Protocol, approving: Approving) -> None:
+    if protocol.approval_mode != "none" and approving is None:
         raise BadInput(
             f"protocol {protocol.name!r} asks the operator to approve proposals (approval: {protocol.approval_mode}); "
-            "add --approve to answer at this terminal, or set `approval: none` in a copy of the protocol"
+            "add --approve to answer at this terminal (or --approve-from dashboard to answer on `closedloop serve`), "
+            "or set `approval: none` in a copy of the protocol"
         )
+    if approving == "dashboard" and protocol.needs_operator():
+        raise BadInput(f"protocol {protocol.name!r} has results entered by hand at this terminal, so its proposals "
+                       "are approved there too: use --approve")
 
 
 def _check_link(port: str | None, time_scale: float | None, sim: bool, *, line: bool = False) -> None:
@@ -65,7 +82,7 @@ def _run_engine(
     action: Literal["run", "resume"],
     *,
     sim: bool,
-    approve: bool,
+    approving: Approving,
     quiet: bool,
     port: str | None = None,
     time_scale: float | None = None,
@@ -81,8 +98,12 @@ def _run_engine(
     problem = campaign.protocol.to_problem()
     # The operator at this terminal approves proposals (--approve) and, for an instrument run by hand,
     # enters every result when its driver asks.
-    at_terminal = approve or campaign.protocol.needs_operator()
-    operator = TerminalApprover(problem) if at_terminal else None
+    at_terminal = approving == "terminal" or campaign.protocol.needs_operator()
+    operator: Approver | None = TerminalApprover(problem) if at_terminal else None
+    if approving == "dashboard":
+        operator = campaign.remote_operator()
+        click.echo(f"proposals wait for a decision on the dashboard: closedloop serve {campaign.store.path.parent}",
+                   err=True)
     stored_best = (status["best"] or {}).get("values", {}).get(problem.objectives[0].name)
     reporter = ProgressReporter(problem, status["budget"], status["results"], quiet=quiet, best=stored_best,
                                 prompts=at_terminal, units=campaign.protocol.parameter_units())
@@ -92,7 +113,7 @@ def _run_engine(
         with pause_on_signals(), reporter:
             # --approve shows the operator every proposal: on an `approval: none` protocol too
             halt = go(sim=sim, approver=operator, on_event=reporter, port=port, time_scale=time_scale,
-                      approve_every=approve and campaign.protocol.approval_mode == "none")
+                      approve_every=approving is not None and campaign.protocol.approval_mode == "none")
     except StorageFailed as exc:
         # Try to say why in the file (a small write may still fit); if not, `status` finds its writer gone.
         with contextlib.suppress(StoreError):
@@ -141,6 +162,7 @@ def init(protocol: str, db: str | None, seed: int | None) -> None:
 @click.option("--db", type=click.Path(dir_okay=False), help="Campaign file to create (default campaigns/NAME-TIME.sqlite).")
 @click.option("--sim", is_flag=True, help="Run against the instrument's simulator, in virtual time.")
 @click.option("--approve", is_flag=True, help="Show each proposal to the operator to accept, edit or skip.")
+@APPROVE_FROM
 @click.option("--seed", type=int, help="Override the protocol's planner seed.")
 @click.option("--quiet", is_flag=True, help="Only print faults and the final result.")
 @click.option("--port", help="Talk to the instrument here instead of the protocol's `connection` "
@@ -149,17 +171,18 @@ def init(protocol: str, db: str | None, seed: int | None) -> None:
               "times faster, as the emulator was started (`closedloop emulate MODEL --time-scale N`).")
 @click.option("--no-report", is_flag=True, help="Do not write the HTML report (<campaign>.html) at the end.")
 @handle_errors
-def run(protocol: str, db: str | None, sim: bool, approve: bool, seed: int | None, quiet: bool,
-        port: str | None, time_scale: float | None, no_report: bool) -> None:
+def run(protocol: str, db: str | None, sim: bool, approve: bool, approve_from: str | None, seed: int | None,
+        quiet: bool, port: str | None, time_scale: float | None, no_report: bool) -> None:
     """Run a campaign from PROTOCOL until a stop rule fires."""
     _refuse_existing(db, "run")
+    approving = _approving(approve, approve_from)
     parsed = load_protocol(protocol)
     _check_link(port, time_scale, sim, line=parsed.is_line)
-    _require_operator(parsed, approve)
+    _require_operator(parsed, approving)
     campaign = Campaign.create(protocol, db, seed=seed, sim=sim, port=port)
     click.echo(f"campaign file: {campaign.store.path}", err=True)
     _link_header(campaign, port, time_scale, "--port")
-    _run_engine(campaign, "run", sim=sim, approve=approve, quiet=quiet, port=port, time_scale=time_scale,
+    _run_engine(campaign, "run", sim=sim, approving=approving, quiet=quiet, port=port, time_scale=time_scale,
                 report=not no_report)
 
 
@@ -167,6 +190,7 @@ def run(protocol: str, db: str | None, sim: bool, approve: bool, seed: int | Non
 @click.argument("campaign_file", type=click.Path(dir_okay=False))
 @click.option("--sim", is_flag=True, help="Continue against the instrument's simulator.")
 @click.option("--approve", is_flag=True, help="Show each proposal to the operator to accept, edit or skip.")
+@APPROVE_FROM
 @click.option("--quiet", is_flag=True)
 @click.option("--port", help="Talk to the instrument here (default: the port of the campaign's last --port run, "
               "else the protocol's `connection`).")
@@ -174,19 +198,20 @@ def run(protocol: str, db: str | None, sim: bool, approve: bool, seed: int | Non
               "with that port).")
 @click.option("--no-report", is_flag=True, help="Do not write the HTML report (<campaign>.html) at the end.")
 @handle_errors
-def resume(campaign_file: str, sim: bool, approve: bool, quiet: bool, port: str | None, time_scale: float | None,
-           no_report: bool) -> None:
+def resume(campaign_file: str, sim: bool, approve: bool, approve_from: str | None, quiet: bool, port: str | None,
+           time_scale: float | None, no_report: bool) -> None:
     """Reconcile interrupted trials of CAMPAIGN_FILE and continue it."""
+    approving = _approving(approve, approve_from)
     campaign = Campaign.open(campaign_file, writer=True)
     try:
-        _require_operator(campaign.protocol, approve)
+        _require_operator(campaign.protocol, approving)
         linked_port, linked_scale = campaign.live_link(port, time_scale, sim=sim)
         _check_link(linked_port, linked_scale, sim, line=campaign.protocol.is_line)
     except BadInput:
         campaign.close()
         raise
     _link_header(campaign, linked_port, linked_scale, "--port" if port else "from the campaign's last run")
-    _run_engine(campaign, "resume", sim=sim, approve=approve, quiet=quiet, port=port, time_scale=time_scale,
+    _run_engine(campaign, "resume", sim=sim, approving=approving, quiet=quiet, port=port, time_scale=time_scale,
                 report=not no_report)
 
 

@@ -48,6 +48,8 @@ class DryRunOperator:
     """The operator during a dry run: accepts every proposal that needs approval and confirms every manual
     step at once, keeping a list of both for the report."""
 
+    where = "dry run"
+
     def __init__(self) -> None:
         self.approvals: list[dict[str, Any]] = []
         self.steps: list[dict[str, Any]] = []

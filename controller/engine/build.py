@@ -19,7 +19,13 @@ from closedloop.controller.engine.dispatch import (
 from closedloop.controller.engine.engine import CampaignEngine, EngineSettings
 from closedloop.controller.engine.events import EventLog, OperatorStep, Subscriber
 from closedloop.controller.engine.gate import SafetyGate
-from closedloop.controller.engine.operator import Approver, OperatorAbsent, QuestionAnswerer, StepConfirmer
+from closedloop.controller.engine.operator import (
+    Approver,
+    OperatorAbsent,
+    OperatorControl,
+    QuestionAnswerer,
+    StepConfirmer,
+)
 from closedloop.controller.protocol.model import Protocol
 from closedloop.controller.store.campaign_store import CampaignStore
 from closedloop.planners.base import Planner
@@ -83,6 +89,7 @@ def build_engine(
     gate: SafetyGate | None = None,
     planner: Planner | None = None,
     approver: Approver | None = None,
+    control: OperatorControl | None = None,
     subscribers: Sequence[Subscriber] = (),
     elapsed_origin: float = 0.0,
     approve_every: bool = False,
@@ -91,7 +98,8 @@ def build_engine(
     (`ask`/`tell`). `gate` and `planner` default to the protocol's; `clock` decides how trials run: on a
     `VirtualClock` one after another in simulated time, on a `WallClock` each in its own thread.
     `approve_every`: the operator approves every proposal, whatever the protocol's `approval` says (an
-    operator who asked to see each proposal must never find one went out unseen)."""
+    operator who asked to see each proposal must never find one went out unseen). `control`: where the
+    engine looks for pause, resume and abort requests from elsewhere (the dashboard)."""
     settings = settings_from(protocol, seed)
     if approve_every and settings.approval != "every":
         settings = dataclasses.replace(settings, approval="every", approval_raised=True)
@@ -112,6 +120,7 @@ def build_engine(
         dispatcher=dispatcher,
         log=log,
         approver=approver,
+        control=control,
         elapsed_origin=elapsed_origin,
     )
 

@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from closedloop.controller.engine.dispatch import Completion, Dispatcher, Job, Station
 from closedloop.controller.engine.events import (
     Abandonment,
+    ApprovalAwaited,
     CampaignRunning,
     DriverFailed,
     ErrorInfo,
@@ -35,7 +36,7 @@ from closedloop.controller.engine.halting import Halting
 from closedloop.controller.engine.halts import Halt, HaltKind, paused, stopped
 from closedloop.controller.engine.line import LineQueues
 from closedloop.controller.engine.line_flow import LineFlow
-from closedloop.controller.engine.operator import Approver, OperatorAbsent
+from closedloop.controller.engine.operator import AbortRequested, Approver, OperatorAbsent, OperatorControl
 from closedloop.controller.engine.planahead import PlanAhead
 from closedloop.controller.engine.proposing import ProposalSource
 from closedloop.controller.engine.results import in_units
@@ -73,6 +74,7 @@ class CampaignEngine(ProposalSource, LineFlow, Halting):
         dispatcher: Dispatcher,
         log: EventLog,
         approver: Approver | None = None,
+        control: OperatorControl | None = None,
         elapsed_origin: float = 0.0,
     ) -> None:
         self.store = store
@@ -86,6 +88,8 @@ class CampaignEngine(ProposalSource, LineFlow, Halting):
         self.clock = dispatcher.clock
         self.log = log
         self.approver = approver
+        self.control = control
+        self._held_by: str | None = None
         self.elapsed_origin = elapsed_origin
         self.ready: deque[int] = deque()  # approved trials waiting for a free station
         self.busy: dict[str, int] = {}  # station name -> trial id
@@ -202,9 +206,11 @@ class CampaignEngine(ProposalSource, LineFlow, Halting):
         try:
             try:
                 while True:
+                    self._heed_operator()
                     halt = self.halt or self._stop_rule()
-                    # Once the campaign is ending, no new sample starts, but those in the line finish.
-                    self._fill_stations(new_samples=halt is None)
+                    # Once the campaign is ending (or an operator paused it), no new sample starts, but
+                    # those in the line finish.
+                    self._fill_stations(new_samples=halt is None and self._held_by is None)
                     if halt is None and self._planning is not None and self._planning.busy:
                         # Wait for an instrument or the planner, whichever is first (in slices: Ctrl-C).
                         if self.dispatcher.in_flight == 0:
@@ -214,13 +220,19 @@ class CampaignEngine(ProposalSource, LineFlow, Halting):
                                 self._complete(self.dispatcher.next_completion(timeout=PLAN_POLL_S))
                         continue
                     if self.dispatcher.in_flight == 0:
-                        halt = halt or self.halt or self._stop_rule() or self._why_idle()
+                        halt = halt or self.halt or self._stop_rule()
+                        if halt is None and self._held_by is not None:
+                            self._wait_for_operator()
+                            continue
+                        halt = halt or self._why_idle()
                         if halt is not None:
                             return self._finish(halt)
                         continue
-                    self._complete(self.dispatcher.next_completion())
+                    self._complete_next()
             except KeyboardInterrupt:
                 return self._pause(paused(HaltKind.OPERATOR, "operator interrupt (Ctrl-C)"), abort=True)
+            except AbortRequested as exc:
+                return self._pause(paused(HaltKind.OPERATOR, f"aborted from the dashboard by {exc.by}"), abort=True)
             except OperatorAbsent as exc:
                 return self._pause(paused(HaltKind.OPERATOR_ABSENT, f"operator absent: {exc}"), abort=False)
         except BaseException:
@@ -262,21 +274,23 @@ class CampaignEngine(ProposalSource, LineFlow, Halting):
             raise OperatorAbsent("the protocol asks for approval but no operator is attached (use --approve)")
         error: str | None = None
         for _ in range(APPROVAL_ATTEMPTS):
+            self.log.emit(ApprovalAwaited(trial_id, conditions, self.approver.where, error))
             decision = self.approver.decide(trial_id, conditions, error)
+            by = decision.by
             if decision.action == "skip":
-                self.log.emit(OperatorDecided(trial_id, "skip", conditions, note=decision.note))
+                self.log.emit(OperatorDecided(trial_id, "skip", conditions, note=decision.note, by=by))
                 return None
             if decision.action == "accept":
-                self.log.emit(OperatorDecided(trial_id, "accept", conditions, note=decision.note))
+                self.log.emit(OperatorDecided(trial_id, "accept", conditions, note=decision.note, by=by))
                 return conditions
             edited = {**conditions, **(decision.conditions or {})}
             try:
                 self.gate.check(edited)
             except (OutsideSpace, EnvelopeViolation) as exc:
                 error = str(exc)
-                self.log.emit(OperatorDecided(trial_id, "edit", conditions, edited, decision.note, refusal=error))
+                self.log.emit(OperatorDecided(trial_id, "edit", conditions, edited, decision.note, refusal=error, by=by))
                 continue
-            self.log.emit(OperatorDecided(trial_id, "edit", conditions, edited, decision.note))
+            self.log.emit(OperatorDecided(trial_id, "edit", conditions, edited, decision.note, by=by))
             return edited
         self.log.emit(OperatorDecided(trial_id, "give_up", conditions))
         return None

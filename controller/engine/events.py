@@ -81,6 +81,27 @@ class OperatorDecided:
     edited: Conditions | None = None
     note: str = ""
     refusal: str | None = None
+    by: str = ""  # who decided, when the approver knows (the terminal's user, the dashboard's operator)
+
+
+@dataclass(frozen=True)
+class ApprovalAwaited:
+    """A proposal waits for the operator's decision at `where` ("terminal", "dashboard"); `refusal`: why
+    their previous edit of it was refused. The dashboard shows the proposals waiting from these."""
+
+    trial_id: int
+    conditions: Conditions
+    where: str
+    refusal: str | None = None
+
+
+@dataclass(frozen=True)
+class OperatorHeld:
+    """An operator paused the running campaign from elsewhere (the dashboard): no new trial starts until
+    they resume it; trials already running finish. `resumed`: the reverse."""
+
+    by: str
+    resumed: bool = False
 
 
 @dataclass(frozen=True)
@@ -88,6 +109,9 @@ class TrialApproved:
     trial_id: int
     detail: str = ""
 
+
+# The journal's names for a proposal waiting for the operator, and for a pause and resume from the dashboard.
+APPROVAL_WAIT, HOLD, RELEASE = "approval_wait", "hold", "release"
 
 # The instrument a trial handed out with `ask` is stored as dispatched to (a person), and the name of the
 # station of a protocol whose instrument is a person (`driver: manual`): either way a person holds it.
@@ -210,7 +234,7 @@ class OperatorStep:
 
 
 EngineEvent = (
-    TrialProposed | ProposalRefused | OperatorDecided | TrialApproved | TrialHandedOut | TrialStarted | TrialMeasured
+    TrialProposed | ProposalRefused | OperatorDecided | ApprovalAwaited | OperatorHeld | TrialApproved | TrialHandedOut | TrialStarted | TrialMeasured
     | TrialAbandoned | CampaignRunning | CampaignHalted | PlannerFailed | SafeStateEntered | OperatorStep
     | DriverFailed | InitialPointOffered | StepEvent
 )
@@ -265,23 +289,33 @@ class EventLog:
                 store.record_event("safety_refusal", trial_id=trial_id, detail=error.message,
                                    data={"conditions": conditions, **error.as_data()}, virtual_t=t)
                 store.transition(trial_id, "rejected", detail=f"safety gate: {error.message}", virtual_t=t)
-            case OperatorDecided(trial_id, action, proposed, edited, note, refusal):
-                data: dict[str, object] = {"action": action, "proposed": proposed, "note": note}
+            case OperatorDecided(trial_id, action, proposed, edited, note, refusal, by):
+                data: dict[str, object] = {"action": action, "proposed": proposed, "note": note, "by": by}
                 if edited is not None:
                     data["edited"] = edited
+                who = f" ({by})" if by else ""
                 if action == "skip":
-                    store.record_event("approval", trial_id=trial_id, detail="skipped by operator", data=data)
-                    store.transition(trial_id, "rejected", detail="skipped by operator", virtual_t=t)
+                    store.record_event("approval", trial_id=trial_id, detail=f"skipped by operator{who}", data=data)
+                    store.transition(trial_id, "rejected", detail=f"skipped by operator{who}", virtual_t=t)
                 elif action == "give_up":
                     store.transition(trial_id, "rejected", detail="no acceptable edit after 10 tries", virtual_t=t)
                 elif refusal is not None:
                     store.record_event("approval", trial_id=trial_id, detail=f"edit refused: {refusal}", data=data)
                 elif action == "edit":
                     assert edited is not None
-                    store.update_conditions(trial_id, edited, detail="edited by operator", virtual_t=t)
-                    store.record_event("approval", trial_id=trial_id, detail="edited by operator", data=data)
+                    store.update_conditions(trial_id, edited, detail=f"edited by operator{who}", virtual_t=t)
+                    store.record_event("approval", trial_id=trial_id, detail=f"edited by operator{who}", data=data)
                 else:
-                    store.record_event("approval", trial_id=trial_id, detail="accepted by operator", data=data)
+                    store.record_event("approval", trial_id=trial_id, detail=f"accepted by operator{who}", data=data)
+            case ApprovalAwaited(trial_id, conditions, where, refusal):
+                store.record_event(APPROVAL_WAIT, trial_id=trial_id, detail=f"waiting for the operator at the {where}",
+                                   data={"conditions": conditions, "where": where, "refusal": refusal}, virtual_t=t)
+            case OperatorHeld(by, resumed):
+                if resumed:
+                    store.record_event(RELEASE, detail=f"resumed by {by}", data={"by": by}, virtual_t=t)
+                else:
+                    store.record_event(HOLD, detail=f"paused by {by}: no new trial starts until resumed",
+                                       data={"by": by}, virtual_t=t)
             case TrialApproved(trial_id, detail):
                 store.transition(trial_id, "approved", detail=detail, virtual_t=t)
             case TrialHandedOut(trial_id):

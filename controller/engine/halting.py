@@ -13,12 +13,14 @@ from closedloop.controller.engine.events import (
     CampaignHalted,
     DriverFailed,
     ErrorInfo,
+    OperatorHeld,
     SafeStateEntered,
 )
 from closedloop.controller.engine.halts import Halt, HaltKind, paused, stopped
-from closedloop.controller.engine.operator import OperatorAbsent
+from closedloop.controller.engine.operator import AbortRequested, OperatorAbsent
 from closedloop.controller.engine.state import (
     ABORT_GRACE_S,
+    CONTROL_POLL_S,
     REFUSALS_BEFORE_STOP,
     EngineState,
     log,
@@ -46,6 +48,38 @@ class Halting(EngineState):
             spent_hours=history.cost_hours(s.problem, trials),
             max_hours=s.max_instrument_hours,
         )
+
+    def _heed_operator(self) -> None:
+        """Carry out the pause, resume and abort requests that arrived from the dashboard: a pause stops new
+        trials from starting (journaled with who asked), a resume lets them start again, an abort ends the
+        run as Ctrl-C does (`AbortRequested`)."""
+        if self.control is None:
+            return
+        for request in self.control.requests():
+            if request.action == "abort":
+                raise AbortRequested(request.by)
+            pause = request.action == "pause"
+            if pause == (self._held_by is not None):
+                continue  # paused already, or not paused: nothing changes, nothing to journal
+            self._held_by = request.by if pause else None
+            self.log.emit(OperatorHeld(request.by, resumed=not pause))
+
+    def _wait_for_operator(self) -> None:
+        """Paused from the dashboard with nothing running: wait for the next request."""
+        assert self.control is not None
+        self.control.wait()
+
+    def _complete_next(self) -> None:
+        """Wait for the next trial to finish and take its result; with a dashboard attached, in slices, so
+        an abort or pause is seen while a long trial runs."""
+        if self.control is None:
+            self._complete(self.dispatcher.next_completion())
+            return
+        try:
+            done = self.dispatcher.next_completion(timeout=CONTROL_POLL_S)
+        except queue.Empty:
+            return
+        self._complete(done)
 
     def _why_idle(self) -> Halt | None:
         if self.ready:

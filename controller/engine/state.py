@@ -23,7 +23,7 @@ from closedloop.controller.engine.events import (
 from closedloop.controller.engine.gate import SafetyGate
 from closedloop.controller.engine.halts import Halt
 from closedloop.controller.engine.line import LineQueues
-from closedloop.controller.engine.operator import Approver
+from closedloop.controller.engine.operator import Approver, OperatorControl
 from closedloop.controller.engine.planahead import PlanAhead, PlanRequest
 from closedloop.controller.protocol.workflow import Step
 from closedloop.controller.store.campaign_store import CampaignStore
@@ -44,6 +44,7 @@ APPROVAL_ATTEMPTS = 10  # edits the operator may try on one proposal
 # made safe anyway: a service manager sends SIGKILL some seconds after SIGTERM (systemd: 90 s), and a
 # driver stuck in a call that ignores the abort must not keep the instrument hot until then.
 ABORT_GRACE_S = 10.0
+CONTROL_POLL_S = 0.25  # with a dashboard attached: how often a running trial's wait looks for its requests
 PLAN_POLL_S = 0.05  # live line: how often the engine looks whether the planner has finished, between completions
 HANDED_OUT_BEFORE = "handed out before, no result told yet"  # why `ask` offers a pending trial again
 
@@ -109,6 +110,8 @@ class EngineState(ABC):
     clock: VirtualClock | WallClock
     log: EventLog
     approver: Approver | None
+    control: OperatorControl | None  # pause / resume / abort from the dashboard
+    _held_by: str | None  # who paused the campaign from the dashboard (no new trial starts), or None
     elapsed_origin: float
     ready: deque[int]  # approved trials waiting for a free station
     busy: dict[str, int]  # station name -> trial id

@@ -6,6 +6,7 @@ anneal was gated watched proposals go to the furnace unseen.
 
 from __future__ import annotations
 
+import getpass
 from pathlib import Path
 
 from click.testing import CliRunner
@@ -30,7 +31,8 @@ def test_approve_asks_about_every_proposal_of_an_approval_none_protocol(tmp_path
         states = {t.id: t.state for t in store.trials()}
         sent = [c["text"] for c in store.commands() if c["direction"] == "tx"]
     assert approvals[0].startswith("this run asks the operator about every proposal")
-    assert "skipped by operator" in approvals and "accepted by operator" in approvals
+    who = f"({getpass.getuser()} at the terminal)"
+    assert f"skipped by operator {who}" in approvals and f"accepted by operator {who}" in approvals
     # Only the accepted trial reached the furnace; the one nobody answered was never sent.
     assert states[1] == "rejected" and states[2] == "measured" and states[3] == "proposed"
     setpoints = [c for c in sent if c.startswith("SOUR:TEMP") and c != "SOUR:TEMP 25"]

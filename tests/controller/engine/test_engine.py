@@ -3,6 +3,7 @@ instruments in virtual time."""
 
 from __future__ import annotations
 
+import getpass
 import io
 from collections import defaultdict
 
@@ -145,10 +146,16 @@ def test_operator_accepts_edits_and_skips(branin_protocol, tmp_path):
         assert [t.state for t in trials] == ["measured", "measured", "rejected", "measured"]
         assert trials[1].conditions == {"x1": 1.5, "x2": 2.5}
         details = [e["detail"] for e in c.store.events(kinds=["approval"])]
-        assert details[0] == "accepted by operator"
+        who = f"({getpass.getuser()} at the terminal)"
+        assert details[0] == f"accepted by operator {who}"
         assert any(d.startswith("edit refused") for d in details)
-        assert "edited by operator" in details and "skipped by operator" in details
+        assert f"edited by operator {who}" in details and f"skipped by operator {who}" in details
         assert "edit refused" in out.getvalue()
+        # Each time a proposal waits for the operator, the journal says where (and why an edit was refused).
+        waits = c.store.events(kinds=["approval_wait"])
+        assert [w["trial_id"] for w in waits] == [1, 2, 2, 3, 4]
+        assert {w["data"]["where"] for w in waits} == {"terminal"}
+        assert waits[2]["data"]["refusal"] and "x1" in waits[2]["data"]["refusal"]
 
 
 def test_ctrl_c_pauses_cleanly_and_resume_finishes(branin_protocol, tmp_path):

@@ -30,6 +30,8 @@ def small(tmp_path: Path, trials: int) -> Path:
 class ScriptedOperator:
     """Answers the driver's questions from a script, noting the thread each question reached it on."""
 
+    where = "test script"
+
     def __init__(self, answers: Iterable[str]) -> None:
         self.answers = list(answers)
         self.threads: set[str] = set()

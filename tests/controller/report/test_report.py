@@ -60,6 +60,8 @@ def _edited(source: str, replacements: list[tuple[str, str]]) -> str:
 class AcceptingOperator:
     """Approves every proposal, with a note full of markup the report must escape."""
 
+    where = "test script"
+
     def decide(self, trial_id: int, conditions: dict, error: str | None = None) -> Decision:
         return Decision("accept", note=HOSTILE)
 
