@@ -2,15 +2,19 @@
 
     $ closedloop serve campaigns/
     serving 1 campaign(s) from campaigns at http://127.0.0.1:8765/ (Ctrl-C stops)
+    control: open http://127.0.0.1:8765/?token=Qm9... to approve, edit, skip, pause, resume and abort
 
 Binds to 127.0.0.1 unless --host says otherwise (with a warning: anyone who reaches that address sees
-the campaigns). The dashboard only reads campaign files; a campaign runs the same with it open or not.
+the campaigns). Viewing needs nothing; control needs the token printed at start, or the one set in the
+environment variable CLOSEDLOOP_DASHBOARD_TOKEN (controller.serve.auth); --view-only turns control off.
+The dashboard never writes a campaign file; a campaign runs the same with it open or not.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import socket
+import sys
 from pathlib import Path
 
 import click
@@ -22,17 +26,21 @@ from closedloop.controller.cli.errors import handle_errors
 @click.argument("paths", metavar="[FOLDER|CAMPAIGN.sqlite]...", nargs=-1, type=click.Path(exists=True, path_type=Path))
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", type=click.IntRange(0, 65535), default=8765, show_default=True, help="Port (0: any free port).")
+@click.option("--view-only", is_flag=True, help="No control from the page (no token is made).")
 @handle_errors
-def serve(paths: tuple[Path, ...], host: str, port: int) -> None:
+def serve(paths: tuple[Path, ...], host: str, port: int, view_only: bool) -> None:
     """Serve a live dashboard of the campaign files in FOLDER (default: here) and of each CAMPAIGN given."""
     import uvicorn
 
     from closedloop.controller.serve.app import make_app
+    from closedloop.controller.serve.auth import TOKEN_VARIABLE, ControlAuth
     from closedloop.controller.serve.folder import ServedCampaigns
 
     roots = list(paths) or [Path(".")]
+    auth = ControlAuth.from_environment(view_only=view_only)
     if not _loopback(host):
-        click.echo(f"WARNING: serving on {host}: anyone who can reach this address sees these campaigns", err=True)
+        click.echo(f"WARNING: serving on {host}: anyone who can reach this address sees these campaigns"
+                   + ("" if view_only else " (control still needs the token)"), err=True)
     count = len(ServedCampaigns(roots).keys())
     # Bound here, so the address printed is the one listening (with --port 0, the port the system chose).
     listening = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
@@ -44,8 +52,16 @@ def serve(paths: tuple[Path, ...], host: str, port: int) -> None:
         raise click.ClickException(f"cannot listen on {host}:{port}: {exc}; pick another with --port (0: any free port)") from None
     bound = listening.getsockname()[1]
     where = ", ".join(str(p) for p in roots)
-    click.echo(f"serving {count} campaign(s) from {where} at http://{host}:{bound}/ (Ctrl-C stops)")
-    server = uvicorn.Server(uvicorn.Config(make_app(roots), log_level="warning"))
+    url = f"http://{host}:{bound}/"
+    click.echo(f"serving {count} campaign(s) from {where} at {url} (Ctrl-C stops)")
+    if auth.token is None:
+        click.echo("control: off (--view-only)")
+    elif auth.configured:
+        click.echo(f"control: with the token in {TOKEN_VARIABLE} (open {url}?token=... or enter it on a page)")
+    else:
+        click.echo(f"control: open {url}?token={auth.token} to approve, edit, skip, pause, resume and abort")
+    sys.stdout.flush()
+    server = uvicorn.Server(uvicorn.Config(make_app(roots, auth=auth), log_level="warning"))
     server.run(sockets=[listening])
 
 

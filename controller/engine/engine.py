@@ -232,7 +232,7 @@ class CampaignEngine(ProposalSource, LineFlow, Halting):
             except KeyboardInterrupt:
                 return self._pause(paused(HaltKind.OPERATOR, "operator interrupt (Ctrl-C)"), abort=True)
             except AbortRequested as exc:
-                return self._pause(paused(HaltKind.OPERATOR, f"aborted from the dashboard by {exc.by}"), abort=True)
+                return self._pause(paused(HaltKind.OPERATOR, f"aborted by {exc.by}"), abort=True)
             except OperatorAbsent as exc:
                 return self._pause(paused(HaltKind.OPERATOR_ABSENT, f"operator absent: {exc}"), abort=False)
         except BaseException:

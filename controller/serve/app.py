@@ -8,9 +8,14 @@ Routes:
   GET /api/campaign/{key}                a campaign's state as JSON (controller.serve.state)
   GET /api/campaign/{key}/events         server-sent events: `change` whenever the campaign file changes
   GET /static/plotly.min.js              plotly's own bundle from the installed package: the page works offline
+  POST /api/login                        {"token"}: sets the control cookie (controller.serve.auth)
+  POST /api/campaign/{key}/control       {"action", "trial", "values", "operator"}: a decision, pause, resume
+                                         or abort, written to the campaign's control file (controller.serve.control)
 
-The server only reads: every request opens the campaign file read-only (WAL readers never block the
-writer). A key naming anything but a served campaign file is 404 (controller.serve.folder).
+The server never writes a campaign file: every request opens it read-only (WAL readers never block the
+writer), and control requests go to the control file beside it, which the running campaign reads. A key
+naming anything but a served campaign file is 404 (controller.serve.folder). Any page opened with
+`?token=TOKEN` sets the control cookie and is sent again without it.
 """
 
 from __future__ import annotations
@@ -30,12 +35,15 @@ from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import FileResponse, HTMLResponse, JSONResponse, Response
+from starlette.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
+from closedloop.controller.serve.auth import COOKIE, ControlAuth
+from closedloop.controller.serve.control import Refused, control_request
 from closedloop.controller.serve.folder import ServedCampaigns, UnknownCampaign
 from closedloop.controller.serve.pages import campaign_page, list_page
 from closedloop.controller.serve.state import campaign_state, change_marker
+from closedloop.controller.store.control import ControlFileError
 
 POLL_S = 0.25  # how often an open page's stream looks at its campaign file
 MIN_EVENT_INTERVAL_S = 0.75  # a result shows within POLL_S + this: under the 1 s the dashboard promises
@@ -47,7 +55,7 @@ class StateCache:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._cached: dict[Path, tuple[tuple[int, int, int], dict[str, Any]]] = {}
+        self._cached: dict[Path, tuple[tuple[int, ...], dict[str, Any]]] = {}
 
     def get(self, path: Path) -> dict[str, Any]:
         with self._lock:  # one computation at a time: twenty pages asking at once wait for the first
@@ -60,9 +68,10 @@ class StateCache:
             return state
 
 
-def make_app(paths: list[Path], *, poll_s: float = POLL_S) -> Starlette:
-    """The dashboard over the campaign files in `paths` (folders and files)."""
+def make_app(paths: list[Path], *, auth: ControlAuth | None = None, poll_s: float = POLL_S) -> Starlette:
+    """The dashboard over the campaign files in `paths` (folders and files). Without `auth` it is view-only."""
     served = ServedCampaigns(paths)
+    auth = auth or ControlAuth(None)
 
     def path_of(request: Request) -> Path:
         try:
@@ -70,7 +79,22 @@ def make_app(paths: list[Path], *, poll_s: float = POLL_S) -> Starlette:
         except UnknownCampaign as exc:
             raise HTTPException(404, str(exc)) from None
 
+    def with_token(request: Request) -> Response | None:
+        """A page opened with ?token=: the cookie is set and the page sent again without the token in its URL
+        (so it is not kept in the history or shown over a shoulder)."""
+        given = request.query_params.get("token")
+        if given is None:
+            return None
+        if not auth.accepts(given):
+            return HTMLResponse("wrong control token: copy the URL `closedloop serve` printed", status_code=403)
+        response = RedirectResponse(request.url.remove_query_params("token").path, status_code=303)
+        set_cookie(response, given)
+        return response
+
     async def index(request: Request) -> Response:
+        redirect = with_token(request)
+        if redirect is not None:
+            return redirect
         rows = await run_in_threadpool(served.rows)
         return HTMLResponse(list_page([r.as_json() for r in rows]))
 
@@ -80,12 +104,45 @@ def make_app(paths: list[Path], *, poll_s: float = POLL_S) -> Starlette:
 
     async def page(request: Request) -> Response:
         path_of(request)
+        redirect = with_token(request)
+        if redirect is not None:
+            return redirect
         return HTMLResponse(campaign_page(html.escape(request.path_params["key"])))
 
     states = StateCache()
 
     async def state(request: Request) -> Response:
-        return JSONResponse(await run_in_threadpool(states.get, path_of(request)))
+        shared = await run_in_threadpool(states.get, path_of(request))
+        return JSONResponse({**shared, "control": auth.may_control(request), "view_only": auth.token is None})
+
+    async def login(request: Request) -> Response:
+        refusal = auth.not_from_page(request)
+        body = await _json(request)
+        token = body.get("token") if isinstance(body, dict) else None
+        if refusal is None and not (isinstance(token, str) and auth.accepts(token)):
+            refusal = "wrong control token: copy it from where `closedloop serve` printed it"
+        if refusal is not None:
+            return JSONResponse({"error": refusal}, status_code=403)
+        response = JSONResponse({"control": True})
+        set_cookie(response, str(token))
+        return response
+
+    async def control(request: Request) -> Response:
+        path = path_of(request)
+        refusal = auth.refusal(request)
+        if refusal is not None:
+            return JSONResponse({"error": refusal}, status_code=403)
+        body = await _json(request)
+        operator = str(body.get("operator") or "").strip()[:60] if isinstance(body, dict) else ""
+        client = request.client.host if request.client else "?"
+        by = f"{operator or 'someone'} on the dashboard from {client}"
+        try:
+            request_id = await run_in_threadpool(control_request, path, body, by)
+        except Refused as exc:
+            return JSONResponse({"error": str(exc), "fields": exc.fields}, status_code=exc.status)
+        except ControlFileError as exc:
+            return JSONResponse({"error": str(exc)}, status_code=500)
+        return JSONResponse({"request": request_id, "by": by}, status_code=202)
 
     async def events(request: Request) -> Response:
         path = path_of(request)
@@ -111,7 +168,21 @@ def make_app(paths: list[Path], *, poll_s: float = POLL_S) -> Starlette:
         Route("/", index),
         Route("/api/campaigns", campaigns),
         Route("/campaign/{key:path}", page),
+        Route("/api/login", login, methods=["POST"]),
+        Route("/api/campaign/{key:path}/control", control, methods=["POST"]),
         Route("/api/campaign/{key:path}/events", events),
         Route("/api/campaign/{key:path}", state),
         Route("/static/plotly.min.js", plotly_js),
     ])
+
+
+def set_cookie(response: Response, token: str) -> None:
+    # HttpOnly: no script on the page can read it; SameSite=Strict: no other site's request carries it.
+    response.set_cookie(COOKIE, token, httponly=True, samesite="strict", path="/")
+
+
+async def _json(request: Request) -> Any:
+    try:
+        return await request.json()
+    except ValueError:
+        return None

@@ -13,6 +13,10 @@ body{font-family:system-ui,sans-serif;margin:1.5em;color:#222}
 table{border-collapse:collapse;font-size:0.9em}td,th{border-bottom:1px solid #ddd;padding:3px 8px;text-align:left}
 .badge{background:#d9480f;color:white;border-radius:4px;padding:1px 6px;font-size:0.85em}
 .status{font-weight:bold}.muted{color:#777}#live{font-size:0.8em;color:#2b8a3e}
+#operator-panel{border:1px solid #ccc;border-radius:6px;padding:0.6em 1em;margin:1em 0;background:#f8f9fa}
+.approval{border:2px solid #d9480f;border-radius:6px;padding:0.5em 1em;margin:0.6em 0;background:#fff4e6}
+.error{color:#c92a2a;font-size:0.9em;margin-left:0.5em}.sent{color:#2b8a3e;margin-left:0.5em}
+button{margin-right:0.4em}#held{color:#d9480f;font-weight:bold}
 """
 
 
@@ -55,6 +59,7 @@ def campaign_page(key: str) -> str:
 <h1 id="name">{key}</h1>
 <p><span class="status" id="status"></span> <span id="progress"></span> <span class="muted" id="stop"></span></p>
 <p id="best"></p>
+{_OPERATOR_PANEL}
 <h2>Now running</h2><table id="running"><thead><tr><th>trial</th><th>instrument</th><th>for</th><th>conditions</th></tr></thead><tbody></tbody></table>
 <h2>Best so far</h2><div id="progress-plot" style="height:420px"></div>
 <h2>Trials</h2><table id="trials"><thead><tr><th>trial</th><th>state</th><th>conditions</th><th>values</th></tr></thead><tbody></tbody></table>
@@ -81,6 +86,7 @@ async function redraw() {{
   document.querySelector('#events tbody').innerHTML = s.events.slice().reverse().map(e =>
     `<tr><td>${{new Date(e.t * 1000).toLocaleTimeString()}}</td><td>${{esc(e.kind)}}</td><td>${{e.trial ?? ''}}</td><td>${{esc(e.detail)}}</td></tr>`).join('');
   if (s.progress) Plotly.react('progress-plot', s.progress.data, s.progress.layout, {{displaylogo: false, responsive: true}});
+  drawOperator(s);
   window.closedloopUpdates += 1;
   document.body.dataset.results = s.results;
 }}
@@ -92,6 +98,7 @@ async function update() {{
   try {{ do {{ again = false; await redraw(); }} while (again); }} catch (e) {{ console.error(e); }}
   drawing = false;
 }}
+{_OPERATOR_JS}
 const stream = new EventSource('/api/campaign/' + encodeURI(KEY) + '/events');
 stream.addEventListener('change', update);
 stream.onopen = () => {{ document.getElementById('live').textContent = 'live'; }};
@@ -99,6 +106,117 @@ stream.onerror = () => {{ document.getElementById('live').textContent = 'reconne
 </script>"""
     return _document(f"closedloop: {key}", body)
 
+
+# The operator's part of a campaign page: who is at the controls, pause/resume/abort, and a form per proposal
+# waiting for a decision on the dashboard. Forms are redrawn only when what waits changes, so a redraw never
+# wipes what the operator is typing.
+_OPERATOR_PANEL = """
+<div id="operator-panel">
+<p><span id="control-state" class="muted"></span>
+<span id="login" hidden>control token: <input id="token" type="password" size="28" autocomplete="off">
+<button id="unlock">unlock control</button><span class="error" id="login-error"></span></span></p>
+<p id="operator-row" hidden>you are: <input id="operator" size="16" placeholder="your name">
+<button id="pause">pause</button><button id="resume">resume</button><button id="abort">abort</button>
+<span id="held"></span><span class="error" id="control-error"></span></p>
+<div id="pending"></div>
+<details><summary class="muted">requests from the dashboard</summary><table id="requests"><tbody></tbody></table></details>
+</div>"""
+
+_OPERATOR_JS = """
+const operatorInput = document.getElementById('operator');
+operatorInput.value = localStorage.getItem('closedloopOperator') || '';
+operatorInput.addEventListener('change', () => localStorage.setItem('closedloopOperator', operatorInput.value));
+async function post(url, body) {
+  const r = await fetch(url, {method: 'POST', credentials: 'same-origin', body: JSON.stringify(body),
+    headers: {'Content-Type': 'application/json', 'X-Closedloop-Control': '1'}});
+  let reply = {};
+  try { reply = await r.json(); } catch (e) {}
+  return {ok: r.ok, status: r.status, ...reply};
+}
+function send(body) {
+  return post('/api/campaign/' + encodeURI(KEY) + '/control', {...body, operator: operatorInput.value});
+}
+document.getElementById('unlock').onclick = async () => {
+  const r = await post('/api/login', {token: document.getElementById('token').value});
+  document.getElementById('login-error').textContent = r.ok ? '' : r.error;
+  if (r.ok) update();
+};
+async function simple(action) {
+  const r = await send({action});
+  document.getElementById('control-error').textContent = r.ok ? '' : r.error;
+}
+document.getElementById('pause').onclick = () => simple('pause');
+document.getElementById('resume').onclick = () => simple('resume');
+document.getElementById('abort').onclick = () => {
+  if (confirm('Abort the campaign? Running trials are stopped and every instrument is put in its safe state; ' +
+              'closedloop resume continues it later.')) simple('abort');
+};
+let pendingKey = null;
+function field(p, value) {
+  const id = `value-${esc(p.name)}`;
+  if (p.kind === 'choice')
+    return `<select id="${id}" data-field="${esc(p.name)}">` + p.values.map(v =>
+      `<option${String(v) === String(value) ? ' selected' : ''}>${esc(v)}</option>`).join('') + '</select>';
+  const range = p.low !== undefined ? ` <span class="muted">${esc(p.low)} to ${esc(p.high)} ${esc(p.unit)}</span>` : '';
+  return `<input id="${id}" data-field="${esc(p.name)}" value="${esc(value)}" size="12">${range}`;
+}
+function approvalForm(a, parameters, control) {
+  const where = a.where === 'dashboard' ? '' : ` <span class="muted">(waits for a decision at the ${esc(a.where)})</span>`;
+  const rows = parameters.filter(p => p.name in a.conditions).map(p =>
+    `<tr><td>${esc(p.name)}</td><td>${field(p, a.conditions[p.name])}` +
+    `<span class="error" data-error="${esc(p.name)}"></span></td></tr>`).join('');
+  const refusal = a.refusal ? `<p class="error">the last edit was refused: ${esc(a.refusal)}</p>` : '';
+  const buttons = control && a.where === 'dashboard'
+    ? `<button data-act="accept">accept</button><button data-act="edit">apply edit</button>` +
+      `<button data-act="skip">skip</button><span class="error" data-error="_"></span><span class="sent"></span>` : '';
+  return `<div class="approval" data-trial="${a.trial}"><b>trial ${a.trial} waits for approval</b>${where}` +
+         `${refusal}<table>${rows}</table>${buttons}</div>`;
+}
+async function decide(form, action) {
+  const trial = Number(form.dataset.trial);
+  form.querySelectorAll('.error').forEach(e => { e.textContent = ''; });
+  const body = {action, trial};
+  if (action === 'edit') {
+    body.values = {};
+    form.querySelectorAll('[data-field]').forEach(i => { body.values[i.dataset.field] = i.value; });
+  }
+  const r = await send(body);
+  if (r.ok) { form.querySelector('.sent').textContent = `${action} sent; the campaign takes it within a second`; return; }
+  const fields = r.fields || {};
+  if (!Object.keys(fields).length) fields['_'] = r.error;
+  for (const [name, message] of Object.entries(fields)) {
+    const spot = form.querySelector(`[data-error="${CSS.escape(name)}"]`) || form.querySelector('[data-error="_"]');
+    if (spot) spot.textContent = message;
+  }
+}
+function drawOperator(s) {
+  const o = s.operator, control = s.control && o.running;
+  document.getElementById('control-state').textContent = s.view_only ? 'view only (control is off)'
+    : !s.control ? 'view only: enter the control token to approve, pause or abort'
+    : o.running ? 'control: on' : 'control: on (the campaign is not running; nothing to control)';
+  document.getElementById('login').hidden = s.control || s.view_only;
+  document.getElementById('operator-row').hidden = !control;
+  // A pause clicked while a proposal waits is taken once that proposal is decided: say so meanwhile.
+  const asked = o.requests.find(r => r.outcome === null && (r.action === 'pause' || r.action === 'resume'));
+  document.getElementById('held').textContent = asked ? `${asked.action} requested: the campaign takes it ` +
+    (o.pending.length ? 'once the proposal waiting is decided' : 'within a second')
+    : o.held_by ? `paused by ${o.held_by}: no new trial starts` : '';
+  document.getElementById('pause').disabled = !!o.held_by;
+  document.getElementById('resume').disabled = !o.held_by;
+  const key = JSON.stringify([o.pending, control]);
+  if (key !== pendingKey) {
+    pendingKey = key;
+    const box = document.getElementById('pending');
+    box.innerHTML = o.pending.map(a => approvalForm(a, o.parameters, control)).join('');
+    box.querySelectorAll('.approval').forEach(form => form.querySelectorAll('button[data-act]').forEach(b => {
+      b.onclick = () => decide(form, b.dataset.act);
+    }));
+  }
+  document.querySelector('#requests tbody').innerHTML = o.requests.map(r =>
+    `<tr><td>${new Date(r.at * 1000).toLocaleTimeString()}</td><td>${esc(r.action)}${r.trial ? ' trial ' + r.trial : ''}` +
+    `${r.edited ? ' ' + pairs(r.edited) : ''}</td><td>${esc(r.by)}</td><td>${esc(r.outcome ?? 'waiting for the campaign')}</td></tr>`).join('');
+}
+"""
 
 _ESC_JS = """function esc(v) { return String(v ?? '').replace(/[&<>"']/g, c => ({'&':'&amp;','<':'&lt;','>':'&gt;','"':'&quot;',"'":'&#39;'}[c])); }"""
 

@@ -16,15 +16,23 @@ from typing import Any
 from closedloop.controller.campaign import Campaign
 from closedloop.controller.report.data import load_report_data
 from closedloop.controller.report.figures import Plot, progress_plot
+from closedloop.controller.serve.control import operator_state
 from closedloop.controller.store.campaign_store import CampaignStore
+from closedloop.controller.store.control import control_path
 
 RECENT_TRIALS = 200  # the page's table; the report has every trial
 
 
-def change_marker(path: Path) -> tuple[int, int, int]:
-    """What changes whenever the campaign writes anything (see `CampaignReads.change_marker`)."""
+def change_marker(path: Path) -> tuple[int, ...]:
+    """What changes whenever the campaign writes anything (see `CampaignReads.change_marker`), or a request
+    to it is made or answered (its control file's modification time)."""
     with CampaignStore.open(path) as store:
-        return store.change_marker()
+        marker = store.change_marker()
+    try:
+        requested = control_path(path).stat().st_mtime_ns
+    except OSError:
+        requested = 0
+    return (*marker, requested)
 
 
 def campaign_state(path: Path) -> dict[str, Any]:
@@ -35,6 +43,7 @@ def campaign_state(path: Path) -> dict[str, Any]:
         trials = store.trials()
         data = load_report_data(store)
         figure = progress_plot(data)
+        operator = operator_state(campaign, running=status["status"] == "running")
     running = [t for t in trials if t.state in ("dispatched", "running")]
     now = time.time()
     return {
@@ -54,6 +63,7 @@ def campaign_state(path: Path) -> dict[str, Any]:
         "trials": [{"trial": t.id, "state": t.state, "conditions": _plain(t.conditions), "values": _plain(t.values)}
                    for t in trials[-RECENT_TRIALS:]],
         "progress": json.loads(figure.figure.to_json()) if isinstance(figure, Plot) else None,
+        "operator": operator,
     }
 
 

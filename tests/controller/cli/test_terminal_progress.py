@@ -44,12 +44,12 @@ def run_on_a_pty(args: list[str], timeout: float = 240.0) -> tuple[int, str]:
     return process.wait(timeout=30), ANSI.sub("", b"".join(chunks).decode(errors="replace"))
 
 
-def short_furnace(folder: Path) -> Path:
+def short_furnace(folder: Path, trials: int = 8) -> Path:
     """The furnace example on 8 trials: every line the terminal shows, at a quarter of the campaign's time."""
     text = (paths.PROTOCOLS / "serial_furnace.yaml").read_text()
     assert "budget: {trials: 30," in text
     path = folder / "furnace.yaml"
-    path.write_text(text.replace("budget: {trials: 30,", "budget: {trials: 8,"))
+    path.write_text(text.replace("budget: {trials: 30,", f"budget: {{trials: {trials},"))
     return path
 
 

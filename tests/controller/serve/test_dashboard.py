@@ -32,13 +32,22 @@ def small_trmc(folder: Path) -> Path:
 @contextmanager
 def dashboard(*args: str) -> Iterator[str]:
     """`closedloop serve ARGS --port 0` in its own process; yields its URL."""
+    with dashboard_and_token(*args) as (url, _):
+        yield url
+
+
+@contextmanager
+def dashboard_and_token(*args: str) -> Iterator[tuple[str, str]]:
+    """`closedloop serve ARGS --port 0` in its own process; yields its URL and the control token it printed."""
     process = subprocess.Popen([sys.executable, "-m", "closedloop", "serve", *args, "--port", "0"],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=paths.ROOT)
     try:
         assert process.stdout is not None
-        first = process.stdout.readline()
+        first, second = process.stdout.readline(), process.stdout.readline()
         assert " at http://127.0.0.1:" in first, first + process.stderr.read()
-        yield first.split(" at ", 1)[1].split()[0]
+        url = first.split(" at ", 1)[1].split()[0]
+        assert second.startswith(f"control: open {url}?token="), second
+        yield url, second.split("?token=", 1)[1].split()[0]
     finally:
         process.terminate()
         process.wait(timeout=10)
