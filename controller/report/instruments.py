@@ -55,9 +55,21 @@ def featured_trials(data: ReportData) -> list[tuple[TrialRecord, str]]:
     return unique[:FEATURED]
 
 
-def instrument_blocks(store: CampaignReads, data: ReportData) -> list[Block]:
-    """Every instrument view the campaign's stored data supports; a note when there is none."""
-    featured = featured_trials(data)
+def latest_and_best(data: ReportData) -> list[tuple[TrialRecord, str]]:
+    """The latest measured trial and the best by the first objective: what a live page shows."""
+    o = data.objectives[0]
+    measured = [t for t in data.measured if o.name in t.values]
+    if not measured:
+        return []
+    best = max(measured, key=lambda t: t.values[o.name] if o.maximize else -t.values[o.name])
+    return [(measured[-1], "latest")] + ([(best, "best")] if best.id != measured[-1].id else [])
+
+
+def instrument_blocks(store: CampaignReads, data: ReportData,
+                      featured: list[tuple[TrialRecord, str]] | None = None) -> list[Block]:
+    """Every instrument view the campaign's stored data supports for the `featured` trials (by default the
+    report's: best, worst, median, a failed one); a note when there is none."""
+    featured = featured_trials(data) if featured is None else featured
     artifacts = {t.id: _safe_artifacts(store, t.id) for t, _ in featured}
     blocks: list[Block] = []
     if any("dPr_over_Pr" in a for a in artifacts.values()):

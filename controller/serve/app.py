@@ -7,6 +7,7 @@ Routes:
   GET /api/campaigns                     the list as JSON
   GET /api/campaign/{key}                a campaign's state as JSON (controller.serve.state)
   GET /api/campaign/{key}/events         server-sent events: `change` whenever the campaign file changes
+  GET /api/campaign/{key}/model          the model's view (a GP fit: asked for only when the page shows it)
   GET /static/plotly.min.js              plotly's own bundle from the installed package: the page works offline
   POST /api/login                        {"token"}: sets the control cookie (controller.serve.auth)
   POST /api/campaign/{key}/control       {"action", "trial", "values", "operator"}: a decision, pause, resume
@@ -25,7 +26,7 @@ import html
 import math
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +43,7 @@ from closedloop.controller.serve.auth import COOKIE, ControlAuth
 from closedloop.controller.serve.control import Refused, control_request
 from closedloop.controller.serve.folder import ServedCampaigns, UnknownCampaign
 from closedloop.controller.serve.pages import campaign_page, list_page
-from closedloop.controller.serve.state import campaign_state, change_marker
+from closedloop.controller.serve.state import campaign_state, change_marker, model_figures, result_count
 from closedloop.controller.store.control import ControlFileError
 
 POLL_S = 0.25  # how often an open page's stream looks at its campaign file
@@ -50,22 +51,25 @@ MIN_EVENT_INTERVAL_S = 0.75  # a result shows within POLL_S + this: under the 1 
 PLOTLY_JS = Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
 
 
-class StateCache:
-    """A campaign's page state, computed once per change of its file however many pages ask for it."""
+class ComputedOnce:
+    """Something computed from a campaign file (`compute`) and kept until its `version` changes, however
+    many pages ask meanwhile: the page state per change of the file, the model's view per new result."""
 
-    def __init__(self) -> None:
+    def __init__(self, version: Callable[[Path], object], compute: Callable[[Path], dict[str, Any]]) -> None:
+        self._version = version
+        self._compute = compute
         self._lock = threading.Lock()
-        self._cached: dict[Path, tuple[tuple[int, ...], dict[str, Any]]] = {}
+        self._cached: dict[Path, tuple[object, dict[str, Any]]] = {}
 
     def get(self, path: Path) -> dict[str, Any]:
         with self._lock:  # one computation at a time: twenty pages asking at once wait for the first
-            marker = change_marker(path)
+            version = self._version(path)
             hit = self._cached.get(path)
-            if hit is not None and hit[0] == marker:
+            if hit is not None and hit[0] == version:
                 return hit[1]
-            state = campaign_state(path)
-            self._cached[path] = (marker, state)
-            return state
+            value = self._compute(path)
+            self._cached[path] = (version, value)
+            return value
 
 
 def make_app(paths: list[Path], *, auth: ControlAuth | None = None, poll_s: float = POLL_S) -> Starlette:
@@ -109,11 +113,16 @@ def make_app(paths: list[Path], *, auth: ControlAuth | None = None, poll_s: floa
             return redirect
         return HTMLResponse(campaign_page(html.escape(request.path_params["key"])))
 
-    states = StateCache()
+    states = ComputedOnce(change_marker, campaign_state)
 
     async def state(request: Request) -> Response:
         shared = await run_in_threadpool(states.get, path_of(request))
         return JSONResponse({**shared, "control": auth.may_control(request), "view_only": auth.token is None})
+
+    models = ComputedOnce(result_count, model_figures)  # a fit takes CPU: again only after a new result
+
+    async def model(request: Request) -> Response:
+        return JSONResponse(await run_in_threadpool(models.get, path_of(request)))
 
     async def login(request: Request) -> Response:
         refusal = auth.not_from_page(request)
@@ -171,6 +180,7 @@ def make_app(paths: list[Path], *, auth: ControlAuth | None = None, poll_s: floa
         Route("/api/login", login, methods=["POST"]),
         Route("/api/campaign/{key:path}/control", control, methods=["POST"]),
         Route("/api/campaign/{key:path}/events", events),
+        Route("/api/campaign/{key:path}/model", model),
         Route("/api/campaign/{key:path}", state),
         Route("/static/plotly.min.js", plotly_js),
     ])

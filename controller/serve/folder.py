@@ -15,6 +15,7 @@ from typing import Any
 
 from closedloop.controller.campaign import Campaign
 from closedloop.controller.protocol.model import ProtocolError
+from closedloop.controller.serve.control import held_by, pending_approvals
 from closedloop.controller.store.errors import StoreError
 
 SUFFIXES = (".sqlite", ".sqlite3", ".db")
@@ -84,9 +85,23 @@ def _row(key: str, path: Path) -> CampaignRow:
     try:
         with Campaign.open(path) as campaign:
             s = campaign.status()
+            attention = NEEDS_ATTENTION.get(s["status"], "")
+            if s["status"] == "running":
+                attention = _running_attention(campaign)
     except (StoreError, ProtocolError, OSError) as exc:
         status = "damaged" if "damaged" in str(exc) else "not a campaign file"
         return CampaignRow(key, "-", status, 0, 0, "", 0.0, "")
     best = ", ".join(f"{k}={v:.4g}" for k, v in s["best"]["values"].items()) if s["best"] else "-"
     return CampaignRow(key, s["name"], s["status"], s["results"], s["budget"], best, s["last_heard"] or 0.0,
-                       NEEDS_ATTENTION.get(s["status"], ""))
+                       attention)
+
+
+def _running_attention(campaign: Campaign) -> str:
+    """Why a running campaign waits for a person: a proposal awaiting approval, or a pause from the page."""
+    waiting = pending_approvals(campaign.store)
+    if waiting:
+        where = {p.where for p in waiting}
+        count = "1 proposal waits" if len(waiting) == 1 else f"{len(waiting)} proposals wait"
+        return f"{count} for approval at the {' and '.join(sorted(where))}"
+    by = held_by(campaign.store)
+    return f"paused by {by}: resume it from its page" if by else ""

@@ -31,8 +31,8 @@ async function refresh() {{
   const rows = await (await fetch('/api/campaigns')).json();
   document.querySelector('#campaigns tbody').innerHTML = rows.map(r =>
     `<tr data-key="${{esc(r.key)}}"><td><a href="/campaign/${{encodeURI(r.key)}}">${{esc(r.name)}}</a></td>` +
-    `<td>${{esc(r.key)}}</td><td class="status">${{esc(r.status)}} ${{r.attention ? '<span class="badge" title="' +
-    esc(r.attention) + '">needs attention</span>' : ''}}</td><td>${{esc(r.progress)}}</td><td>${{esc(r.best)}}</td>` +
+    `<td>${{esc(r.key)}}</td><td class="status">${{esc(r.status)}} ${{r.attention ? '<span class="badge">' +
+    esc(r.attention) + '</span>' : ''}}</td><td>${{esc(r.progress)}}</td><td>${{esc(r.best)}}</td>` +
     `<td>${{esc(r.last)}}</td></tr>`).join('');
 }}
 {_ESC_JS}
@@ -45,7 +45,7 @@ def _rows(rows: list[dict[str, Any]]) -> str:
     out = []
     for r in rows:
         e = {k: html.escape(str(v)) for k, v in r.items()}
-        badge = f' <span class="badge" title="{e["attention"]}">needs attention</span>' if r["attention"] else ""
+        badge = f' <span class="badge">{e["attention"]}</span>' if r["attention"] else ""
         out.append(f'<tr data-key="{e["key"]}"><td><a href="/campaign/{e["key"]}">{e["name"]}</a></td><td>{e["key"]}</td>'
                    f'<td class="status">{e["status"]}{badge}</td><td>{e["progress"]}</td><td>{e["best"]}</td>'
                    f'<td>{e["last"]}</td></tr>')
@@ -60,8 +60,11 @@ def campaign_page(key: str) -> str:
 <p><span class="status" id="status"></span> <span id="progress"></span> <span class="muted" id="stop"></span></p>
 <p id="best"></p>
 {_OPERATOR_PANEL}
-<h2>Now running</h2><table id="running"><thead><tr><th>trial</th><th>instrument</th><th>for</th><th>conditions</th></tr></thead><tbody></tbody></table>
+<h2>Now running</h2><table id="running"><thead><tr><th>trial</th><th>instrument</th><th>for</th><th>usually takes</th><th>conditions</th></tr></thead><tbody></tbody></table>
 <h2>Best so far</h2><div id="progress-plot" style="height:420px"></div>
+<div id="figures"></div>
+<details id="model"><summary><b>The model's view</b> <span class="muted">(fits a model when opened, again after each new result)</span></summary>
+<p class="muted" id="model-notes"></p><div id="model-figures"></div></details>
 <h2>Trials</h2><table id="trials"><thead><tr><th>trial</th><th>state</th><th>conditions</th><th>values</th></tr></thead><tbody></tbody></table>
 <h2>Events</h2><table id="events"><thead><tr><th>time</th><th>event</th><th>trial</th><th>detail</th></tr></thead><tbody></tbody></table>
 <script src="/static/plotly.min.js"></script>
@@ -80,12 +83,15 @@ async function redraw() {{
   document.getElementById('stop').textContent = s.stop_reason ? `stopped: ${{s.stop_reason}}` : '';
   document.getElementById('best').textContent = s.best ? 'best: ' + Object.entries(s.best.values).map(([k, v]) => `${{k}}=${{Number(v).toPrecision(4)}}`).join(', ') : 'no result yet';
   document.querySelector('#running tbody').innerHTML = s.running.map(r =>
-    `<tr><td>${{r.trial}}</td><td>${{esc(r.instrument)}}</td><td>${{minutes(r.elapsed_s)}}</td><td>${{pairs(r.conditions)}}</td></tr>`).join('');
+    `<tr><td>${{r.trial}}</td><td>${{esc(r.instrument)}}</td><td>${{minutes(r.elapsed_s)}}</td>` +
+    `<td>${{r.expected_s == null ? '-' : minutes(r.expected_s)}}</td><td>${{pairs(r.conditions)}}</td></tr>`).join('');
   document.querySelector('#trials tbody').innerHTML = s.trials.slice().reverse().map(t =>
     `<tr data-trial="${{t.trial}}"><td>${{t.trial}}</td><td>${{esc(t.state)}}</td><td>${{pairs(t.conditions)}}</td><td>${{pairs(t.values)}}</td></tr>`).join('');
   document.querySelector('#events tbody').innerHTML = s.events.slice().reverse().map(e =>
     `<tr><td>${{new Date(e.t * 1000).toLocaleTimeString()}}</td><td>${{esc(e.kind)}}</td><td>${{e.trial ?? ''}}</td><td>${{esc(e.detail)}}</td></tr>`).join('');
   if (s.progress) Plotly.react('progress-plot', s.progress.data, s.progress.layout, {{displaylogo: false, responsive: true}});
+  drawFigures('figures', s.figures);
+  if (document.getElementById('model').open && s.results !== modelResults) drawModel();
   drawOperator(s);
   window.closedloopUpdates += 1;
   document.body.dataset.results = s.results;
@@ -98,6 +104,7 @@ async function update() {{
   try {{ do {{ again = false; await redraw(); }} while (again); }} catch (e) {{ console.error(e); }}
   drawing = false;
 }}
+{_FIGURES_JS}
 {_OPERATOR_JS}
 const stream = new EventSource('/api/campaign/' + encodeURI(KEY) + '/events');
 stream.addEventListener('change', update);
@@ -106,6 +113,30 @@ stream.onerror = () => {{ document.getElementById('live').textContent = 'reconne
 </script>"""
     return _document(f"closedloop: {key}", body)
 
+
+# The report's figures on a live page: one container per figure id, made the first time it is drawn and
+# updated in place (Plotly.react) after that.
+_FIGURES_JS = """
+function drawFigures(where, figures) {
+  const box = document.getElementById(where);
+  for (const f of figures) {
+    const id = `${where}-${f.id}`;
+    if (!document.getElementById(id)) {
+      box.insertAdjacentHTML('beforeend', `<h2>${esc(f.title)}</h2><div id="${id}"></div><p class="muted" id="${id}-caption"></p>`);
+    }
+    document.getElementById(`${id}-caption`).textContent = f.caption;
+    if (f.figure) Plotly.react(id, f.figure.data, f.figure.layout, {displaylogo: false, responsive: true});
+  }
+}
+let modelResults = null;
+async function drawModel() {
+  const m = await (await fetch('/api/campaign/' + encodeURI(KEY) + '/model')).json();
+  modelResults = m.results;
+  document.getElementById('model-notes').textContent = m.notes.join(' ');
+  drawFigures('model-figures', m.figures);
+}
+document.getElementById('model').addEventListener('toggle', e => { if (e.target.open) drawModel(); });
+"""
 
 # The operator's part of a campaign page: who is at the controls, pause/resume/abort, and a form per proposal
 # waiting for a decision on the dashboard. Forms are redrawn only when what waits changes, so a redraw never
@@ -152,13 +183,16 @@ document.getElementById('abort').onclick = () => {
               'closedloop resume continues it later.')) simple('abort');
 };
 let pendingKey = null;
+// A proposed value is shown to six significant digits; a field left as shown is not part of an edit, so the
+// proposal's exact value is what runs unless the operator changes it.
+function shown(value) { return typeof value === 'number' ? String(Number(value.toPrecision(6))) : String(value); }
 function field(p, value) {
-  const id = `value-${esc(p.name)}`;
+  const id = `value-${esc(p.name)}`, attrs = `id="${id}" data-field="${esc(p.name)}" data-shown="${esc(shown(value))}"`;
   if (p.kind === 'choice')
-    return `<select id="${id}" data-field="${esc(p.name)}">` + p.values.map(v =>
+    return `<select ${attrs}>` + p.values.map(v =>
       `<option${String(v) === String(value) ? ' selected' : ''}>${esc(v)}</option>`).join('') + '</select>';
   const range = p.low !== undefined ? ` <span class="muted">${esc(p.low)} to ${esc(p.high)} ${esc(p.unit)}</span>` : '';
-  return `<input id="${id}" data-field="${esc(p.name)}" value="${esc(value)}" size="12">${range}`;
+  return `<input ${attrs} value="${esc(shown(value))}" size="12">${range}`;
 }
 function approvalForm(a, parameters, control) {
   const where = a.where === 'dashboard' ? '' : ` <span class="muted">(waits for a decision at the ${esc(a.where)})</span>`;
@@ -178,7 +212,7 @@ async function decide(form, action) {
   const body = {action, trial};
   if (action === 'edit') {
     body.values = {};
-    form.querySelectorAll('[data-field]').forEach(i => { body.values[i.dataset.field] = i.value; });
+    form.querySelectorAll('[data-field]').forEach(i => { if (i.value !== i.dataset.shown) body.values[i.dataset.field] = i.value; });
   }
   const r = await send(body);
   if (r.ok) { form.querySelector('.sent').textContent = `${action} sent; the campaign takes it within a second`; return; }

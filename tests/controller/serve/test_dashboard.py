@@ -105,6 +105,13 @@ def test_a_running_campaign_updates_on_the_page_without_reload(tmp_path: Path, b
         listing = browser.new_page()
         listing.goto(url)
         assert "opv-blend-trmc" in listing.locator("#campaigns").inner_text()
+        # The report's figures on the live page: objectives vs parameters and the latest TRMC transients...
+        assert page.locator("#figures-objectives-vs-parameters .main-svg").count() >= 1
+        assert "(latest)" in page.locator("#figures-trmc-transients").inner_text()
+        # ...and the model's view, fitted only when it is opened.
+        page.click("#model summary")
+        page.wait_for_selector("#model-figures-model-slices .main-svg", timeout=60_000)
+        assert page.locator("#model-figures-model-loo .main-svg").count() >= 1
 
 
 def test_a_path_outside_the_served_folder_is_refused(tmp_path: Path) -> None:

@@ -35,6 +35,12 @@ def post(url: str, body: dict[str, Any], headers: dict[str, str]) -> int:
         return exc.code
 
 
+def attention(url: str) -> str:
+    """The campaign list's needs-attention text for the campaign."""
+    with urllib.request.urlopen(f"{url}api/campaigns", timeout=30) as response:
+        return str(json.load(response)[0]["attention"])
+
+
 def until(condition: Callable[[], object], what: str, timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
@@ -78,6 +84,7 @@ def test_approve_edit_skip_pause_resume_and_abort_from_the_page(tmp_path: Path, 
         try:
             until(lambda: db.exists() and last_approval_event(db, 1) == "approval_wait", "trial 1 to wait")
             assert_refused_without_the_token(url, token, db)
+            assert attention(url) == "1 proposal waits for approval at the dashboard"  # the list's badge
 
             page = browser.new_page()
             page.on("dialog", lambda dialog: dialog.accept())  # the abort button asks first
@@ -114,6 +121,7 @@ def test_approve_edit_skip_pause_resume_and_abort_from_the_page(tmp_path: Path, 
             with CampaignStore.open(db) as store:
                 assert len(store.trials()) == 4
             assert page.locator(".approval").count() == 0
+            assert attention(url) == f"paused by {WHO}: resume it from its page"
 
             page.click("#resume")
             page.wait_for_selector('.approval[data-trial="5"] button[data-act="accept"]')
