@@ -23,10 +23,10 @@ from __future__ import annotations
 
 import asyncio
 import html
+import json
 import math
-import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -40,36 +40,22 @@ from starlette.responses import FileResponse, HTMLResponse, JSONResponse, Redire
 from starlette.routing import Route
 
 from closedloop.controller.serve.auth import COOKIE, ControlAuth
+from closedloop.controller.serve.caches import ComputedOnce, StateCache, Throttled
 from closedloop.controller.serve.control import Refused, control_request
 from closedloop.controller.serve.folder import ServedCampaigns, UnknownCampaign
 from closedloop.controller.serve.pages import campaign_page, list_page
-from closedloop.controller.serve.state import campaign_state, change_marker, model_figures, result_count
+from closedloop.controller.serve.state import (
+    campaign_figures,
+    campaign_state,
+    change_marker,
+    model_figures,
+    result_count,
+)
 from closedloop.controller.store.control import ControlFileError
 
 POLL_S = 0.25  # how often an open page's stream looks at its campaign file
 MIN_EVENT_INTERVAL_S = 0.75  # a result shows within POLL_S + this: under the 1 s the dashboard promises
 PLOTLY_JS = Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
-
-
-class ComputedOnce:
-    """Something computed from a campaign file (`compute`) and kept until its `version` changes, however
-    many pages ask meanwhile: the page state per change of the file, the model's view per new result."""
-
-    def __init__(self, version: Callable[[Path], object], compute: Callable[[Path], dict[str, Any]]) -> None:
-        self._version = version
-        self._compute = compute
-        self._lock = threading.Lock()
-        self._cached: dict[Path, tuple[object, dict[str, Any]]] = {}
-
-    def get(self, path: Path) -> dict[str, Any]:
-        with self._lock:  # one computation at a time: twenty pages asking at once wait for the first
-            version = self._version(path)
-            hit = self._cached.get(path)
-            if hit is not None and hit[0] == version:
-                return hit[1]
-            value = self._compute(path)
-            self._cached[path] = (version, value)
-            return value
 
 
 def make_app(paths: list[Path], *, auth: ControlAuth | None = None, poll_s: float = POLL_S) -> Starlette:
@@ -113,11 +99,16 @@ def make_app(paths: list[Path], *, auth: ControlAuth | None = None, poll_s: floa
             return redirect
         return HTMLResponse(campaign_page(html.escape(request.path_params["key"])))
 
-    states = ComputedOnce(change_marker, campaign_state)
+    markers = Throttled(change_marker, poll_s)  # every open page's stream shares one look per poll
+    figures = ComputedOnce(result_count, campaign_figures)  # rebuilt once per new result, not per write
+    states = StateCache(markers, lambda path: json.dumps({**campaign_state(path), **figures.get(path)}).encode())
 
     async def state(request: Request) -> Response:
-        shared = await run_in_threadpool(states.get, path_of(request))
-        return JSONResponse({**shared, "control": auth.may_control(request), "view_only": auth.token is None})
+        seen = request.query_params.get("v")  # the marker of the event that made the page ask
+        at_least = tuple(int(v) for v in seen.split(",")) if seen and seen.replace(",", "").isdigit() else None
+        shared = await run_in_threadpool(states.get, path_of(request), at_least)
+        mine = json.dumps({"control": auth.may_control(request), "view_only": auth.token is None}).encode()
+        return Response(mine[:-1] + b", " + shared[1:], media_type="application/json")  # {mine, ...shared}
 
     models = ComputedOnce(result_count, model_figures)  # a fit takes CPU: again only after a new result
 
@@ -159,7 +150,7 @@ def make_app(paths: list[Path], *, auth: ControlAuth | None = None, poll_s: floa
         async def changes() -> AsyncIterator[dict[str, str]]:
             last, sent_at = None, -math.inf
             while not await request.is_disconnected():
-                marker = await run_in_threadpool(change_marker, path)
+                marker = await run_in_threadpool(markers.get, path)
                 # At most one event a second: a campaign in virtual time writes many times a second, and
                 # every open page redrawing on each write would take the CPU the campaign runs on.
                 if marker != last and time.monotonic() - sent_at >= MIN_EVENT_INTERVAL_S:

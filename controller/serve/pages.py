@@ -75,8 +75,9 @@ window.closedloopUpdates = 0;
 {_ESC_JS}
 function pairs(o) {{ return Object.entries(o || {{}}).map(([k, v]) => `${{esc(k)}}=${{esc(v)}}`).join(' '); }}
 function minutes(s) {{ return s < 90 ? `${{Math.round(s)}} s` : `${{(s / 60).toFixed(1)}} min`; }}
+let marker = '', figuresVersion = null;  // the campaign file's marker of the last change event: the state asked for is at least that new
 async function redraw() {{
-  const s = await (await fetch('/api/campaign/' + encodeURI(KEY))).json();
+  const s = await (await fetch('/api/campaign/' + encodeURI(KEY) + (marker ? '?v=' + marker : ''))).json();
   document.getElementById('name').textContent = s.name;
   document.getElementById('status').textContent = s.status;
   document.getElementById('progress').textContent = `${{s.results}} of ${{s.budget}} results`;
@@ -89,8 +90,11 @@ async function redraw() {{
     `<tr data-trial="${{t.trial}}"><td>${{t.trial}}</td><td>${{esc(t.state)}}</td><td>${{pairs(t.conditions)}}</td><td>${{pairs(t.values)}}</td></tr>`).join('');
   document.querySelector('#events tbody').innerHTML = s.events.slice().reverse().map(e =>
     `<tr><td>${{new Date(e.t * 1000).toLocaleTimeString()}}</td><td>${{esc(e.kind)}}</td><td>${{e.trial ?? ''}}</td><td>${{esc(e.detail)}}</td></tr>`).join('');
-  if (s.progress) Plotly.react('progress-plot', s.progress.data, s.progress.layout, {{displaylogo: false, responsive: true}});
-  drawFigures('figures', s.figures);
+  if (s.figures_version !== figuresVersion) {{  // figures change only with a new result: redrawn only then
+    figuresVersion = s.figures_version;
+    if (s.progress) Plotly.react('progress-plot', s.progress.data, s.progress.layout, {{displaylogo: false, responsive: true}});
+    drawFigures('figures', s.figures);
+  }}
   if (document.getElementById('model').open && s.results !== modelResults) drawModel();
   drawOperator(s);
   window.closedloopUpdates += 1;
@@ -107,7 +111,7 @@ async function update() {{
 {_FIGURES_JS}
 {_OPERATOR_JS}
 const stream = new EventSource('/api/campaign/' + encodeURI(KEY) + '/events');
-stream.addEventListener('change', update);
+stream.addEventListener('change', e => {{ marker = e.data; update(); }});
 stream.onopen = () => {{ document.getElementById('live').textContent = 'live'; }};
 stream.onerror = () => {{ document.getElementById('live').textContent = 'reconnecting...'; }};
 </script>"""

@@ -51,15 +51,26 @@ def result_count(path: Path) -> int:
         return len(store.trials(states=["measured", "failed"]))
 
 
+def campaign_figures(path: Path) -> dict[str, Any]:
+    """The page's figures (the report's: best so far, objectives vs parameters, the latest and the best
+    trial's instrument data). They change only with the results, so the server builds them once per new
+    result (`result_count`), not on every write: building them is most of a state's cost."""
+    with CampaignStore.open(path) as store:
+        data = load_report_data(store)
+        figure = progress_plot(data)
+        figures = [objectives_vs_parameters_plot(data), *instrument_blocks(store, data, latest_and_best(data))]
+    return {"figures_version": len(data.results),
+            "progress": json.loads(figure.figure.to_json()) if isinstance(figure, Plot) else None,
+            "figures": [plot_json(block) for block in figures]}
+
+
 def campaign_state(path: Path) -> dict[str, Any]:
-    """The whole page's data, JSON-ready."""
+    """What changes with every write: status, counts, best, what runs, the trials, the journal, what
+    waits for the operator. JSON-ready."""
     with Campaign.open(path) as campaign:
         status = campaign.status()
         store = campaign.store
         trials = store.trials()
-        data = load_report_data(store)
-        figure = progress_plot(data)
-        figures = [objectives_vs_parameters_plot(data), *instrument_blocks(store, data, latest_and_best(data))]
         operator = operator_state(campaign, running=status["status"] == "running")
         expected = expected_durations(store, trials)
     running = [t for t in trials if t.state in ("dispatched", "running")]
@@ -81,8 +92,6 @@ def campaign_state(path: Path) -> dict[str, Any]:
                    for e in status["last_events"]],
         "trials": [{"trial": t.id, "state": t.state, "conditions": _plain(t.conditions), "values": _plain(t.values)}
                    for t in trials[-RECENT_TRIALS:]],
-        "progress": json.loads(figure.figure.to_json()) if isinstance(figure, Plot) else None,
-        "figures": [plot_json(block) for block in figures],
         "operator": operator,
     }
 
