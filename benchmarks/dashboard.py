@@ -15,7 +15,7 @@ three ways, runs with and without the load alternating, twice each, medians comp
 - `busy_loops`: no dashboard at all, 20 busy loops at nice 19: what any 20 background processes cost a
   campaign on this machine (the reference for reading the first).
 
-    $ .venv/bin/python -m benchmarks.dashboard            # writes benchmarks/results/dashboard.json
+    $ .venv/bin/python -m benchmarks.dashboard [--repeats N]   # writes benchmarks/results/dashboard.json
 
 Prints and writes JSON; not a timed test. The machine is shared: read the load printed beside the runs.
 """
@@ -159,13 +159,13 @@ def busy_loops(url: str, db: Path) -> Iterator[dict[str, Any]]:
         loop.wait()
 
 
-def cost_of(load: Any, folder: Path, url: str, server_pid: int, tag: str) -> dict[str, Any]:
+def cost_of(load: Any, folder: Path, url: str, server_pid: int, tag: str, repeats: int) -> dict[str, Any]:
     """Alternating runs of a 150-trial campaign without and with `load` (a context manager); medians."""
     alone: list[tuple[float, float]] = []
     loaded: list[tuple[float, float]] = []
     server_cpu: list[float] = []
     seen: list[dict[str, Any]] = []
-    for repeat in range(2):
+    for repeat in range(repeats):
         alone.append(run_to_the_end(created(folder, f"{tag}-alone{repeat}", 150)))
         db = created(folder, f"{tag}-loaded{repeat}", 150)
         with load(url, db) as notes:
@@ -214,7 +214,7 @@ def streams(url: str, key: str, count: int) -> None:
     print("fetched", fetched[0], flush=True)
 
 
-def main() -> int:
+def main(repeats: int) -> int:
     from playwright.sync_api import sync_playwright
 
     load = os.getloadavg()[0]
@@ -227,12 +227,13 @@ def main() -> int:
             paints = first_paint(browser, f"{url}campaign/{big.name}")
             browser.close()
             costs = {
-                "chromium": cost_of(lambda u, db: chromium_pages(p, u, db), folder, url, server_pid, "chromium"),
-                "event_streams": cost_of(event_streams, folder, url, server_pid, "streams"),
-                "busy_loops": cost_of(busy_loops, folder, url, server_pid, "busy"),
+                "chromium": cost_of(lambda u, db: chromium_pages(p, u, db), folder, url, server_pid, "chromium", repeats),
+                "event_streams": cost_of(event_streams, folder, url, server_pid, "streams", repeats),
+                "busy_loops": cost_of(busy_loops, folder, url, server_pid, "busy", repeats),
             }
     result = {
         "load_at_start": load,
+        "repeats": repeats,
         "first_paint_500_trials_s": {"runs": paints, "median": median(paints)},
         "campaign_150_trials_resume": costs,
     }
@@ -248,4 +249,4 @@ if __name__ == "__main__":
         signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})  # taken by sigwait in `streams`
         streams(sys.argv[2], sys.argv[3], int(sys.argv[4]))
         raise SystemExit(0)
-    raise SystemExit(main())
+    raise SystemExit(main(int(sys.argv[sys.argv.index("--repeats") + 1]) if "--repeats" in sys.argv else 2))

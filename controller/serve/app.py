@@ -174,6 +174,7 @@ def make_app(paths: list[Path], *, auth: ControlAuth | None = None, poll_s: floa
         Route("/api/campaign/{key:path}/model", model),
         Route("/api/campaign/{key:path}", state),
         Route("/static/plotly.min.js", plotly_js),
+        Route("/favicon.ico", lambda request: Response(status_code=204)),  # none: not a 404 in every console
     ])
 
 

@@ -60,7 +60,7 @@ def campaign_page(key: str) -> str:
 <p><span class="status" id="status"></span> <span id="progress"></span> <span class="muted" id="stop"></span></p>
 <p id="best"></p>
 {_OPERATOR_PANEL}
-<h2>Now running</h2><table id="running"><thead><tr><th>trial</th><th>instrument</th><th>for</th><th>usually takes</th><th>conditions</th></tr></thead><tbody></tbody></table>
+<h2>Now running</h2><table id="running"><thead><tr><th>trial</th><th>instrument (step)</th><th>for</th><th>usually takes</th><th>conditions</th></tr></thead><tbody></tbody></table>
 <h2>Best so far</h2><div id="progress-plot" style="height:420px"></div>
 <div id="figures"></div>
 <details id="model"><summary><b>The model's view</b> <span class="muted">(fits a model when opened, again after each new result)</span></summary>
@@ -84,7 +84,7 @@ async function redraw() {{
   document.getElementById('stop').textContent = s.stop_reason ? `stopped: ${{s.stop_reason}}` : '';
   document.getElementById('best').textContent = s.best ? 'best: ' + Object.entries(s.best.values).map(([k, v]) => `${{k}}=${{Number(v).toPrecision(4)}}`).join(', ') : 'no result yet';
   document.querySelector('#running tbody').innerHTML = s.running.map(r =>
-    `<tr><td>${{r.trial}}</td><td>${{esc(r.instrument)}}</td><td>${{minutes(r.elapsed_s)}}</td>` +
+    `<tr><td>${{r.trial}}</td><td>${{esc(r.instrument)}}${{r.step ? ' (' + esc(r.step) + ')' : ''}}</td><td>${{minutes(r.elapsed_s)}}</td>` +
     `<td>${{r.expected_s == null ? '-' : minutes(r.expected_s)}}</td><td>${{pairs(r.conditions)}}</td></tr>`).join('');
   document.querySelector('#trials tbody').innerHTML = s.trials.slice().reverse().map(t =>
     `<tr data-trial="${{t.trial}}"><td>${{t.trial}}</td><td>${{esc(t.state)}}</td><td>${{pairs(t.conditions)}}</td><td>${{pairs(t.values)}}</td></tr>`).join('');

@@ -72,6 +72,7 @@ def campaign_state(path: Path) -> dict[str, Any]:
         store = campaign.store
         trials = store.trials()
         operator = operator_state(campaign, running=status["status"] == "running")
+        steps = {t.id: _current_step(store, t.id) for t in trials if t.state in ("dispatched", "running")}
         expected = expected_durations(store, trials)
     running = [t for t in trials if t.state in ("dispatched", "running")]
     now = time.time()
@@ -84,7 +85,8 @@ def campaign_state(path: Path) -> dict[str, Any]:
         "counts": status["counts"],
         "best": status["best"],
         "marker": list(change_marker(path)),
-        "running": [{"trial": t.id, "instrument": t.instrument or "-", "conditions": _plain(t.conditions),
+        "running": [{"trial": t.id, "instrument": t.instrument or "-", "step": steps.get(t.id, ""),
+                     "conditions": _plain(t.conditions),
                      "elapsed_s": max(0.0, now - t.updated_at),  # since it was dispatched or started running
                      "expected_s": expected.get(t.instrument or "")}
                     for t in running],
@@ -117,6 +119,12 @@ def expected_durations(store: CampaignReads, trials: list[TrialRecord]) -> dict[
             instrument, t0 = started.pop(e["trial_id"])
             durations.setdefault(instrument, []).append(float(e["t"]) - t0)
     return {name: statistics.median(d[-10:]) for name, d in durations.items()}
+
+
+def _current_step(store: CampaignReads, trial_id: int) -> str:
+    """The step of a line a running sample is at ("" outside a line): its last step event."""
+    last = store.events(trial_id=trial_id, kinds=["step"], limit=1)
+    return str((last[0]["data"] or {}).get("step", "")) if last else ""
 
 
 def _plain(values: dict[str, Any] | None) -> dict[str, Any]:
