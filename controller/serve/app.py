@@ -39,6 +39,7 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
+from closedloop.controller.protocol.model import ProtocolError
 from closedloop.controller.serve.auth import COOKIE, ControlAuth
 from closedloop.controller.serve.caches import ComputedOnce, StateCache, Throttled
 from closedloop.controller.serve.control import Refused, control_request
@@ -52,6 +53,7 @@ from closedloop.controller.serve.state import (
     result_count,
 )
 from closedloop.controller.store.control import ControlFileError
+from closedloop.controller.store.errors import StoreError
 
 POLL_S = 0.25  # how often an open page's stream looks at its campaign file
 MIN_EVENT_INTERVAL_S = 0.75  # a result shows within POLL_S + this: under the 1 s the dashboard promises
@@ -164,7 +166,11 @@ def make_app(paths: list[Path], *, auth: ControlAuth | None = None, poll_s: floa
         # The same bundle for the life of the installed plotly: pages after the first load it from cache.
         return FileResponse(PLOTLY_JS, media_type="text/javascript", headers={"Cache-Control": "max-age=86400"})
 
-    return Starlette(routes=[
+    async def unreadable(request: Request, exc: Exception) -> Response:
+        # A served file that is damaged, or was replaced by something that is not a campaign, while served.
+        return JSONResponse({"error": str(exc)}, status_code=422)
+
+    return Starlette(exception_handlers={StoreError: unreadable, ProtocolError: unreadable}, routes=[
         Route("/", index),
         Route("/api/campaigns", campaigns),
         Route("/campaign/{key:path}", page),

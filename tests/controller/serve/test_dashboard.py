@@ -123,3 +123,7 @@ def test_a_path_outside_the_served_folder_is_refused(tmp_path: Path) -> None:
         for key in ("../secret.sqlite", "..%2Fsecret.sqlite", str(outside), "%2Fetc%2Fpasswd"):
             assert status_of(f"{url}api/campaign/{key}") == 404, key
             assert status_of(f"{url}campaign/{key}") == 404, key
+        (folder / "damaged.sqlite").write_bytes(b"not a campaign" * 100)  # served, but unreadable: said so
+        assert status_of(f"{url}api/campaign/damaged.sqlite") == 422
+        assert status_of(f"{url}api/campaign/damaged.sqlite/model") == 422
+        assert status_of(f"{url}api/campaigns") == 200
