@@ -77,8 +77,8 @@ class BotorchPlanner:
     name = "botorch"
     # 2: failed samples by a GP classifier and floor padding; 3: kernel "auto" (Matern-5/2 mostly), pools
     # screened for qLogNEI, constant and duplicated pool columns dropped, a random forest on wide pools
-    # (planners.registry.OLD_DEFAULTS); 4: kernel "auto" fits "scaled_matern" where choices are searched
-    version = "4"
+    # (planners.registry.OLD_DEFAULTS)
+    version = "3"
 
     def __init__(
         self,
@@ -105,13 +105,13 @@ class BotorchPlanner:
 
         power_transform: fit the GP to Yeo-Johnson-warped objectives, robust to skew and outliers
             (`planners.warping`).
-        kernel: "auto" (default since version 3: "rbf" when the problem has outcome constraints, else
-            "scaled_matern" when it searches choice parameters (since version 4), else "matern52";
-            `planners.models.resolve_kernel` says why), "matern52" (Gamma lengthscale priors with mean 0.5,
-            BoTorch's default before 0.12), "rbf" (BoTorch's default since, a lengthscale prior that grows
-            with the dimension), "scaled_matern" (Matern-5/2 with such a prior and a low-noise prior,
-            BayBE's default GP), "additive": per-parameter terms plus a full one, for quantities that are
-            (in model units) close to a sum of per-parameter effects, or "auto3" (version 3's "auto")
+        kernel: "auto" (default since version 3: "matern52", or "rbf" when the problem has outcome
+            constraints or choice parameters; `planners.models.resolve_kernel` says why), "matern52" (Gamma
+            lengthscale priors with mean 0.5, BoTorch's default before 0.12), "rbf" (BoTorch's default since,
+            a lengthscale prior that grows with the dimension), "scaled_matern" (Matern-5/2 with such a prior
+            and a low-noise prior, BayBE's default GP; ahead on the mixed benchmark space and two of three
+            process pools, behind on TRMC and Perovskite), or "additive": per-parameter terms plus a full one,
+            for quantities that are (in model units) close to a sum of per-parameter effects
             (`planners.models.KERNELS`). The kernel fitted is in each proposal's acquisition settings.
         analytic_ei: for one objective without outcome constraints, proposing one point at a time with
             nothing pending, analytic LogEI instead of Monte-Carlo noisy LogEI: much cheaper over large

@@ -67,8 +67,6 @@ OLD_DEFAULTS: dict[tuple[str, str], dict[str, Any]] = {
     # constraints or choice parameters), hyperparameters fitted on at most 300 points (a Matern fit takes ~4x the RBF's L-BFGS
     # iterations: a proposal at n = 1000 took 4.8 s fitting on 500 points, 2.1 s on 300).
     ("botorch", "2"): {"surrogate": "gp", "pool_screen": 0, "kernel": "rbf", "max_fit_points": 500},
-    # Version 4's "auto" kernel fits "scaled_matern" where choices are searched; "auto3" is version 3's.
-    ("botorch", "3"): {"kernel": "auto3"},
 }
 
 
