@@ -124,9 +124,9 @@ def test_auto_kernel_keeps_rbf_for_choices_and_scaled_matern_is_an_option() -> N
 
 
 def test_scaled_matern_keeps_flat_noisy_data_interpolated_with_short_lengthscales() -> None:
-    """What the mixed benchmark's failing seeds looked like: a weak trend under noise of its size. The low-noise
-    prior keeps the fit interpolating (so unexplored space stays uncertain) and the Gamma prior keeps the
-    lengthscales near its mode; RBF's heavy-tailed prior stretches some past 1.5, Matern-5/2's loose noise
+    """A weak trend under noise of its size, as the mixed benchmark's first data: scaled_matern's Gamma
+    lengthscale prior keeps every lengthscale near its mode (below 1) and its noise prior the fit
+    interpolating; RBF's heavy-tailed LogNormal prior lets some lengthscale pass 1.5, Matern-5/2's loose noise
     prior calls much of the variance noise."""
     rbf_longest, matern_noisiest = 0.0, 0.0
     for seed in range(3):
