@@ -34,6 +34,8 @@ NOTABLE_EVENTS = {
     "safe_state": "instrument made safe",
     "import": "earlier results imported (warm start)",
     "reoffer": "initial-design point offered again",
+    "hold": "paused by an operator (no new trials)",
+    "release": "resumed by an operator",
 }
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from closedloop.controller.campaign import Campaign
 from closedloop.controller.engine.halts import HaltKind
+from closedloop.controller.report.html import build_report
 from closedloop.controller.store.campaign_store import CampaignStore
 from closedloop.controller.store.control import ControlChannel
 
@@ -83,6 +84,8 @@ def test_dashboard_decides_pauses_resumes_and_aborts_a_running_campaign(branin_p
     assert approvals == [f"accepted by operator ({WHO})", "edit refused: " + approvals[1].split(": ", 1)[1],
                          f"edited by operator ({WHO})", f"skipped by operator ({WHO})", f"accepted by operator ({WHO})"]
     assert holds == [f"paused by {WHO}: no new trial starts until resumed", f"resumed by {WHO}"]
+    report = build_report(db)  # the report lists the pause and the resume with the operator's decisions
+    assert "paused by an operator (no new trials)" in report and f"resumed by {WHO}" in report
     outcomes = [(r.action, r.outcome) for r in reversed(ControlChannel(db).recent())]
     assert outcomes[0] == ("pause", "expired: made while the campaign was not running")
     assert ("accept", "ignored: trial 1 is not waiting for a decision") in outcomes
