@@ -15,7 +15,8 @@ three ways, runs with and without the load alternating, twice each, medians comp
 - `busy_loops`: no dashboard at all, 20 busy loops at nice 19: what any 20 background processes cost a
   campaign on this machine (the reference for reading the first).
 
-    $ .venv/bin/python -m benchmarks.dashboard [--repeats N]   # writes benchmarks/results/dashboard.json
+    $ .venv/bin/python -m benchmarks.dashboard [--repeats N] [--loads chromium,event_streams,busy_loops]
+                                                  # writes benchmarks/results/dashboard.json
 
 Prints and writes JSON; not a timed test. The machine is shared: read the load printed beside the runs.
 """
@@ -214,7 +215,7 @@ def streams(url: str, key: str, count: int) -> None:
     print("fetched", fetched[0], flush=True)
 
 
-def main(repeats: int) -> int:
+def main(repeats: int, loads: list[str]) -> int:
     from playwright.sync_api import sync_playwright
 
     load = os.getloadavg()[0]
@@ -226,16 +227,16 @@ def main(repeats: int) -> int:
             browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=BROWSER_ARGS)
             paints = first_paint(browser, f"{url}campaign/{big.name}")
             browser.close()
-            costs = {
-                "chromium": cost_of(lambda u, db: chromium_pages(p, u, db), folder, url, server_pid, "chromium", repeats),
-                "event_streams": cost_of(event_streams, folder, url, server_pid, "streams", repeats),
-                "busy_loops": cost_of(busy_loops, folder, url, server_pid, "busy", repeats),
-            }
+            available = {"chromium": lambda u, db: chromium_pages(p, u, db), "event_streams": event_streams,
+                         "busy_loops": busy_loops}
+            costs = {name: {"load_at_start": os.getloadavg()[0], "repeats": repeats,
+                            **cost_of(available[name], folder, url, server_pid, name, repeats)} for name in loads}
+    # A run of some loads keeps the others' last results (each says when and under what load it was measured).
+    earlier = json.loads(RESULTS.read_text()).get("campaign_150_trials_resume", {}) if RESULTS.exists() else {}
     result = {
         "load_at_start": load,
-        "repeats": repeats,
         "first_paint_500_trials_s": {"runs": paints, "median": median(paints)},
-        "campaign_150_trials_resume": costs,
+        "campaign_150_trials_resume": {**earlier, **costs},
     }
     print(json.dumps(result, indent=1))
     RESULTS.write_text(json.dumps(result, indent=1) + "\n")
@@ -249,4 +250,7 @@ if __name__ == "__main__":
         signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})  # taken by sigwait in `streams`
         streams(sys.argv[2], sys.argv[3], int(sys.argv[4]))
         raise SystemExit(0)
-    raise SystemExit(main(int(sys.argv[sys.argv.index("--repeats") + 1]) if "--repeats" in sys.argv else 2))
+    def option(name: str, default: str) -> str:
+        return sys.argv[sys.argv.index(name) + 1] if name in sys.argv else default
+
+    raise SystemExit(main(int(option("--repeats", "2")), option("--loads", "chromium,event_streams,busy_loops").split(",")))
