@@ -20,6 +20,7 @@ from rich.progress import (
 from closedloop.controller.engine.events import (
     Abandonment,
     EngineEvent,
+    OperatorHeld,
     ProposalRefused,
     TrialAbandoned,
     TrialMeasured,
@@ -119,13 +120,18 @@ class ProgressReporter:
             case TrialAbandoned(trial, cause, detail):
                 state = ABANDONED_AS.get(cause, "fault")
                 self._show(state, trial, f"trial {trial} {state}: {detail}", alert=True)
+            case OperatorHeld(by, resumed):  # from the dashboard: whoever watches this terminal must know why
+                self._show("running" if resumed else "paused", None,
+                           f"resumed by {by}" if resumed else f"paused by {by}: no new trial starts until resumed",
+                           alert=True)
 
-    def _show(self, state: str, trial: int, text: str, *, alert: bool, keep: bool = False) -> None:
+    def _show(self, state: str, trial: int | None, text: str, *, alert: bool, keep: bool = False) -> None:
         """A line for the log (only faults and refusals with --quiet). On a terminal the live bar shows
         the state, and results (`keep`) and alerts stay above it as lines."""
         line = f"[{self.done}/{self.total}] {text}"
         if self._progress is not None:
-            self._progress.update(self._task, completed=self.done, state=f"{state} #{trial}", best=_best(self.best))
+            where = "" if trial is None else f" #{trial}"
+            self._progress.update(self._task, completed=self.done, state=f"{state}{where}", best=_best(self.best))
             if alert or keep:
                 self._progress.console.print(line, markup=False, highlight=False, soft_wrap=True)
         elif not self.quiet or alert:

@@ -41,10 +41,16 @@ def serve(paths: tuple[Path, ...], host: str, port: int, view_only: bool) -> Non
     from closedloop.controller.serve.folder import ServedCampaigns
 
     roots = list(paths) or [Path(".")]
-    auth = ControlAuth.from_environment(view_only=view_only)
+    try:
+        auth = ControlAuth.from_environment(view_only=view_only)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    hosts: list[str] | None = ["127.0.0.1", "localhost", "::1", "[::1]"]
     if not _loopback(host):
+        hosts = None  # reached by whatever name the lab's network gives it
         click.echo(f"WARNING: serving on {host}: anyone who can reach this address sees these campaigns"
-                   + ("" if view_only else " (control still needs the token)"), err=True)
+                   + ("" if view_only else ", and the control token and cookie travel unencrypted (plain HTTP): "
+                      "use it on a trusted network, or --view-only"), err=True)
     count = len(ServedCampaigns(roots).keys())
     # Bound here, so the address printed is the one listening (with --port 0, the port the system chose).
     listening = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
@@ -69,7 +75,7 @@ def serve(paths: tuple[Path, ...], host: str, port: int, view_only: bool) -> Non
     # they leave (nice +10). Pages wait a little longer under load; a trial never waits for a page.
     with contextlib.suppress(OSError):
         os.nice(DASHBOARD_NICENESS)
-    server = uvicorn.Server(uvicorn.Config(make_app(roots, auth=auth), log_level="warning"))
+    server = uvicorn.Server(uvicorn.Config(make_app(roots, auth=auth, hosts=hosts), log_level="warning"))
     server.run(sockets=[listening])
 
 

@@ -201,10 +201,11 @@ class CampaignEngine(ProposalSource, LineFlow, Halting):
         """Run until a stop rule fires or the campaign pauses; returns why."""
         raised = self.settings.approval if self.settings.approval_raised else None
         self.log.emit(CampaignRunning(resumed=resumed, approval_raised_to=raised))
-        self._requeue_undispatched()
-        self._queue_handed_out()
         try:
             try:
+                # Inside the handlers: re-queued trials may be put to the operator, who may abort or walk away.
+                self._requeue_undispatched()
+                self._queue_handed_out()
                 while True:
                     self._heed_operator()
                     halt = self.halt or self._stop_rule()
@@ -307,6 +308,9 @@ class CampaignEngine(ProposalSource, LineFlow, Halting):
                 continue
             if not new_samples or not self._room_for_a_new_sample():
                 continue
+            self._heed_operator()  # a pause clicked while the last proposal was decided stops this one
+            if self._held_by is not None:
+                continue
             if self._planning is not None:
                 self._start_sample_live(station)
                 continue
@@ -317,8 +321,9 @@ class CampaignEngine(ProposalSource, LineFlow, Halting):
                     return  # nothing left to propose (or no room in the budget)
                 for trial_id in passed:
                     self.approve(trial_id)
-            if not self.ready:
-                return
+            self._heed_operator()
+            if not self.ready or self._held_by is not None:
+                return  # approved trials wait in `ready` while the campaign is paused
             self._dispatch(self.ready.popleft(), station)
 
     def _dispatch(self, trial_id: int, station: Station) -> None:

@@ -60,7 +60,8 @@ class Halting(EngineState):
                 raise AbortRequested(request.by)
             pause = request.action == "pause"
             if pause == (self._held_by is not None):
-                continue  # paused already, or not paused: nothing changes, nothing to journal
+                continue  # paused already, or not paused: nothing changes, nothing to journal (the request
+                # is marked "taken"; the page shows the campaign's state beside it)
             self._held_by = request.by if pause else None
             self.log.emit(OperatorHeld(request.by, resumed=not pause))
 
@@ -75,11 +76,17 @@ class Halting(EngineState):
         if self.control is None:
             self._complete(self.dispatcher.next_completion())
             return
-        try:
-            done = self.dispatcher.next_completion(timeout=CONTROL_POLL_S)
-        except queue.Empty:
+        while True:
+            held = self._held_by
+            try:
+                done = self.dispatcher.next_completion(timeout=CONTROL_POLL_S)
+            except queue.Empty:
+                self._heed_operator()  # an abort raises; a pause or resume goes back to the loop
+                if self._held_by != held:
+                    return
+                continue
+            self._complete(done)
             return
-        self._complete(done)
 
     def _why_idle(self) -> Halt | None:
         if self.ready:

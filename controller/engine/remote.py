@@ -34,7 +34,8 @@ class RemoteOperator:
         self.poll_s = poll_s
         self._sleep = sleep
         self._warned = False
-        self._taken: set[int] = set()  # handled here, even if marking them in the file failed
+        self._taken: set[int] = set()  # handled here but not marked in the file (marking failed)...
+        self._file: tuple[int, ...] | None = None  # ...in this file
 
     def start(self) -> None:
         """The campaign starts: requests made while it was not running are expired, not carried out."""
@@ -85,6 +86,9 @@ class RemoteOperator:
     # ---- the file ---------------------------------------------------------------------------------
 
     def _unhandled(self) -> list[ControlRequest]:
+        identity = self.channel.identity()
+        if identity != self._file:  # deleted and made again: its ids start from 1 again
+            self._file, self._taken = identity, set()
         try:
             return [r for r in self.channel.unhandled() if r.id not in self._taken]
         except ControlFileError as exc:
@@ -92,10 +96,10 @@ class RemoteOperator:
             return []
 
     def _mark(self, request: ControlRequest, outcome: str) -> None:
-        self._taken.add(request.id)
         try:
             self.channel.mark(request.id, outcome)
         except ControlFileError as exc:
+            self._taken.add(request.id)  # not marked in the file: remembered here, so it is done once
             self._warn(exc)
 
     def _warn(self, exc: ControlFileError) -> None:

@@ -22,9 +22,9 @@ naming anything but a served campaign file is 404 (controller.serve.folder). Any
 from __future__ import annotations
 
 import asyncio
-import html
 import json
 import math
+import re
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -35,6 +35,8 @@ from sse_starlette.sse import EventSourceResponse
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.requests import Request
 from starlette.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
@@ -60,8 +62,11 @@ MIN_EVENT_INTERVAL_S = 0.75  # a result shows within POLL_S + this: under the 1 
 PLOTLY_JS = Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
 
 
-def make_app(paths: list[Path], *, auth: ControlAuth | None = None, poll_s: float = POLL_S) -> Starlette:
-    """The dashboard over the campaign files in `paths` (folders and files). Without `auth` it is view-only."""
+def make_app(paths: list[Path], *, auth: ControlAuth | None = None, poll_s: float = POLL_S,
+             hosts: list[str] | None = None) -> Starlette:
+    """The dashboard over the campaign files in `paths` (folders and files). Without `auth` it is view-only.
+    `hosts`: the only Host headers answered (a page of another site whose name resolves to this address
+    (DNS rebinding) must not read the campaigns); None answers any."""
     served = ServedCampaigns(paths)
     auth = auth or ControlAuth(None)
 
@@ -99,15 +104,15 @@ def make_app(paths: list[Path], *, auth: ControlAuth | None = None, poll_s: floa
         redirect = with_token(request)
         if redirect is not None:
             return redirect
-        return HTMLResponse(campaign_page(html.escape(request.path_params["key"])))
+        return HTMLResponse(campaign_page(request.path_params["key"]))
 
     markers = Throttled(change_marker, poll_s)  # every open page's stream shares one look per poll
     figures = ComputedOnce(result_count, campaign_figures)  # rebuilt once per new result, not per write
     states = StateCache(markers, lambda path: json.dumps({**campaign_state(path), **figures.get(path)}).encode())
 
     async def state(request: Request) -> Response:
-        seen = request.query_params.get("v")  # the marker of the event that made the page ask
-        at_least = tuple(int(v) for v in seen.split(",")) if seen and seen.replace(",", "").isdigit() else None
+        seen = request.query_params.get("v", "")  # the marker of the event that made the page ask
+        at_least = tuple(int(v) for v in seen.split(",")) if re.fullmatch(r"[0-9]+(,[0-9]+)*", seen) else None
         shared = await run_in_threadpool(states.get, path_of(request), at_least)
         mine = json.dumps({"control": auth.may_control(request), "view_only": auth.token is None}).encode()
         return Response(mine[:-1] + b", " + shared[1:], media_type="application/json")  # {mine, ...shared}
@@ -119,6 +124,8 @@ def make_app(paths: list[Path], *, auth: ControlAuth | None = None, poll_s: floa
 
     async def login(request: Request) -> Response:
         refusal = auth.not_from_page(request)
+        if refusal is not None:  # checked before the body is read: a stranger's body is never parsed
+            return JSONResponse({"error": refusal}, status_code=403)
         body = await _json(request)
         token = body.get("token") if isinstance(body, dict) else None
         if refusal is None and not (isinstance(token, str) and auth.accepts(token)):
@@ -130,12 +137,12 @@ def make_app(paths: list[Path], *, auth: ControlAuth | None = None, poll_s: floa
         return response
 
     async def control(request: Request) -> Response:
-        path = path_of(request)
         refusal = auth.refusal(request)
         if refusal is not None:
             return JSONResponse({"error": refusal}, status_code=403)
+        path = path_of(request)
         body = await _json(request)
-        operator = str(body.get("operator") or "").strip()[:60] if isinstance(body, dict) else ""
+        operator = _printable(str(body.get("operator") or "")) if isinstance(body, dict) else ""
         client = request.client.host if request.client else "?"
         by = f"{operator or 'someone'} on the dashboard from {client}"
         try:
@@ -143,7 +150,7 @@ def make_app(paths: list[Path], *, auth: ControlAuth | None = None, poll_s: floa
         except Refused as exc:
             return JSONResponse({"error": str(exc), "fields": exc.fields}, status_code=exc.status)
         except ControlFileError as exc:
-            return JSONResponse({"error": str(exc)}, status_code=500)
+            return JSONResponse({"error": str(exc)}, status_code=503)
         return JSONResponse({"request": request_id, "by": by}, status_code=202)
 
     async def events(request: Request) -> Response:
@@ -170,7 +177,8 @@ def make_app(paths: list[Path], *, auth: ControlAuth | None = None, poll_s: floa
         # A served file that is damaged, or was replaced by something that is not a campaign, while served.
         return JSONResponse({"error": str(exc)}, status_code=422)
 
-    return Starlette(exception_handlers={StoreError: unreadable, ProtocolError: unreadable}, routes=[
+    middleware = [] if hosts is None else [Middleware(TrustedHostMiddleware, allowed_hosts=hosts)]
+    return Starlette(middleware=middleware, exception_handlers={StoreError: unreadable, ProtocolError: unreadable}, routes=[
         Route("/", index),
         Route("/api/campaigns", campaigns),
         Route("/campaign/{key:path}", page),
@@ -189,8 +197,20 @@ def set_cookie(response: Response, token: str) -> None:
     response.set_cookie(COOKIE, token, httponly=True, samesite="strict", path="/")
 
 
+MAX_BODY = 64 * 1024  # a decision or a login is a few hundred bytes
+
+
 async def _json(request: Request) -> Any:
-    try:
-        return await request.json()
-    except ValueError:
+    """The request's JSON body, or None when it is not JSON, too large or too deeply nested."""
+    body = await request.body()
+    if len(body) > MAX_BODY:
         return None
+    try:
+        return json.loads(body)
+    except (ValueError, RecursionError):
+        return None
+
+
+def _printable(name: str) -> str:
+    """An operator's name as the journal and the campaign's terminal show it: printable, at most 60 characters."""
+    return "".join(c for c in name if c.isprintable()).strip()[:60]

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hmac
 import os
+import re
 import secrets
 
 from starlette.requests import Request
@@ -35,7 +36,11 @@ class ControlAuth:
         """The configured token, or a new random one; none when `view_only`."""
         if view_only:
             return cls(None)
-        return cls(os.environ.get(TOKEN_VARIABLE) or secrets.token_urlsafe(24))
+        configured = os.environ.get(TOKEN_VARIABLE)
+        if configured is not None and not re.fullmatch(r"[!-~]{8,}", configured):
+            # It travels in a cookie and a URL: printable ASCII, and not so short that it can be guessed.
+            raise ValueError(f"{TOKEN_VARIABLE} must be at least 8 printable ASCII characters, no spaces")
+        return cls(configured or secrets.token_urlsafe(24))
 
     @property
     def configured(self) -> bool:
@@ -64,7 +69,8 @@ class ControlAuth:
         """Why a request cannot have come from the dashboard's own page (or control is off), or None."""
         if self.token is None:
             return "this dashboard is view-only (started with --view-only)"
-        if request.headers.get(CONTROL_HEADER) != "1" or "application/json" not in request.headers.get("content-type", ""):
+        media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if request.headers.get(CONTROL_HEADER) != "1" or media_type != "application/json":
             return "not a request from the dashboard's page (X-Closedloop-Control header and a JSON body needed)"
         origin = request.headers.get("origin")
         if origin is not None and origin != f"{request.url.scheme}://{request.headers.get('host', '')}":

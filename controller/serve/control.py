@@ -20,7 +20,7 @@ from closedloop.controller.engine.build import protocol_gate
 from closedloop.controller.engine.events import APPROVAL_WAIT, HOLD, RELEASE
 from closedloop.controller.engine.gate import EnvelopeViolation, OutsideSpace
 from closedloop.controller.protocol.model import Protocol
-from closedloop.controller.store.control import ACTIONS, DECISIONS, Action, ControlChannel
+from closedloop.controller.store.control import ACTIONS, DECISIONS, Action, ControlChannel, ControlFileError
 from closedloop.controller.store.reads import CampaignReads
 from closedloop.planners.space import ChoiceParameter, FloatParameter, IntParameter, Parameter
 from closedloop.records import Conditions, Value
@@ -80,8 +80,16 @@ def operator_state(campaign: Campaign, running: bool) -> dict[str, Any]:
         "pending": [p.as_json() for p in pending_approvals(store)] if running else [],
         "held_by": held_by(store) if running else None,
         "parameters": [_describe(p, campaign.protocol) for p in campaign.protocol.to_problem().space.parameters],
-        "requests": [r.as_json() for r in ControlChannel(store.path).recent(10)],
+        **_requests(store.path),
     }
+
+
+def _requests(path: Path) -> dict[str, Any]:
+    """The last requests with their outcomes; a control file that cannot be read is said, not a 500."""
+    try:
+        return {"requests": [r.as_json() for r in ControlChannel(path).recent(10)], "control_error": None}
+    except ControlFileError as exc:
+        return {"requests": [], "control_error": str(exc)}
 
 
 def control_request(path: Path, body: Any, by: str) -> int:

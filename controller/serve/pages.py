@@ -53,10 +53,10 @@ def _rows(rows: list[dict[str, Any]]) -> str:
 
 
 def campaign_page(key: str) -> str:
-    """One campaign, live. `key` is already HTML-escaped."""
+    """One campaign, live. `key` as given (escaped here: in the HTML for the heading, as JSON in the script)."""
     body = f"""
 <p><a href="/">all campaigns</a> <span id="live">connecting...</span></p>
-<h1 id="name">{key}</h1>
+<h1 id="name">{html.escape(key)}</h1>
 <p><span class="status" id="status"></span> <span id="progress"></span> <span class="muted" id="stop"></span></p>
 <p id="best"></p>
 {_OPERATOR_PANEL}
@@ -69,7 +69,7 @@ def campaign_page(key: str) -> str:
 <h2>Events</h2><table id="events"><thead><tr><th>time</th><th>event</th><th>trial</th><th>detail</th></tr></thead><tbody></tbody></table>
 <script src="/static/plotly.min.js"></script>
 <script>
-const KEY = {json.dumps(key)};
+const KEY = {_script_json(key)};
 window.closedloopLoadedAt = Date.now();  // a reload would reset it: tests check that updates never reload
 window.closedloopUpdates = 0;
 {_ESC_JS}
@@ -84,12 +84,12 @@ async function redraw() {{
   document.getElementById('stop').textContent = s.stop_reason ? `stopped: ${{s.stop_reason}}` : '';
   document.getElementById('best').textContent = s.best ? 'best: ' + Object.entries(s.best.values).map(([k, v]) => `${{k}}=${{Number(v).toPrecision(4)}}`).join(', ') : 'no result yet';
   document.querySelector('#running tbody').innerHTML = s.running.map(r =>
-    `<tr><td>${{r.trial}}</td><td>${{esc(r.instrument)}}${{r.step ? ' (' + esc(r.step) + ')' : ''}}</td><td>${{minutes(r.elapsed_s)}}</td>` +
+    `<tr><td>${{esc(r.trial)}}</td><td>${{esc(r.instrument)}}${{r.step ? ' (' + esc(r.step) + ')' : ''}}</td><td>${{minutes(r.elapsed_s)}}</td>` +
     `<td>${{r.expected_s == null ? '-' : minutes(r.expected_s)}}</td><td>${{pairs(r.conditions)}}</td></tr>`).join('');
   document.querySelector('#trials tbody').innerHTML = s.trials.slice().reverse().map(t =>
-    `<tr data-trial="${{t.trial}}"><td>${{t.trial}}</td><td>${{esc(t.state)}}</td><td>${{pairs(t.conditions)}}</td><td>${{pairs(t.values)}}</td></tr>`).join('');
+    `<tr data-trial="${{esc(t.trial)}}"><td>${{esc(t.trial)}}</td><td>${{esc(t.state)}}</td><td>${{pairs(t.conditions)}}</td><td>${{pairs(t.values)}}</td></tr>`).join('');
   document.querySelector('#events tbody').innerHTML = s.events.slice().reverse().map(e =>
-    `<tr><td>${{new Date(e.t * 1000).toLocaleTimeString()}}</td><td>${{esc(e.kind)}}</td><td>${{e.trial ?? ''}}</td><td>${{esc(e.detail)}}</td></tr>`).join('');
+    `<tr><td>${{new Date(e.t * 1000).toLocaleTimeString()}}</td><td>${{esc(e.kind)}}</td><td>${{esc(e.trial)}}</td><td>${{esc(e.detail)}}</td></tr>`).join('');
   if (s.figures_version !== figuresVersion) {{  // figures change only with a new result: redrawn only then
     figuresVersion = s.figures_version;
     if (s.progress) Plotly.react('progress-plot', s.progress.data, s.progress.layout, {{displaylogo: false, responsive: true}});
@@ -124,7 +124,7 @@ _FIGURES_JS = """
 function drawFigures(where, figures) {
   const box = document.getElementById(where);
   for (const f of figures) {
-    const id = `${where}-${f.id}`;
+    const id = `${where}-${String(f.id).replace(/[^a-z0-9-]/gi, '')}`;
     if (!document.getElementById(id)) {
       box.insertAdjacentHTML('beforeend', `<h2>${esc(f.title)}</h2><div id="${id}"></div><p class="muted" id="${id}-caption"></p>`);
     }
@@ -207,7 +207,7 @@ function approvalForm(a, parameters, control) {
   const buttons = control && a.where === 'dashboard'
     ? `<button data-act="accept">accept</button><button data-act="edit">apply edit</button>` +
       `<button data-act="skip">skip</button><span class="error" data-error="_"></span><span class="sent"></span>` : '';
-  return `<div class="approval" data-trial="${a.trial}"><b>trial ${a.trial} waits for approval</b>${where}` +
+  return `<div class="approval" data-trial="${esc(a.trial)}"><b>trial ${esc(a.trial)} waits for approval</b>${where}` +
          `${refusal}<table>${rows}</table>${buttons}</div>`;
 }
 async function decide(form, action) {
@@ -236,6 +236,7 @@ function drawOperator(s) {
   document.getElementById('operator-row').hidden = !control;
   // A pause clicked while a proposal waits is taken once that proposal is decided: say so meanwhile.
   const asked = o.requests.find(r => r.outcome === null && (r.action === 'pause' || r.action === 'resume'));
+  document.getElementById('control-error').textContent = o.control_error || '';
   document.getElementById('held').textContent = asked ? `${asked.action} requested: the campaign takes it ` +
     (o.pending.length ? 'once the proposal waiting is decided' : 'within a second')
     : o.held_by ? `paused by ${o.held_by}: no new trial starts` : '';
@@ -251,10 +252,15 @@ function drawOperator(s) {
     }));
   }
   document.querySelector('#requests tbody').innerHTML = o.requests.map(r =>
-    `<tr><td>${new Date(r.at * 1000).toLocaleTimeString()}</td><td>${esc(r.action)}${r.trial ? ' trial ' + r.trial : ''}` +
+    `<tr><td>${new Date(r.at * 1000).toLocaleTimeString()}</td><td>${esc(r.action)}${r.trial ? ' trial ' + esc(r.trial) : ''}` +
     `${r.edited ? ' ' + pairs(r.edited) : ''}</td><td>${esc(r.by)}</td><td>${esc(r.outcome ?? 'waiting for the campaign')}</td></tr>`).join('');
 }
 """
+
+def _script_json(value: object) -> str:
+    """`value` as JSON inside a <script>: a `</script>` in it cannot end the script."""
+    return json.dumps(value).replace("<", "\\u003c")
+
 
 _ESC_JS = """function esc(v) { return String(v ?? '').replace(/[&<>"']/g, c => ({'&':'&amp;','<':'&lt;','>':'&gt;','"':'&quot;',"'":'&#39;'}[c])); }"""
 

@@ -75,7 +75,8 @@ class ControlChannel:
     requests, `mark`s each with what it did, and `expire`s old ones when it starts."""
 
     def __init__(self, campaign_path: Path) -> None:
-        self.path = control_path(Path(campaign_path))
+        # Resolved: the dashboard and the campaign reach the same file through any symlink.
+        self.path = control_path(Path(campaign_path).resolve())
 
     def submit(self, action: Action, by: str, *, trial_id: int | None = None,
                edited: dict[str, Value] | None = None) -> int:
@@ -113,14 +114,30 @@ class ControlChannel:
                                 [time.time(), f"expired: {why}"])
             return cursor.rowcount
 
+    def identity(self) -> tuple[int, ...] | None:
+        """Which file this is (device, inode, change time), None while there is none: a file deleted and
+        made again numbers its requests from 1 again (and may get the same inode)."""
+        try:
+            st = self.path.stat()
+        except OSError:
+            return None
+        return st.st_dev, st.st_ino, st.st_ctime_ns
+
     def _select(self, tail: str, params: list[object] | None = None) -> list[ControlRequest]:
         if not self.path.exists():
             return []
         with self._connection() as db:
             rows = db.execute(f"SELECT id, action, by, at, trial_id, edited, handled_at, outcome FROM requests {tail}",
                               params or []).fetchall()
-        return [ControlRequest(int(r[0]), r[1], str(r[2]), float(r[3]), r[4], None if r[5] is None else json.loads(r[5]),
-                               r[6], r[7]) for r in rows if r[1] in ACTIONS]
+            requests = []
+            for row in rows:
+                request = _request(row)
+                if request is None:  # written by something else than closedloop: answered, never carried out
+                    db.execute("UPDATE requests SET handled_at = ?, outcome = ? WHERE id = ? AND handled_at IS NULL",
+                               [time.time(), "ignored: not a request closedloop can read", row[0]])
+                else:
+                    requests.append(request)
+            return requests
 
     @contextlib.contextmanager
     def _connection(self, *, create: bool = False) -> Iterator[sqlite3.Connection]:
@@ -140,3 +157,21 @@ class ControlChannel:
                                    "any request in it is lost (nothing in the campaign file is)") from None
         finally:
             db.close()
+
+
+def _request(row: tuple[object, ...]) -> ControlRequest | None:
+    """A row as a request, or None when any field is not what `submit` writes."""
+    request_id, action, by, at, trial_id, edited, handled_at, outcome = row
+    try:
+        values = None if edited is None else json.loads(str(edited))
+    except ValueError:
+        return None
+    if (not isinstance(request_id, int) or action not in ACTIONS or not isinstance(at, int | float)
+            or not (trial_id is None or (isinstance(trial_id, int) and not isinstance(trial_id, bool)))
+            or not (values is None or (isinstance(values, dict)
+                                       and all(isinstance(v, int | float | str) for v in values.values())))
+            or (action in DECISIONS) != (trial_id is not None)):
+        return None
+    return ControlRequest(request_id, action, str(by), float(at), trial_id, values,  # type: ignore[arg-type]
+                          handled_at if isinstance(handled_at, int | float) else None,
+                          outcome if isinstance(outcome, str) else None)

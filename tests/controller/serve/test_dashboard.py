@@ -46,6 +46,10 @@ def dashboard_and_token(*args: str) -> Iterator[tuple[str, str]]:
         first, second = process.stdout.readline(), process.stdout.readline()
         assert " at http://127.0.0.1:" in first, first + process.stderr.read()
         url = first.split(" at ", 1)[1].split()[0]
+        if "--view-only" in args:
+            assert second.startswith("control: off"), second
+            yield url, ""
+            return
         assert second.startswith(f"control: open {url}?token="), second
         yield url, second.split("?token=", 1)[1].split()[0]
     finally:
@@ -63,7 +67,7 @@ def browser() -> Iterator[Any]:
         b.close()
 
 
-def status_of(url: str) -> int:
+def status_of(url: str | urllib.request.Request) -> int:
     try:
         with urllib.request.urlopen(url, timeout=30) as response:
             return int(response.status)

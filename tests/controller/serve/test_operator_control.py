@@ -21,7 +21,11 @@ from closedloop.controller.store.campaign_store import CampaignStore
 from closedloop.controller.store.control import ControlChannel
 from tests import paths
 from tests.controller.cli.test_terminal_progress import short_furnace
-from tests.controller.serve.test_dashboard import browser, dashboard_and_token  # noqa: F401 - browser: a fixture
+from tests.controller.serve.test_dashboard import (  # noqa: F401 - browser: a fixture
+    browser,
+    dashboard_and_token,
+    status_of,
+)
 
 WHO = "ann on the dashboard from 127.0.0.1"
 
@@ -115,11 +119,9 @@ def test_approve_edit_skip_pause_resume_and_abort_from_the_page(tmp_path: Path, 
             page.wait_for_function("() => document.getElementById('held').textContent.includes('pause requested')")
             page.click('.approval[data-trial="4"] button[data-act="accept"]')
             page.wait_for_function("() => document.getElementById('held').textContent.includes('paused by ann')")
+            time.sleep(1.5)  # paused: however long it waits, trial 4 (approved) does not start, nothing is proposed
             with CampaignStore.open(db) as store:
-                until(lambda: store.trial(4).state == "measured", "trial 4 to finish while paused")
-            time.sleep(1.5)  # paused: however long it waits, nothing new is proposed
-            with CampaignStore.open(db) as store:
-                assert len(store.trials()) == 4
+                assert len(store.trials()) == 4 and store.trial(4).state == "approved"
             assert page.locator(".approval").count() == 0
             assert attention(url) == f"paused by {WHO}: resume it from its page"
 
@@ -143,3 +145,32 @@ def test_approve_edit_skip_pause_resume_and_abort_from_the_page(tmp_path: Path, 
                          f"skipped by operator ({WHO})", f"accepted by operator ({WHO})"]
     assert holds == [f"paused by {WHO}: no new trial starts until resumed", f"resumed by {WHO}"]
     assert pauses == [f"aborted by {WHO}"]
+
+
+def test_the_token_url_sets_the_cookie_and_a_view_only_dashboard_refuses_control(tmp_path: Path) -> None:
+    folder = tmp_path / "campaigns"
+    folder.mkdir()
+    page = {"Content-Type": "application/json", "X-Closedloop-Control": "1"}
+    with dashboard_and_token(str(folder)) as (url, token):
+        opener = urllib.request.build_opener(NoRedirect)
+        try:
+            opener.open(f"{url}?token={token}", timeout=30)
+            raise AssertionError("the token URL must redirect")
+        except urllib.error.HTTPError as exc:
+            assert exc.code == 303 and exc.headers["Location"] == "/"  # the token leaves the address bar
+            cookie = exc.headers["Set-Cookie"]
+        assert cookie.startswith(f"closedloop_control={token};") and "HttpOnly" in cookie
+        assert "samesite=strict" in cookie.lower()
+        assert status_of(f"{url}?token=wrong") == 403
+        assert post(f"{url}api/login", {"token": token}, page) == 200
+        assert post(f"{url}api/login", {"token": token}, {**page, "Content-Type": "text/plain; a=application/json"}) == 403
+        evil_host = urllib.request.Request(url, headers={"Host": "evil.example"})  # DNS rebinding: refused
+        assert status_of(evil_host) == 400
+    with dashboard_and_token(str(folder), "--view-only") as (url, _):
+        assert post(f"{url}api/login", {"token": ""}, page) == 403
+        assert post(f"{url}api/campaign/x.sqlite/control", {"action": "pause"}, page) == 403
+
+
+class NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None

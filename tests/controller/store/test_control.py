@@ -50,3 +50,31 @@ def test_a_damaged_control_file_is_reported_once_and_the_campaign_goes_on(tmp_pa
         assert operator.requests() == [] and operator.requests() == []
     warnings = [r for r in caplog.records if "cannot control this campaign" in r.getMessage()]
     assert len(warnings) == 1
+
+
+def test_rows_closedloop_did_not_write_are_answered_and_never_carried_out(tmp_path: Path) -> None:
+    import sqlite3
+
+    channel = ControlChannel(tmp_path / "c.sqlite")
+    good = channel.submit("pause", "ann")
+    with sqlite3.connect(channel.path) as db:
+        db.execute("INSERT INTO requests (at, action, trial_id, edited, by) VALUES (1, 'edit', 2, '{not json', 'x')")
+        db.execute("INSERT INTO requests (at, action, trial_id, edited, by) VALUES (1, 'edit', 2, '[1, 2]', 'x')")
+        db.execute("INSERT INTO requests (at, action, trial_id, edited, by) VALUES (1, 'accept', '<b>2</b>', NULL, 'x')")
+    operator = RemoteOperator(channel, sleep=lambda s: None)
+    assert [r.action for r in operator.requests()] == ["pause"]
+    with sqlite3.connect(channel.path) as db:
+        outcomes = dict(db.execute("SELECT id, outcome FROM requests").fetchall())
+    assert outcomes[good] == "pause: taken"
+    assert sorted(o for i, o in outcomes.items() if i != good) == ["ignored: not a request closedloop can read"] * 3
+    assert [r.id for r in channel.recent()] == [good]  # the page lists only requests it can show
+
+
+def test_a_control_file_deleted_and_made_again_is_read_from_its_first_request(tmp_path: Path) -> None:
+    channel = ControlChannel(tmp_path / "c.sqlite")
+    operator = RemoteOperator(channel, sleep=lambda s: None)
+    channel.submit("pause", "ann")
+    assert [r.action for r in operator.requests()] == ["pause"]
+    channel.path.unlink()  # what the error message for a damaged file tells the operator to do
+    assert channel.submit("abort", "ann") == 1  # numbered from 1 again
+    assert [r.action for r in operator.requests()] == ["abort"]
