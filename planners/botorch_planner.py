@@ -110,7 +110,8 @@ class BotorchPlanner:
             lengthscale priors with mean 0.5, BoTorch's default before 0.12), "rbf" (BoTorch's default since,
             a lengthscale prior that grows with the dimension), "scaled_matern" (Matern-5/2 with such a prior
             and a low-noise prior, BayBE's default GP; ahead on the mixed benchmark space and two of three
-            process pools, behind on TRMC and Perovskite), or "additive": per-parameter terms plus a full one,
+            process pools, behind on TRMC and Perovskite), "rbf_gamma_numeric" ("rbf" with that Gamma
+            lengthscale prior on the number columns only), or "additive": per-parameter terms plus a full one,
             for quantities that are (in model units) close to a sum of per-parameter effects
             (`planners.models.KERNELS`). The kernel fitted is in each proposal's acquisition settings.
         analytic_ei: for one objective without outcome constraints, proposing one point at a time with

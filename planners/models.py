@@ -35,11 +35,13 @@ from gpytorch.kernels import (  # type: ignore[import-untyped]  # gpytorch: no p
     AdditiveKernel,
     Kernel,
     MaternKernel,
+    ProductKernel,
+    RBFKernel,
     ScaleKernel,
 )
 from gpytorch.likelihoods import GaussianLikelihood  # type: ignore[import-untyped]  # gpytorch: no py.typed
 from gpytorch.mlls import ExactMarginalLogLikelihood  # type: ignore[import-untyped]  # gpytorch: no py.typed
-from gpytorch.priors import GammaPrior  # type: ignore[import-untyped]  # gpytorch: no py.typed
+from gpytorch.priors import GammaPrior, LogNormalPrior  # type: ignore[import-untyped]  # gpytorch: no py.typed
 from torch import Tensor
 
 from closedloop.planners.feasibility import (
@@ -62,9 +64,11 @@ from closedloop.planners.outcomes import FEASIBILITY, Outcome, TrainingData
 # "scaled_matern": an ARD Matern-5/2 kernel without output scale, a Gamma lengthscale prior whose mode
 # grows as sqrt(dim) and a Gamma noise prior of mode exp(-5) (BayBE 0.15's default GP,
 # `scaled_matern_kernel`, `low_noise_likelihood`); `resolve_kernel` says where it was measured.
+# "rbf_gamma_numeric": RBF with BoTorch's priors, except that the number columns' lengthscales get
+# scaled_matern's Gamma prior (`rbf_gamma_numeric_kernel`): the one-hot columns keep the LogNormal.
 # "auto" (the botorch planner's default since its version 3): Matern-5/2, or RBF for a problem with
 # outcome constraints or choice parameters (`resolve_kernel`).
-KERNELS = ("auto", "rbf", "matern52", "additive", "scaled_matern")
+KERNELS = ("auto", "rbf", "matern52", "additive", "scaled_matern", "rbf_gamma_numeric")
 DEFAULT_KERNEL = "auto"
 
 
@@ -158,7 +162,20 @@ def input_kernel(kernel: str, dim: int, groups: Sequence[Sequence[int]] | None =
         return get_matern_kernel_with_gamma_prior(dim)
     if kernel == "scaled_matern":
         return scaled_matern_kernel(dim)
+    if kernel == "rbf_gamma_numeric":
+        if groups is None:
+            raise ValueError(
+                "the rbf_gamma_numeric kernel needs the parameters' column groups (SpaceEncoding.column_groups)"
+            )
+        return rbf_gamma_numeric_kernel(dim, groups)
     return None
+
+
+def gamma_lengthscale_prior(dim: int) -> GammaPrior:
+    """Gamma(3, .) with the mode of BoTorch's dimension-scaled LogNormal over `dim` columns,
+    exp(sqrt(2) - 3) * sqrt(dim) (0.62 over 9 columns), as BayBE 0.15's default GP has it."""
+    mode = math.exp(math.sqrt(2.0) - 3.0) * math.sqrt(dim)
+    return GammaPrior(3.0, 2.0 / mode)
 
 
 def scaled_matern_kernel(dim: int) -> Kernel:
@@ -167,13 +184,43 @@ def scaled_matern_kernel(dim: int) -> Kernel:
     columns), as BayBE 0.15 fits by default (`baybe.surrogates.gaussian_process.presets.baybe`): the
     Gamma's light tail keeps lengthscales near the mode where the LogNormal's heavy one let RBF fits on the
     mixed benchmark space stretch those of the floats to 1-2, which flattens a narrow optimum away."""
-    mode = math.exp(math.sqrt(2.0) - 3.0) * math.sqrt(dim)
-    prior = GammaPrior(3.0, 2.0 / mode)
+    prior = gamma_lengthscale_prior(dim)
     return MaternKernel(
         nu=2.5,
         ard_num_dims=dim,
         lengthscale_prior=prior,
-        lengthscale_constraint=GreaterThan(2.5e-2, transform=None, initial_value=mode),
+        lengthscale_constraint=GreaterThan(2.5e-2, transform=None, initial_value=prior.mode),
+    )
+
+
+def rbf_gamma_numeric_kernel(dim: int, groups: Sequence[Sequence[int]]) -> Kernel:
+    """BoTorch's default ARD RBF kernel over `dim` columns, except that the number columns (the one-column
+    groups of `groups`) have `gamma_lengthscale_prior(dim)`; the choices' one-hot columns keep the default
+    LogNormal prior for `dim` columns. Both priors have the same mode: only the tails differ.
+
+    The product of two RBF kernels over disjoint columns is one ARD RBF kernel over all of them, so this is
+    the default kernel with a different prior on some lengthscales. Why: on the mixed benchmark space the
+    LogNormal's heavy tail let the floats' lengthscales stretch to 1-2 (`scaled_matern_kernel`), while a
+    one-hot column only ever sits at 0 or 1, where a long lengthscale says "the choices are alike", which
+    the data may well show. A choice reduced to one column (a pool's column view, a one-value choice)
+    counts as a number: its column cannot be told from one."""
+    numeric = sorted(g[0] for g in groups if len(g) == 1)
+    one_hot = sorted(c for g in groups if len(g) > 1 for c in g)
+    terms = []
+    if numeric:
+        terms.append(_ard_rbf(numeric, gamma_lengthscale_prior(dim)))
+    if one_hot:
+        terms.append(_ard_rbf(one_hot, LogNormalPrior(math.sqrt(2.0) + 0.5 * math.log(dim), math.sqrt(3.0))))
+    return terms[0] if len(terms) == 1 else ProductKernel(*terms)
+
+
+def _ard_rbf(columns: list[int], prior: GammaPrior | LogNormalPrior) -> RBFKernel:
+    """An ARD RBF kernel on `columns` with lengthscale `prior`, bounded below as BoTorch's default (0.025)."""
+    return RBFKernel(
+        ard_num_dims=len(columns),
+        active_dims=columns,
+        lengthscale_prior=prior,
+        lengthscale_constraint=GreaterThan(2.5e-2, transform=None, initial_value=prior.mode),
     )
 
 
@@ -244,8 +291,15 @@ def fit_gp(
 def hyperparameters_of(model: SingleTaskGP) -> dict[str, list[float]]:
     """Fitted lengthscales (unit-cube input units), output scale and noise (standardized outcome units).
 
-    For an additive kernel, the terms' lengthscales and output scales one after the other, in term order."""
+    For an additive kernel, the terms' lengthscales and output scales one after the other, in term order;
+    for a product over disjoint columns (`rbf_gamma_numeric_kernel`), the lengthscales in column order."""
     kernel = model.covar_module
+    if isinstance(kernel, ProductKernel):
+        by_column: dict[int, float] = {}
+        for term in kernel.kernels:
+            by_column.update(zip(term.active_dims.tolist(), term.lengthscale.detach().flatten().tolist(), strict=True))
+        lengthscale = [by_column[c] for c in sorted(by_column)]
+        return {"lengthscale": lengthscale, "outputscale": [], "noise": model.likelihood.noise.detach().flatten().tolist()}
     terms = list(kernel.kernels) if isinstance(kernel, AdditiveKernel) else [kernel]
     out: dict[str, list[float]] = {
         "lengthscale": [],

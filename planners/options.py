@@ -49,7 +49,7 @@ class ModelOptions(PlannerOptions):
     optimizer_maxiter: Count = 200
     max_choice_combinations: Count = 8
     power_transform: StrictBool = False
-    kernel: Literal["auto", "rbf", "matern52", "additive", "scaled_matern"] = "rbf"
+    kernel: Literal["auto", "rbf", "matern52", "additive", "scaled_matern", "rbf_gamma_numeric"] = "rbf"
     analytic_ei: StrictBool = False
     predictive_ei: StrictBool = False
     pad_failures: StrictBool = True
@@ -60,7 +60,7 @@ class ModelOptions(PlannerOptions):
 class BotorchOptions(ModelOptions):
     """`planners.botorch_planner.BotorchPlanner`'s options (see its docstring for what each one does)."""
 
-    kernel: Literal["auto", "rbf", "matern52", "additive", "scaled_matern"] = "auto"
+    kernel: Literal["auto", "rbf", "matern52", "additive", "scaled_matern", "rbf_gamma_numeric"] = "auto"
     max_fit_points: Count = 300
     surrogate: Literal["auto", "gp", "forest"] = "auto"
     pool_screen: Annotated[int, Field(ge=0)] = 512

@@ -157,3 +157,48 @@ def test_a_scaled_matern_planner_over_a_mixed_constrained_space_records_its_kern
     assert hyperparameters["outputscale"] == [] and len(hyperparameters["lengthscale"]) == 6
     assert hyperparameters["noise"][0] < 0.05  # the low-noise prior: a noise-free y is interpolated
     assert MIXED.constraints[0].evaluate(proposal.conditions) <= 1e-9
+
+
+def test_rbf_gamma_numeric_keeps_an_irrelevant_number_short_and_lets_the_choice_columns_stretch() -> None:
+    """y depends on temp alone. The default RBF's LogNormal prior lets the fit stretch the two irrelevant
+    numbers' lengthscales past 5 (the flat directions that, on the mixed benchmark space, flattened narrow
+    optima away); rbf_gamma_numeric's Gamma prior on the number columns keeps them below 2.5, while the
+    solvent's one-hot columns, under BoTorch's LogNormal still, stretch as far as the default's."""
+    groups = SpaceEncoding(MIXED).column_groups()  # temp 0, solvent 1-3, spin 4, time 5
+    for seed in range(2):
+        generator = torch.Generator().manual_seed(seed)
+        X = torch.rand(16, 6, generator=generator, dtype=torch.float64)
+        X[:, 1:4] = 0.0
+        X[torch.arange(16), 1 + torch.arange(16) % 3] = 1.0
+        Y = torch.sin(5.0 * X[:, 0]).unsqueeze(-1)
+        fitted = {}
+        for kernel in ("rbf_gamma_numeric", "rbf"):
+            torch.manual_seed(0)
+            gp, failure = fit_gp(X, Y, maxiter=100, max_fit_points=300, kernel=kernel, groups=groups)
+            assert failure is None
+            fitted[kernel] = hyperparameters_of(gp)["lengthscale"]
+        ours, default = fitted["rbf_gamma_numeric"], fitted["rbf"]
+        assert len(ours) == 6 and ours[0] < 0.5  # column order, and temp's short scale found
+        assert max(ours[4], ours[5]) < 2.5 and min(default[4], default[5]) > 5.0, (ours, default)
+        assert min(ours[1:4]) > 5.0, ours
+
+
+def test_rbf_gamma_numeric_puts_the_gamma_prior_on_the_numbers_only_and_a_planner_records_it() -> None:
+    from closedloop.planners.options import checked_options
+
+    X = torch.rand(8, 6, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    gp, _ = fit_gp(X, X[:, :1], maxiter=20, max_fit_points=300, kernel="rbf_gamma_numeric",
+                   groups=SpaceEncoding(MIXED).column_groups())
+    priors = {tuple(term.active_dims.tolist()): type(term.lengthscale_prior).__name__ for term in gp.covar_module.kernels}
+    assert priors == {(0, 4, 5): "GammaPrior", (1, 2, 3): "LogNormalPrior"}
+    with pytest.raises(ValueError, match="rbf_gamma_numeric kernel needs the parameters' column groups"):
+        fit_gp(X, X[:, :1], maxiter=20, max_fit_points=300, kernel="rbf_gamma_numeric")
+    assert checked_options("botorch", {"kernel": "rbf_gamma_numeric"}) == {"kernel": "rbf_gamma_numeric"}
+
+    problem = Problem(MIXED, (Objective("y", "maximize"),))
+    planner = BotorchPlanner(n_initial=4, kernel="rbf_gamma_numeric", num_restarts=2, raw_samples=32, mc_samples=32)
+    (proposal,) = planner.propose(problem, mixed_observations(8, seed=3, solvent_effect=0.5), [], 1, seed=4)
+    assert proposal.provenance.design == "model" and proposal.provenance.fallback is None
+    assert proposal.provenance.acquisition_settings["kernel"] == "rbf_gamma_numeric"
+    assert len(proposal.provenance.hyperparameters["y"]["lengthscale"]) == 6
+    assert MIXED.constraints[0].evaluate(proposal.conditions) <= 1e-9
