@@ -245,7 +245,7 @@ class VisaPort:
                        constants.StatusCode.error_nonsupported_attribute_state)
         try:
             self._resource.set_visa_attribute(attribute, value)
-        except NotImplementedError:
+        except NotImplementedError:  # the backend has no such attribute at all (a simulated session)
             return
         except errors.VisaIOError as e:
             if e.error_code in unsupported:

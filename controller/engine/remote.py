@@ -35,7 +35,7 @@ class RemoteOperator:
         self._sleep = sleep
         self._warned = False
         self._taken: set[int] = set()  # handled here but not marked in the file (marking failed)...
-        self._file: tuple[int, ...] | None = None  # ...in this file
+        self._file: tuple[int, int] | None = None  # ...in this file
 
     def start(self) -> None:
         """The campaign starts: requests made while it was not running are expired, not carried out."""

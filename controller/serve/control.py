@@ -20,12 +20,12 @@ from closedloop.controller.engine.build import protocol_gate
 from closedloop.controller.engine.events import APPROVAL_WAIT, HOLD, RELEASE
 from closedloop.controller.engine.gate import EnvelopeViolation, OutsideSpace
 from closedloop.controller.protocol.model import Protocol
+from closedloop.controller.store.activity import ENGINE_STARTS
 from closedloop.controller.store.control import ACTIONS, DECISIONS, Action, ControlChannel, ControlFileError
 from closedloop.controller.store.reads import CampaignReads
 from closedloop.planners.space import ChoiceParameter, FloatParameter, IntParameter, Parameter
 from closedloop.records import Conditions, Value
 
-RUN_STARTS = ("start", "resume")  # the journal's kinds for a run beginning (set_status("running"))
 WHOLE = "_"  # the key of an edit error that belongs to no single field (a constraint between them)
 
 
@@ -67,7 +67,7 @@ def pending_approvals(store: CampaignReads) -> list[PendingApproval]:
 
 def held_by(store: CampaignReads) -> str | None:
     """Who paused the campaign from the dashboard in its current run, or None."""
-    last = store.events(kinds=[HOLD, RELEASE, *RUN_STARTS], limit=1)
+    last = store.events(kinds=[HOLD, RELEASE, *ENGINE_STARTS], limit=1)
     return str((last[0]["data"] or {}).get("by", "")) if last and last[0]["kind"] == HOLD else None
 
 

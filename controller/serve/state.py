@@ -108,7 +108,8 @@ def plot_json(block: Block) -> dict[str, Any]:
 
 def expected_durations(store: CampaignReads, trials: list[TrialRecord]) -> dict[str, float]:
     """Per instrument, the median wall time from a trial's start to its result over its last ten trials:
-    what a running trial can be expected to take."""
+    what a running trial can be expected to take. Wall time, not the trials' `duration_s` (instrument time,
+    virtual or scaled with an emulator): it is shown beside how long the trial has been running."""
     instrument_of = {t.id: t.instrument or "" for t in trials}
     started: dict[int, tuple[str, float]] = {}
     durations: dict[str, list[float]] = {}

@@ -114,14 +114,14 @@ class ControlChannel:
                                 [time.time(), f"expired: {why}"])
             return cursor.rowcount
 
-    def identity(self) -> tuple[int, ...] | None:
-        """Which file this is (device, inode, change time), None while there is none: a file deleted and
-        made again numbers its requests from 1 again (and may get the same inode)."""
+    def identity(self) -> tuple[int, int] | None:
+        """Which file this is (device, inode), None while there is none: a file deleted and made again
+        numbers its requests from 1 again."""
         try:
             st = self.path.stat()
         except OSError:
             return None
-        return st.st_dev, st.st_ino, st.st_ctime_ns
+        return st.st_dev, st.st_ino
 
     def _select(self, tail: str, params: list[object] | None = None) -> list[ControlRequest]:
         if not self.path.exists():
